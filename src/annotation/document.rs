@@ -1,0 +1,301 @@
+//! The annotation document: the images it refers to, its findings (boxes per image, provenance,
+//! review status, edit log) and schema version; unknown fields from newer writers are kept.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::grounding::BBox;
+
+/// The schema this build writes and the newest it reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// An image a document refers to, with what identifies its pixels.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct ImageRef {
+    /// Short key used by boxes: "prior", "current", …
+    pub id: String,
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sop_instance_uid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sop_class_uid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub study_instance_uid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series_instance_uid: Option<String>,
+    /// sha256 of the file (raster images; DICOM is identified by its SOP Instance UID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    pub width: u32,
+    pub height: u32,
+    #[serde(default = "one")]
+    pub frames: u32,
+    /// Patient identifiers as the source carries them (dropped from ML exports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient_birth_date: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub study_date: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl ImageRef {
+    /// What identifies the first frame of `series`, under the key `id`.
+    pub fn from_series(id: &str, series: &crate::study::Series) -> ImageRef {
+        let frame = &series.frames[0];
+        let m = &frame.meta;
+        let mut extra = Map::new();
+        if let Some(modality) = &m.modality {
+            extra.insert("modality".into(), Value::String(modality.clone()));
+        }
+        ImageRef {
+            id: id.into(),
+            path: m.path.display().to_string(),
+            sop_instance_uid: m.sop_instance_uid.clone(),
+            sop_class_uid: m.sop_class_uid.clone(),
+            study_instance_uid: m.study_uid.clone(),
+            series_instance_uid: m.series_uid.clone(),
+            sha256: m.sha256.clone(),
+            width: frame.width as u32,
+            height: frame.height as u32,
+            frames: series.frames.len() as u32,
+            patient_id: m.patient_id.clone(),
+            patient_name: m.patient_name.clone(),
+            patient_birth_date: m.patient_birth_date.clone(),
+            study_date: m.study_date.clone(),
+            extra,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum FindingKind {
+    Change,
+    Correspondence,
+    Manual,
+}
+
+impl FindingKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            FindingKind::Change => "change",
+            FindingKind::Correspondence => "correspondence",
+            FindingKind::Manual => "manual",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Proposed,
+    Accepted,
+    Rejected,
+}
+
+impl Status {
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Proposed => "proposed",
+            Status::Accepted => "accepted",
+            Status::Rejected => "rejected",
+        }
+    }
+}
+
+/// Who made a finding.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Source {
+    Model {
+        id: String,
+        version: String,
+        /// Calibrated probability that the box is right.
+        score: f32,
+    },
+    Human {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
+    },
+}
+
+impl Source {
+    pub fn score(&self) -> Option<f32> {
+        match self {
+            Source::Model { score, .. } => Some(*score),
+            Source::Human { .. } => None,
+        }
+    }
+}
+
+/// A finding's box on one image (pixel coordinates of that image; `frame` for multi-frame).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImageBox {
+    pub image: String,
+    #[serde(default)]
+    pub frame: u32,
+    #[serde(rename = "box")]
+    pub bbox: [f32; 4],
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl ImageBox {
+    pub fn new(image: &str, frame: u32, b: BBox) -> Self {
+        ImageBox { image: image.into(), frame, bbox: round_box(b).to_array(), extra: Map::new() }
+    }
+
+    pub fn rect(&self) -> BBox {
+        BBox::from_array(self.bbox)
+    }
+}
+
+/// Boxes are stored to 0.01 px so that saving is stable across load/save.
+pub fn round_box(b: BBox) -> BBox {
+    let r = |v: f32| (v * 100.0).round() / 100.0;
+    BBox::new(r(b.x1), r(b.y1), r(b.x2), r(b.y2))
+}
+
+/// One entry of a finding's edit log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogEntry {
+    pub at: String,
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    pub id: String,
+    pub kind: FindingKind,
+    pub label: String,
+    pub boxes: Vec<ImageBox>,
+    pub source: Source,
+    pub status: Status,
+    pub created: String,
+    pub modified: String,
+    #[serde(default)]
+    pub log: Vec<LogEntry>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Finding {
+    pub fn new(kind: FindingKind, label: &str, boxes: Vec<ImageBox>, source: Source, now: &str) -> Finding {
+        let status = match source {
+            Source::Model { .. } => Status::Proposed,
+            Source::Human { .. } => Status::Accepted,
+        };
+        Finding {
+            id: new_id(),
+            kind,
+            label: label.into(),
+            boxes,
+            source,
+            status,
+            created: now.into(),
+            modified: now.into(),
+            log: vec![LogEntry { at: now.into(), action: "create".into(), detail: None }],
+            extra: Map::new(),
+        }
+    }
+
+    pub fn box_on(&self, image: &str) -> Option<&ImageBox> {
+        self.boxes.iter().find(|b| b.image == image)
+    }
+
+    pub fn score(&self) -> Option<f32> {
+        self.source.score()
+    }
+
+    /// Records an edit: updates `modified` and appends to the log.
+    pub fn touch(&mut self, now: &str, action: &str, detail: Option<String>) {
+        self.modified = now.into();
+        self.log.push(LogEntry { at: now.into(), action: action.into(), detail });
+    }
+}
+
+/// A new stable finding id.
+pub fn new_id() -> String {
+    format!("f-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// Now, as RFC 3339 UTC with millisecond precision.
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Document {
+    pub schema_version: u32,
+    #[serde(default)]
+    pub generator: String,
+    pub images: Vec<ImageRef>,
+    pub findings: Vec<Finding>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Default for Document {
+    fn default() -> Self {
+        Document::new(Vec::new())
+    }
+}
+
+impl Document {
+    pub fn new(images: Vec<ImageRef>) -> Document {
+        Document {
+            schema_version: SCHEMA_VERSION,
+            generator: format!("tandem {}", env!("CARGO_PKG_VERSION")),
+            images,
+            findings: Vec::new(),
+            extra: Map::new(),
+        }
+    }
+
+    pub fn image(&self, id: &str) -> Option<&ImageRef> {
+        self.images.iter().find(|i| i.id == id)
+    }
+
+    pub fn finding(&self, id: &str) -> Option<&Finding> {
+        self.findings.iter().find(|f| f.id == id)
+    }
+
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        self.findings.iter().position(|f| f.id == id)
+    }
+
+    /// Findings as the grounder proposed them, ready to be added through `History`.
+    pub fn proposals_to_findings(proposals: &[crate::grounding::Proposal], target: (&str, u32), reference: (&str, u32), now: &str) -> Vec<Finding> {
+        proposals
+            .iter()
+            .map(|p| {
+                let kind = match p.kind {
+                    crate::grounding::ProposalKind::Change => FindingKind::Change,
+                    crate::grounding::ProposalKind::Correspondence => FindingKind::Correspondence,
+                };
+                let mut boxes = Vec::new();
+                if let Some(r) = p.reference_box {
+                    boxes.push(ImageBox::new(reference.0, reference.1, r));
+                }
+                boxes.push(ImageBox::new(target.0, target.1, p.target_box));
+                // "tandem-grounder 0.1.0" → id and version; the baseline has no version.
+                let (id, version) = match p.source.rsplit_once(' ') {
+                    Some((id, v)) => (id.to_string(), v.to_string()),
+                    None => (p.source.clone(), String::new()),
+                };
+                Finding::new(kind, kind.label(), boxes, Source::Model { id, version, score: (p.score * 1000.0).round() / 1000.0 }, now)
+            })
+            .collect()
+    }
+}

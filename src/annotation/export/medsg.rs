@@ -1,0 +1,42 @@
+//! MedSG-Bench JSON: each change finding with boxes on both images becomes a difference item,
+//! each correspondence a consistency item whose question carries the reference box.
+
+use serde_json::{Value, json};
+
+use crate::annotation::document::{Document, FindingKind};
+use crate::annotation::export::{coco::file_name, exported};
+use crate::grounding::Task;
+
+pub fn to_medsg(doc: &Document, keep_phi: bool) -> Value {
+    let path_of = |id: &str| doc.image(id).map(|i| if keep_phi { i.path.clone() } else { file_name(&i.path) });
+    let mut items = Vec::new();
+    for f in exported(doc) {
+        let (Some(prior), Some(current)) = (f.box_on("prior"), f.box_on("current")) else { continue };
+        let (Some(prior_path), Some(current_path)) = (path_of("prior"), path_of("current")) else { continue };
+        let (task, images, reference, answer) = match f.kind {
+            FindingKind::Change | FindingKind::Manual => {
+                let same_place = prior.bbox == current.bbox;
+                let t = if same_place { Task::RegisteredDiff } else { Task::NonRegisteredDiff };
+                (t, vec![prior_path, current_path], None, current.rect())
+            }
+            FindingKind::Correspondence => {
+                // The reference is the first box the finding was made from.
+                let (from, to, from_path, to_path) =
+                    if f.boxes.first().is_some_and(|b| b.image == "current") { (current, prior, current_path, prior_path) } else { (prior, current, prior_path, current_path) };
+                let modality = |id: &str| doc.image(id).and_then(|i| i.extra.get("modality").cloned());
+                let task = if modality("prior") != modality("current") { Task::Crossmodal } else { Task::ObjectTracking };
+                (task, vec![from_path, to_path], Some(from.rect().rounded()), to.rect())
+            }
+        };
+        items.push(json!({
+            "id": f.id,
+            "task": task.medsg_name(),
+            "images": images,
+            "question": task.question(reference),
+            "answer": answer.rounded(),
+            "label": f.label,
+            "status": f.status.label(),
+        }));
+    }
+    Value::Array(items)
+}

@@ -1,0 +1,238 @@
+//! DICOM Comprehensive SR, TID 1500 Measurement Report: one TID 1410 planar ROI measurement
+//! group per finding and image, each a closed 5-point POLYLINE SCOORD on the referenced SOP
+//! instance (and frame), with one tracking UID per finding across prior and current.
+
+use dicom_core::value::{C, DataSetSequence};
+use dicom_core::header::Header;
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_dictionary_std::{tags, uids};
+use dicom_object::mem::InMemElement;
+use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+
+use crate::annotation::document::{Document, ImageRef};
+use crate::annotation::export::{ExportError, exported};
+
+fn code(value: &str, scheme: &str, meaning: &str) -> InMemDicomObject {
+    InMemDicomObject::from_element_iter([
+        DataElement::new(tags::CODE_VALUE, VR::SH, value),
+        DataElement::new(tags::CODING_SCHEME_DESIGNATOR, VR::SH, scheme),
+        DataElement::new(tags::CODE_MEANING, VR::LO, meaning),
+    ])
+}
+
+fn seq(tag: Tag, items: Vec<InMemDicomObject>) -> InMemElement {
+    DataElement::new(tag, VR::SQ, DataSetSequence::from(items))
+}
+
+fn item(relationship: &str, value_type: &str, concept: (&str, &str, &str), mut rest: Vec<InMemElement>) -> InMemDicomObject {
+    let mut elems = vec![
+        DataElement::new(tags::RELATIONSHIP_TYPE, VR::CS, relationship),
+        DataElement::new(tags::VALUE_TYPE, VR::CS, value_type),
+        seq(tags::CONCEPT_NAME_CODE_SEQUENCE, vec![code(concept.0, concept.1, concept.2)]),
+    ];
+    elems.append(&mut rest);
+    InMemDicomObject::from_element_iter(elems)
+}
+
+fn text(relationship: &str, concept: (&str, &str, &str), value: &str) -> InMemDicomObject {
+    item(relationship, "TEXT", concept, vec![DataElement::new(tags::TEXT_VALUE, VR::UT, value)])
+}
+
+fn code_item(relationship: &str, concept: (&str, &str, &str), value: (&str, &str, &str)) -> InMemDicomObject {
+    item(relationship, "CODE", concept, vec![seq(tags::CONCEPT_CODE_SEQUENCE, vec![code(value.0, value.1, value.2)])])
+}
+
+fn container(relationship: &str, concept: (&str, &str, &str), children: Vec<InMemDicomObject>) -> InMemDicomObject {
+    item(relationship, "CONTAINER", concept, vec![DataElement::new(tags::CONTINUITY_OF_CONTENT, VR::CS, "SEPARATE"), seq(tags::CONTENT_SEQUENCE, children)])
+}
+
+/// A fresh DICOM UID (UUID-derived, root 2.25).
+pub fn new_uid() -> String {
+    format!("2.25.{}", uuid::Uuid::new_v4().as_u128())
+}
+
+/// Image region of one box: the SCOORD with its IMAGE reference.
+fn region(img: &ImageRef, frame: u32, b: [f32; 4]) -> Result<InMemDicomObject, ExportError> {
+    let sop_instance = img.sop_instance_uid.as_deref().ok_or_else(|| ExportError::Sr(format!("image {:?} is not a DICOM image (no SOP Instance UID)", img.id)))?;
+    let sop_class = img.sop_class_uid.as_deref().unwrap_or(uids::SECONDARY_CAPTURE_IMAGE_STORAGE);
+    let [x1, y1, x2, y2] = b;
+    let points: Vec<f32> = vec![x1, y1, x2, y1, x2, y2, x1, y2, x1, y1];
+    let mut sop = vec![
+        DataElement::new(tags::REFERENCED_SOP_CLASS_UID, VR::UI, sop_class),
+        DataElement::new(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, sop_instance),
+    ];
+    if img.frames > 1 {
+        sop.push(DataElement::new(tags::REFERENCED_FRAME_NUMBER, VR::IS, (frame + 1).to_string()));
+    }
+    let image = item("SELECTED FROM", "IMAGE", ("111030", "DCM", "Image Region"), vec![seq(tags::REFERENCED_SOP_SEQUENCE, vec![InMemDicomObject::from_element_iter(sop)])]);
+    // IMAGE items carry no concept name; rebuild without it.
+    let image = InMemDicomObject::from_element_iter(image.into_iter().filter(|e| e.tag() != tags::CONCEPT_NAME_CODE_SEQUENCE));
+    Ok(item(
+        "CONTAINS",
+        "SCOORD",
+        ("111030", "DCM", "Image Region"),
+        vec![
+            DataElement::new(tags::GRAPHIC_TYPE, VR::CS, "POLYLINE"),
+            DataElement::new(tags::GRAPHIC_DATA, VR::FL, PrimitiveValue::F32(C::from_vec(points))),
+            seq(tags::CONTENT_SEQUENCE, vec![image]),
+        ],
+    ))
+}
+
+/// The SR data set (without file meta) for `doc`.
+pub fn to_sr(doc: &Document) -> Result<InMemDicomObject, ExportError> {
+    let current = doc.image("current").or_else(|| doc.images.first()).ok_or_else(|| ExportError::Nothing("the document refers to no image".into()))?;
+    let mut groups = Vec::new();
+    let mut referenced: Vec<&ImageRef> = Vec::new();
+    for f in exported(doc) {
+        let tracking_uid = new_uid();
+        for b in &f.boxes {
+            let Some(img) = doc.image(&b.image) else { continue };
+            let roi = region(img, b.frame, b.bbox)?;
+            if !referenced.iter().any(|r| r.id == img.id) {
+                referenced.push(img);
+            }
+            let score = f.score().map(|s| format!("; score {s:.3}")).unwrap_or_default();
+            let source = match &f.source {
+                crate::annotation::Source::Model { id, version, .. } => format!("{id} {version}"),
+                crate::annotation::Source::Human { .. } => "human".into(),
+            };
+            groups.push(container(
+                "CONTAINS",
+                ("125007", "DCM", "Measurement Group"),
+                vec![
+                    text("HAS OBS CONTEXT", ("112039", "DCM", "Tracking Identifier"), &f.label),
+                    item("HAS OBS CONTEXT", "UIDREF", ("112040", "DCM", "Tracking Unique Identifier"), vec![DataElement::new(tags::UID, VR::UI, tracking_uid.as_str())]),
+                    code_item("CONTAINS", ("121071", "DCM", "Finding"), (f.kind.label(), "99TANDEM", &f.label)),
+                    roi,
+                    text("CONTAINS", ("121106", "DCM", "Comment"), &format!("{} on {}: status {}{score}; source {source}; finding {}", f.kind.label(), b.image, f.status.label(), f.id)),
+                ],
+            ));
+        }
+    }
+    if groups.is_empty() {
+        return Err(ExportError::Nothing("no findings to report".into()));
+    }
+    let report = container(
+        "",
+        ("126000", "DCM", "Imaging Measurement Report"),
+        vec![
+            code_item("HAS CONCEPT MOD", ("121049", "DCM", "Language of Content Item and Descendants"), ("en-US", "RFC5646", "English (United States)")),
+            code_item("HAS OBS CONTEXT", ("121005", "DCM", "Observer Type"), ("121007", "DCM", "Device")),
+            text("HAS OBS CONTEXT", ("121013", "DCM", "Device Observer UID"), "Tandem"),
+            code_item("HAS CONCEPT MOD", ("121058", "DCM", "Procedure reported"), ("363679005", "SCT", "Imaging")),
+            container("CONTAINS", ("126010", "DCM", "Imaging Measurements"), groups),
+        ],
+    );
+    let now = chrono::Utc::now();
+    let study_uid = current.study_instance_uid.clone().unwrap_or_else(new_uid);
+    let sop_uid = new_uid();
+    let mut root: Vec<InMemElement> = vec![
+        DataElement::new(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"),
+        DataElement::new(tags::SOP_CLASS_UID, VR::UI, uids::COMPREHENSIVE_SR_STORAGE),
+        DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, sop_uid.as_str()),
+        DataElement::new(tags::STUDY_DATE, VR::DA, current.study_date.clone().unwrap_or_default()),
+        DataElement::new(tags::CONTENT_DATE, VR::DA, now.format("%Y%m%d").to_string()),
+        DataElement::new(tags::CONTENT_TIME, VR::TM, now.format("%H%M%S").to_string()),
+        DataElement::new(tags::ACCESSION_NUMBER, VR::SH, ""),
+        DataElement::new(tags::MODALITY, VR::CS, "SR"),
+        DataElement::new(tags::MANUFACTURER, VR::LO, "Tandem"),
+        DataElement::new(tags::REFERRING_PHYSICIAN_NAME, VR::PN, ""),
+        DataElement::new(tags::PATIENT_NAME, VR::PN, current.patient_name.clone().unwrap_or_default()),
+        DataElement::new(tags::PATIENT_ID, VR::LO, current.patient_id.clone().unwrap_or_default()),
+        DataElement::new(tags::PATIENT_BIRTH_DATE, VR::DA, current.patient_birth_date.clone().unwrap_or_default()),
+        DataElement::new(tags::PATIENT_SEX, VR::CS, ""),
+        DataElement::new(tags::STUDY_INSTANCE_UID, VR::UI, study_uid.as_str()),
+        DataElement::new(tags::SERIES_INSTANCE_UID, VR::UI, new_uid()),
+        DataElement::new(tags::STUDY_ID, VR::SH, ""),
+        DataElement::new(tags::SERIES_NUMBER, VR::IS, "9901"),
+        DataElement::new(tags::INSTANCE_NUMBER, VR::IS, "1"),
+        DataElement::new(tags::COMPLETION_FLAG, VR::CS, "COMPLETE"),
+        DataElement::new(tags::VERIFICATION_FLAG, VR::CS, "UNVERIFIED"),
+        seq(tags::CONTENT_TEMPLATE_SEQUENCE, vec![InMemDicomObject::from_element_iter([
+            DataElement::new(tags::MAPPING_RESOURCE, VR::CS, "DCMR"),
+            DataElement::new(tags::TEMPLATE_IDENTIFIER, VR::CS, "1500"),
+        ])]),
+    ];
+    // Evidence: every referenced instance, grouped by study and series.
+    let mut studies: Vec<(String, Vec<(String, Vec<&ImageRef>)>)> = Vec::new();
+    for img in &referenced {
+        let st = img.study_instance_uid.clone().unwrap_or_else(|| study_uid.clone());
+        let se = img.series_instance_uid.clone().unwrap_or_default();
+        let study = match studies.iter_mut().position(|s| s.0 == st) {
+            Some(i) => &mut studies[i],
+            None => {
+                studies.push((st, Vec::new()));
+                studies.last_mut().expect("just pushed")
+            }
+        };
+        match study.1.iter_mut().find(|s| s.0 == se) {
+            Some(s) => s.1.push(img),
+            None => study.1.push((se, vec![img])),
+        }
+    }
+    let evidence: Vec<InMemDicomObject> = studies
+        .into_iter()
+        .map(|(st, series)| {
+            let series_items = series
+                .into_iter()
+                .map(|(se, imgs)| {
+                    let sops = imgs
+                        .iter()
+                        .map(|i| {
+                            InMemDicomObject::from_element_iter([
+                                DataElement::new(tags::REFERENCED_SOP_CLASS_UID, VR::UI, i.sop_class_uid.clone().unwrap_or_else(|| uids::SECONDARY_CAPTURE_IMAGE_STORAGE.into())),
+                                DataElement::new(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, i.sop_instance_uid.clone().unwrap_or_default()),
+                            ])
+                        })
+                        .collect();
+                    InMemDicomObject::from_element_iter([DataElement::new(tags::SERIES_INSTANCE_UID, VR::UI, se), seq(tags::REFERENCED_SOP_SEQUENCE, sops)])
+                })
+                .collect();
+            InMemDicomObject::from_element_iter([DataElement::new(tags::STUDY_INSTANCE_UID, VR::UI, st), seq(tags::REFERENCED_SERIES_SEQUENCE, series_items)])
+        })
+        .collect();
+    root.push(seq(tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE, evidence));
+    // The report container's own items sit at the root of the data set.
+    for e in report.into_iter() {
+        if e.tag() != tags::RELATIONSHIP_TYPE {
+            root.push(e);
+        }
+    }
+    Ok(InMemDicomObject::from_element_iter(root))
+}
+
+/// The SR as a DICOM Part 10 file.
+pub fn to_sr_bytes(doc: &Document) -> Result<Vec<u8>, ExportError> {
+    let obj = to_sr(doc)?;
+    let file = obj
+        .with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
+        .map_err(|e| ExportError::Sr(e.to_string()))?;
+    let mut bytes = Vec::new();
+    file.write_all(&mut bytes).map_err(|e| ExportError::Sr(e.to_string()))?;
+    Ok(bytes)
+}
+
+/// Boxes read back from an SR (SOP Instance UID, frame, [x1, y1, x2, y2]): for tests and checks.
+pub fn read_boxes(obj: &InMemDicomObject) -> Vec<(String, u32, [f32; 4])> {
+    let mut out = Vec::new();
+    collect(obj, &mut out);
+    out
+}
+
+fn collect(obj: &InMemDicomObject, out: &mut Vec<(String, u32, [f32; 4])>) {
+    let Some(items) = obj.get(tags::CONTENT_SEQUENCE).and_then(|e| e.items()) else { return };
+    for it in items {
+        let is_scoord = it.get(tags::VALUE_TYPE).and_then(|e| e.to_str().ok()).is_some_and(|v| v.trim() == "SCOORD");
+        if is_scoord && let Some(data) = it.get(tags::GRAPHIC_DATA).and_then(|e| e.to_multi_float32().ok()) {
+            let xs: Vec<f32> = data.iter().step_by(2).copied().collect();
+            let ys: Vec<f32> = data.iter().skip(1).step_by(2).copied().collect();
+            let b = [xs.iter().copied().fold(f32::MAX, f32::min), ys.iter().copied().fold(f32::MAX, f32::min), xs.iter().copied().fold(f32::MIN, f32::max), ys.iter().copied().fold(f32::MIN, f32::max)];
+            let reference = it.get(tags::CONTENT_SEQUENCE).and_then(|e| e.items()).and_then(|c| c.first()).and_then(|img| img.get(tags::REFERENCED_SOP_SEQUENCE)).and_then(|e| e.items()).and_then(|s| s.first());
+            let uid = reference.and_then(|r| r.get(tags::REFERENCED_SOP_INSTANCE_UID)).and_then(|e| e.to_str().ok()).map(|s| s.trim_end_matches(['\0', ' ']).to_string()).unwrap_or_default();
+            let frame = reference.and_then(|r| r.get(tags::REFERENCED_FRAME_NUMBER)).and_then(|e| e.to_int::<u32>().ok()).map(|f| f.saturating_sub(1)).unwrap_or(0);
+            out.push((uid, frame, b));
+        }
+        collect(it, out);
+    }
+}

@@ -1,0 +1,88 @@
+//! `tandem annotations validate|export`, and building a document from the CLI's proposals.
+
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
+
+use crate::annotation::export::{self, ExportFormat};
+use crate::annotation::{Document, ImageRef, io};
+use crate::cli::CliError;
+use crate::grounding::Proposal;
+
+#[derive(Subcommand, Debug)]
+pub enum AnnotationsCommand {
+    /// Check that a document parses and is consistent (exit 0, or 2 with `error: …`).
+    Validate { file: PathBuf },
+    /// Write a document as COCO JSON, MedSG-Bench JSON or DICOM SR.
+    Export {
+        file: PathBuf,
+        #[arg(long, value_parser = ["coco", "medsg", "sr"])]
+        format: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Keep patient name, id and birth date in ML exports (COCO, MedSG).
+        #[arg(long)]
+        keep_phi: bool,
+    },
+    /// Saves the document again and again (for crash-safety tests); never returns.
+    #[command(hide = true)]
+    SaveLoop { file: PathBuf },
+}
+
+pub fn run(what: &AnnotationsCommand) -> Result<(), CliError> {
+    match what {
+        AnnotationsCommand::Validate { file } => {
+            let doc = io::load(file).map_err(|e| CliError(format!("{e} ({})", file.display())))?;
+            println!("ok: {} image(s), {} finding(s), schema version {}", doc.images.len(), doc.findings.len(), doc.schema_version);
+            Ok(())
+        }
+        AnnotationsCommand::Export { file, format, out, keep_phi } => {
+            let doc = io::load(file).map_err(|e| CliError(format!("{e} ({})", file.display())))?;
+            let format = ExportFormat::parse(format).ok_or_else(|| CliError(format!("unknown format {format}")))?;
+            export::export(&doc, format, out, *keep_phi)?;
+            println!("wrote {} ({})", out.display(), format.label());
+            Ok(())
+        }
+        AnnotationsCommand::SaveLoop { file } => save_loop(file),
+    }
+}
+
+/// Saves versions 0, 1, 2, … of a document forever; each version's findings count is its number
+/// modulo 50, so a reader can tell which version it sees.
+fn save_loop(file: &Path) -> Result<(), CliError> {
+    let now = crate::annotation::document::now();
+    let mut doc = Document::new(vec![ImageRef { id: "current".into(), path: "x.png".into(), width: 100, height: 100, frames: 1, ..Default::default() }]);
+    for version in 0u64.. {
+        let n = (version % 50) as usize;
+        doc.extra.insert("version".into(), serde_json::json!(version));
+        doc.findings = (0..n)
+            .map(|k| {
+                let b = crate::grounding::BBox::new(k as f32, k as f32, k as f32 + 10.0, k as f32 + 10.0);
+                let mut f = crate::annotation::Finding::new(
+                    crate::annotation::FindingKind::Manual,
+                    &format!("v{version}-{k}"),
+                    vec![crate::annotation::ImageBox::new("current", 0, b)],
+                    crate::annotation::Source::Human { user: None },
+                    &now,
+                );
+                f.id = format!("f-{k}");
+                f
+            })
+            .collect();
+        io::save(&doc, file)?;
+    }
+    Ok(())
+}
+
+/// A document whose findings are the proposals of `ground diff`.
+pub fn document_for(prior: &Path, current: &Path, proposals: &[Proposal]) -> Result<Document, CliError> {
+    let quiet = |_: f32, _: &str| {};
+    let mut images = Vec::new();
+    for (id, path) in [("prior", prior), ("current", current)] {
+        images.push(ImageRef::from_series(id, &crate::study::load(path, &quiet)?));
+    }
+    let mut doc = Document::new(images);
+    let now = crate::annotation::document::now();
+    doc.findings = Document::proposals_to_findings(proposals, ("current", 0), ("prior", 0), &now);
+    Ok(doc)
+}

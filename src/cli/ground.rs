@@ -1,0 +1,199 @@
+//! `tandem ground`, `tandem eval medsg`, `tandem train` and `tandem synth`.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::cli::{Cli, CliError, EvalCommand, GroundCommand, Split, SynthArgs, TrainArgs};
+use crate::grounding::eval::{self, EvalReport};
+use crate::grounding::rng::Rng;
+use crate::grounding::synth::Synth;
+use crate::grounding::task::Task;
+use crate::grounding::train::{self, TrainOptions};
+use crate::grounding::{BBox, Engine, LocateHint, Method, Proposal, medsg};
+use crate::study::{self, GrayImage};
+
+/// Loads the first frame of a file or folder as a grey image, for grounding.
+pub fn load_gray(path: &Path) -> Result<GrayImage, CliError> {
+    let quiet = |_: f32, _: &str| {};
+    let series = study::load(path, &quiet).map_err(|e| CliError(format!("{e} ({})", path.display())))?;
+    let frame = series.frames.first().ok_or_else(|| CliError(format!("no frames ({})", path.display())))?;
+    Ok(frame.to_gray())
+}
+
+pub fn parse_box(s: &str) -> Result<BBox, CliError> {
+    let v: Vec<f32> = s.split(',').map(|p| p.trim().parse::<f32>()).collect::<Result<_, _>>().map_err(|_| CliError(format!("--box must be x1,y1,x2,y2 numbers, got {s:?}")))?;
+    if v.len() != 4 || !v.iter().all(|x| x.is_finite()) {
+        return Err(CliError(format!("--box must be x1,y1,x2,y2, got {s:?}")));
+    }
+    let b = BBox::new(v[0], v[1], v[2], v[3]);
+    if b.area() <= 0.0 {
+        return Err(CliError("--box is empty".into()));
+    }
+    Ok(b)
+}
+
+#[derive(Serialize)]
+struct GroundOutput<'a> {
+    method: Method,
+    model: Option<&'a str>,
+    device: &'a str,
+    proposals: &'a [Proposal],
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> Result<(), CliError> {
+    let bytes = serde_json::to_vec_pretty(value)?;
+    crate::fsutil::write_atomic(path, &bytes).map_err(|e| CliError(format!("cannot write {}: {e}", path.display())))
+}
+
+fn print_proposals(proposals: &[Proposal]) {
+    if proposals.is_empty() {
+        println!("no boxes found");
+    }
+    for (k, p) in proposals.iter().enumerate() {
+        let b = p.target_box;
+        print!("{:>2}. [{:.0}, {:.0}, {:.0}, {:.0}]  score {:.3}", k + 1, b.x1, b.y1, b.x2, b.y2, p.score);
+        if let Some(r) = p.reference_box {
+            print!("  (reference [{:.0}, {:.0}, {:.0}, {:.0}])", r.x1, r.y1, r.x2, r.y2);
+        }
+        println!("  {:?} by {}", p.kind, p.source);
+    }
+}
+
+pub fn run(cli: &Cli, what: &GroundCommand) -> Result<(), CliError> {
+    match what {
+        GroundCommand::Diff { prior, current, json, annotations, method, min_score } => {
+            let (a, b) = (load_gray(prior)?, load_gray(current)?);
+            let engine = crate::cli::engine(cli);
+            let out = engine.diff(&a, &b, (*method).into());
+            let proposals: Vec<Proposal> = out.proposals.into_iter().filter(|p| p.score >= *min_score).collect();
+            if cli.verbose {
+                eprintln!("{:?} in {:.1} ms", out.method, out.millis);
+            }
+            print_proposals(&proposals);
+            if let Some(path) = json {
+                write_json(path, &GroundOutput { method: out.method, model: engine.model_name(), device: &engine.device.label, proposals: &proposals })?;
+            }
+            if let Some(path) = annotations {
+                let doc = crate::cli::annotations::document_for(prior, current, &proposals)?;
+                crate::annotation::io::save(&doc, path)?;
+                eprintln!("wrote {} proposal(s) to {}", doc.findings.len(), path.display());
+            }
+            Ok(())
+        }
+        GroundCommand::Locate { reference, bbox, target, json, method } => {
+            let b = parse_box(bbox)?;
+            let (r, t) = (load_gray(reference)?, load_gray(target)?);
+            let engine = crate::cli::engine(cli);
+            let found = engine.locate(&r, b, &t, &LocateHint::default(), (*method).into());
+            let proposals: Vec<Proposal> = found.into_iter().collect();
+            print_proposals(&proposals);
+            if let Some(path) = json {
+                let m = proposals.first().map(|_| Method::from(*method)).unwrap_or(Method::Baseline);
+                write_json(path, &GroundOutput { method: m, model: engine.model_name(), device: &engine.device.label, proposals: &proposals })?;
+            }
+            Ok(())
+        }
+    }
+}
+
+pub fn eval(cli: &Cli, what: &EvalCommand) -> Result<(), CliError> {
+    let EvalCommand::Medsg { task_file, images_root, predictions, method } = what;
+    let items = medsg::read_task_file(task_file)?;
+    let root = images_root.clone().unwrap_or_else(|| task_file.parent().map(Path::to_path_buf).unwrap_or_default());
+    let engine = crate::cli::engine(cli);
+    let method: Method = (*method).into();
+    if method == Method::Model && !engine.has_model() {
+        eprintln!("warning: {}", engine.status);
+    }
+    let report = run_eval(&engine, &items, &root, method);
+    print!("{}", eval::table(&report, method_label(&engine, method)));
+    if report.skipped_referring > 0 {
+        println!("referring items skipped: {}", report.skipped_referring);
+    }
+    if !report.failed.is_empty() {
+        eprintln!("{} item(s) without an answer (counted as IoU 0), e.g. {}", report.failed.len(), report.failed[0]);
+    }
+    if let Some(p) = predictions {
+        write_json(p, &report.predictions)?;
+    }
+    Ok(())
+}
+
+fn method_label(engine: &Engine, method: Method) -> &'static str {
+    match (method, engine.has_model()) {
+        (Method::Model, true) => "model",
+        _ => "baseline",
+    }
+}
+
+fn run_eval(engine: &Engine, items: &[medsg::MedsgItem], root: &Path, method: Method) -> EvalReport {
+    eval::evaluate(engine, items, root, method, &|done, total| {
+        if done % 20 == 0 || done == total {
+            eprint!("\r{done}/{total}");
+            if done == total {
+                eprintln!();
+            }
+        }
+    })
+}
+
+pub fn train(cli: &Cli, args: &TrainArgs) -> Result<(), CliError> {
+    let opts = TrainOptions {
+        data_dir: args.data.clone(),
+        out: args.out.clone(),
+        seed: args.seed,
+        steps: args.steps,
+        batch: args.batch,
+        gpu: args.gpu,
+        ..TrainOptions::default()
+    };
+    let report = train::train(&opts, &|line| eprintln!("{line}")).map_err(|e| CliError(format!("{e:#}")))?;
+    if args.validation.exists() {
+        eprintln!("evaluating on {}", args.validation.display());
+        let items = medsg::read_task_file(&args.validation)?;
+        let root = args.validation.parent().map(Path::to_path_buf).unwrap_or_default();
+        let weights = crate::grounding::WeightsSource::File(args.out.clone());
+        let engine = Engine::new(cli.device.into(), &weights);
+        let model = run_eval(&engine, &items, &root, Method::Model);
+        let base = run_eval(&engine, &items, &root, Method::Baseline);
+        let card = crate::grounding::card::model_card(&report, &model, &base, &args.validation, &engine.device.label);
+        let card_path = args.out.with_file_name("README.md");
+        crate::fsutil::write_atomic(&card_path, card.as_bytes())?;
+        eprintln!("wrote {}", card_path.display());
+        print!("{}{}", eval::table(&model, "model"), eval::table(&base, "baseline").lines().skip(2).map(|l| format!("{l}\n")).collect::<String>());
+    } else {
+        eprintln!("no validation set at {} (make one with `tandem synth`)", args.validation.display());
+    }
+    Ok(())
+}
+
+pub fn synth(args: &SynthArgs) -> Result<(), CliError> {
+    let files: &[(&str, &[usize])] = match args.split {
+        Split::Validation => &train::VALIDATION_FILES,
+        Split::Train => &train::TRAIN_FILES,
+    };
+    let pool = train::load_pool(&args.data, files);
+    if pool.is_empty() {
+        return Err(CliError(format!("none of the source images were found in {}", args.data.display())));
+    }
+    eprintln!("{} source images: {}", pool.images.len(), pool.names.join(", "));
+    let synth = Synth::new(pool, 336);
+    let root = Rng::new(args.seed);
+    let mut items = Vec::new();
+    for (t, task) in Task::TRAINED.iter().enumerate() {
+        for k in 0..args.per_task {
+            let mut rng = root.fork((t * 100_000 + k) as u64);
+            let item = synth.item(*task, &mut rng);
+            items.push((format!("{}/{:04}", task.code(), k), item));
+        }
+        eprintln!("{}: {} items", task.medsg_name(), args.per_task);
+    }
+    let name = match args.split {
+        Split::Validation => "validation",
+        Split::Train => "train_sample",
+    };
+    let path: PathBuf = medsg::write_items(&args.out, name, &items).map_err(|e| CliError(format!("{e:#}")))?;
+    println!("wrote {}", path.display());
+    Ok(())
+}

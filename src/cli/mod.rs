@@ -1,0 +1,252 @@
+//! The `tandem` command line: one parser, one dispatcher; every command calls the same core as
+//! the viewer. Bad input exits 2 with one `error: …` line on stderr.
+
+pub mod annotations;
+pub mod bench;
+pub mod ground;
+pub mod info;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::grounding::{DevicePreference, Engine, Method, WeightsSource};
+
+#[derive(Parser, Debug)]
+#[command(name = "tandem", version, about = "Side-by-side radiology viewer with an embedded change and correspondence grounder")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Print what runs where (device, model) to stderr.
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
+    /// Where the grounder runs: auto (a real GPU if found, else CPU), cpu or gpu.
+    #[arg(long, global = true, default_value = "auto")]
+    pub device: DeviceArg,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum DeviceArg {
+    Auto,
+    Cpu,
+    Gpu,
+}
+
+impl From<DeviceArg> for DevicePreference {
+    fn from(d: DeviceArg) -> Self {
+        match d {
+            DeviceArg::Auto => DevicePreference::Auto,
+            DeviceArg::Cpu => DevicePreference::Cpu,
+            DeviceArg::Gpu => DevicePreference::Gpu,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum MethodArg {
+    Model,
+    Baseline,
+}
+
+impl From<MethodArg> for Method {
+    fn from(m: MethodArg) -> Self {
+        match m {
+            MethodArg::Model => Method::Model,
+            MethodArg::Baseline => Method::Baseline,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Open the viewer on a prior and a current study (files or folders), or one folder
+    /// holding two studies of a patient (the older is hung as prior).
+    View {
+        paths: Vec<PathBuf>,
+        /// Annotation document to open with the pair.
+        #[arg(long)]
+        annotations: Option<PathBuf>,
+    },
+    /// Header facts and a digest of the decoded pixels.
+    Info {
+        file: PathBuf,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Difference and consistency grounding on any image Tandem opens.
+    Ground {
+        #[command(subcommand)]
+        what: GroundCommand,
+    },
+    /// Evaluate on a benchmark.
+    Eval {
+        #[command(subcommand)]
+        what: EvalCommand,
+    },
+    /// Train the grounder (seeded, reproducible).
+    Train(TrainArgs),
+    /// Generate MedSG-Bench-format items with the synthesizer.
+    Synth(SynthArgs),
+    /// Benchmarks that print a table of medians and ratios.
+    Bench {
+        #[command(subcommand)]
+        what: bench::BenchCommand,
+    },
+    /// Check and export annotation documents.
+    Annotations {
+        #[command(subcommand)]
+        what: annotations::AnnotationsCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GroundCommand {
+    /// Boxes of what changed from PRIOR to CURRENT (in CURRENT's pixels).
+    Diff {
+        prior: PathBuf,
+        current: PathBuf,
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Also write the boxes as a Tandem annotation document (findings = proposals).
+        #[arg(long)]
+        annotations: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "model")]
+        method: MethodArg,
+        /// Minimum score of the boxes to print.
+        #[arg(long, default_value_t = 0.0)]
+        min_score: f32,
+    },
+    /// Where the box of REFERENCE lies in TARGET.
+    Locate {
+        reference: PathBuf,
+        /// x1,y1,x2,y2 in REFERENCE's pixels.
+        #[arg(long = "box")]
+        bbox: String,
+        target: PathBuf,
+        #[arg(long)]
+        json: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "model")]
+        method: MethodArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EvalCommand {
+    /// Evaluate on a MedSG-Bench task file.
+    Medsg {
+        task_file: PathBuf,
+        #[arg(long)]
+        images_root: Option<PathBuf>,
+        #[arg(long)]
+        predictions: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "model")]
+        method: MethodArg,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Weights file to write (its .json metadata goes beside it).
+    #[arg(long, default_value = "models/grounder.bpk")]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 20261127)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 3000)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Folder with the pydicom / pydicom-data test files the training images come from.
+    #[arg(long, default_value = "../shared/data/dicom")]
+    pub data: PathBuf,
+    /// Train on a GPU through wgpu.
+    #[arg(long)]
+    pub gpu: bool,
+    /// Evaluate on this task file afterwards and write the model card.
+    #[arg(long, default_value = "models/validation/validation.json")]
+    pub validation: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct SynthArgs {
+    /// Folder to write the task file and images into.
+    #[arg(long, default_value = "models/validation")]
+    pub out: PathBuf,
+    #[arg(long, default_value = "../shared/data/dicom")]
+    pub data: PathBuf,
+    /// held-out (validation) images, or the training images.
+    #[arg(long, value_enum, default_value = "validation")]
+    pub split: Split,
+    #[arg(long, default_value_t = 9001)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 60)]
+    pub per_task: usize,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Split {
+    Validation,
+    Train,
+}
+
+/// A failure to report as `error: …` with exit code 2.
+#[derive(Debug)]
+pub struct CliError(pub String);
+
+impl<E: std::fmt::Display> From<E> for CliError {
+    fn from(e: E) -> Self {
+        CliError(e.to_string())
+    }
+}
+
+/// Builds the grounding engine for the CLI, reporting the choice under `--verbose`.
+pub fn engine(cli: &Cli) -> Engine {
+    let e = Engine::new(cli.device.into(), &WeightsSource::from_env());
+    if cli.verbose {
+        eprintln!("grounder: {}", e.status);
+    }
+    e
+}
+
+/// Runs the parsed command; returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    let result = match &cli.command {
+        None => crate::viewer::run(crate::viewer::Launch::Demo).map_err(CliError::from),
+        Some(Command::View { paths, annotations }) => view(paths, annotations.clone()),
+        Some(Command::Info { file, json }) => info_cmd(file, *json),
+        Some(Command::Ground { what }) => ground::run(&cli, what),
+        Some(Command::Eval { what }) => ground::eval(&cli, what),
+        Some(Command::Train(args)) => ground::train(&cli, args),
+        Some(Command::Synth(args)) => ground::synth(args),
+        Some(Command::Bench { what }) => bench::run(&cli, what),
+        Some(Command::Annotations { what }) => annotations::run(what),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(CliError(msg)) => {
+            let line = msg.replace('\n', " ");
+            eprintln!("error: {line}");
+            2
+        }
+    }
+}
+
+fn view(paths: &[PathBuf], annotations: Option<PathBuf>) -> Result<(), CliError> {
+    let launch = match paths {
+        [] => crate::viewer::Launch::Demo,
+        [folder] => crate::viewer::Launch::Folder(folder.clone()),
+        [prior, current] => crate::viewer::Launch::Pair(prior.clone(), current.clone()),
+        _ => return Err(CliError("give a prior and a current (files or folders), or one folder".into())),
+    };
+    crate::viewer::run_with(launch, annotations).map_err(CliError::from)
+}
+
+fn info_cmd(file: &std::path::Path, json: bool) -> Result<(), CliError> {
+    let i = info::info(file).map_err(|e| CliError(format!("{e} ({})", file.display())))?;
+    if json {
+        println!("{}", serde_json::to_string(&i)?);
+    } else {
+        println!("{}", info::human(&i));
+    }
+    Ok(())
+}

@@ -1,0 +1,94 @@
+//! Chooses where the grounder runs: a real GPU through wgpu when one is found, else burn's
+//! `flex` CPU backend; the choice and its reason are shown to the user.
+
+use std::sync::OnceLock;
+
+use burn::tensor::Device;
+
+/// What the user asked for (`--device`, or `TANDEM_DEVICE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DevicePreference {
+    #[default]
+    Auto,
+    Cpu,
+    Gpu,
+}
+
+impl DevicePreference {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Some(Self::Auto),
+            "cpu" | "flex" => Some(Self::Cpu),
+            "gpu" | "wgpu" => Some(Self::Gpu),
+            _ => None,
+        }
+    }
+
+    /// `TANDEM_DEVICE` when set and valid, else `Auto`.
+    pub fn from_env() -> Self {
+        std::env::var("TANDEM_DEVICE").ok().and_then(|v| Self::parse(&v)).unwrap_or_default()
+    }
+}
+
+/// The device the grounder will use and why.
+#[derive(Clone, Debug)]
+pub struct ComputeDevice {
+    pub device: Device,
+    pub is_gpu: bool,
+    /// Short label for the status bar, e.g. "CPU (flex)" or "GPU: NVIDIA …".
+    pub label: String,
+    /// Why this device was chosen, e.g. "no GPU adapter found".
+    pub reason: String,
+}
+
+impl ComputeDevice {
+    pub fn cpu(reason: impl Into<String>) -> Self {
+        ComputeDevice { device: Device::flex(), is_gpu: false, label: "CPU (flex)".into(), reason: reason.into() }
+    }
+}
+
+/// Outcome of probing wgpu once per process (burn allows a single wgpu registration).
+#[derive(Clone, Debug)]
+enum GpuProbe {
+    Real { device: Device, name: String },
+    Software { name: String },
+    Missing { error: String },
+}
+
+fn probe_gpu() -> GpuProbe {
+    static PROBE: OnceLock<GpuProbe> = OnceLock::new();
+    PROBE
+        .get_or_init(|| {
+            // Driver stacks can panic instead of returning an error; treat that as "no GPU".
+            let result = std::panic::catch_unwind(|| Device::wgpu_options().init_with_setup());
+            match result {
+                Ok(Ok((device, setup))) => {
+                    let info = setup.adapter.get_info();
+                    if info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu {
+                        GpuProbe::Software { name: info.name }
+                    } else {
+                        GpuProbe::Real { device, name: info.name }
+                    }
+                }
+                Ok(Err(e)) => GpuProbe::Missing { error: e.to_string() },
+                Err(_) => GpuProbe::Missing { error: "the GPU driver failed while starting".into() },
+            }
+        })
+        .clone()
+}
+
+/// Picks the device for `preference`. Never panics: anything unusable falls back to the CPU.
+pub fn choose(preference: DevicePreference) -> ComputeDevice {
+    if preference == DevicePreference::Cpu {
+        return ComputeDevice::cpu("CPU requested");
+    }
+    match probe_gpu() {
+        GpuProbe::Real { device, name } => {
+            ComputeDevice { device, is_gpu: true, label: format!("GPU: {name}"), reason: "GPU adapter found".into() }
+        }
+        GpuProbe::Software { name } => ComputeDevice::cpu(format!(
+            "only a software GPU adapter ({name}) was found; the CPU backend is faster"
+        )),
+        GpuProbe::Missing { error } => ComputeDevice::cpu(format!("no GPU adapter found ({error})")),
+    }
+}

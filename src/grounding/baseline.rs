@@ -1,0 +1,212 @@
+//! The classical grounder: register, subtract, threshold, largest component for differences;
+//! normalized cross-correlation for matching. Shown beside the model in every evaluation and
+//! used when the model's weights cannot be loaded.
+
+use crate::grounding::geometry::{BBox, components};
+use crate::registration::{self, AlignOptions, Transform};
+use crate::study::gray::{GrayImage, percentiles};
+
+/// A box with a 0..1 confidence.
+#[derive(Clone, Copy, Debug)]
+pub struct Scored {
+    pub bbox: BBox,
+    pub score: f32,
+}
+
+/// Warps `prior` onto `current`'s pixel grid through `prior_from_current`, filling what falls
+/// outside the prior with the current image (so that area reads as "no change").
+pub fn prior_on_current(prior: &GrayImage, current: &GrayImage, prior_from_current: &Transform) -> GrayImage {
+    GrayImage::from_fn(current.width, current.height, |x, y| {
+        let (px, py) = prior_from_current.apply(x as f64, y as f64);
+        prior.sample_inside(px as f32, py as f32).unwrap_or_else(|| current.get(x, y))
+    })
+}
+
+/// Least-squares gain/offset that maps `a` onto `b`.
+fn fit_linear(a: &GrayImage, b: &GrayImage) -> (f32, f32) {
+    let (ma, sa) = a.mean_std();
+    let (mb, _) = b.mean_std();
+    let n = a.data.len().max(1) as f64;
+    let cov = a.data.iter().zip(&b.data).map(|(&x, &y)| (x - ma) as f64 * (y - mb) as f64).sum::<f64>() / n;
+    let gain = if sa > 1e-6 { (cov / (sa as f64 * sa as f64)) as f32 } else { 1.0 };
+    (gain, mb - gain * ma)
+}
+
+/// Difference grounding on 0..1 images: boxes in `current`'s pixels, best first.
+pub fn diff(prior: &GrayImage, current: &GrayImage) -> (Vec<Scored>, Transform) {
+    let align = registration::align(current, prior, &AlignOptions::translation_only());
+    // align gives current_from_prior; we need prior_from_current to resample the prior.
+    let prior_from_current = align.fixed_from_moving.inverse().unwrap_or(Transform::IDENTITY);
+    let warped = prior_on_current(prior, current, &prior_from_current);
+    let (gain, offset) = fit_linear(&warped, current);
+    let diff = GrayImage::from_fn(current.width, current.height, |x, y| (current.get(x, y) - (gain * warped.get(x, y) + offset)).abs())
+        .blur(1.5);
+    let p = percentiles(&diff.data, &[0.5, 0.99, 1.0]);
+    let threshold = (p[0] + 0.5 * (p[2] - p[0])).max(p[1]);
+    let (_, comps) = components(&diff, threshold, &diff);
+    let total: f64 = comps.iter().map(|c| c.weight).sum::<f64>().max(1e-9);
+    let mut out: Vec<Scored> = comps
+        .iter()
+        .filter(|c| c.pixels >= 4)
+        .map(|c| Scored { bbox: c.bbox, score: (c.weight / total) as f32 })
+        .collect();
+    out.sort_by(|a, b| b.score.total_cmp(&a.score));
+    (out, prior_from_current)
+}
+
+/// Sums over windows via an integral image (f64 for precision on large images).
+struct Integral {
+    w: usize,
+    sum: Vec<f64>,
+    sq: Vec<f64>,
+}
+
+impl Integral {
+    fn new(img: &GrayImage) -> Self {
+        let (w, h) = (img.width + 1, img.height + 1);
+        let mut sum = vec![0.0; w * h];
+        let mut sq = vec![0.0; w * h];
+        for y in 0..img.height {
+            let (mut rs, mut rq) = (0.0, 0.0);
+            for x in 0..img.width {
+                let v = img.get(x, y) as f64;
+                rs += v;
+                rq += v * v;
+                sum[(y + 1) * w + x + 1] = sum[y * w + x + 1] + rs;
+                sq[(y + 1) * w + x + 1] = sq[y * w + x + 1] + rq;
+            }
+        }
+        Integral { w, sum, sq }
+    }
+
+    fn window(&self, x: usize, y: usize, tw: usize, th: usize) -> (f64, f64) {
+        let w = self.w;
+        let at = |t: &Vec<f64>, x: usize, y: usize| t[y * w + x];
+        let s = at(&self.sum, x + tw, y + th) - at(&self.sum, x, y + th) - at(&self.sum, x + tw, y) + at(&self.sum, x, y);
+        let q = at(&self.sq, x + tw, y + th) - at(&self.sq, x, y + th) - at(&self.sq, x + tw, y) + at(&self.sq, x, y);
+        (s, q)
+    }
+}
+
+/// NCC of `template` at every top-left position in `image` listed by `positions`.
+fn ncc_at(image: &GrayImage, integral: &Integral, template: &GrayImage, positions: impl Iterator<Item = (usize, usize)>) -> Vec<(usize, usize, f32)> {
+    let (tw, th) = (template.width, template.height);
+    let n = (tw * th) as f64;
+    let (tm, _) = template.mean_std();
+    let t0: Vec<f32> = template.data.iter().map(|v| v - tm).collect();
+    let t_norm = t0.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt();
+    positions
+        .map(|(x, y)| {
+            let mut dot = 0.0f64;
+            for ty in 0..th {
+                let row = &image.data[(y + ty) * image.width + x..(y + ty) * image.width + x + tw];
+                let trow = &t0[ty * tw..(ty + 1) * tw];
+                dot += row.iter().zip(trow).map(|(a, b)| a * b).sum::<f32>() as f64;
+            }
+            let (s, q) = integral.window(x, y, tw, th);
+            let var = (q - s * s / n).max(0.0);
+            let denom = var.sqrt() * t_norm;
+            (x, y, if denom > 1e-9 { (dot / denom) as f32 } else { 0.0 })
+        })
+        .collect()
+}
+
+/// Where `template` best matches inside `image` (top-left corner and NCC), searched coarse to
+/// fine. `None` when the template does not fit inside the image.
+pub fn match_template(image: &GrayImage, template: &GrayImage) -> Option<(usize, usize, f32)> {
+    let (tw, th) = (template.width, template.height);
+    if tw == 0 || th == 0 || tw > image.width || th > image.height {
+        return None;
+    }
+    let factor = (tw.min(th) / 12).clamp(1, 8);
+    let mut candidates: Vec<(usize, usize, f32)> = if factor > 1 {
+        let small = image.resize(image.width / factor, image.height / factor);
+        let small_t = template.resize((tw / factor).max(1), (th / factor).max(1));
+        let integral = Integral::new(&small);
+        let positions = (0..=small.height - small_t.height).flat_map(|y| (0..=small.width - small_t.width).map(move |x| (x, y)));
+        let mut scored = ncc_at(&small, &integral, &small_t, positions);
+        scored.sort_by(|a, b| b.2.total_cmp(&a.2));
+        scored.truncate(8);
+        scored.into_iter().map(|(x, y, s)| (x * factor, y * factor, s)).collect()
+    } else {
+        vec![]
+    };
+    let integral = Integral::new(image);
+    let (max_x, max_y) = (image.width - tw, image.height - th);
+    if candidates.is_empty() {
+        let positions = (0..=max_y).flat_map(|y| (0..=max_x).map(move |x| (x, y)));
+        return ncc_at(image, &integral, template, positions).into_iter().max_by(|a, b| a.2.total_cmp(&b.2));
+    }
+    // Refine each coarse candidate at full resolution.
+    let r = factor as isize + 1;
+    let mut best: Option<(usize, usize, f32)> = None;
+    for (cx, cy, _) in candidates.drain(..) {
+        let xs = (cx as isize - r).max(0) as usize..=((cx as isize + r) as usize).min(max_x);
+        let ys = (cy as isize - r).max(0) as usize..=((cy as isize + r) as usize).min(max_y);
+        let positions = ys.flat_map(|y| xs.clone().map(move |x| (x, y)));
+        for m in ncc_at(image, &integral, template, positions) {
+            if best.is_none_or(|b| m.2 > b.2) {
+                best = Some(m);
+            }
+        }
+    }
+    best
+}
+
+/// Finds the region `reference_box` of `reference` inside `target`: same size, best NCC.
+pub fn locate(reference: &GrayImage, reference_box: BBox, target: &GrayImage) -> Option<Scored> {
+    let b = reference_box.clamp_to(reference.width as f32, reference.height as f32);
+    let (x0, y0) = (b.x1.round() as isize, b.y1.round() as isize);
+    let (w, h) = (b.width().round().max(1.0) as usize, b.height().round().max(1.0) as usize);
+    let template = reference.crop(x0, y0, w.min(target.width), h.min(target.height), 0.0);
+    let (x, y, ncc) = match_template(target, &template)?;
+    Some(Scored {
+        bbox: BBox::new(x as f32, y as f32, (x + template.width) as f32, (y + template.height) as f32),
+        score: ncc.clamp(0.0, 1.0),
+    })
+}
+
+/// Tracks `reference_box` from the first frame to the last, one frame at a time.
+pub fn track(frames: &[GrayImage], reference_box: BBox) -> Option<Scored> {
+    let mut current = Scored { bbox: reference_box, score: 1.0 };
+    for pair in frames.windows(2) {
+        current = locate(&pair[0], current.bbox, &pair[1])?;
+    }
+    Some(current)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scene(w: usize, h: usize) -> GrayImage {
+        GrayImage::from_fn(w, h, |x, y| {
+            let (x, y) = (x as f32, y as f32);
+            0.5 + 0.2 * (x * 0.11).sin() * (y * 0.07).cos() + 0.1 * ((x + y) * 0.23).sin()
+        })
+    }
+
+    #[test]
+    fn template_matching_finds_an_exact_crop() {
+        let img = scene(200, 160);
+        let crop = img.crop(77, 41, 40, 30, 0.0);
+        let (x, y, s) = match_template(&img, &crop).unwrap();
+        assert_eq!((x, y), (77, 41));
+        assert!(s > 0.999);
+    }
+
+    #[test]
+    fn difference_box_covers_the_change() {
+        let chest = crate::testutil::chest();
+        let prior = chest.crop(100, 100, 256, 256, 0.0);
+        let mut current = chest.crop(103, 98, 256, 256, 0.0);
+        for y in 60..80 {
+            for x in 130..150 {
+                current.set(x, y, current.get(x, y) + 0.35);
+            }
+        }
+        let (found, _) = diff(&prior, &current);
+        let truth = BBox::new(130.0, 60.0, 150.0, 80.0);
+        assert!(found[0].bbox.iou(&truth) > 0.6, "{:?}", found[0]);
+    }
+}

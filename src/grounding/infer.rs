@@ -1,0 +1,222 @@
+//! Running the network: image ↔ tensor conversion, the change map, and reference-box matching
+//! (scale normalization, correlation, motion prior, box read-out).
+
+use burn::prelude::*;
+
+use crate::grounding::baseline::Scored;
+use crate::grounding::geometry::{BBox, components};
+use crate::grounding::model::{GrounderNet, STRIDE, TEMPLATE_CROP_PX, TEMPLATE_PX};
+use crate::grounding::weights::ModelMeta;
+use crate::study::gray::GrayImage;
+
+/// Model input normalization for 0..1 images.
+pub const INPUT_MEAN: f32 = 0.5;
+pub const INPUT_SCALE: f32 = 4.0;
+
+/// A loaded network on its device.
+pub struct NetRunner {
+    pub net: GrounderNet,
+    pub device: Device,
+    pub meta: ModelMeta,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("grounder inference failed: {0}")]
+pub struct InferError(pub String);
+
+/// Stacks equally sized 0..1 images into a normalized [B,1,H,W] tensor.
+pub fn batch_tensor(images: &[&GrayImage], device: &Device) -> Tensor<4> {
+    let (w, h) = (images[0].width, images[0].height);
+    let mut data = Vec::with_capacity(images.len() * w * h);
+    for img in images {
+        debug_assert_eq!((img.width, img.height), (w, h));
+        data.extend(img.data.iter().map(|&v| (v - INPUT_MEAN) * INPUT_SCALE));
+    }
+    Tensor::from_data(TensorData::new(data, [images.len(), 1, h, w]), device)
+}
+
+fn read_maps(t: Tensor<4>) -> Result<Vec<GrayImage>, InferError> {
+    let [b, c, h, w] = t.dims();
+    let v: Vec<f32> = t.try_into_vec_as::<f32>().map_err(|e| InferError(format!("{e:?}")))?;
+    Ok((0..b * c).map(|k| GrayImage { width: w, height: h, data: v[k * w * h..(k + 1) * w * h].to_vec() }).collect())
+}
+
+/// Pads (with 0) to a multiple of 8 on the right and bottom.
+pub fn pad8(img: &GrayImage) -> GrayImage {
+    let (w, h) = (img.width.next_multiple_of(8).max(8), img.height.next_multiple_of(8).max(8));
+    if (w, h) == (img.width, img.height) { img.clone() } else { img.crop(0, 0, w, h, 0.0) }
+}
+
+/// Resamples `img` around `centre` (pixel-edge coordinates) at scale (`sx`, `sy`) into an
+/// `out_w` × `out_h` image whose centre is `centre`; outside is 0. Training crops and inference
+/// use this same function so the network sees the same geometry.
+pub fn scaled_crop(img: &GrayImage, centre: (f32, f32), sx: f32, sy: f32, out_w: usize, out_h: usize) -> GrayImage {
+    let (hw, hh) = (out_w as f32 / 2.0, out_h as f32 / 2.0);
+    GrayImage::from_fn(out_w, out_h, |u, v| {
+        let ex = centre.0 + (u as f32 + 0.5 - hw) / sx;
+        let ey = centre.1 + (v as f32 + 0.5 - hh) / sy;
+        img.sample_inside(ex - 0.5, ey - 0.5).unwrap_or(0.0)
+    })
+}
+
+/// Box scale factors that bring `b` to the template size, with bounded range and anisotropy.
+pub fn template_scales(b: &BBox) -> (f32, f32) {
+    let sx = (TEMPLATE_PX as f32 / b.width().max(4.0)).clamp(0.2, 4.0);
+    let sy = (TEMPLATE_PX as f32 / b.height().max(4.0)).clamp(0.2, 4.0);
+    let (lo, hi) = (sx.min(sy), sx.max(sy));
+    if hi > 3.0 * lo {
+        let g = (sx * sy).sqrt();
+        let f = 3.0f32.sqrt();
+        if sx > sy { (g * f, g / f) } else { (g / f, g * f) }
+    } else {
+        (sx, sy)
+    }
+}
+
+/// Pre-blur before downsampling by `s` so that fine texture does not alias.
+pub fn antialias(img: &GrayImage, sx: f32, sy: f32) -> GrayImage {
+    let s = sx.min(sy);
+    if s < 0.8 { img.blur(0.45 / s) } else { img.clone() }
+}
+
+/// Where the user expects the answer, and what is already known about it.
+#[derive(Clone, Debug, Default)]
+pub struct LocateHint {
+    /// Expected centre in target pixels (pixel-edge coordinates) and the spread around it.
+    pub expected_centre: Option<(f32, f32)>,
+    pub sigma_px: f32,
+    /// The answer has exactly this size (patch task): skip the size head.
+    pub known_size: Option<(f32, f32)>,
+}
+
+impl NetRunner {
+    /// Change logits at stride 4 for aligned 0..1 images of the same size.
+    pub fn change_logits(&self, prior_on_current: &GrayImage, current: &GrayImage) -> Result<GrayImage, InferError> {
+        let (a, b) = (pad8(prior_on_current), pad8(current));
+        let logits = self.net.change_logits(batch_tensor(&[&a], &self.device), batch_tensor(&[&b], &self.device));
+        let mut maps = read_maps(logits)?;
+        maps.pop().ok_or_else(|| InferError("no output".into()))
+    }
+
+    /// Boxes of change in `current`'s pixels for an aligned pair, best first.
+    pub fn diff(&self, prior_on_current: &GrayImage, current: &GrayImage) -> Result<Vec<Scored>, InferError> {
+        let logits = self.change_logits(prior_on_current, current)?;
+        Ok(boxes_from_logits(&logits, current.width, current.height, &|l| self.meta.change_calibration.probability(l)))
+    }
+
+    /// Finds `reference_box` of `reference` in `target` (0..1 images).
+    pub fn locate(&self, reference: &GrayImage, reference_box: BBox, target: &GrayImage, hint: &LocateHint) -> Result<Option<Scored>, InferError> {
+        let (sx, sy) = template_scales(&reference_box);
+        let reference = antialias(reference, sx, sy);
+        let target_aa = antialias(target, sx, sy);
+        let template = scaled_crop(&reference, reference_box.centre(), sx, sy, TEMPLATE_CROP_PX, TEMPLATE_CROP_PX);
+        // The whole target, scaled; the search image's centre is the target's centre.
+        let (tw, th) = (target.width as f32, target.height as f32);
+        let sw = ((tw * sx).round() as usize).clamp(16, 1536).next_multiple_of(8);
+        let sh = ((th * sy).round() as usize).clamp(16, 1536).next_multiple_of(8);
+        let centre = (tw / 2.0, th / 2.0);
+        let search = scaled_crop(&target_aa, centre, sx, sy, sw, sh);
+        let (score, size) = self.net.match_maps(batch_tensor(&[&template], &self.device), batch_tensor(&[&search], &self.device));
+        let score = read_maps(score)?.pop().ok_or_else(|| InferError("no score map".into()))?;
+        let size = read_maps(size)?;
+        // Output cell (i, j) ↔ scaled search pixel (STRIDE·j, STRIDE·i) ↔ target edge coords.
+        let to_target = |j: f32, i: f32| -> (f32, f32) {
+            (centre.0 + (STRIDE as f32 * j - sw as f32 / 2.0) / sx, centre.1 + (STRIDE as f32 * i - sh as f32 / 2.0) / sy)
+        };
+        let mut best = (f32::NEG_INFINITY, 0usize, 0usize);
+        for i in 0..score.height {
+            for j in 0..score.width {
+                let (x, y) = to_target(j as f32, i as f32);
+                if x < 0.0 || y < 0.0 || x > tw || y > th {
+                    continue;
+                }
+                let mut s = score.get(j, i);
+                if let Some((ex, ey)) = hint.expected_centre {
+                    let d2 = (x - ex).powi(2) + (y - ey).powi(2);
+                    s -= d2 / (2.0 * hint.sigma_px.max(1.0).powi(2));
+                }
+                if s > best.0 {
+                    best = (s, i, j);
+                }
+            }
+        }
+        if !best.0.is_finite() {
+            return Ok(None);
+        }
+        let (_, i, j) = best;
+        let peak = score.get(j, i);
+        let sub = |l: f32, c: f32, r: f32| {
+            let d = l - 2.0 * c + r;
+            if d < -1e-6 { (0.5 * (l - r) / d).clamp(-0.5, 0.5) } else { 0.0 }
+        };
+        let dj = if j > 0 && j + 1 < score.width { sub(score.get(j - 1, i), peak, score.get(j + 1, i)) } else { 0.0 };
+        let di = if i > 0 && i + 1 < score.height { sub(score.get(j, i - 1), peak, score.get(j, i + 1)) } else { 0.0 };
+        let (cx, cy) = to_target(j as f32 + dj, i as f32 + di);
+        let (w, h) = match hint.known_size {
+            Some(s) => s,
+            None => {
+                let (lw, lh) = (size[0].get(j, i).clamp(-2.0, 2.0), size[1].get(j, i).clamp(-2.0, 2.0));
+                (TEMPLATE_PX as f32 * lw.exp() / sx, TEMPLATE_PX as f32 * lh.exp() / sy)
+            }
+        };
+        let bbox = BBox::from_centre(cx, cy, w, h);
+        Ok(Some(Scored { bbox, score: self.meta.match_calibration.probability(peak) }))
+    }
+}
+
+/// Change boxes from stride-4 logits: components of p > 0.5 on the upsampled map, each scored
+/// by its peak logit; when nothing passes, the region around the strongest response.
+pub fn boxes_from_logits(logits: &GrayImage, width: usize, height: usize, calibrate: &dyn Fn(f32) -> f32) -> Vec<Scored> {
+    let s = STRIDE as f32;
+    let full = GrayImage::from_fn(width, height, |x, y| logits.sample((x as f32 + 0.5) / s - 0.5, (y as f32 + 0.5) / s - 0.5));
+    let (_, comps) = components(&full, 0.0, &full);
+    let mut out: Vec<Scored> = comps
+        .iter()
+        .filter(|c| c.pixels >= 6)
+        .map(|c| Scored { bbox: c.bbox, score: calibrate(c.peak) })
+        .collect();
+    if out.is_empty() {
+        let (peak_i, &peak) = match full.data.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)) {
+            Some(p) => p,
+            None => return out,
+        };
+        // Half the peak probability, in logit space.
+        let p = 1.0 / (1.0 + (-peak).exp());
+        let t = (p / 2.0 / (1.0 - p / 2.0)).ln();
+        let (labels, comps) = components(&full, t, &full);
+        let label = labels[peak_i];
+        if label > 0 {
+            let c = &comps[label as usize - 1];
+            out.push(Scored { bbox: c.bbox, score: calibrate(peak) });
+        }
+    }
+    out.sort_by(|a, b| b.score.total_cmp(&a.score));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scaled_crop_centres_the_box() {
+        let img = GrayImage::from_fn(100, 100, |x, y| if (40..60).contains(&x) && (30..50).contains(&y) { 1.0 } else { 0.0 });
+        let b = BBox::new(40.0, 30.0, 60.0, 50.0);
+        let (sx, sy) = template_scales(&b);
+        assert!((sx - 1.6).abs() < 1e-6 && (sy - 1.6).abs() < 1e-6);
+        let t = scaled_crop(&img, b.centre(), sx, sy, TEMPLATE_CROP_PX, TEMPLATE_CROP_PX);
+        let inner = BBox::of_mask(&t, 0.5).unwrap();
+        let m = (TEMPLATE_CROP_PX - TEMPLATE_PX) as f32 / 2.0;
+        assert!((inner.x1 - m).abs() <= 1.0 && (inner.x2 - (m + TEMPLATE_PX as f32)).abs() <= 1.0, "{inner:?}");
+    }
+
+    #[test]
+    fn logits_to_boxes_finds_the_blob() {
+        let logits = GrayImage::from_fn(20, 20, |x, y| if (5..9).contains(&x) && (10..13).contains(&y) { 4.0 } else { -4.0 });
+        let boxes = boxes_from_logits(&logits, 80, 80, &|l| 1.0 / (1.0 + (-l).exp()));
+        assert_eq!(boxes.len(), 1);
+        let b = boxes[0].bbox;
+        let truth = BBox::new(20.0, 40.0, 36.0, 52.0);
+        assert!(b.iou(&truth) > 0.7, "{b:?}");
+    }
+}

@@ -1,0 +1,225 @@
+//! The MedSG-Bench file format: task JSON items, their PNG images (with red reference boxes
+//! drawn on them), reference boxes in questions, and writing synthesized items in that format.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::grounding::geometry::BBox;
+use crate::grounding::synth::SynthItem;
+use crate::grounding::task::Task;
+use crate::study::gray::GrayImage;
+
+/// One benchmark item; unknown fields are kept.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MedsgItem {
+    pub id: String,
+    pub task: String,
+    pub images: Vec<String>,
+    #[serde(default)]
+    pub question: String,
+    #[serde(default)]
+    pub answer: Option<Vec<f64>>,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl MedsgItem {
+    pub fn answer_box(&self) -> Option<BBox> {
+        let a = self.answer.as_ref()?;
+        (a.len() == 4).then(|| BBox::new(a[0] as f32, a[1] as f32, a[2] as f32, a[3] as f32))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MedsgError {
+    #[error("cannot read {path}: {msg}")]
+    Io { path: String, msg: String },
+    #[error("{path} is not a MedSG-Bench task file: {msg}")]
+    Json { path: String, msg: String },
+    #[error("cannot read image {path}: {msg}")]
+    Image { path: String, msg: String },
+}
+
+pub fn read_task_file(path: &Path) -> Result<Vec<MedsgItem>, MedsgError> {
+    let bytes = std::fs::read(path).map_err(|e| MedsgError::Io { path: path.display().to_string(), msg: e.to_string() })?;
+    serde_json::from_slice(&bytes).map_err(|e| MedsgError::Json { path: path.display().to_string(), msg: e.to_string() })
+}
+
+/// The reference box written in a question as `<|box_start|>(x1,y1),(x2,y2)<|box_end|>`.
+pub fn question_box(question: &str) -> Option<BBox> {
+    let start = question.find("<|box_start|>")? + "<|box_start|>".len();
+    let end = start + question[start..].find("<|box_end|>")?;
+    let nums: Vec<f32> = question[start..end]
+        .split(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-'))
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    (nums.len() == 4).then(|| BBox::new(nums[0], nums[1], nums[2], nums[3]))
+}
+
+fn is_mark_red(p: &[u8]) -> bool {
+    p[0] >= 200 && p[1] <= 60 && p[2] <= 60
+}
+
+/// A benchmark image as grey 0..1 with its red reference marks painted out, and the box
+/// those marks outline (drawn 2 px outside the box), if any.
+pub struct BenchImage {
+    pub image: GrayImage,
+    pub red_box: Option<BBox>,
+}
+
+pub fn read_image(path: &Path) -> Result<BenchImage, MedsgError> {
+    let err = |msg: String| MedsgError::Image { path: path.display().to_string(), msg };
+    let img = image::ImageReader::open(path).map_err(|e| err(e.to_string()))?.with_guessed_format().map_err(|e| err(e.to_string()))?.decode().map_err(|e| err(e.to_string()))?;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let sixteen = matches!(img, image::DynamicImage::ImageLuma16(_) | image::DynamicImage::ImageRgb16(_) | image::DynamicImage::ImageRgba16(_));
+    if !img.color().has_color() {
+        let data: Vec<f32> = if sixteen {
+            img.to_luma16().into_raw().into_iter().map(|v| v as f32 / 65535.0).collect()
+        } else {
+            img.to_luma8().into_raw().into_iter().map(|v| v as f32 / 255.0).collect()
+        };
+        return Ok(BenchImage { image: GrayImage { width: w, height: h, data }, red_box: None });
+    }
+    let rgb = img.to_rgb8();
+    let raw = rgb.as_raw();
+    let red: Vec<bool> = raw.chunks_exact(3).map(is_mark_red).collect();
+    let mut gray = GrayImage::from_fn(w, h, |x, y| {
+        let p = &raw[(y * w + x) * 3..(y * w + x) * 3 + 3];
+        (0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32) / 255.0
+    });
+    let mut mask = GrayImage::from_fn(w, h, |x, y| if red[y * w + x] { 1.0 } else { 0.0 });
+    let red_box = BBox::of_mask(&mask, 0.5).filter(|b| b.width() > 6.0 && b.height() > 6.0).map(|b| b.expand(-2.0));
+    // Paint the marks out from their unmarked neighbours, growing inwards.
+    for _ in 0..6 {
+        let mut changed = false;
+        let (g0, m0) = (gray.clone(), mask.clone());
+        for y in 0..h {
+            for x in 0..w {
+                if m0.get(x, y) < 0.5 {
+                    continue;
+                }
+                let (mut sum, mut n) = (0.0, 0);
+                for (dx, dy) in [(-1i64, 0i64), (1, 0), (0, -1), (0, 1), (-1, -1), (1, 1), (-1, 1), (1, -1)] {
+                    let (nx, ny) = (x as i64 + dx, y as i64 + dy);
+                    if nx >= 0 && ny >= 0 && (nx as usize) < w && (ny as usize) < h && m0.get(nx as usize, ny as usize) < 0.5 {
+                        sum += g0.get(nx as usize, ny as usize);
+                        n += 1;
+                    }
+                }
+                if n > 0 {
+                    gray.set(x, y, sum / n as f32);
+                    mask.set(x, y, 0.0);
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    Ok(BenchImage { image: gray, red_box })
+}
+
+/// Draws a 2-px pure red rectangle just outside `b` (MedSG's marking).
+pub fn draw_red_box(rgb: &mut image::RgbImage, b: &BBox) {
+    let (w, h) = (rgb.width() as i64, rgb.height() as i64);
+    let (x1, y1, x2, y2) = (b.x1.round() as i64, b.y1.round() as i64, b.x2.round() as i64, b.y2.round() as i64);
+    let mut put = |x: i64, y: i64| {
+        if x >= 0 && y >= 0 && x < w && y < h {
+            rgb.put_pixel(x as u32, y as u32, image::Rgb([255, 0, 0]));
+        }
+    };
+    for t in 1..=2 {
+        for x in x1 - t..x2 + t {
+            put(x, y1 - t);
+            put(x, y2 + t - 1);
+        }
+        for y in y1 - t..y2 + t {
+            put(x1 - t, y);
+            put(x2 + t - 1, y);
+        }
+    }
+}
+
+fn gray_png(img: &GrayImage) -> image::GrayImage {
+    image::GrayImage::from_raw(img.width as u32, img.height as u32, img.to_u8(0.0, 1.0)).expect("buffer matches size")
+}
+
+fn save_png(img: &image::DynamicImage, path: &Path) -> anyhow::Result<()> {
+    let mut bytes = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)?;
+    crate::fsutil::write_atomic(path, &bytes)?;
+    Ok(())
+}
+
+/// Writes `items` as a MedSG-Bench task file `dir/name.json` with images under `dir/images/`.
+pub fn write_items(dir: &Path, name: &str, items: &[(String, SynthItem)]) -> anyhow::Result<PathBuf> {
+    let img_dir = dir.join("images");
+    std::fs::create_dir_all(&img_dir)?;
+    let mut out = Vec::new();
+    for (id, item) in items {
+        let stem = id.replace('/', "_");
+        let mut paths = Vec::new();
+        for (k, img) in item.images.iter().enumerate() {
+            let file = format!("{stem}_{k}.png");
+            let png = if k == 0 && item.reference.is_some() {
+                let mut rgb = image::DynamicImage::ImageLuma8(gray_png(img)).to_rgb8();
+                if let Some(r) = &item.reference {
+                    draw_red_box(&mut rgb, r);
+                }
+                image::DynamicImage::ImageRgb8(rgb)
+            } else {
+                image::DynamicImage::ImageLuma8(gray_png(img))
+            };
+            save_png(&png, &img_dir.join(&file))?;
+            paths.push(format!("images/{file}"));
+        }
+        let reference = item.reference.map(|b| b.rounded());
+        let mut extra = serde_json::Map::new();
+        if item.task == Task::MultiView {
+            extra.insert("size".into(), serde_json::json!([item.images[1].width, item.images[1].height]));
+        }
+        out.push(MedsgItem {
+            id: id.clone(),
+            task: item.task.medsg_name().into(),
+            images: paths,
+            question: item.task.question(reference),
+            answer: Some(item.answer.rounded().iter().map(|&v| v as f64).collect()),
+            extra,
+        });
+    }
+    let path = dir.join(format!("{name}.json"));
+    crate::fsutil::write_atomic(&path, &serde_json::to_vec_pretty(&out)?)?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_question_boxes() {
+        let q = "Track the object (<|box_start|>(120,140),(190,200)<|box_end|>) and locate it.";
+        assert_eq!(question_box(q), Some(BBox::new(120.0, 140.0, 190.0, 200.0)));
+        assert_eq!(question_box("no box here"), None);
+        assert_eq!(question_box("<|box_start|>(1,2)<|box_end|>"), None);
+    }
+
+    #[test]
+    fn red_box_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = GrayImage::from_fn(64, 64, |x, y| ((x + y) % 7) as f32 / 7.0);
+        let mut rgb = image::DynamicImage::ImageLuma8(gray_png(&g)).to_rgb8();
+        let b = BBox::new(10.0, 12.0, 40.0, 30.0);
+        draw_red_box(&mut rgb, &b);
+        let p = dir.path().join("x.png");
+        image::DynamicImage::ImageRgb8(rgb).save(&p).unwrap();
+        let read = read_image(&p).unwrap();
+        assert_eq!(read.red_box, Some(b));
+        // Marks are painted out: no pixel is far from its neighbours' range.
+        let (lo, hi) = read.image.min_max();
+        assert!(lo >= 0.0 && hi <= 1.0);
+    }
+}

@@ -1,0 +1,252 @@
+//! The grounder: a burn model (with its backend choice, weights, synthesis, training and
+//! evaluation) that answers "what changed" and "where did this region go", with the classical
+//! baseline beside it and as its fallback.
+
+pub mod backend;
+pub mod baseline;
+pub mod card;
+pub mod eval;
+pub mod geometry;
+pub mod infer;
+pub mod medsg;
+pub mod model;
+pub mod phantom;
+pub mod rng;
+pub mod synth;
+pub mod task;
+pub mod train;
+pub mod weights;
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use serde::Serialize;
+
+pub use backend::{ComputeDevice, DevicePreference};
+pub use geometry::BBox;
+pub use infer::LocateHint;
+pub use task::Task;
+pub use weights::WeightsSource;
+
+use crate::registration::{self, AlignOptions, Transform};
+use crate::study::gray::GrayImage;
+use baseline::Scored;
+use infer::NetRunner;
+
+/// Which grounder answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    Model,
+    Baseline,
+}
+
+impl Method {
+    pub fn parse(s: &str) -> Option<Method> {
+        match s {
+            "model" => Some(Method::Model),
+            "baseline" => Some(Method::Baseline),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProposalKind {
+    /// A region that differs between prior and current.
+    Change,
+    /// The region of the target that corresponds to a reference box.
+    Correspondence,
+}
+
+/// One answer of the grounder: a box in the target (current) image, the matching box in the
+/// reference (prior) image, a calibrated score and who produced it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Proposal {
+    pub kind: ProposalKind,
+    pub target_box: BBox,
+    pub reference_box: Option<BBox>,
+    pub score: f32,
+    /// "tandem-grounder 1" or "baseline".
+    pub source: String,
+}
+
+/// Difference grounding output.
+#[derive(Clone, Debug)]
+pub struct DiffOutput {
+    pub proposals: Vec<Proposal>,
+    /// current pixel → prior pixel, as registration found it.
+    pub prior_from_current: Transform,
+    pub method: Method,
+    pub millis: f64,
+}
+
+/// Longest side the grounder works at; larger images are downsampled first (MedSG scale).
+pub const WORKING_SIDE: usize = 336;
+
+/// A 0..1 working copy of an image and the factor that maps its pixels back to the original.
+struct Working {
+    image: GrayImage,
+    /// original pixel = working pixel × scale
+    scale: f32,
+}
+
+fn working(img: &GrayImage) -> Working {
+    let longest = img.width.max(img.height);
+    let unit = img.normalized_percentile(0.005, 0.995);
+    if longest as f32 > WORKING_SIDE as f32 * 1.25 {
+        let f = WORKING_SIDE as f32 / longest as f32;
+        let (w, h) = (((img.width as f32 * f).round() as usize).max(8), ((img.height as f32 * f).round() as usize).max(8));
+        let scale = img.width as f32 / w as f32;
+        Working { image: unit.resize(w, h), scale }
+    } else {
+        Working { image: unit, scale: 1.0 }
+    }
+}
+
+/// The grounding service shared by the CLI and the viewer.
+pub struct Engine {
+    runner: Option<Mutex<NetRunner>>,
+    pub device: ComputeDevice,
+    /// Shown in the status bar / `--verbose`: which model runs where, or why none does.
+    pub status: String,
+    model_name: Option<String>,
+}
+
+impl Engine {
+    /// Loads the model on the preferred device; on any failure keeps the classical baseline
+    /// and says why in `status`.
+    pub fn new(preference: DevicePreference, weights: &WeightsSource) -> Engine {
+        let device = backend::choose(preference);
+        match weights::load(weights, &device.device) {
+            Ok((net, meta)) => {
+                let name = meta.name();
+                let status = format!("{name} on {} ({})", device.label, device.reason);
+                Engine { runner: Some(Mutex::new(NetRunner { net, device: device.device.clone(), meta })), device, status, model_name: Some(name) }
+            }
+            Err(e) => Engine::baseline_only(device, format!("{e}; using the classical grounder")),
+        }
+    }
+
+    pub fn baseline_only(device: ComputeDevice, status: String) -> Engine {
+        Engine { runner: None, device, status, model_name: None }
+    }
+
+    pub fn has_model(&self) -> bool {
+        self.runner.is_some()
+    }
+
+    pub fn model_name(&self) -> Option<&str> {
+        self.model_name.as_deref()
+    }
+
+    fn effective(&self, method: Method) -> Method {
+        if method == Method::Model && self.runner.is_none() { Method::Baseline } else { method }
+    }
+
+    fn source(&self, method: Method) -> String {
+        match method {
+            Method::Model => self.model_name.clone().unwrap_or_default(),
+            Method::Baseline => "baseline".into(),
+        }
+    }
+
+    fn with_runner<T>(&self, f: impl FnOnce(&NetRunner) -> T) -> Option<T> {
+        let guard = self.runner.as_ref()?.lock().unwrap_or_else(|p| p.into_inner());
+        Some(f(&guard))
+    }
+
+    /// What changed from `prior` to `current` (any intensity units): boxes in current pixels.
+    pub fn diff(&self, prior: &GrayImage, current: &GrayImage, method: Method) -> DiffOutput {
+        let start = Instant::now();
+        let method = self.effective(method);
+        let (p, c) = (working(prior), working(current));
+        let (found, prior_from_current_w): (Vec<Scored>, Transform) = match method {
+            Method::Baseline => baseline::diff(&p.image, &c.image),
+            Method::Model => {
+                let align = registration::align(&c.image, &p.image, &AlignOptions::translation_only());
+                let prior_from_current = align.fixed_from_moving.inverse().unwrap_or(Transform::IDENTITY);
+                let warped = baseline::prior_on_current(&p.image, &c.image, &prior_from_current);
+                let found = self.with_runner(|r| r.diff(&warped, &c.image)).and_then(|r| r.map_err(|e| log::error!("{e}")).ok());
+                match found {
+                    Some(f) => (f, prior_from_current),
+                    None => baseline::diff(&p.image, &c.image),
+                }
+            }
+        };
+        // Back to original pixels on both sides.
+        let prior_from_current = Transform::scale(p.scale as f64, p.scale as f64)
+            .compose(&prior_from_current_w)
+            .compose(&Transform::scale(1.0 / c.scale as f64, 1.0 / c.scale as f64));
+        let source = self.source(method);
+        let proposals = found
+            .into_iter()
+            .map(|s| {
+                let target_box = s.bbox.scale(c.scale, c.scale);
+                let r = prior_from_current.map_box([target_box.x1 as f64, target_box.y1 as f64, target_box.x2 as f64, target_box.y2 as f64]);
+                Proposal {
+                    kind: ProposalKind::Change,
+                    target_box,
+                    reference_box: Some(BBox::new(r[0] as f32, r[1] as f32, r[2] as f32, r[3] as f32)),
+                    score: s.score,
+                    source: source.clone(),
+                }
+            })
+            .collect();
+        DiffOutput { proposals, prior_from_current, method, millis: start.elapsed().as_secs_f64() * 1e3 }
+    }
+
+    /// Where `reference_box` of `reference` lies in `target`.
+    pub fn locate(&self, reference: &GrayImage, reference_box: BBox, target: &GrayImage, hint: &LocateHint, method: Method) -> Option<Proposal> {
+        let method = self.effective(method);
+        let (r, t) = (working(reference), working(target));
+        let rb = reference_box.scale(1.0 / r.scale, 1.0 / r.scale);
+        let hint_w = LocateHint {
+            expected_centre: hint.expected_centre.map(|(x, y)| (x / t.scale, y / t.scale)),
+            sigma_px: hint.sigma_px / t.scale,
+            known_size: hint.known_size.map(|(w, h)| (w / t.scale, h / t.scale)),
+        };
+        let found = match method {
+            Method::Baseline => baseline::locate(&r.image, rb, &t.image),
+            Method::Model => self
+                .with_runner(|n| n.locate(&r.image, rb, &t.image, &hint_w))
+                .and_then(|res| res.map_err(|e| log::error!("{e}")).ok())
+                .flatten(),
+        }?;
+        Some(Proposal {
+            kind: ProposalKind::Correspondence,
+            target_box: found.bbox.scale(t.scale, t.scale),
+            reference_box: Some(reference_box),
+            score: found.score,
+            source: self.source(method),
+        })
+    }
+
+    /// Follows `reference_box` from the first frame to the last, frame by frame.
+    pub fn track(&self, frames: &[GrayImage], reference_box: BBox, method: Method) -> Option<Proposal> {
+        let method = self.effective(method);
+        if method == Method::Baseline {
+            let ws: Vec<GrayImage> = frames.iter().map(|f| working(f).image).collect();
+            let scale = working(&frames[0]).scale;
+            let found = baseline::track(&ws, reference_box.scale(1.0 / scale, 1.0 / scale))?;
+            return Some(Proposal {
+                kind: ProposalKind::Correspondence,
+                target_box: found.bbox.scale(scale, scale),
+                reference_box: Some(reference_box),
+                score: found.score,
+                source: self.source(method),
+            });
+        }
+        let mut current = reference_box;
+        let mut score = 1.0f32;
+        for pair in frames.windows(2) {
+            let (cx, cy) = current.centre();
+            let hint = LocateHint { expected_centre: Some((cx, cy)), sigma_px: 0.6 * current.width().max(current.height()) + 12.0, known_size: None };
+            let p = self.locate(&pair[0], current, &pair[1], &hint, method)?;
+            score = score.min(p.score);
+            current = p.target_box;
+        }
+        Some(Proposal { kind: ProposalKind::Correspondence, target_box: current, reference_box: Some(reference_box), score, source: self.source(method) })
+    }
+}

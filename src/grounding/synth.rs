@@ -1,0 +1,698 @@
+//! MedSG-style grounding items synthesized from real images and procedural phantoms: inserted
+//! lesions, CutPaste, local growth/shrinkage, intensity changes, misregistration, patches,
+//! frame sequences, plane pairs from volumes and cross-contrast pairs.
+
+use crate::grounding::geometry::BBox;
+use crate::grounding::phantom::{Noise3, Phantom, Plane};
+use crate::grounding::rng::Rng;
+use crate::grounding::task::Task;
+use crate::registration::Transform;
+use crate::study::gray::GrayImage;
+
+/// One generated item: images in 0..1, the reference box (consistency tasks), the answer and,
+/// for difference tasks, the mask of visible change in the answer image's pixels.
+#[derive(Clone, Debug)]
+pub struct SynthItem {
+    pub task: Task,
+    pub images: Vec<GrayImage>,
+    pub reference: Option<BBox>,
+    pub answer: BBox,
+    pub change_mask: Option<GrayImage>,
+}
+
+/// Real images (already normalized to 0..1) that views are cut from.
+#[derive(Clone, Debug, Default)]
+pub struct SourcePool {
+    pub images: Vec<GrayImage>,
+    pub names: Vec<String>,
+}
+
+impl SourcePool {
+    pub fn push(&mut self, name: impl Into<String>, image: GrayImage) {
+        self.names.push(name.into());
+        self.images.push(image);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.images.is_empty()
+    }
+}
+
+/// Normalizes a modality-valued image to 0..1 by its 0.5–99.5 percentiles, as an export
+/// to PNG with an automatic window would.
+pub fn normalize_for_pool(img: &GrayImage, max_side: usize) -> GrayImage {
+    let longest = img.width.max(img.height);
+    let img = if longest > max_side {
+        let f = max_side as f32 / longest as f32;
+        img.resize(((img.width as f32 * f).round() as usize).max(1), ((img.height as f32 * f).round() as usize).max(1))
+    } else {
+        img.clone()
+    };
+    img.normalized_percentile(0.005, 0.995)
+}
+
+/// The generator: where views come from and how large items are.
+#[derive(Clone, Debug)]
+pub struct Synth {
+    pub pool: SourcePool,
+    /// Side of the square item images (336 for MedSG-Bench).
+    pub size: usize,
+    /// Probability that a 2D view is a phantom slice rather than a real image.
+    pub phantom_fraction: f32,
+}
+
+/// Visible-change threshold on 0..1 intensities (about 10 grey levels of an 8-bit PNG).
+const VISIBLE: f32 = 0.04;
+
+impl Synth {
+    pub fn new(pool: SourcePool, size: usize) -> Self {
+        let phantom_fraction = if pool.is_empty() { 1.0 } else { 0.25 };
+        Self { pool, size, phantom_fraction }
+    }
+
+    /// One item of `task`; retries internally until the item is well formed.
+    pub fn item(&self, task: Task, rng: &mut Rng) -> SynthItem {
+        for _ in 0..50 {
+            let made = match task {
+                Task::RegisteredDiff => self.diff_item(rng, false),
+                Task::NonRegisteredDiff => self.diff_item(rng, true),
+                Task::Patch => self.patch_item(rng),
+                Task::Crossmodal => self.crossmodal_item(rng),
+                Task::ObjectTracking => self.tracking_item(rng),
+                Task::MultiView => self.multiview_item(rng),
+                Task::Concept => self.concept_item(rng),
+                Task::Referring => None,
+            };
+            if let Some(item) = made {
+                return item;
+            }
+        }
+        // Phantoms always succeed eventually; this keeps the signature total.
+        let mut fallback = self.clone();
+        fallback.phantom_fraction = 1.0;
+        fallback.item(task, rng)
+    }
+
+    // ----- views -------------------------------------------------------------------------
+
+    /// A `size` × `size` view: a random crop of a real image or a phantom slice, in 0..1.
+    pub fn view(&self, rng: &mut Rng, size: usize) -> GrayImage {
+        for _ in 0..20 {
+            let v = if self.pool.is_empty() || rng.chance(self.phantom_fraction) {
+                phantom_view(rng, size)
+            } else {
+                let src = &self.pool.images[rng.index(self.pool.images.len())];
+                real_view(rng, src, size)
+            };
+            let (_, std) = v.mean_std();
+            if std > 0.08 {
+                return v;
+            }
+        }
+        phantom_view(rng, size)
+    }
+
+    // ----- difference grounding (T1, T2) -------------------------------------------------------
+
+    fn diff_item(&self, rng: &mut Rng, shifted: bool) -> Option<SynthItem> {
+        let size = self.size;
+        let margin = if shifted { 20 } else { 0 };
+        let big = size + 2 * margin;
+        let before = self.view(rng, big);
+        let (after, region) = apply_change(rng, &before, margin)?;
+        let (dx, dy) = if shifted {
+            loop {
+                let d = (rng.int(-20, 20), rng.int(-20, 20));
+                if d.0.abs() + d.1.abs() >= 3 {
+                    break d;
+                }
+            }
+        } else {
+            (0, 0)
+        };
+        let m = margin as isize;
+        let prior = before.crop(m, m, size, size, 0.0);
+        let (cx, cy) = (m + dx as isize, m + dy as isize);
+        let current = after.crop(cx, cy, size, size, 0.0);
+        let mask = region.mask.crop(cx, cy, size, size, 0.0);
+        let answer = BBox::of_mask(&mask, 0.5)?;
+        // The whole change must be visible in both frames.
+        let in_prior = region.bbox.translate(-(m as f32), -(m as f32));
+        let frame = BBox::new(0.0, 0.0, size as f32, size as f32);
+        if !frame.contains_box(&answer) || !frame.contains_box(&in_prior) || answer.area() < 64.0 {
+            return None;
+        }
+        let prior = photometric(rng, &prior, 1.0);
+        let current = photometric(rng, &current, 1.0);
+        let task = if shifted { Task::NonRegisteredDiff } else { Task::RegisteredDiff };
+        Some(SynthItem { task, images: vec![prior, current], reference: None, answer, change_mask: Some(mask) })
+    }
+
+    // ----- patch (T6) --------------------------------------------------------------------------
+
+    fn patch_item(&self, rng: &mut Rng) -> Option<SynthItem> {
+        let source = self.view(rng, self.size);
+        let n = rng.int(1, 3) as usize;
+        let mut images = vec![source.clone()];
+        let mut answer = None;
+        for k in 0..n {
+            let (w, h) = (rng.int(24, 100) as usize, rng.int(24, 100) as usize);
+            let (x, y) = (rng.int(0, (self.size - w) as i64) as isize, rng.int(0, (self.size - h) as i64) as isize);
+            let crop = source.crop(x, y, w, h, 0.0);
+            if k == 0 {
+                if crop.mean_std().1 < 0.05 {
+                    return None;
+                }
+                answer = Some(BBox::new(x as f32, y as f32, (x + w as isize) as f32, (y + h as isize) as f32));
+            }
+            images.push(crop);
+        }
+        Some(SynthItem { task: Task::Patch, images, reference: None, answer: answer?, change_mask: None })
+    }
+
+    // ----- cross-modal (T7) ----------------------------------------------------------------------
+
+    fn crossmodal_item(&self, rng: &mut Rng) -> Option<SynthItem> {
+        let size = self.size;
+        let margin = 24;
+        let big = self.view(rng, size + 2 * margin);
+        let a = big.crop(margin as isize, margin as isize, size, size, 0.0);
+        let reference = salient_box(rng, &a, 24.0, 90.0)?;
+        // b(q) = remap(big(t(q))): a small rigid misregistration between the acquisitions.
+        let centre = ((size as f64 - 1.0) / 2.0, (size as f64 - 1.0) / 2.0);
+        let angle = (rng.range(-4.0, 4.0) as f64).to_radians();
+        let scale = rng.range(0.95, 1.05) as f64;
+        let (tx, ty) = (rng.range(-16.0, 16.0) as f64, rng.range(-16.0, 16.0) as f64);
+        let a_from_b = Transform::similarity(angle, scale, centre, tx, ty);
+        let m = margin as f32;
+        let warped = big.warp(size, size, 0.0, |x, y| {
+            let (sx, sy) = a_from_b.apply(x as f64, y as f64);
+            (sx as f32 + m, sy as f32 + m)
+        });
+        let remapped = cross_contrast(rng, &warped);
+        let b = photometric(rng, &remapped, 0.7);
+        let b_from_a = a_from_b.inverse()?;
+        let answer = map_box(&b_from_a, &reference);
+        let frame = BBox::new(0.0, 0.0, size as f32, size as f32);
+        if !frame.contains_box(&answer) {
+            return None;
+        }
+        let a = photometric(rng, &a, 0.5);
+        Some(SynthItem { task: Task::Crossmodal, images: vec![a, b], reference: Some(reference), answer, change_mask: None })
+    }
+
+    // ----- tracking (T4) -------------------------------------------------------------------------
+
+    fn tracking_item(&self, rng: &mut Rng) -> Option<SynthItem> {
+        let frames = rng.int(3, 6) as usize;
+        if rng.chance(0.35) { self.tracking_volume(rng, frames) } else { self.tracking_motion(rng, frames) }
+    }
+
+    /// Frames of a moving, slowly deforming scene (a cine loop or follow-up series).
+    fn tracking_motion(&self, rng: &mut Rng, frames: usize) -> Option<SynthItem> {
+        let size = self.size;
+        let margin = 48;
+        let big = self.view(rng, size + 2 * margin);
+        let m = margin as f32;
+        let first = big.crop(margin as isize, margin as isize, size, size, 0.0);
+        let reference = salient_box(rng, &first, 24.0, 90.0)?;
+        let centre = ((size as f64 - 1.0) / 2.0, (size as f64 - 1.0) / 2.0);
+        let mut big_from_frame = Transform::IDENTITY; // frame pixel → first-frame pixel
+        let mut images = vec![photometric(rng, &first, 0.5)];
+        let (vx, vy) = (rng.range(-6.0, 6.0) as f64, rng.range(-6.0, 6.0) as f64);
+        for _ in 1..frames {
+            let step = Transform::similarity(
+                (rng.range(-2.0, 2.0) as f64).to_radians(),
+                rng.range(0.98, 1.02) as f64,
+                centre,
+                vx + rng.range(-3.0, 3.0) as f64,
+                vy + rng.range(-3.0, 3.0) as f64,
+            );
+            big_from_frame = big_from_frame.compose(&step);
+            let warp = big_from_frame;
+            let elastic = Elastic::random(rng, 3.0);
+            let frame = big.warp(size, size, 0.0, |x, y| {
+                let (ex, ey) = elastic.displace(x, y);
+                let (sx, sy) = warp.apply((x + ex) as f64, (y + ey) as f64);
+                (sx as f32 + m, sy as f32 + m)
+            });
+            images.push(photometric(rng, &frame, 0.5));
+        }
+        let answer = map_box(&big_from_frame.inverse()?, &reference);
+        let frame = BBox::new(0.0, 0.0, size as f32, size as f32);
+        if !frame.contains_box(&answer) {
+            return None;
+        }
+        Some(SynthItem { task: Task::ObjectTracking, images, reference: Some(reference), answer, change_mask: None })
+    }
+
+    /// Consecutive parallel slices through a phantom organ.
+    fn tracking_volume(&self, rng: &mut Rng, frames: usize) -> Option<SynthItem> {
+        let size = self.size;
+        let extent = size as f32;
+        let ph = Phantom::random(rng, extent);
+        let organ = 1 + rng.index(ph.organs.len() - 1);
+        let plane = Plane::ALL[rng.index(3)];
+        let (lo, hi) = ph.organ_depth_range(organ, plane);
+        let spacing = rng.range(2.0, 6.0) * rng.sign();
+        let span = spacing.abs() * (frames - 1) as f32;
+        if hi - lo < span * 0.9 {
+            return None;
+        }
+        let start = if spacing > 0.0 { rng.range(lo + 0.05 * (hi - lo), hi - span) } else { rng.range(lo + span, hi - 0.05 * (hi - lo)) };
+        let mut images = Vec::with_capacity(frames);
+        let mut boxes = Vec::with_capacity(frames);
+        for k in 0..frames {
+            let depth = start + spacing * k as f32;
+            let b = ph.organ_box(organ, plane, depth, size)?;
+            if b.width() < 12.0 || b.height() < 12.0 || b.width() > 160.0 || b.height() > 160.0 {
+                return None;
+            }
+            boxes.push(b);
+            images.push(photometric(rng, &ph.slice(plane, depth, size), 0.5));
+        }
+        Some(SynthItem {
+            task: Task::ObjectTracking,
+            images,
+            reference: Some(boxes[0]),
+            answer: *boxes.last()?,
+            change_mask: None,
+        })
+    }
+
+    // ----- multi-view (T3) -------------------------------------------------------------------------
+
+    fn multiview_item(&self, rng: &mut Rng) -> Option<SynthItem> {
+        let size = self.size;
+        let ph = Phantom::random(rng, size as f32);
+        let organ = 1 + rng.index(ph.organs.len() - 1);
+        let plane_a = Plane::ALL[rng.index(3)];
+        let plane_b = loop {
+            let p = Plane::ALL[rng.index(3)];
+            if p != plane_a {
+                break p;
+            }
+        };
+        let centre = ph.organs[organ].centre;
+        let r = ph.organs[organ].radii.iter().copied().fold(f32::MAX, f32::min);
+        let depth_a = plane_a.depth_of(centre) + rng.range(-0.4, 0.4) * r;
+        let depth_b = plane_b.depth_of(centre) + rng.range(-0.4, 0.4) * r;
+        let box_a = ph.organ_box(organ, plane_a, depth_a, size)?;
+        let box_b = ph.organ_box(organ, plane_b, depth_b, size)?;
+        for b in [box_a, box_b] {
+            if b.width() < 12.0 || b.height() < 12.0 || b.width() > 180.0 || b.height() > 180.0 {
+                return None;
+            }
+        }
+        let a = photometric(rng, &ph.slice(plane_a, depth_a, size), 0.5);
+        let b = photometric(rng, &ph.slice(plane_b, depth_b, size), 0.5);
+        Some(SynthItem { task: Task::MultiView, images: vec![a, b], reference: Some(box_a), answer: box_b, change_mask: None })
+    }
+
+    // ----- concept (T5) ------------------------------------------------------------------------------
+
+    /// An object cut out on a black background, to be found in another view of its scene.
+    fn concept_item(&self, rng: &mut Rng) -> Option<SynthItem> {
+        let scene = self.view(rng, self.size);
+        let object = salient_box(rng, &scene, 40.0, 120.0)?;
+        let mut cutout = GrayImage::new(self.size, self.size);
+        let (x0, y0) = (object.x1 as usize, object.y1 as usize);
+        for y in y0..object.y2 as usize {
+            for x in x0..object.x2 as usize {
+                cutout.set(x - x0 + (self.size - object.width() as usize) / 2, y - y0 + (self.size - object.height() as usize) / 2, scene.get(x, y).max(0.02));
+            }
+        }
+        let scene = photometric(rng, &scene, 0.5);
+        Some(SynthItem { task: Task::Concept, images: vec![cutout, scene], reference: None, answer: object, change_mask: None })
+    }
+}
+
+/// Bounds of `b` mapped through `t` (pixel-edge boxes).
+pub fn map_box(t: &Transform, b: &BBox) -> BBox {
+    let m = t.map_box([b.x1 as f64, b.y1 as f64, b.x2 as f64, b.y2 as f64]);
+    // A rotated box's bounds overstate the object; keep the mapped centre and the scaled size.
+    let (cx, cy) = ((m[0] + m[2]) / 2.0, (m[1] + m[3]) / 2.0);
+    let s = t.mean_scale() as f32;
+    BBox::from_centre(cx as f32, cy as f32, b.width() * s, b.height() * s)
+}
+
+// ----- views ------------------------------------------------------------------------------------
+
+fn real_view(rng: &mut Rng, src: &GrayImage, size: usize) -> GrayImage {
+    let min_side = src.width.min(src.height) as f32;
+    let side = min_side * rng.range(0.55, 1.0);
+    let aspect = rng.range(0.85, 1.18);
+    let (w, h) = ((side * aspect).min(src.width as f32), (side / aspect).min(src.height as f32));
+    let x0 = rng.range(0.0, src.width as f32 - w + 1e-3);
+    let y0 = rng.range(0.0, src.height as f32 - h + 1e-3);
+    let flip = rng.chance(0.5);
+    let (sx, sy) = (w / size as f32, h / size as f32);
+    // Area-average first when the view is much smaller than the crop, then sample.
+    let shrink = (sx.min(sy)).floor().max(1.0) as usize;
+    let base = if shrink > 1 { src.resize(src.width / shrink, src.height / shrink) } else { src.clone() };
+    let k = shrink as f32;
+    let view = GrayImage::from_fn(size, size, |x, y| {
+        let xf = if flip { size - 1 - x } else { x } as f32;
+        let px = (x0 + (xf + 0.5) * sx) / k - 0.5;
+        let py = (y0 + (y as f32 + 0.5) * sy) / k - 0.5;
+        base.sample(px, py)
+    });
+    let gamma = rng.log_range(0.75, 1.33);
+    view.map(|v| v.clamp(0.0, 1.0).powf(gamma))
+}
+
+fn phantom_view(rng: &mut Rng, size: usize) -> GrayImage {
+    let ph = Phantom::random(rng, size as f32);
+    let plane = Plane::ALL[rng.index(3)];
+    let depth = size as f32 * rng.range(0.3, 0.7);
+    let img = ph.slice(plane, depth, size);
+    let noise_sigma = rng.range(0.0, 0.03);
+    let mut nrng = rng.fork(17);
+    img.blur(rng.range(0.0, 1.0)).map(|v| (v + noise_sigma * nrng.normal()).clamp(0.0, 1.0))
+}
+
+/// Global acquisition differences: gain/offset, gamma, blur and noise, scaled by `strength`.
+pub fn photometric(rng: &mut Rng, img: &GrayImage, strength: f32) -> GrayImage {
+    let gain = 1.0 + rng.normal() * 0.08 * strength;
+    let offset = rng.normal() * 0.04 * strength;
+    let gamma = (rng.normal() * 0.12 * strength).exp();
+    let sigma = rng.range(0.0, 0.025) * strength;
+    let blurred = if rng.chance(0.2 * strength) { img.blur(rng.range(0.3, 0.9)) } else { img.clone() };
+    let mut nrng = rng.fork(0x5eed);
+    blurred.map(|v| {
+        let g = v.clamp(0.0, 1.0).powf(gamma) * gain + offset;
+        (g + sigma * nrng.normal()).clamp(0.0, 1.0)
+    })
+}
+
+/// A random smooth intensity remapping, far from the identity (another contrast or modality),
+/// with a slowly varying bias field.
+pub fn cross_contrast(rng: &mut Rng, img: &GrayImage) -> GrayImage {
+    let lut: Vec<f32> = loop {
+        let knots: Vec<f32> = (0..6).map(|_| rng.f32()).collect();
+        let lut: Vec<f32> = (0..256)
+            .map(|i| {
+                let t = i as f32 / 255.0 * 5.0;
+                let k = (t.floor() as usize).min(4);
+                let f = t - k as f32;
+                let f = f * f * (3.0 - 2.0 * f);
+                knots[k] + (knots[k + 1] - knots[k]) * f
+            })
+            .collect();
+        let distance: f32 = lut.iter().enumerate().map(|(i, &v)| (v - i as f32 / 255.0).abs()).sum::<f32>() / 256.0;
+        let (lo, hi) = lut.iter().fold((1.0f32, 0.0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        if distance > 0.18 && hi - lo > 0.5 {
+            break lut;
+        }
+    };
+    let noise = Noise3::new(rng.next_u64());
+    let (bias, freq) = (rng.range(0.0, 0.25), rng.range(0.004, 0.012));
+    GrayImage::from_fn(img.width, img.height, |x, y| {
+        let v = img.get(x, y).clamp(0.0, 1.0);
+        let mapped = lut[(v * 255.0).round() as usize];
+        (mapped * (1.0 + bias * noise.value(x as f32 * freq, y as f32 * freq, 0.5))).clamp(0.0, 1.0)
+    })
+}
+
+/// A box of `min..max` px around a region with texture (not flat background).
+pub fn salient_box(rng: &mut Rng, img: &GrayImage, min: f32, max: f32) -> Option<BBox> {
+    for _ in 0..30 {
+        let (w, h) = (rng.range(min, max), rng.range(min, max));
+        let (w, h) = (w.min(img.width as f32 - 4.0), h.min(img.height as f32 - 4.0));
+        let x = rng.range(2.0, img.width as f32 - w - 2.0);
+        let y = rng.range(2.0, img.height as f32 - h - 2.0);
+        let b = BBox::new(x.round(), y.round(), (x + w).round(), (y + h).round());
+        let crop = img.crop(b.x1 as isize, b.y1 as isize, b.width() as usize, b.height() as usize, 0.0);
+        let (mean, std) = crop.mean_std();
+        if std > 0.07 && mean > 0.05 {
+            return Some(b);
+        }
+    }
+    None
+}
+
+// ----- changes ----------------------------------------------------------------------------------
+
+/// Where a change landed: its visible mask (1 where |after − before| is visible) and bounds.
+pub struct ChangeRegion {
+    pub mask: GrayImage,
+    pub bbox: BBox,
+}
+
+/// Applies one random local change to `img`, away from a `margin` border; returns the changed
+/// image and the visible-change region, or `None` when the change would not be visible.
+pub fn apply_change(rng: &mut Rng, img: &GrayImage, margin: usize) -> Option<(GrayImage, ChangeRegion)> {
+    let (w, h) = (img.width as f32, img.height as f32);
+    let radius = rng.log_range(7.0, 38.0);
+    let pad = margin as f32 + radius * 1.6 + 4.0;
+    if w - 2.0 * pad < 8.0 || h - 2.0 * pad < 8.0 {
+        return None;
+    }
+    // Prefer changes on anatomy rather than in the air around it.
+    let (mut cx, mut cy) = (0.0, 0.0);
+    for attempt in 0..20 {
+        cx = rng.range(pad, w - pad);
+        cy = rng.range(pad, h - pad);
+        if img.sample(cx, cy) > 0.1 || attempt == 19 || rng.chance(0.1) {
+            break;
+        }
+    }
+    let kind = rng.f32();
+    let after = if kind < 0.35 {
+        insert_lesion(rng, img, cx, cy, radius)
+    } else if kind < 0.55 {
+        cut_paste(rng, img, cx, cy, radius)
+    } else if kind < 0.75 {
+        local_warp(rng, img, cx, cy, radius)
+    } else {
+        local_intensity(rng, img, cx, cy, radius)
+    };
+    // Visible change: a thresholded, lightly smoothed difference, limited to the change's
+    // neighbourhood and reduced to its largest connected part.
+    let reach = radius * 1.8 + 3.0;
+    let diff = GrayImage::from_fn(img.width, img.height, |x, y| {
+        let d2 = (x as f32 - cx).powi(2) + (y as f32 - cy).powi(2);
+        if d2 > reach * reach { 0.0 } else { (after.get(x, y) - img.get(x, y)).abs() }
+    })
+    .blur(0.7);
+    let raw = diff.map(|v| if v > VISIBLE { 1.0 } else { 0.0 });
+    let (labels, comps) = crate::grounding::geometry::components(&raw, 0.5, &diff);
+    let (best, comp) = comps.iter().enumerate().max_by(|a, b| a.1.weight.total_cmp(&b.1.weight))?;
+    let label = best as u32 + 1;
+    let mask = GrayImage::from_fn(img.width, img.height, |x, y| {
+        let inside = comp.bbox.expand(2.0);
+        if labels[y * img.width + x] == label
+            || (raw.get(x, y) > 0.5 && (x as f32) >= inside.x1 && (x as f32) < inside.x2 && (y as f32) >= inside.y1 && (y as f32) < inside.y2)
+        {
+            1.0
+        } else {
+            0.0
+        }
+    });
+    let bbox = BBox::of_mask(&mask, 0.5)?;
+    let count = mask.data.iter().filter(|&&v| v > 0.5).count();
+    let mean_change = mask.data.iter().zip(&diff.data).filter(|(m, _)| **m > 0.5).map(|(_, d)| *d).sum::<f32>() / count.max(1) as f32;
+    if count < 60 || mean_change < 0.08 || bbox.width() < 8.0 || bbox.height() < 8.0 {
+        return None;
+    }
+    Some((after, ChangeRegion { mask, bbox }))
+}
+
+/// A soft irregular blob: 1 inside, 0 outside, feathered over `edge` px.
+struct Blob {
+    cx: f32,
+    cy: f32,
+    radius: f32,
+    aspect: f32,
+    angle: (f32, f32),
+    harmonics: Vec<(f32, f32)>,
+    edge: f32,
+}
+
+impl Blob {
+    fn random(rng: &mut Rng, cx: f32, cy: f32, radius: f32) -> Self {
+        let harmonics = (2..6).map(|k| (rng.range(0.0, 0.28) / k as f32 * 2.0, rng.range(0.0, 6.283))).collect();
+        let a = rng.range(0.0, std::f32::consts::PI);
+        Blob { cx, cy, radius, aspect: rng.range(0.6, 1.6), angle: a.sin_cos(), harmonics, edge: rng.range(1.0, 3.5) }
+    }
+
+    fn weight(&self, x: f32, y: f32) -> f32 {
+        let (dx, dy) = (x - self.cx, y - self.cy);
+        let (s, c) = self.angle;
+        let u = (c * dx + s * dy) / self.aspect.sqrt();
+        let v = (-s * dx + c * dy) * self.aspect.sqrt();
+        let d = (u * u + v * v).sqrt();
+        let theta = v.atan2(u);
+        let r = self.radius * (1.0 + self.harmonics.iter().enumerate().map(|(k, (a, p))| a * ((k + 2) as f32 * theta + p).cos()).sum::<f32>());
+        ((r - d) / self.edge + 0.5).clamp(0.0, 1.0)
+    }
+
+    fn extent(&self) -> f32 {
+        self.radius * 1.6 * self.aspect.max(1.0 / self.aspect).sqrt() + self.edge
+    }
+}
+
+fn blend_local(img: &GrayImage, cx: f32, cy: f32, reach: f32, f: impl Fn(usize, usize, f32) -> f32) -> GrayImage {
+    let mut out = img.clone();
+    let x0 = (cx - reach).floor().max(0.0) as usize;
+    let x1 = ((cx + reach).ceil() as usize).min(img.width);
+    let y0 = (cy - reach).floor().max(0.0) as usize;
+    let y1 = ((cy + reach).ceil() as usize).min(img.height);
+    for y in y0..y1 {
+        for x in x0..x1 {
+            out.set(x, y, f(x, y, img.get(x, y)).clamp(0.0, 1.0));
+        }
+    }
+    out
+}
+
+fn insert_lesion(rng: &mut Rng, img: &GrayImage, cx: f32, cy: f32, radius: f32) -> GrayImage {
+    let blob = Blob::random(rng, cx, cy, radius);
+    let local = img.sample(cx, cy);
+    // Brighter or darker than the surroundings, textured, sometimes with a rim.
+    let contrast = rng.range(0.15, 0.5) * if local > 0.7 { -1.0 } else if local < 0.2 { 1.0 } else { rng.sign() };
+    let texture = Noise3::new(rng.next_u64());
+    let (freq, amp) = (rng.range(0.05, 0.25), rng.range(0.0, 0.4));
+    let rim = if rng.chance(0.3) { rng.range(0.2, 0.6) } else { 0.0 };
+    let replace = rng.chance(0.4);
+    blend_local(img, cx, cy, blob.extent(), |x, y, v| {
+        let m = blob.weight(x as f32, y as f32);
+        if m <= 0.0 {
+            return v;
+        }
+        let t = 1.0 + amp * texture.value(x as f32 * freq, y as f32 * freq, 0.0);
+        let rim_boost = if rim > 0.0 { 1.0 + rim * (1.0 - (2.0 * m - 1.0).abs()) } else { 1.0 };
+        let target = if replace { (local + contrast) * t } else { v + contrast * t * rim_boost };
+        v + (target - v) * m
+    })
+}
+
+fn cut_paste(rng: &mut Rng, img: &GrayImage, cx: f32, cy: f32, radius: f32) -> GrayImage {
+    let blob = Blob::random(rng, cx, cy, radius);
+    // Source patch from elsewhere in the image, far enough to look different.
+    let (w, h) = (img.width as f32, img.height as f32);
+    let r = blob.extent();
+    let (mut sx, mut sy) = (cx, cy);
+    for _ in 0..20 {
+        sx = rng.range(r, (w - r).max(r + 1.0));
+        sy = rng.range(r, (h - r).max(r + 1.0));
+        if (sx - cx).hypot(sy - cy) > 2.0 * r {
+            break;
+        }
+    }
+    let flip = rng.chance(0.5);
+    blend_local(img, cx, cy, r, |x, y, v| {
+        let m = blob.weight(x as f32, y as f32);
+        if m <= 0.0 {
+            return v;
+        }
+        let dx = x as f32 - cx;
+        let src = img.sample(sx + if flip { -dx } else { dx }, sy + (y as f32 - cy));
+        v + (src - v) * m
+    })
+}
+
+fn local_warp(rng: &mut Rng, img: &GrayImage, cx: f32, cy: f32, radius: f32) -> GrayImage {
+    // Radial growth (α > 0) or shrinkage of whatever lies at the centre.
+    let alpha = rng.range(0.35, 0.7) * rng.sign();
+    let sigma = radius * rng.range(0.7, 1.1);
+    let reach = sigma * 3.0;
+    let grown = blend_local(img, cx, cy, reach, |x, y, _| {
+        let (dx, dy) = (x as f32 - cx, y as f32 - cy);
+        let g = alpha * (-(dx * dx + dy * dy) / (2.0 * sigma * sigma)).exp();
+        // Inverse map: sample closer to (growth) or farther from (shrinkage) the centre.
+        img.sample(cx + dx / (1.0 + g), cy + dy / (1.0 + g))
+    });
+    // Give the deformed structure a slight intensity change too, as a growing lesion would.
+    let tint = rng.range(-0.08, 0.08);
+    blend_local(&grown, cx, cy, sigma * 1.5, |x, y, v| {
+        let d2 = (x as f32 - cx).powi(2) + (y as f32 - cy).powi(2);
+        v + tint * (-d2 / (2.0 * sigma * sigma)).exp()
+    })
+}
+
+fn local_intensity(rng: &mut Rng, img: &GrayImage, cx: f32, cy: f32, radius: f32) -> GrayImage {
+    let blob = Blob::random(rng, cx, cy, radius);
+    let gain = rng.range(0.25, 0.7) * rng.sign();
+    let offset = rng.range(0.05, 0.2) * rng.sign();
+    blend_local(img, cx, cy, blob.extent(), |x, y, v| {
+        let m = blob.weight(x as f32, y as f32);
+        v + m * (v * gain + offset)
+    })
+}
+
+/// A smooth random displacement field of amplitude up to `amp` pixels.
+struct Elastic {
+    noise_x: Noise3,
+    noise_y: Noise3,
+    amp: f32,
+    freq: f32,
+}
+
+impl Elastic {
+    fn random(rng: &mut Rng, amp: f32) -> Self {
+        Elastic { noise_x: Noise3::new(rng.next_u64()), noise_y: Noise3::new(rng.next_u64()), amp: rng.range(0.0, amp), freq: rng.range(0.005, 0.02) }
+    }
+
+    fn displace(&self, x: f32, y: f32) -> (f32, f32) {
+        let (fx, fy) = (x * self.freq, y * self.freq);
+        (self.amp * self.noise_x.value(fx, fy, 0.0), self.amp * self.noise_y.value(fx, fy, 3.7))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn synth() -> Synth {
+        Synth::new(SourcePool::default(), 128)
+    }
+
+    #[test]
+    fn diff_items_have_a_visible_change_inside_the_answer() {
+        let s = synth();
+        let mut rng = Rng::new(11);
+        for task in [Task::RegisteredDiff, Task::NonRegisteredDiff] {
+            for _ in 0..4 {
+                let item = s.item(task, &mut rng);
+                assert_eq!(item.images.len(), 2);
+                let mask = item.change_mask.as_ref().unwrap();
+                let b = BBox::of_mask(mask, 0.5).unwrap();
+                assert_eq!(b, item.answer);
+                assert!(item.answer.area() >= 64.0);
+            }
+        }
+    }
+
+    #[test]
+    fn patch_answer_is_where_the_crop_came_from() {
+        let s = synth();
+        let mut rng = Rng::new(5);
+        let item = s.item(Task::Patch, &mut rng);
+        let a = item.answer;
+        let crop = item.images[0].crop(a.x1 as isize, a.y1 as isize, a.width() as usize, a.height() as usize, 0.0);
+        assert_eq!(crop, item.images[1]);
+    }
+
+    #[test]
+    fn consistency_items_carry_reference_and_answer() {
+        let s = synth();
+        let mut rng = Rng::new(8);
+        for task in [Task::Crossmodal, Task::ObjectTracking, Task::MultiView] {
+            let item = s.item(task, &mut rng);
+            let r = item.reference.unwrap();
+            assert!(r.area() > 100.0, "{task:?} {r:?}");
+            assert!(item.answer.area() > 100.0, "{task:?}");
+            assert!(item.images.len() >= 2);
+        }
+    }
+
+    #[test]
+    fn same_seed_same_item() {
+        let s = synth();
+        let a = s.item(Task::Crossmodal, &mut Rng::new(42));
+        let b = s.item(Task::Crossmodal, &mut Rng::new(42));
+        assert_eq!(a.images, b.images);
+        assert_eq!(a.answer, b.answer);
+    }
+}

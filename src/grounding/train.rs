@@ -1,0 +1,485 @@
+//! `tandem train`: seeded, reproducible training of the grounder on synthesized items (burn
+//! autodiff on flex or wgpu), with a loss curve, Platt calibration and atomic weight files.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::time::Instant;
+
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::prelude::*;
+use burn::tensor::activation::sigmoid;
+
+use crate::grounding::baseline;
+use crate::grounding::geometry::BBox;
+use crate::grounding::infer::{NetRunner, antialias, batch_tensor, scaled_crop, template_scales};
+use crate::grounding::model::{GrounderConfig, GrounderNet, STRIDE, TEMPLATE_CROP_PX, TEMPLATE_PX};
+use crate::grounding::rng::Rng;
+use crate::grounding::synth::{SourcePool, Synth, SynthItem, normalize_for_pool};
+use crate::grounding::task::Task;
+use crate::grounding::weights::{Calibration, ModelMeta};
+use crate::registration::{self, AlignOptions, Transform};
+use crate::study::gray::GrayImage;
+
+/// Real images training may use (from pydicom's and pydicom-data's test files), with the
+/// frames of multi-frame files to take. Everything else in that folder is never trained on.
+pub const TRAIN_FILES: [(&str, &[usize]); 12] = [
+    ("RG1_UNCR.dcm", &[0]),
+    ("MR2_UNCR.dcm", &[0]),
+    ("CT_small.dcm", &[0]),
+    ("JPGLosslessP14SV1_1s_1f_8b.dcm", &[0]),
+    ("eCT_Supplemental.dcm", &[0, 1]),
+    ("color3d_jpeg_baseline.dcm", &[10, 45, 80, 110]),
+    ("examples_ybr_color.dcm", &[0, 15]),
+    ("gdcm-US-ALOKA-16.dcm", &[0]),
+    ("JPEG-LL.dcm", &[0]),
+    ("emri_small.dcm", &[0, 5, 9]),
+    ("MR_small.dcm", &[0]),
+    ("OBXXXX1A.dcm", &[0]),
+];
+
+/// Real images held out for the validation set: never seen in training.
+pub const VALIDATION_FILES: [(&str, &[usize]); 6] = [
+    ("MR-SIEMENS-DICOM-WithOverlays.dcm", &[0]),
+    ("examples_overlay.dcm", &[0]),
+    ("bad_sequence.dcm", &[0]),
+    ("RG3_J2KR.dcm", &[0]),
+    ("US1_UNCR.dcm", &[0]),
+    ("J2K_pixelrep_mismatch.dcm", &[0]),
+];
+
+/// Loads the listed frames from `dir` into a pool (missing files are reported and skipped).
+pub fn load_pool(dir: &Path, files: &[(&str, &[usize])]) -> SourcePool {
+    let mut pool = SourcePool::default();
+    for (name, frames) in files {
+        let path = dir.join(name);
+        let quiet = |_: f32, _: &str| {};
+        match crate::study::series::load_file(&path, &quiet) {
+            Ok(series) => {
+                for &f in frames.iter() {
+                    if let Some(frame) = series.frames.get(f) {
+                        pool.push(format!("{name}#{f}"), normalize_for_pool(&frame.to_gray(), 1024));
+                    }
+                }
+            }
+            Err(e) => log::warn!("training image {} skipped: {e}", path.display()),
+        }
+    }
+    pool
+}
+
+#[derive(Clone, Debug)]
+pub struct TrainOptions {
+    pub data_dir: PathBuf,
+    pub out: PathBuf,
+    pub seed: u64,
+    pub steps: usize,
+    pub batch: usize,
+    pub learning_rate: f64,
+    /// Side of synthesized training items.
+    pub item_size: usize,
+    pub gpu: bool,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            data_dir: PathBuf::from("../shared/data/dicom"),
+            out: PathBuf::from("models/grounder.bpk"),
+            seed: 20261127,
+            steps: 3000,
+            batch: 8,
+            learning_rate: 2e-3,
+            item_size: 256,
+            gpu: false,
+        }
+    }
+}
+
+/// Side of the search crops used in training (scaled pixels).
+const SEARCH_PX: usize = 160;
+/// Side of difference-training crops.
+const DIFF_CROP: usize = 160;
+
+/// One training batch, already turned into model-sized arrays.
+struct Batch {
+    diff_a: Vec<GrayImage>,
+    diff_b: Vec<GrayImage>,
+    diff_mask: Vec<f32>,
+    templates: Vec<GrayImage>,
+    searches: Vec<GrayImage>,
+    heat: Vec<f32>,
+    size_mask: Vec<f32>,
+    size_target: Vec<f32>,
+}
+
+/// Aligns a difference item the way inference does and crops a training window.
+fn diff_sample(item: &SynthItem, rng: &mut Rng) -> (GrayImage, GrayImage, GrayImage) {
+    let (prior, current) = (&item.images[0], &item.images[1]);
+    let align = registration::align(current, prior, &AlignOptions::translation_only());
+    let prior_from_current = align.fixed_from_moving.inverse().unwrap_or(Transform::IDENTITY);
+    let warped = baseline::prior_on_current(prior, current, &prior_from_current);
+    let mask = item.change_mask.clone().unwrap_or_else(|| GrayImage::new(current.width, current.height));
+    let (w, h) = (current.width, current.height);
+    let c = DIFF_CROP.min(w).min(h);
+    let a = item.answer;
+    let (x0, y0) = if rng.chance(0.85) {
+        // A window that contains the change (as much of it as fits).
+        let lo_x = (a.x2 - c as f32).max(0.0);
+        let hi_x = a.x1.min((w - c) as f32).max(lo_x);
+        let lo_y = (a.y2 - c as f32).max(0.0);
+        let hi_y = a.y1.min((h - c) as f32).max(lo_y);
+        (rng.range(lo_x, hi_x + 1.0) as isize, rng.range(lo_y, hi_y + 1.0) as isize)
+    } else {
+        (rng.int(0, (w - c) as i64) as isize, rng.int(0, (h - c) as i64) as isize)
+    };
+    (warped.crop(x0, y0, c, c, 0.0), current.crop(x0, y0, c, c, 0.0), mask.crop(x0, y0, c, c, 0.0))
+}
+
+/// Template, search window and targets for one consistency item.
+fn match_sample(item: &SynthItem, rng: &mut Rng) -> Option<(GrayImage, GrayImage, Vec<f32>, Vec<f32>, Vec<f32>)> {
+    let (reference, ref_box, target, answer) = if item.task == Task::Patch {
+        let patch = &item.images[1];
+        (patch, BBox::new(0.0, 0.0, patch.width as f32, patch.height as f32), &item.images[0], item.answer)
+    } else {
+        (&item.images[0], item.reference?, item.images.last()?, item.answer)
+    };
+    let (sx, sy) = template_scales(&ref_box);
+    let template = scaled_crop(&antialias(reference, sx, sy), ref_box.centre(), sx, sy, TEMPLATE_CROP_PX, TEMPLATE_CROP_PX);
+    let (ax, ay) = answer.centre();
+    let jitter = 56.0;
+    let centre = (ax + rng.range(-jitter, jitter) / sx, ay + rng.range(-jitter, jitter) / sy);
+    let search = scaled_crop(&antialias(target, sx, sy), centre, sx, sy, SEARCH_PX, SEARCH_PX);
+    // Answer centre in output cells: scaled pixel u ↔ cell u / STRIDE.
+    let u = (ax - centre.0) * sx + SEARCH_PX as f32 / 2.0;
+    let v = (ay - centre.1) * sy + SEARCH_PX as f32 / 2.0;
+    let cells = SEARCH_PX / STRIDE + 1;
+    let (cu, cv) = (u / STRIDE as f32, v / STRIDE as f32);
+    let mut heat = vec![0.0f32; cells * cells];
+    let mut size_mask = vec![0.0f32; cells * cells];
+    for i in 0..cells {
+        for j in 0..cells {
+            let d2 = (j as f32 - cu).powi(2) + (i as f32 - cv).powi(2);
+            heat[i * cells + j] = (-d2 / 2.0).exp();
+        }
+    }
+    let (ni, nj) = (cv.round() as isize, cu.round() as isize);
+    if ni >= 0 && nj >= 0 && (ni as usize) < cells && (nj as usize) < cells {
+        size_mask[ni as usize * cells + nj as usize] = 1.0;
+    }
+    let tw = (answer.width().max(2.0) * sx / TEMPLATE_PX as f32).ln().clamp(-2.0, 2.0);
+    let th = (answer.height().max(2.0) * sy / TEMPLATE_PX as f32).ln().clamp(-2.0, 2.0);
+    let mut size_target = vec![0.0f32; 2 * cells * cells];
+    size_target[..cells * cells].fill(tw);
+    size_target[cells * cells..].fill(th);
+    Some((template, search, heat, size_mask, size_target))
+}
+
+const LOCATE_TASKS: [(Task, f32); 4] = [(Task::Crossmodal, 0.3), (Task::ObjectTracking, 0.3), (Task::MultiView, 0.25), (Task::Patch, 0.15)];
+
+fn pick_locate_task(rng: &mut Rng) -> Task {
+    let mut r = rng.f32();
+    for (t, w) in LOCATE_TASKS {
+        if r < w {
+            return t;
+        }
+        r -= w;
+    }
+    Task::Crossmodal
+}
+
+fn make_batch(synth: &Synth, rng: &mut Rng, n: usize) -> Batch {
+    let mut b = Batch { diff_a: vec![], diff_b: vec![], diff_mask: vec![], templates: vec![], searches: vec![], heat: vec![], size_mask: vec![], size_target: vec![] };
+    for _ in 0..n {
+        let task = if rng.chance(0.5) { Task::RegisteredDiff } else { Task::NonRegisteredDiff };
+        let item = synth.item(task, rng);
+        let (a, c, m) = diff_sample(&item, rng);
+        let cells = m.width / STRIDE;
+        b.diff_mask.extend(m.resize(cells, cells).data);
+        b.diff_a.push(a);
+        b.diff_b.push(c);
+    }
+    while b.templates.len() < n {
+        let item = synth.item(pick_locate_task(rng), rng);
+        if let Some((t, s, heat, mask, size)) = match_sample(&item, rng) {
+            b.templates.push(t);
+            b.searches.push(s);
+            b.heat.extend(heat);
+            b.size_mask.extend(mask);
+            b.size_target.extend(size);
+        }
+    }
+    b
+}
+
+/// Batches made on a background thread, in a fixed order from the seed.
+fn batch_stream(synth: Synth, seed: u64, steps: usize, n: usize) -> Receiver<Batch> {
+    let (tx, rx) = sync_channel(3);
+    std::thread::spawn(move || {
+        let root = Rng::new(seed);
+        for step in 0..steps {
+            let mut rng = root.fork(step as u64);
+            if tx.send(make_batch(&synth, &mut rng, n)).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn bce_with_logits(logits: Tensor<4>, target: Tensor<4>, weight: Tensor<4>) -> Tensor<1> {
+    let per = logits.clone().clamp_min(0.0) - logits.clone() * target + logits.abs().neg().exp().log1p();
+    (per * weight.clone()).sum() / weight.sum()
+}
+
+fn soft_dice(logits: Tensor<4>, target: Tensor<4>) -> Tensor<1> {
+    let p = sigmoid(logits);
+    let inter = (p.clone() * target.clone()).sum();
+    let total = p.sum() + target.sum();
+    (inter * 2.0 + 1.0) / (total + 1.0) * -1.0 + 1.0
+}
+
+/// Losses of one batch: (total, change, match, size).
+fn losses(net: &GrounderNet, b: &Batch, device: &Device) -> (Tensor<1>, [f32; 3]) {
+    let n = b.diff_a.len();
+    let a: Vec<&GrayImage> = b.diff_a.iter().collect();
+    let c: Vec<&GrayImage> = b.diff_b.iter().collect();
+    let logits = net.change_logits(batch_tensor(&a, device), batch_tensor(&c, device));
+    let [_, _, h4, w4] = logits.dims();
+    let mask = Tensor::<4>::from_data(TensorData::new(b.diff_mask.clone(), [n, 1, h4, w4]), device);
+    let weight = mask.clone() * 4.0 + 1.0;
+    let change = bce_with_logits(logits.clone(), mask.clone(), weight) + soft_dice(logits, mask);
+
+    let m = b.templates.len();
+    let t: Vec<&GrayImage> = b.templates.iter().collect();
+    let s: Vec<&GrayImage> = b.searches.iter().collect();
+    let (score, size) = net.match_maps(batch_tensor(&t, device), batch_tensor(&s, device));
+    let [_, _, hc, wc] = score.dims();
+    let heat = Tensor::<4>::from_data(TensorData::new(b.heat.clone(), [m, 1, hc, wc]), device);
+    let hw = heat.clone() * 30.0 + 1.0;
+    let matching = bce_with_logits(score, heat, hw);
+    let size_mask = Tensor::<4>::from_data(TensorData::new(b.size_mask.clone(), [m, 1, hc, wc]), device);
+    let size_target = Tensor::<4>::from_data(TensorData::new(b.size_target.clone(), [m, 2, hc, wc]), device);
+    let sizing = ((size - size_target).abs() * size_mask.clone()).sum() / (size_mask.sum() * 2.0 + 1e-3);
+    let parts = [
+        change.clone().into_scalar::<f32>(),
+        matching.clone().into_scalar::<f32>(),
+        sizing.clone().into_scalar::<f32>(),
+    ];
+    (change + matching + sizing, parts)
+}
+
+/// A training run's record for the model card.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TrainReport {
+    pub seed: u64,
+    pub steps: usize,
+    pub batch: usize,
+    pub item_size: usize,
+    pub wall_seconds: f64,
+    pub device: String,
+    pub parameters: usize,
+    pub train_images: Vec<String>,
+    pub final_loss: [f32; 3],
+    pub machine: String,
+}
+
+/// Trains, calibrates and writes `opts.out` (+ .json) and `loss.csv` beside it.
+pub fn train(opts: &TrainOptions, progress: &dyn Fn(&str)) -> anyhow::Result<TrainReport> {
+    let start = Instant::now();
+    let base = if opts.gpu {
+        let d = crate::grounding::backend::choose(crate::grounding::DevicePreference::Gpu);
+        progress(&format!("device: {} ({})", d.label, d.reason));
+        d.device
+    } else {
+        Device::flex()
+    };
+    base.seed(opts.seed);
+    let device = base.clone().autodiff();
+    let pool = load_pool(&opts.data_dir, &TRAIN_FILES);
+    progress(&format!("{} training images from {}", pool.images.len(), opts.data_dir.display()));
+    if pool.is_empty() {
+        progress("no real training images found: training on phantoms only");
+    }
+    let train_images = pool.names.clone();
+    let synth = Synth::new(pool.clone(), opts.item_size);
+    let cfg = GrounderConfig::new();
+    let mut net = cfg.init(&device);
+    let parameters = net.num_params();
+    progress(&format!("model: {parameters} parameters"));
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(1e-4)
+        .with_grad_clipping(Some(burn::grad_clipping::GradientClippingConfig::Norm(5.0)))
+        .init();
+    let batches = batch_stream(synth, opts.seed, opts.steps, opts.batch);
+    let mut curve = String::from("step,change,match,size,seconds\n");
+    let mut smooth = [0f32; 3];
+    for step in 0..opts.steps {
+        let b = batches.recv().map_err(|_| anyhow::anyhow!("the data generator stopped"))?;
+        let lr = cosine_lr(opts.learning_rate, step, opts.steps);
+        let (loss, parts) = losses(&net, &b, &device);
+        let grads = GradientsParams::from_grads(loss.backward(), &net);
+        net = optim.step(lr, net, grads);
+        for k in 0..3 {
+            smooth[k] = if step == 0 { parts[k] } else { 0.95 * smooth[k] + 0.05 * parts[k] };
+        }
+        let secs = start.elapsed().as_secs_f64();
+        curve.push_str(&format!("{step},{:.5},{:.5},{:.5},{secs:.1}\n", parts[0], parts[1], parts[2]));
+        if step % 25 == 0 || step + 1 == opts.steps {
+            let eta = secs / (step + 1) as f64 * (opts.steps - step - 1) as f64;
+            progress(&format!(
+                "step {}/{}  change {:.4}  match {:.4}  size {:.4}  lr {lr:.2e}  {:.0}s elapsed, ~{:.0}s left",
+                step + 1,
+                opts.steps,
+                smooth[0],
+                smooth[1],
+                smooth[2],
+                secs,
+                eta
+            ));
+        }
+    }
+    let net = net.valid();
+    let mut meta = ModelMeta::new("tandem-grounder", env!("CARGO_PKG_VERSION"), &cfg);
+    progress("calibrating scores");
+    let runner = NetRunner { net, device: base.clone(), meta: meta.clone() };
+    let (change_cal, match_cal) = calibrate(&runner, &pool, opts.seed ^ 0xCA11B);
+    meta.change_calibration = change_cal;
+    meta.match_calibration = match_cal;
+    let report = TrainReport {
+        seed: opts.seed,
+        steps: opts.steps,
+        batch: opts.batch,
+        item_size: opts.item_size,
+        wall_seconds: start.elapsed().as_secs_f64(),
+        device: if opts.gpu { "wgpu".into() } else { "flex (CPU)".into() },
+        parameters,
+        train_images,
+        final_loss: smooth,
+        machine: machine_description(),
+    };
+    meta.training = serde_json::to_value(&report)?;
+    if let Some(dir) = opts.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    crate::grounding::weights::save(&runner.net, &meta, &opts.out)?;
+    crate::fsutil::write_atomic(&opts.out.with_file_name("loss.csv"), curve.as_bytes())?;
+    progress(&format!("wrote {}", opts.out.display()));
+    Ok(report)
+}
+
+fn cosine_lr(base: f64, step: usize, steps: usize) -> f64 {
+    let warmup = (steps / 50).max(1);
+    if step < warmup {
+        return base * (step + 1) as f64 / warmup as f64;
+    }
+    let t = (step - warmup) as f64 / (steps - warmup).max(1) as f64;
+    0.05 * base + 0.95 * base * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+}
+
+/// "Linux x86_64, 2 CPUs, <model name>".
+pub fn machine_description() -> String {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_default();
+    format!("{} {}, {cpus} CPUs, {model}", std::env::consts::OS, std::env::consts::ARCH)
+}
+
+/// Fits Platt scaling of the peak logits on items from the training images (a fresh seed).
+fn calibrate(runner: &NetRunner, pool: &SourcePool, seed: u64) -> (Calibration, Calibration) {
+    let synth = Synth::new(pool.clone(), 336);
+    let root = Rng::new(seed);
+    let mut change = Vec::new();
+    let mut matching = Vec::new();
+    for k in 0..160u64 {
+        let mut rng = root.fork(k);
+        let task = [Task::RegisteredDiff, Task::NonRegisteredDiff][k as usize % 2];
+        let item = synth.item(task, &mut rng);
+        let (prior, current) = (&item.images[0], &item.images[1]);
+        let align = registration::align(current, prior, &AlignOptions::translation_only());
+        let pfc = align.fixed_from_moving.inverse().unwrap_or(Transform::IDENTITY);
+        let warped = baseline::prior_on_current(prior, current, &pfc);
+        if let Ok(logits) = runner.change_logits(&warped, current) {
+            let boxes = crate::grounding::infer::boxes_from_logits(&logits, current.width, current.height, &|l| l);
+            for (rank, b) in boxes.iter().take(3).enumerate() {
+                let ok = rank == 0 && b.bbox.iou(&item.answer) >= 0.5 || b.bbox.iou(&item.answer) >= 0.5;
+                change.push((b.score, ok));
+            }
+        }
+        let task = pick_locate_task(&mut rng);
+        let item = synth.item(task, &mut rng);
+        let found = if task == Task::Patch {
+            let patch = &item.images[1];
+            let hint = crate::grounding::LocateHint { known_size: Some((patch.width as f32, patch.height as f32)), ..Default::default() };
+            runner.locate(patch, BBox::new(0.0, 0.0, patch.width as f32, patch.height as f32), &item.images[0], &hint)
+        } else {
+            let Some(r) = item.reference else { continue };
+            let target = item.images.last().unwrap_or(&item.images[0]);
+            runner.locate(&item.images[0], r, target, &Default::default())
+        };
+        if let Ok(Some(s)) = found {
+            // Calibrate on the raw peak logit: invert the identity calibration used here.
+            let logit = (s.score / (1.0 - s.score).max(1e-6)).max(1e-6).ln();
+            matching.push((logit, s.bbox.iou(&item.answer) >= 0.5));
+        }
+    }
+    (fit_platt(&change), fit_platt(&matching))
+}
+
+/// Logistic regression of correctness on one score (Newton's method, lightly regularized).
+pub fn fit_platt(samples: &[(f32, bool)]) -> Calibration {
+    if samples.len() < 10 || samples.iter().all(|s| s.1) || samples.iter().all(|s| !s.1) {
+        return Calibration::default();
+    }
+    let (mut a, mut b) = (1.0f64, 0.0f64);
+    for _ in 0..50 {
+        let (mut ga, mut gb, mut haa, mut hab, mut hbb) = (0.0, 0.0, 1e-3, 0.0, 1e-3);
+        for &(x, y) in samples {
+            let x = x as f64;
+            let p = 1.0 / (1.0 + (-(a * x + b)).exp());
+            let r = p - if y { 1.0 } else { 0.0 };
+            ga += r * x;
+            gb += r;
+            let w = p * (1.0 - p);
+            haa += w * x * x;
+            hab += w * x;
+            hbb += w;
+        }
+        let det = haa * hbb - hab * hab;
+        if det.abs() < 1e-12 {
+            break;
+        }
+        let da = (hbb * ga - hab * gb) / det;
+        let db = (haa * gb - hab * ga) / det;
+        a -= da;
+        b -= db;
+        if da.abs() + db.abs() < 1e-8 {
+            break;
+        }
+    }
+    Calibration { a: a as f32, b: b as f32 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platt_fit_separates_scores() {
+        let samples: Vec<(f32, bool)> = (0..200).map(|i| {
+            let x = i as f32 / 20.0 - 5.0;
+            (x, (i * 7919) % 100 < (100.0 / (1.0 + (-2.0 * x).exp())) as usize)
+        }).collect();
+        let c = fit_platt(&samples);
+        assert!(c.a > 0.5, "{c:?}");
+        assert!(c.probability(4.0) > 0.9 && c.probability(-4.0) < 0.1);
+    }
+
+    #[test]
+    fn learning_rate_warms_up_and_decays() {
+        assert!(cosine_lr(1.0, 0, 1000) < 0.1);
+        assert!((cosine_lr(1.0, 20, 1000) - 1.0).abs() < 0.01);
+        assert!(cosine_lr(1.0, 999, 1000) < 0.06);
+    }
+}

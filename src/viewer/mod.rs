@@ -1,0 +1,52 @@
+//! The egui/eframe shell: panes, sync, overlay, tools, panels, GPU window/level, background jobs.
+
+pub mod app;
+pub mod demo;
+pub mod dialogs;
+pub mod gpu;
+pub mod jobs;
+pub mod overlay;
+pub mod pane;
+pub mod panels;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use eframe::egui_wgpu::{self, wgpu};
+
+pub use app::App;
+
+/// What the viewer opens with.
+#[derive(Clone, Debug)]
+pub enum Launch {
+    Demo,
+    Pair(PathBuf, PathBuf),
+    Folder(PathBuf),
+}
+
+pub fn run(launch: Launch) -> anyhow::Result<()> {
+    run_with(launch, None)
+}
+
+/// A device with the adapter's own limits (large textures) and features.
+fn wgpu_setup() -> egui_wgpu::WgpuSetup {
+    let mut setup = egui_wgpu::WgpuSetupCreateNew::without_display_handle();
+    setup.device_descriptor = Arc::new(|adapter: &wgpu::Adapter| {
+        let mut features = adapter.features();
+        features.remove(wgpu::Features::all_experimental_mask());
+        features.remove(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS);
+        wgpu::DeviceDescriptor { label: Some("tandem"), required_features: features, required_limits: adapter.limits(), ..Default::default() }
+    });
+    egui_wgpu::WgpuSetup::CreateNew(setup)
+}
+
+pub fn run_with(launch: Launch, annotations: Option<PathBuf>) -> anyhow::Result<()> {
+    let mut options = eframe::NativeOptions {
+        viewport: eframe::egui::ViewportBuilder::default().with_title("Tandem").with_inner_size([1500.0, 900.0]).with_min_inner_size([800.0, 500.0]).with_app_id("tandem"),
+        renderer: eframe::Renderer::Wgpu,
+        ..Default::default()
+    };
+    options.wgpu_options.wgpu_setup = wgpu_setup();
+    eframe::run_native("Tandem", options, Box::new(move |cc| Ok(Box::new(App::new(cc, launch, annotations)))))
+        .map_err(|e| anyhow::anyhow!("cannot open the viewer window: {e} (is a display available? on a headless machine use xvfb-run)"))
+}

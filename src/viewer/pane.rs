@@ -1,0 +1,447 @@
+//! One image pane: what it shows (loading, error, a series), its view (zoom, pan, frame,
+//! window/level, invert), the input that changes them, and the painting of image and corners.
+
+use std::sync::{Arc, Mutex};
+
+use eframe::egui::{self, Align2, Color32, FontId, Pos2, Rect, Vec2};
+use eframe::egui_wgpu;
+
+use crate::study::{Frame, Samples, Series, Window};
+use crate::viewer::gpu::{DrawParams, ImageCallback, ImageRenderer};
+
+/// Which side a pane is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Prior,
+    Current,
+}
+
+impl Role {
+    pub fn label(self) -> &'static str {
+        match self {
+            Role::Prior => "prior",
+            Role::Current => "current",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        match self {
+            Role::Prior => 0,
+            Role::Current => 1,
+        }
+    }
+}
+
+/// Progress shared with a loading thread: fraction and message.
+pub type SharedProgress = Arc<Mutex<(f32, String)>>;
+
+pub enum Content {
+    Empty,
+    Loading { source: String, progress: SharedProgress },
+    Failed { source: String, error: String },
+    Ready(Arc<Series>),
+}
+
+/// Zoom and pan: `center` is the image point (pixel-edge coordinates) at the pane centre.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct View {
+    /// Screen points per image pixel.
+    pub zoom: f32,
+    pub center: Vec2,
+}
+
+impl View {
+    pub fn fit(rect: Rect, width: usize, height: usize) -> View {
+        let zoom = (rect.width() / width.max(1) as f32).min(rect.height() / height.max(1) as f32).max(1e-3);
+        View { zoom, center: Vec2::new(width as f32 / 2.0, height as f32 / 2.0) }
+    }
+
+    pub fn screen_from_image(&self, rect: Rect, p: Pos2) -> Pos2 {
+        rect.center() + (p.to_vec2() - self.center) * self.zoom
+    }
+
+    pub fn image_from_screen(&self, rect: Rect, s: Pos2) -> Pos2 {
+        ((s - rect.center()) / self.zoom + self.center).to_pos2()
+    }
+
+    /// Zooms by `factor` keeping the image point under `anchor` (screen) in place.
+    pub fn zoom_at(&mut self, rect: Rect, anchor: Pos2, factor: f32) {
+        let fixed = self.image_from_screen(rect, anchor);
+        self.zoom = (self.zoom * factor).clamp(0.01, 64.0);
+        self.center = fixed.to_vec2() - (anchor - rect.center()) / self.zoom;
+    }
+}
+
+/// Named windows (center, width) radiologists expect, in Hounsfield units.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preset {
+    Auto,
+    Lung,
+    Mediastinum,
+    Bone,
+    Brain,
+}
+
+impl Preset {
+    pub const ALL: [Preset; 5] = [Preset::Auto, Preset::Lung, Preset::Mediastinum, Preset::Bone, Preset::Brain];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Preset::Auto => "Auto",
+            Preset::Lung => "CT lung",
+            Preset::Mediastinum => "CT mediastinum",
+            Preset::Bone => "CT bone",
+            Preset::Brain => "CT brain",
+        }
+    }
+
+    pub fn window(self) -> Option<Window> {
+        match self {
+            Preset::Auto => None,
+            Preset::Lung => Some(Window { center: -600.0, width: 1500.0 }),
+            Preset::Mediastinum => Some(Window { center: 50.0, width: 350.0 }),
+            Preset::Bone => Some(Window { center: 400.0, width: 1800.0 }),
+            Preset::Brain => Some(Window { center: 40.0, width: 80.0 }),
+        }
+    }
+}
+
+/// What one frame of input did to a pane (the app mirrors it to the other pane when synced).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PaneChanges {
+    /// Window before and after a W/L drag.
+    pub window: Option<(Window, Window)>,
+    pub view: bool,
+    pub frame_delta: i32,
+}
+
+pub struct Pane {
+    pub role: Role,
+    pub content: Content,
+    pub frame: usize,
+    pub view: Option<View>,
+    pub window: Window,
+    /// The VOI LUT (when the frame has one) is shown until the user adjusts the window.
+    pub use_voi_lut: bool,
+    /// The user's invert toggle (MONOCHROME1 is already accounted for).
+    pub invert: bool,
+    /// Changes whenever the content changes; part of the GPU texture key.
+    pub generation: u64,
+    pub rect: Rect,
+    /// Shown in the corner for non-clinical content (the demo).
+    pub note: Option<String>,
+    cpu_texture: Option<(u64, [u32; 4], egui::TextureHandle)>,
+}
+
+impl Pane {
+    pub fn new(role: Role) -> Self {
+        Pane {
+            role,
+            content: Content::Empty,
+            frame: 0,
+            view: None,
+            window: Window { center: 0.5, width: 1.0 },
+            use_voi_lut: false,
+            invert: false,
+            generation: 0,
+            rect: Rect::NOTHING,
+            note: None,
+            cpu_texture: None,
+        }
+    }
+
+    pub fn series(&self) -> Option<&Arc<Series>> {
+        match &self.content {
+            Content::Ready(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn current_frame(&self) -> Option<&Frame> {
+        self.series().and_then(|s| s.frames.get(self.frame))
+    }
+
+    pub fn frame_count(&self) -> usize {
+        self.series().map_or(0, |s| s.frames.len())
+    }
+
+    pub fn error(&self) -> Option<&str> {
+        match &self.content {
+            Content::Failed { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+
+    pub fn is_loading(&self) -> bool {
+        matches!(self.content, Content::Loading { .. })
+    }
+
+    pub fn set_loading(&mut self, source: String, progress: SharedProgress) {
+        self.content = Content::Loading { source, progress };
+        self.generation += 1;
+    }
+
+    pub fn set_failed(&mut self, source: String, error: String) {
+        self.content = Content::Failed { source, error };
+        self.generation += 1;
+    }
+
+    pub fn set_series(&mut self, series: Arc<Series>) {
+        self.frame = series.frames.len() / 2;
+        if let Some(f) = series.frames.get(self.frame) {
+            self.window = f.default_window;
+            self.use_voi_lut = f.voi_lut.is_some();
+        }
+        self.content = Content::Ready(series);
+        self.view = None;
+        self.invert = false;
+        self.generation += 1;
+        self.cpu_texture = None;
+    }
+
+    pub fn set_frame(&mut self, frame: usize) {
+        let n = self.frame_count();
+        if n > 0 {
+            self.frame = frame.min(n - 1);
+        }
+    }
+
+    pub fn step_frame(&mut self, delta: i32) {
+        let n = self.frame_count() as i64;
+        if n > 0 {
+            self.frame = (self.frame as i64 + delta as i64).clamp(0, n - 1) as usize;
+        }
+    }
+
+    /// Fits the image in the pane and restores the default window.
+    pub fn reset(&mut self) {
+        self.view = None;
+        self.invert = false;
+        if let Some(f) = self.current_frame() {
+            let (w, lut) = (f.default_window, f.voi_lut.is_some());
+            self.window = w;
+            self.use_voi_lut = lut;
+        }
+    }
+
+    pub fn apply_preset(&mut self, preset: Preset) {
+        match preset.window() {
+            Some(w) => {
+                self.window = w;
+                self.use_voi_lut = false;
+            }
+            None => self.reset_window(),
+        }
+    }
+
+    fn reset_window(&mut self) {
+        if let Some(f) = self.current_frame() {
+            let (w, lut) = (f.default_window, f.voi_lut.is_some());
+            self.window = w;
+            self.use_voi_lut = lut;
+        }
+    }
+
+    /// The view, fitted to `rect` the first time it is needed.
+    pub fn view_in(&mut self, rect: Rect) -> Option<View> {
+        let (w, h) = self.current_frame().map(|f| (f.width, f.height))?;
+        Some(*self.view.get_or_insert_with(|| View::fit(rect, w, h)))
+    }
+
+    /// Zoom relative to fitting the image in the pane (1 = fitted).
+    pub fn relative_zoom(&self) -> Option<f32> {
+        let f = self.current_frame()?;
+        let v = self.view?;
+        Some(v.zoom / View::fit(self.rect, f.width, f.height).zoom)
+    }
+
+    /// Handles mouse and keyboard input over the pane rect.
+    pub fn handle_input(&mut self, ui: &egui::Ui, response: &egui::Response, pan_with_primary: bool) -> PaneChanges {
+        let mut changes = PaneChanges::default();
+        let rect = response.rect;
+        let Some(mut view) = self.view_in(rect) else { return changes };
+        if let Some(pos) = response.hover_pos() {
+            let events = ui.input(|i| i.events.clone());
+            for e in &events {
+                if let egui::Event::MouseWheel { delta, modifiers, unit, .. } = e {
+                    let dy = match unit {
+                        egui::MouseWheelUnit::Point => delta.y / 40.0,
+                        egui::MouseWheelUnit::Line => delta.y,
+                        egui::MouseWheelUnit::Page => delta.y * 10.0,
+                    };
+                    if modifiers.ctrl || modifiers.command {
+                        let steps = if dy > 0.0 { -1 } else if dy < 0.0 { 1 } else { 0 };
+                        changes.frame_delta += steps;
+                    } else if dy != 0.0 {
+                        view.zoom_at(rect, pos, 1.15f32.powf(dy));
+                        changes.view = true;
+                    }
+                }
+            }
+        }
+        let pan = (pan_with_primary && response.dragged_by(egui::PointerButton::Primary)) || response.dragged_by(egui::PointerButton::Middle);
+        if pan {
+            view.center -= response.drag_delta() / view.zoom;
+            changes.view = true;
+        }
+        if response.dragged_by(egui::PointerButton::Secondary) {
+            let d = response.drag_delta();
+            if d != Vec2::ZERO {
+                let before = self.window;
+                // Horizontal: width; vertical: level; scaled to the current width like most viewers.
+                let scale = self.window.width.max(1e-3) / 256.0;
+                self.window.width = (self.window.width + d.x * scale * 2.0).max(1e-3);
+                self.window.center -= d.y * scale * 2.0;
+                self.use_voi_lut = false;
+                changes.window = Some((before, self.window));
+            }
+        }
+        if changes.frame_delta != 0 {
+            self.step_frame(changes.frame_delta);
+        }
+        self.view = Some(view);
+        changes
+    }
+
+    /// Paints the image (GPU when available, CPU otherwise) and the corner annotations.
+    pub fn paint(&mut self, ui: &egui::Ui, rect: Rect, render_state: Option<&egui_wgpu::RenderState>) {
+        self.rect = rect;
+        let painter = ui.painter_at(rect);
+        painter.rect_filled(rect, 0.0, Color32::BLACK);
+        match &self.content {
+            Content::Empty => {
+                centered_message(&painter, rect, "Drop a DICOM file, a folder or an image here\nor use File → Open", Color32::GRAY);
+                return;
+            }
+            Content::Loading { source, progress } => {
+                let (p, msg) = progress.lock().map(|g| g.clone()).unwrap_or_default();
+                centered_message(&painter, rect, &format!("Loading {}…\n{:.0} %  {msg}", short(source), p * 100.0), Color32::LIGHT_GRAY);
+                let bar = Rect::from_min_size(rect.center() + Vec2::new(-100.0, 30.0), Vec2::new(200.0, 6.0));
+                painter.rect_filled(bar, 2.0, Color32::from_gray(60));
+                painter.rect_filled(Rect::from_min_size(bar.min, Vec2::new(200.0 * p.clamp(0.0, 1.0), 6.0)), 2.0, Color32::from_rgb(80, 160, 255));
+                return;
+            }
+            Content::Failed { source, error } => {
+                centered_message(&painter, rect, &format!("Cannot open {}\n{error}", short(source)), Color32::from_rgb(255, 120, 100));
+                return;
+            }
+            Content::Ready(_) => {}
+        }
+        let Some(view) = self.view_in(rect) else { return };
+        let Some(frame) = self.current_frame().cloned() else { return };
+        let key = (self.generation << 24) | self.frame as u64;
+        let top_left = view.screen_from_image(rect, Pos2::ZERO);
+        let bottom_right = view.screen_from_image(rect, Pos2::new(frame.width as f32, frame.height as f32));
+        let img_rect = Rect::from_min_max(top_left, bottom_right);
+        let invert = self.invert ^ frame.invert;
+        let mode = if frame.is_color() { 1.0 } else if self.use_voi_lut && frame.voi_lut.is_some() { 2.0 } else { 0.0 };
+        if let Some(rs) = render_state {
+            {
+                let mut renderer = rs.renderer.write();
+                if let Some(r) = renderer.callback_resources.get_mut::<ImageRenderer>()
+                    && !r.has(self.role.index(), key)
+                {
+                    r.upload(&rs.device, &rs.queue, self.role.index(), key, &frame);
+                }
+            }
+            let n_min = (img_rect.min - rect.min) / rect.size();
+            let n_max = (img_rect.max - rect.min) / rect.size();
+            let lut = frame.voi_lut.as_ref().map(|l| [l.first_mapped, l.data.len() as f32, l.max_output, 1.0]).unwrap_or([0.0, 0.0, 1.0, 1.0]);
+            let params = DrawParams {
+                img_rect: [n_min.x, n_min.y, n_max.x, n_max.y],
+                window: [self.window.center, self.window.width, if invert { 1.0 } else { 0.0 }, mode],
+                lut,
+            };
+            painter.add(egui_wgpu::Callback::new_paint_callback(rect, ImageCallback { pane: self.role.index(), params }));
+        } else {
+            let tex = self.cpu_texture(ui.ctx(), &frame, key, invert, mode);
+            painter.image(tex, img_rect, Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0)), Color32::WHITE);
+        }
+    }
+
+    /// CPU fallback (no wgpu renderer): windowed 8-bit texture, cached per frame and window.
+    fn cpu_texture(&mut self, ctx: &egui::Context, frame: &Frame, key: u64, invert: bool, mode: f32) -> egui::TextureId {
+        let wkey = [self.window.center.to_bits(), self.window.width.to_bits(), invert as u32, mode.to_bits()];
+        if let Some((k, w, tex)) = &self.cpu_texture
+            && *k == key
+            && *w == wkey
+        {
+            return tex.id();
+        }
+        let image = render_cpu(frame, self.window, invert, mode == 2.0);
+        let tex = ctx.load_texture(format!("pane-{}", self.role.index()), image, egui::TextureOptions::LINEAR);
+        let id = tex.id();
+        self.cpu_texture = Some((key, wkey, tex));
+        id
+    }
+
+    /// Corner text: patient, study, series, frame, window and zoom.
+    pub fn paint_corners(&self, painter: &egui::Painter, rect: Rect) {
+        let Some(frame) = self.current_frame() else { return };
+        let m = &frame.meta;
+        let font = FontId::proportional(13.0);
+        let mut tl = Vec::new();
+        if let Some(note) = &self.note {
+            tl.push(note.clone());
+        }
+        tl.push(format!("Patient {}", m.patient_id.clone().unwrap_or_else(|| "—".into())));
+        tl.push(format!("Study {}", m.study_date_pretty().unwrap_or_else(|| "—".into())));
+        let series_line = [m.modality.clone(), m.series_description.clone()].into_iter().flatten().collect::<Vec<_>>().join("  ");
+        tl.push(if series_line.is_empty() { file_name(&m.path) } else { series_line });
+        let tr = vec![self.role.label().to_uppercase(), format!("Frame {}/{}", self.frame + 1, self.frame_count())];
+        let w_line = if self.use_voi_lut && frame.voi_lut.is_some() { "VOI LUT".to_string() } else { format!("W {:.0}  L {:.0}", self.window.width, self.window.center) };
+        let zoom = self.view.map(|v| v.zoom * 100.0).unwrap_or(100.0);
+        let bl = vec![w_line, format!("Zoom {zoom:.0} %{}", if self.invert ^ frame.invert { "  inverted" } else { "" })];
+        let br = vec![format!("{} × {} px", frame.width, frame.height)];
+        let pad = 6.0;
+        corner(painter, rect.left_top() + Vec2::new(pad, pad), Align2::LEFT_TOP, &tl, &font);
+        corner(painter, rect.right_top() + Vec2::new(-pad, pad), Align2::RIGHT_TOP, &tr, &font);
+        corner(painter, rect.left_bottom() + Vec2::new(pad, -pad), Align2::LEFT_BOTTOM, &bl, &font);
+        corner(painter, rect.right_bottom() + Vec2::new(-pad, -pad), Align2::RIGHT_BOTTOM, &br, &font);
+    }
+}
+
+/// Windowed RGBA rendering on the CPU (fallback path and tests without a GPU).
+pub fn render_cpu(frame: &Frame, window: Window, invert: bool, use_lut: bool) -> egui::ColorImage {
+    let lo = window.lower();
+    let scale = 255.0 / window.width.max(1e-6);
+    let map = |v: f32| -> u8 {
+        let t = if use_lut {
+            frame.voi_lut.as_ref().map_or(0.0, |l| {
+                let i = ((v - l.first_mapped).round() as i64).clamp(0, l.data.len() as i64 - 1) as usize;
+                l.data[i] / l.max_output.max(1.0) * 255.0
+            })
+        } else {
+            (v - lo) * scale
+        };
+        let t = t.clamp(0.0, 255.0) as u8;
+        if invert { 255 - t } else { t }
+    };
+    let pixels: Vec<Color32> = match &frame.samples {
+        Samples::Gray(v) => v.iter().map(|&x| {
+            let g = map(x);
+            Color32::from_gray(g)
+        }).collect(),
+        Samples::Rgb(v) => v.iter().map(|p| Color32::from_rgb(map(p[0] as f32), map(p[1] as f32), map(p[2] as f32))).collect(),
+    };
+    egui::ColorImage::new([frame.width, frame.height], pixels)
+}
+
+fn centered_message(painter: &egui::Painter, rect: Rect, text: &str, color: Color32) {
+    painter.text(rect.center(), Align2::CENTER_CENTER, text, FontId::proportional(15.0), color);
+}
+
+fn corner(painter: &egui::Painter, at: Pos2, align: Align2, lines: &[String], font: &FontId) {
+    let text = lines.join("\n");
+    // A dark shadow keeps the text legible over bright anatomy.
+    painter.text(at + Vec2::new(1.0, 1.0), align, &text, font.clone(), Color32::BLACK);
+    painter.text(at, align, &text, font.clone(), Color32::from_rgb(230, 230, 160));
+}
+
+fn short(source: &str) -> String {
+    file_name(std::path::Path::new(source))
+}
+
+fn file_name(p: &std::path::Path) -> String {
+    p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string())
+}

@@ -1,0 +1,313 @@
+//! The app's panels: menu bar, status bar, the view/sync/grounding panel, the findings list
+//! with thumbnails and threshold, and modal prompts.
+
+use eframe::egui::{self, Color32, RichText, Vec2};
+
+use crate::annotation::Status;
+use crate::annotation::export::ExportFormat;
+use crate::viewer::app::{App, Prompt, image_id};
+use crate::viewer::overlay::kind_color;
+use crate::viewer::pane::{Preset, Role};
+
+pub fn menu_bar(app: &mut App, ui: &mut egui::Ui) {
+    egui::Panel::top("menu").show(ui, |ui| {
+        egui::MenuBar::new().ui(ui, |ui| {
+            ui.menu_button("File", |ui| {
+                if ui.button("Open prior…").clicked() {
+                    app.dialogs.open_study(Role::Prior);
+                    ui.close();
+                }
+                if ui.add(egui::Button::new("Open current…").shortcut_text("Ctrl+O")).clicked() {
+                    app.dialogs.open_study(Role::Current);
+                    ui.close();
+                }
+                if ui.button("Open folder with two studies…").clicked() {
+                    app.dialogs.open_folder();
+                    ui.close();
+                }
+                ui.separator();
+                if ui.button("Open annotations…").clicked() {
+                    app.dialogs.open_annotations();
+                    ui.close();
+                }
+                if ui.add(egui::Button::new("Save annotations").shortcut_text("Ctrl+S")).clicked() {
+                    app.save();
+                    ui.close();
+                }
+                if ui.button("Save annotations as…").clicked() {
+                    let suggested = app.default_doc_path();
+                    app.dialogs.save_annotations(suggested);
+                    ui.close();
+                }
+                ui.menu_button("Export", |ui| {
+                    for f in [ExportFormat::Coco, ExportFormat::Medsg, ExportFormat::Sr] {
+                        if ui.button(f.label()).clicked() {
+                            app.dialogs.export(f);
+                            ui.close();
+                        }
+                    }
+                });
+                ui.separator();
+                if ui.button("Quit").clicked() {
+                    ui.send_viewport_cmd(egui::ViewportCommand::Close);
+                    ui.close();
+                }
+            });
+            ui.menu_button("Edit", |ui| {
+                if ui.add_enabled(app.history.can_undo(), egui::Button::new("Undo").shortcut_text("Ctrl+Z")).clicked() {
+                    app.undo();
+                    ui.close();
+                }
+                if ui.add_enabled(app.history.can_redo(), egui::Button::new("Redo").shortcut_text("Ctrl+Shift+Z")).clicked() {
+                    app.redo();
+                    ui.close();
+                }
+            });
+            ui.menu_button("Help", |ui| {
+                ui.label(KEYS);
+            });
+        });
+    });
+}
+
+/// The keyboard and mouse reference (also in the README).
+pub const KEYS: &str = "Mouse: wheel zoom · left-drag pan / move box · right-drag window/level · Ctrl+wheel frames\n\
+Keys: ↑↓ ←→ frames · PgUp/PgDn ±10 frames · Home reset · I invert · 1–5 W/L presets\n\
+F find changes · G find in other image · B draw box · A accept · R reject · L relabel · Delete · N/P next/previous\n\
+Ctrl+Z undo · Ctrl+Shift+Z / Ctrl+Y redo · Ctrl+S save · Esc cancel";
+
+pub fn status_bar(app: &mut App, ui: &mut egui::Ui) {
+    egui::Panel::bottom("status").show(ui, |ui| {
+        ui.horizontal(|ui| {
+            if let Some(g) = &app.jobs.grounding {
+                ui.spinner();
+                ui.label(format!("{}… {:.1} s", g.label, g.started.elapsed().as_secs_f32()));
+                if ui.button("Cancel").clicked() {
+                    app.jobs.cancel_grounding();
+                }
+                ui.separator();
+            }
+            ui.label(&app.status);
+            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                let grounder = match &app.engine {
+                    Some(e) => format!("Grounder: {}", e.status),
+                    None => "Grounder: starting…".into(),
+                };
+                ui.label(RichText::new(grounder).small());
+            });
+        });
+    });
+}
+
+pub fn side_panel(app: &mut App, ui: &mut egui::Ui) {
+    egui::Panel::left("controls").resizable(true).default_size(210.0).show(ui, |ui| {
+        ui.heading("View");
+        ui.horizontal(|ui| {
+            if ui.button("Reset").on_hover_text("Fit and default window (Home)").clicked() {
+                for p in &mut app.panes {
+                    p.reset();
+                }
+            }
+            let active = app.active;
+            let mut inv = app.pane(active).invert;
+            if ui.checkbox(&mut inv, "Invert").changed() {
+                app.pane_mut(active).invert = inv;
+            }
+        });
+        ui.label("Window presets");
+        ui.horizontal_wrapped(|ui| {
+            for (k, p) in Preset::ALL.iter().enumerate() {
+                if ui.button(p.label()).on_hover_text(format!("key {}", k + 1)).clicked() {
+                    app.apply_preset(*p);
+                }
+            }
+        });
+        ui.separator();
+        ui.heading("Sync");
+        ui.checkbox(&mut app.sync.scroll, "Scroll");
+        ui.checkbox(&mut app.sync.zoom_pan, "Zoom / pan");
+        ui.checkbox(&mut app.sync.window, "Window / level");
+        ui.checkbox(&mut app.sync.registered, "By registration").on_hover_text("Map positions through a rigid registration of current onto prior, for different frames of reference");
+        ui.separator();
+        ui.heading("Grounding");
+        let busy = app.jobs.grounding.is_some();
+        let ready = app.engine.is_some() && !busy;
+        if ui.add_enabled(ready, egui::Button::new("Find changes").shortcut_text("F")).clicked() {
+            app.find_changes();
+        }
+        if ui.add_enabled(ready && app.selected.is_some(), egui::Button::new("Find in other image").shortcut_text("G")).clicked() {
+            app.find_in_other();
+        }
+        if ui.add(egui::Button::new("Draw box").shortcut_text("B").selected(app.drawing)).clicked() {
+            app.drawing = !app.drawing;
+        }
+        ui.separator();
+        ui.heading("Review");
+        ui.add(egui::Slider::new(&mut app.threshold, 0.0..=1.0).text("Min. score"));
+        ui.checkbox(&mut app.show_rejected, "Show rejected");
+        ui.horizontal(|ui| {
+            let has = app.selected.is_some();
+            if ui.add_enabled(has, egui::Button::new("Accept")).on_hover_text("A").clicked() {
+                app.set_status_of_selected(Status::Accepted);
+            }
+            if ui.add_enabled(has, egui::Button::new("Reject")).on_hover_text("R").clicked() {
+                app.set_status_of_selected(Status::Rejected);
+            }
+            if ui.add_enabled(has, egui::Button::new("Delete")).on_hover_text("Delete").clicked() {
+                app.delete_selected();
+            }
+        });
+    });
+}
+
+pub fn findings_panel(app: &mut App, ui: &mut egui::Ui) {
+    egui::Panel::right("findings").resizable(true).default_size(250.0).show(ui, |ui| {
+        let visible = app.visible_ids();
+        ui.heading(format!("Findings ({}/{})", visible.len(), app.doc.findings.len()));
+        if let Some(id) = app.selected.clone()
+            && let Some(f) = app.doc.finding(&id).cloned()
+        {
+            ui.horizontal(|ui| {
+                ui.label(format!("Selected: {}", f.label));
+                if ui.button("Relabel…").on_hover_text("L").clicked() {
+                    app.prompt = Some(Prompt::Relabel { finding: id.clone(), text: f.label.clone() });
+                }
+            });
+        }
+        ui.separator();
+        egui::ScrollArea::vertical().show(ui, |ui| {
+            for id in visible {
+                let Some(f) = app.doc.finding(&id).cloned() else { continue };
+                let selected = app.selected.as_deref() == Some(id.as_str());
+                let thumb = thumbnail(app, ui.ctx(), &f);
+                let frame = egui::Frame::new().inner_margin(4.0).fill(if selected { Color32::from_rgb(40, 60, 90) } else { Color32::TRANSPARENT });
+                let resp = frame
+                    .show(ui, |ui| {
+                        ui.horizontal(|ui| {
+                            if let Some(t) = &thumb {
+                                ui.add(egui::Image::new((t.id(), Vec2::splat(40.0))));
+                            }
+                            ui.vertical(|ui| {
+                                ui.label(RichText::new(format!("{} · {}", f.label, f.kind.label())).color(kind_color(f.kind)));
+                                let score = f.score().map(|s| format!("score {s:.2} · ")).unwrap_or_default();
+                                ui.label(RichText::new(format!("{score}{}", f.status.label())).small());
+                            });
+                        });
+                    })
+                    .response
+                    .interact(egui::Sense::click());
+                if resp.clicked() {
+                    app.select_and_reveal(&id);
+                }
+            }
+        });
+    });
+}
+
+/// A small crop of the current (or prior) image under the finding's box.
+fn thumbnail(app: &mut App, ctx: &egui::Context, f: &crate::annotation::Finding) -> Option<egui::TextureHandle> {
+    let role = if f.box_on("current").is_some() { Role::Current } else { Role::Prior };
+    let b = f.box_on(image_id(role))?;
+    let pane = app.pane(role);
+    let frame = pane.series()?.frames.get(b.frame as usize)?;
+    let key = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        b.bbox.iter().for_each(|v| v.to_bits().hash(&mut h));
+        pane.generation.hash(&mut h);
+        pane.window.center.to_bits().hash(&mut h);
+        pane.window.width.to_bits().hash(&mut h);
+        h.finish()
+    };
+    if let Some((k, t)) = app.thumbnails.get(&f.id)
+        && *k == key
+    {
+        return Some(t.clone());
+    }
+    let r = b.rect().expand(4.0).clamp_to(frame.width as f32, frame.height as f32);
+    let (x0, y0, w, h) = (r.x1 as usize, r.y1 as usize, (r.width() as usize).max(1), (r.height() as usize).max(1));
+    let full = crate::viewer::pane::render_cpu(frame, pane.window, pane.invert ^ frame.invert, false);
+    let mut pixels = Vec::with_capacity(w * h);
+    for y in y0..(y0 + h).min(frame.height) {
+        for x in x0..(x0 + w).min(frame.width) {
+            pixels.push(full.pixels[y * frame.width + x]);
+        }
+    }
+    let (w, h) = ((x0 + w).min(frame.width) - x0, (y0 + h).min(frame.height) - y0);
+    if pixels.len() != w * h || w == 0 || h == 0 {
+        return None;
+    }
+    let tex = ctx.load_texture(format!("thumb-{}", f.id), egui::ColorImage::new([w, h], pixels), egui::TextureOptions::LINEAR);
+    app.thumbnails.insert(f.id.clone(), (key, tex.clone()));
+    Some(tex)
+}
+
+pub fn prompts(app: &mut App, ui: &mut egui::Ui) {
+    let Some(prompt) = app.prompt.clone() else { return };
+    let modal = egui::Modal::new(egui::Id::unique("prompt")).show(ui.ctx(), |ui| match prompt {
+        Prompt::UnsavedOnQuit => {
+            ui.heading("Unsaved annotations");
+            ui.label("Save the changes before quitting?");
+            ui.horizontal(|ui| {
+                if ui.button("Save and quit").clicked() {
+                    app.prompt = None;
+                    app.quit_saving(ui);
+                }
+                if ui.button("Quit without saving").clicked() {
+                    app.prompt = None;
+                    app.quit_discarding(ui);
+                }
+                if ui.button("Cancel").clicked() {
+                    app.prompt = None;
+                }
+            });
+        }
+        Prompt::Recover { recovery, document, doc_path } => {
+            ui.heading("Recover unsaved annotations?");
+            ui.label(format!("Tandem found annotations that were not saved ({} finding(s)), newer than {}.", document.findings.len(), doc_path.display()));
+            ui.horizontal(|ui| {
+                if ui.button("Recover").clicked() {
+                    app.doc = *document;
+                    app.history.reset();
+                    // Recovered work is unsaved work.
+                    app.history.mark_unsaved();
+                    app.doc_path = Some(doc_path.clone());
+                    app.prompt = None;
+                }
+                if ui.button("Discard").clicked() {
+                    let _ = std::fs::remove_file(&recovery);
+                    app.prompt = None;
+                }
+            });
+        }
+        Prompt::Relabel { finding, mut text } => {
+            ui.heading("Label");
+            let r = ui.add(egui::TextEdit::singleline(&mut text));
+            r.request_focus();
+            let enter = ui.input(|i| i.key_pressed(egui::Key::Enter));
+            if r.changed() {
+                app.prompt = Some(Prompt::Relabel { finding: finding.clone(), text: text.clone() });
+            }
+            ui.horizontal(|ui| {
+                if ui.button("Apply").clicked() || enter {
+                    app.selected = Some(finding.clone());
+                    app.relabel_selected(&text);
+                    app.prompt = None;
+                }
+                if ui.button("Cancel").clicked() || ui.input(|i| i.key_pressed(egui::Key::Escape)) {
+                    app.prompt = None;
+                }
+            });
+        }
+        Prompt::Error(msg) => {
+            ui.heading("Something went wrong");
+            ui.label(msg);
+            if ui.button("OK").clicked() {
+                app.prompt = None;
+            }
+        }
+    });
+    if modal.should_close() && matches!(app.prompt, Some(Prompt::Error(_)) | Some(Prompt::Relabel { .. })) {
+        app.prompt = None;
+    }
+}
