@@ -143,15 +143,37 @@ pub fn draw_red_box(rgb: &mut image::RgbImage, b: &BBox) {
     }
 }
 
+#[cfg(test)]
 fn gray_png(img: &GrayImage) -> image::GrayImage {
     image::GrayImage::from_raw(img.width as u32, img.height as u32, img.to_u8(0.0, 1.0)).expect("buffer matches size")
 }
 
-fn save_png(img: &image::DynamicImage, path: &Path) -> anyhow::Result<()> {
+/// An 8-bit PNG, grey, or indexed when it carries red marks: 255 grey levels (0..=254) plus
+/// pure red, which keeps marked images as small as grey ones.
+pub fn encode_png(img: &GrayImage, marks: Option<&BBox>) -> anyhow::Result<Vec<u8>> {
+    let mut grey = img.to_u8(0.0, 1.0);
     let mut bytes = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)?;
-    crate::fsutil::write_atomic(path, &bytes)?;
-    Ok(())
+    let mut enc = png::Encoder::new(&mut bytes, img.width as u32, img.height as u32);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.set_compression(png::Compression::High);
+    enc.set_filter(png::Filter::Adaptive);
+    if let Some(b) = marks {
+        let mut rgb = image::RgbImage::new(img.width as u32, img.height as u32);
+        draw_red_box(&mut rgb, b);
+        for (g, p) in grey.iter_mut().zip(rgb.pixels()) {
+            *g = if p[0] == 255 { 255 } else { (*g).min(254) };
+        }
+        let mut palette: Vec<u8> = (0..255u8).flat_map(|v| [v, v, v]).collect();
+        palette.extend_from_slice(&[255, 0, 0]);
+        enc.set_color(png::ColorType::Indexed);
+        enc.set_palette(palette);
+    } else {
+        enc.set_color(png::ColorType::Grayscale);
+    }
+    let mut writer = enc.write_header()?;
+    writer.write_image_data(&grey)?;
+    writer.finish()?;
+    Ok(bytes)
 }
 
 /// Writes `items` as a MedSG-Bench task file `dir/name.json` with images under `dir/images/`.
@@ -164,16 +186,8 @@ pub fn write_items(dir: &Path, name: &str, items: &[(String, SynthItem)]) -> any
         let mut paths = Vec::new();
         for (k, img) in item.images.iter().enumerate() {
             let file = format!("{stem}_{k}.png");
-            let png = if k == 0 && item.reference.is_some() {
-                let mut rgb = image::DynamicImage::ImageLuma8(gray_png(img)).to_rgb8();
-                if let Some(r) = &item.reference {
-                    draw_red_box(&mut rgb, r);
-                }
-                image::DynamicImage::ImageRgb8(rgb)
-            } else {
-                image::DynamicImage::ImageLuma8(gray_png(img))
-            };
-            save_png(&png, &img_dir.join(&file))?;
+            let marks = if k == 0 { item.reference.as_ref() } else { None };
+            crate::fsutil::write_atomic(&img_dir.join(&file), &encode_png(img, marks)?)?;
             paths.push(format!("images/{file}"));
         }
         let reference = item.reference.map(|b| b.rounded());
@@ -205,6 +219,20 @@ mod tests {
         assert_eq!(question_box(q), Some(BBox::new(120.0, 140.0, 190.0, 200.0)));
         assert_eq!(question_box("no box here"), None);
         assert_eq!(question_box("<|box_start|>(1,2)<|box_end|>"), None);
+    }
+
+    #[test]
+    fn indexed_marked_png_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = GrayImage::from_fn(64, 64, |x, y| ((x + y) % 9) as f32 / 8.0);
+        let b = BBox::new(10.0, 12.0, 40.0, 30.0);
+        let p = dir.path().join("m.png");
+        std::fs::write(&p, encode_png(&g, Some(&b)).unwrap()).unwrap();
+        let read = read_image(&p).unwrap();
+        assert_eq!(read.red_box, Some(b));
+        // Away from the marks, grey values survive (255 becomes 254).
+        let v = read.image.get(50, 50);
+        assert!((v - g.get(50, 50).min(254.0 / 255.0)).abs() < 1.0 / 255.0 + 1e-6, "{v}");
     }
 
     #[test]

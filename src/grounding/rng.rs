@@ -78,6 +78,14 @@ impl Rng {
         (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
     }
 
+    /// Approximately normal (sum of four uniforms, unit variance): cheap per-pixel noise.
+    pub fn noise(&mut self) -> f32 {
+        let x = self.next_u64();
+        let sum: u32 = (0..4).map(|k| ((x >> (16 * k)) & 0xFFFF) as u32).sum();
+        // Mean 4·32767.5, variance 4·(65536²/12).
+        (sum as f32 - 131_070.0) * (3.0f32.sqrt() / 65_536.0)
+    }
+
     /// Log-uniform in [lo, hi).
     pub fn log_range(&mut self, lo: f32, hi: f32) -> f32 {
         (self.range(lo.ln(), hi.ln())).exp()
@@ -104,6 +112,14 @@ mod tests {
         }
         let mut c = Rng::new(8);
         assert_ne!(Rng::new(7).next_u64(), c.next_u64());
+    }
+
+    #[test]
+    fn cheap_noise_has_unit_variance() {
+        let mut r = Rng::new(3);
+        let v: Vec<f32> = (0..20000).map(|_| r.noise()).collect();
+        let (m, s) = crate::study::gray::mean_std(&v);
+        assert!(m.abs() < 0.03 && (s - 1.0).abs() < 0.03, "{m} {s}");
     }
 
     #[test]

@@ -327,6 +327,24 @@ impl Synth {
     }
 }
 
+/// A tabulated monotone curve on 0..1 (gamma), so per-pixel work avoids `powf`.
+struct Curve {
+    table: Vec<f32>,
+}
+
+impl Curve {
+    fn gamma(g: f32) -> Curve {
+        Curve { table: (0..=1024).map(|i| (i as f32 / 1024.0).powf(g)).collect() }
+    }
+
+    fn at(&self, v: f32) -> f32 {
+        let t = v.clamp(0.0, 1.0) * 1024.0;
+        let i = (t as usize).min(1023);
+        let f = t - i as f32;
+        self.table[i] + (self.table[i + 1] - self.table[i]) * f
+    }
+}
+
 /// Bounds of `b` mapped through `t` (pixel-edge boxes).
 pub fn map_box(t: &Transform, b: &BBox) -> BBox {
     let m = t.map_box([b.x1 as f64, b.y1 as f64, b.x2 as f64, b.y2 as f64]);
@@ -357,8 +375,8 @@ fn real_view(rng: &mut Rng, src: &GrayImage, size: usize) -> GrayImage {
         let py = (y0 + (y as f32 + 0.5) * sy) / k - 0.5;
         base.sample(px, py)
     });
-    let gamma = rng.log_range(0.75, 1.33);
-    view.map(|v| v.clamp(0.0, 1.0).powf(gamma))
+    let gamma = Curve::gamma(rng.log_range(0.75, 1.33));
+    view.map(|v| gamma.at(v))
 }
 
 fn phantom_view(rng: &mut Rng, size: usize) -> GrayImage {
@@ -368,20 +386,20 @@ fn phantom_view(rng: &mut Rng, size: usize) -> GrayImage {
     let img = ph.slice(plane, depth, size);
     let noise_sigma = rng.range(0.0, 0.03);
     let mut nrng = rng.fork(17);
-    img.blur(rng.range(0.0, 1.0)).map(|v| (v + noise_sigma * nrng.normal()).clamp(0.0, 1.0))
+    img.blur(rng.range(0.0, 1.0)).map(|v| (v + noise_sigma * nrng.noise()).clamp(0.0, 1.0))
 }
 
 /// Global acquisition differences: gain/offset, gamma, blur and noise, scaled by `strength`.
 pub fn photometric(rng: &mut Rng, img: &GrayImage, strength: f32) -> GrayImage {
     let gain = 1.0 + rng.normal() * 0.08 * strength;
     let offset = rng.normal() * 0.04 * strength;
-    let gamma = (rng.normal() * 0.12 * strength).exp();
+    let gamma = Curve::gamma((rng.normal() * 0.12 * strength).exp());
     let sigma = rng.range(0.0, 0.025) * strength;
     let blurred = if rng.chance(0.2 * strength) { img.blur(rng.range(0.3, 0.9)) } else { img.clone() };
     let mut nrng = rng.fork(0x5eed);
     blurred.map(|v| {
-        let g = v.clamp(0.0, 1.0).powf(gamma) * gain + offset;
-        (g + sigma * nrng.normal()).clamp(0.0, 1.0)
+        let g = gamma.at(v) * gain + offset;
+        (g + sigma * nrng.noise()).clamp(0.0, 1.0)
     })
 }
 

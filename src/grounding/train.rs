@@ -187,26 +187,44 @@ fn pick_locate_task(rng: &mut Rng) -> Task {
     Task::Crossmodal
 }
 
-fn make_batch(synth: &Synth, rng: &mut Rng, n: usize) -> Batch {
+/// One batch; every item has its own stream forked from `rng`, so the batch is the same
+/// whatever order the threads finish in.
+fn make_batch(synth: &Synth, rng: &Rng, n: usize) -> Batch {
+    use rayon::prelude::*;
+    let diffs: Vec<_> = (0..n as u64)
+        .into_par_iter()
+        .map(|k| {
+            let mut r = rng.fork(k);
+            let task = if r.chance(0.5) { Task::RegisteredDiff } else { Task::NonRegisteredDiff };
+            let item = synth.item(task, &mut r);
+            diff_sample(&item, &mut r)
+        })
+        .collect();
+    let matches: Vec<_> = (0..n as u64)
+        .into_par_iter()
+        .map(|k| {
+            let mut r = rng.fork(1000 + k);
+            loop {
+                let item = synth.item(pick_locate_task(&mut r), &mut r);
+                if let Some(sample) = match_sample(&item, &mut r) {
+                    return sample;
+                }
+            }
+        })
+        .collect();
     let mut b = Batch { diff_a: vec![], diff_b: vec![], diff_mask: vec![], templates: vec![], searches: vec![], heat: vec![], size_mask: vec![], size_target: vec![] };
-    for _ in 0..n {
-        let task = if rng.chance(0.5) { Task::RegisteredDiff } else { Task::NonRegisteredDiff };
-        let item = synth.item(task, rng);
-        let (a, c, m) = diff_sample(&item, rng);
+    for (a, c, m) in diffs {
         let cells = m.width / STRIDE;
         b.diff_mask.extend(m.resize(cells, cells).data);
         b.diff_a.push(a);
         b.diff_b.push(c);
     }
-    while b.templates.len() < n {
-        let item = synth.item(pick_locate_task(rng), rng);
-        if let Some((t, s, heat, mask, size)) = match_sample(&item, rng) {
-            b.templates.push(t);
-            b.searches.push(s);
-            b.heat.extend(heat);
-            b.size_mask.extend(mask);
-            b.size_target.extend(size);
-        }
+    for (t, s, heat, mask, size) in matches {
+        b.templates.push(t);
+        b.searches.push(s);
+        b.heat.extend(heat);
+        b.size_mask.extend(mask);
+        b.size_target.extend(size);
     }
     b
 }
@@ -217,8 +235,8 @@ fn batch_stream(synth: Synth, seed: u64, steps: usize, n: usize) -> Receiver<Bat
     std::thread::spawn(move || {
         let root = Rng::new(seed);
         for step in 0..steps {
-            let mut rng = root.fork(step as u64);
-            if tx.send(make_batch(&synth, &mut rng, n)).is_err() {
+            let rng = root.fork(step as u64);
+            if tx.send(make_batch(&synth, &rng, n)).is_err() {
                 break;
             }
         }
@@ -313,8 +331,11 @@ pub fn train(opts: &TrainOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Tra
     let batches = batch_stream(synth, opts.seed, opts.steps, opts.batch);
     let mut curve = String::from("step,change,match,size,seconds\n");
     let mut smooth = [0f32; 3];
+    let mut waiting = 0.0f64;
     for step in 0..opts.steps {
+        let wait_start = Instant::now();
         let b = batches.recv().map_err(|_| anyhow::anyhow!("the data generator stopped"))?;
+        waiting += wait_start.elapsed().as_secs_f64();
         let lr = cosine_lr(opts.learning_rate, step, opts.steps);
         let (loss, parts) = losses(&net, &b, &device);
         let grads = GradientsParams::from_grads(loss.backward(), &net);
@@ -327,7 +348,7 @@ pub fn train(opts: &TrainOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Tra
         if step % 25 == 0 || step + 1 == opts.steps {
             let eta = secs / (step + 1) as f64 * (opts.steps - step - 1) as f64;
             progress(&format!(
-                "step {}/{}  change {:.4}  match {:.4}  size {:.4}  lr {lr:.2e}  {:.0}s elapsed, ~{:.0}s left",
+                "step {}/{}  change {:.4}  match {:.4}  size {:.4}  lr {lr:.2e}  {:.0}s elapsed ({waiting:.0}s waiting for data), ~{:.0}s left",
                 step + 1,
                 opts.steps,
                 smooth[0],

@@ -164,29 +164,31 @@ impl GrayImage {
             let s: f32 = k.iter().sum();
             k.into_iter().map(|v| v / s).collect()
         };
-        let (w, h) = (self.width as isize, self.height as isize);
-        let mut tmp = vec![0.0f32; self.data.len()];
-        for y in 0..h {
-            for x in 0..w {
-                let mut acc = 0.0;
-                for (k, kv) in kernel.iter().enumerate() {
-                    acc += kv * self.get_clamped(x + k as isize - radius, y);
+        let r = radius as usize;
+        // Each pass filters rows of a border-replicated copy, then transposes.
+        let pass = |src: &[f32], w: usize, h: usize| -> Vec<f32> {
+            let mut out = vec![0.0f32; w * h];
+            let mut padded = vec![0.0f32; w + 2 * r];
+            for y in 0..h {
+                let row = &src[y * w..(y + 1) * w];
+                padded[..r].fill(row[0]);
+                padded[r..r + w].copy_from_slice(row);
+                padded[r + w..].fill(row[w - 1]);
+                for x in 0..w {
+                    let window = &padded[x..x + 2 * r + 1];
+                    let v: f32 = window.iter().zip(&kernel).map(|(a, b)| a * b).sum();
+                    out[x * h + y] = v;
                 }
-                tmp[(y * w + x) as usize] = acc;
             }
+            out
+        };
+        let (w, h) = (self.width, self.height);
+        if w == 0 || h == 0 {
+            return self.clone();
         }
-        let tmp = GrayImage { width: self.width, height: self.height, data: tmp };
-        let mut out = vec![0.0f32; self.data.len()];
-        for y in 0..h {
-            for x in 0..w {
-                let mut acc = 0.0;
-                for (k, kv) in kernel.iter().enumerate() {
-                    acc += kv * tmp.get_clamped(x, y + k as isize - radius);
-                }
-                out[(y * w + x) as usize] = acc;
-            }
-        }
-        GrayImage { width: self.width, height: self.height, data: out }
+        let transposed = pass(&self.data, w, h);
+        let data = pass(&transposed, h, w);
+        GrayImage { width: w, height: h, data }
     }
 
     /// Linearly maps the `lo_q`..`hi_q` percentile range to 0..1 and clamps.

@@ -82,15 +82,20 @@ pub fn image_id(role: Role) -> &'static str {
 }
 
 impl App {
-    /// The app as eframe creates it (also used by UI tests with a custom launch).
+    /// The app as eframe creates it; the grounder's device comes from `TANDEM_DEVICE`.
     pub fn new(cc: &eframe::CreationContext<'_>, launch: Launch, annotations: Option<PathBuf>) -> Self {
+        Self::with_device(cc, launch, annotations, DevicePreference::from_env())
+    }
+
+    /// The app with an explicit grounder device (UI tests use the CPU).
+    pub fn with_device(cc: &eframe::CreationContext<'_>, launch: Launch, annotations: Option<PathBuf>, device: DevicePreference) -> Self {
         if let Some(rs) = cc.wgpu_render_state.as_ref() {
             let renderer = crate::viewer::gpu::ImageRenderer::new(&rs.device, rs.target_format);
             rs.renderer.write().callback_resources.insert(renderer);
         }
         cc.egui_ctx.options_mut(|o| o.zoom_with_keyboard = false);
         let mut app = App::empty(cc.egui_ctx.clone());
-        app.jobs.start_engine(DevicePreference::from_env());
+        app.jobs.start_engine(device);
         app.open(launch);
         if let Some(p) = annotations {
             app.open_annotations(&p);

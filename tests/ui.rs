@@ -1,0 +1,176 @@
+//! The real app driven through egui_kittest: the demo pair, synced window/level and zoom, a
+//! broken file dropped on a pane, and window/level applied by the GPU shader.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use eframe::egui::{self, Event, Modifiers, MouseWheelSource, MouseWheelUnit, PointerButton, Pos2, TouchPhase, Vec2};
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use tandem::grounding::DevicePreference;
+use tandem::viewer::pane::Role;
+use tandem::viewer::{App, Launch};
+
+fn harness(renderer: Option<egui_kittest::wgpu::WgpuTestRenderer>) -> Harness<'static, App> {
+    let mut b = Harness::builder().with_size(Vec2::new(1400.0, 800.0)).with_step_dt(1.0 / 30.0).with_max_steps(20);
+    if let Some(r) = renderer {
+        b = b.renderer(r);
+    }
+    b.build_eframe(|cc| App::with_device(cc, Launch::Demo, None, DevicePreference::Cpu))
+}
+
+/// Steps frames until nothing runs in the background (loading, grounder start-up).
+fn settle(h: &mut Harness<'_, App>) {
+    let start = Instant::now();
+    while h.state().is_busy() {
+        h.step();
+        assert!(start.elapsed() < Duration::from_secs(120), "background work did not finish");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    h.run_steps(3);
+}
+
+fn pane_rect(h: &Harness<'_, App>, role: Role) -> egui::Rect {
+    h.state().pane(role).rect
+}
+
+fn drag(h: &mut Harness<'_, App>, button: PointerButton, from: Pos2, to: Pos2) {
+    h.event(Event::PointerMoved(from));
+    h.event(Event::PointerButton { pos: from, button, pressed: true, modifiers: Modifiers::NONE });
+    for i in 1..=8 {
+        h.event(Event::PointerMoved(from + (to - from) * (i as f32 / 8.0)));
+    }
+    h.event(Event::PointerButton { pos: to, button, pressed: false, modifiers: Modifiers::NONE });
+    h.run_steps(12);
+}
+
+#[test]
+fn demo_opens_with_two_panes() {
+    let mut h = harness(None);
+    settle(&mut h);
+    for role in [Role::Prior, Role::Current] {
+        let pane = h.state().pane(role);
+        assert!(pane.series().is_some(), "{role:?} pane has no image");
+        assert_eq!(pane.note.as_deref(), Some("demo: synthetic change"));
+    }
+    h.get_by_label("prior pane");
+    h.get_by_label("current pane");
+}
+
+#[test]
+fn window_level_drag_follows_sync() {
+    let mut h = harness(None);
+    settle(&mut h);
+    let before = [h.state().pane(Role::Prior).window, h.state().pane(Role::Current).window];
+    let c = pane_rect(&h, Role::Current).center();
+    drag(&mut h, PointerButton::Secondary, c, c + Vec2::new(60.0, 40.0));
+    let after = [h.state().pane(Role::Prior).window, h.state().pane(Role::Current).window];
+    assert_ne!(after[1], before[1], "the dragged pane's window did not change");
+    assert_ne!(after[0], before[0], "synced: the other pane's window should follow");
+
+    h.state_mut().sync.window = false;
+    let c = pane_rect(&h, Role::Prior).center();
+    drag(&mut h, PointerButton::Secondary, c, c + Vec2::new(-50.0, 20.0));
+    let last = [h.state().pane(Role::Prior).window, h.state().pane(Role::Current).window];
+    assert_ne!(last[0], after[0], "the dragged pane's window did not change");
+    assert_eq!(last[1], after[1], "not synced: the other pane must keep its window");
+}
+
+#[test]
+fn zoom_is_synced_between_panes() {
+    let mut h = harness(None);
+    settle(&mut h);
+    let c = pane_rect(&h, Role::Current).center() + Vec2::new(40.0, -30.0);
+    h.hover_at(c);
+    h.run_steps(2);
+    let z0 = [h.state().pane(Role::Prior).relative_zoom().unwrap(), h.state().pane(Role::Current).relative_zoom().unwrap()];
+    h.event(Event::MouseWheel { unit: MouseWheelUnit::Line, delta: Vec2::new(0.0, 2.0), phase: TouchPhase::Move, modifiers: Modifiers::NONE, source: MouseWheelSource::Unknown });
+    h.run_steps(4);
+    let z1 = [h.state().pane(Role::Prior).relative_zoom().unwrap(), h.state().pane(Role::Current).relative_zoom().unwrap()];
+    assert!(z1[1] > z0[1] * 1.2, "wheel did not zoom: {z0:?} → {z1:?}");
+    assert!((z1[0] - z1[1]).abs() < 1e-3, "zoom not synced: {z1:?}");
+    // Ctrl+wheel scrolls frames instead of zooming.
+    h.event(Event::MouseWheel { unit: MouseWheelUnit::Line, delta: Vec2::new(0.0, -1.0), phase: TouchPhase::Move, modifiers: Modifiers::CTRL | Modifiers::COMMAND, source: MouseWheelSource::Unknown });
+    h.run_steps(4);
+    let z2 = h.state().pane(Role::Current).relative_zoom().unwrap();
+    assert!((z2 - z1[1]).abs() < 1e-3, "Ctrl+wheel must not zoom");
+}
+
+#[derive(Debug)]
+struct TestFile(PathBuf);
+
+impl egui::DroppedFile for TestFile {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+#[test]
+fn broken_file_dropped_on_a_pane_shows_an_error_there_only() {
+    let mut h = harness(None);
+    settle(&mut h);
+    let current_before = (h.state().pane(Role::Current).generation, h.state().pane(Role::Current).window);
+    h.hover_at(pane_rect(&h, Role::Prior).center());
+    h.run_steps(1);
+    h.input_mut().dropped_files.push(std::sync::Arc::new(TestFile(PathBuf::from("tests/data/dicom/MR_truncated.dcm"))));
+    h.step();
+    settle(&mut h);
+    let prior = h.state().pane(Role::Prior);
+    let error = prior.error().expect("the prior pane shows an error");
+    assert!(error.contains("truncated") || error.contains("cannot"), "unclear error: {error}");
+    let current = h.state().pane(Role::Current);
+    assert!(current.series().is_some());
+    assert_eq!((current.generation, current.window), current_before, "the other pane changed");
+}
+
+/// Renders the UI on the GPU (a software adapter is enough) when one exists.
+fn gpu_renderer() -> Option<egui_kittest::wgpu::WgpuTestRenderer> {
+    let r = std::panic::catch_unwind(egui_kittest::wgpu::WgpuTestRenderer::new).ok();
+    if r.is_none() {
+        eprintln!("no wgpu adapter: GPU rendering test skipped (install mesa-vulkan-drivers)");
+    }
+    r
+}
+
+fn mean_luma(img: &image::RgbaImage, r: egui::Rect, ppp: f32) -> f64 {
+    let (mut sum, mut n) = (0.0f64, 0.0f64);
+    let (x0, y0) = ((r.min.x * ppp) as u32 + 20, (r.min.y * ppp) as u32 + 120);
+    let (x1, y1) = ((r.max.x * ppp) as u32 - 20, (r.max.y * ppp) as u32 - 120);
+    for y in (y0..y1.min(img.height())).step_by(3) {
+        for x in (x0..x1.min(img.width())).step_by(3) {
+            let p = img.get_pixel(x, y);
+            sum += p[0] as f64;
+            n += 1.0;
+        }
+    }
+    sum / n.max(1.0)
+}
+
+#[test]
+fn window_level_is_applied_by_the_gpu_shader() {
+    let Some(renderer) = gpu_renderer() else { return };
+    let mut h = harness(Some(renderer));
+    settle(&mut h);
+    let rect = pane_rect(&h, Role::Current);
+    let ppp = h.ctx.pixels_per_point();
+    let normal = h.render().expect("render");
+    let m0 = mean_luma(&normal, rect, ppp);
+    assert!(m0 > 40.0, "the image was not drawn (mean {m0})");
+    // Invert: the shader flips the grey ramp.
+    h.state_mut().pane_mut(Role::Current).invert = true;
+    h.run_steps(2);
+    let inverted = h.render().expect("render");
+    let m1 = mean_luma(&inverted, rect, ppp);
+    assert!((m0 + m1 - 255.0).abs() < 25.0, "invert: {m0} → {m1}");
+    // A narrow window around a high level darkens the image.
+    h.state_mut().pane_mut(Role::Current).invert = false;
+    h.state_mut().pane_mut(Role::Current).window = tandem::study::Window { center: 220.0, width: 20.0 };
+    h.run_steps(2);
+    let dark = h.render().expect("render");
+    let m2 = mean_luma(&dark, rect, ppp);
+    assert!(m2 < m0 - 30.0, "window/level did not change the rendered pixels: {m0} → {m2}");
+    let _ = dark.save(std::env::temp_dir().join("tandem-ui-dark.png"));
+}
