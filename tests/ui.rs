@@ -174,3 +174,94 @@ fn window_level_is_applied_by_the_gpu_shader() {
     assert!(m2 < m0 - 30.0, "window/level did not change the rendered pixels: {m0} → {m2}");
     let _ = dark.save(std::env::temp_dir().join("tandem-ui-dark.png"));
 }
+
+fn screen_of(h: &Harness<'_, App>, role: Role, p: (f32, f32)) -> Pos2 {
+    let pane = h.state().pane(role);
+    pane.view.unwrap().screen_from_image(pane.rect, Pos2::new(p.0, p.1))
+}
+
+fn cmd(h: &mut Harness<'_, App>, key: egui::Key, shift: bool) {
+    let m = if shift { Modifiers::CTRL | Modifiers::COMMAND | Modifiers::SHIFT } else { Modifiers::CTRL | Modifiers::COMMAND };
+    h.key_press_modifiers(m, key);
+    h.run_steps(3);
+}
+
+/// Review by keyboard and mouse, then save: every finding of the saved file is checked.
+#[test]
+fn review_edit_undo_and_save() {
+    use tandem::annotation::{FindingKind, Status};
+    let dir = tempfile::tempdir().unwrap();
+    let doc_path = dir.path().join("demo.tandem.json");
+    let mut h = harness(None);
+    settle(&mut h);
+    h.state_mut().doc_path = Some(doc_path.clone());
+    let current = pane_rect(&h, Role::Current);
+    h.hover_at(current.center());
+    h.run_steps(2);
+
+    // Find changes (F): the model's proposals arrive as one undoable step, first one selected.
+    h.key_press(egui::Key::F);
+    h.step();
+    settle(&mut h);
+    let changes = h.state().doc.findings.len();
+    assert!(changes >= 1, "no change proposed on the demo: {}", h.state().status);
+    let p1 = h.state().selected.clone().expect("first proposal selected");
+    let truth = tandem::viewer::demo::demo_pair().unwrap().change;
+    let p1_box = h.state().doc.finding(&p1).unwrap().box_on("current").unwrap().rect();
+    assert!(p1_box.iou(&truth) > 0.3, "the first proposal {p1_box:?} misses the demo change {truth:?}");
+
+    // Accept it (A), then find it in the other image (G) and reject that correspondence (R).
+    h.key_press(egui::Key::A);
+    h.run_steps(2);
+    h.key_press(egui::Key::G);
+    h.step();
+    settle(&mut h);
+    let p2 = h.state().selected.clone().expect("correspondence selected");
+    assert_ne!(p1, p2);
+    h.key_press(egui::Key::R);
+    h.run_steps(2);
+
+    // Move P1's box on the current pane by dragging it.
+    let (cx, cy) = p1_box.centre();
+    let from = screen_of(&h, Role::Current, (cx, cy));
+    let zoom = h.state().pane(Role::Current).view.unwrap().zoom;
+    drag(&mut h, PointerButton::Primary, from, from + Vec2::new(30.0, 20.0));
+    let moved = h.state().doc.finding(&p1).unwrap().box_on("current").unwrap().rect();
+    assert!((moved.x1 - p1_box.x1 - 30.0 / zoom).abs() < 1.5 && (moved.y1 - p1_box.y1 - 20.0 / zoom).abs() < 1.5, "{p1_box:?} → {moved:?}");
+
+    // Draw a box (B, drag) in an empty corner of the current image.
+    h.key_press(egui::Key::B);
+    h.run_steps(2);
+    let a = screen_of(&h, Role::Current, (30.0, 40.0));
+    drag(&mut h, PointerButton::Primary, a, a + Vec2::new(40.0, 30.0));
+    assert_eq!(h.state().doc.findings.len(), changes + 2, "the drawn box is missing");
+
+    // Undo twice (the drawing, then the move), redo once (the move).
+    cmd(&mut h, egui::Key::Z, false);
+    cmd(&mut h, egui::Key::Z, false);
+    cmd(&mut h, egui::Key::Z, true);
+    assert!(h.state().history.is_dirty());
+    assert!(h.state().title().starts_with('●'), "dirty marker missing: {}", h.state().title());
+    cmd(&mut h, egui::Key::S, false);
+    assert!(!h.state().history.is_dirty(), "{}", h.state().status);
+
+    let saved = tandem::annotation::io::load(&doc_path).expect("saved document");
+    assert_eq!(saved.findings.len(), changes + 1, "proposals + the correspondence; the drawing was undone");
+    let f1 = saved.finding(&p1).unwrap();
+    assert_eq!(f1.kind, FindingKind::Change);
+    assert_eq!(f1.status, Status::Accepted);
+    assert_eq!(f1.box_on("current").unwrap().rect(), moved, "the redone move is saved");
+    let actions: Vec<&str> = f1.log.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["create", "accept", "move"]);
+    assert!(f1.score().is_some_and(|s| (0.0..=1.0).contains(&s)));
+    let f2 = saved.finding(&p2).unwrap();
+    assert_eq!(f2.kind, FindingKind::Correspondence);
+    assert_eq!(f2.status, Status::Rejected);
+    assert!(f2.box_on("prior").is_some() && f2.box_on("current").is_some());
+    for f in &saved.findings {
+        if f.id != p1 && f.id != p2 {
+            assert_eq!((f.kind, f.status), (FindingKind::Change, Status::Proposed), "other proposals stay untouched");
+        }
+    }
+    assert_eq!(saved.images.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), ["prior", "current"]);
+}

@@ -41,9 +41,16 @@ pub fn diff(prior: &GrayImage, current: &GrayImage) -> (Vec<Scored>, Transform) 
     let (gain, offset) = fit_linear(&warped, current);
     let diff = GrayImage::from_fn(current.width, current.height, |x, y| (current.get(x, y) - (gain * warped.get(x, y) + offset)).abs())
         .blur(1.5);
-    let p = percentiles(&diff.data, &[0.5, 0.99, 1.0]);
-    let threshold = (p[0] + 0.5 * (p[2] - p[0])).max(p[1]);
-    let (_, comps) = components(&diff, threshold, &diff);
+    // Noise level from the median absolute difference (a half-normal's median is 0.674σ);
+    // a change must stand 4σ above it, and at least a visible 0.035 on the 0..1 scale.
+    let median = percentiles(&diff.data, &[0.5])[0];
+    let threshold = (4.0 * median / 0.674).max(0.035);
+    let (_, mut comps) = components(&diff, threshold, &diff);
+    if comps.is_empty() {
+        // Nothing stands out: report the strongest difference anyway, at half its height.
+        let max = diff.data.iter().copied().fold(0.0f32, f32::max);
+        comps = components(&diff, 0.5 * max, &diff).1;
+    }
     let total: f64 = comps.iter().map(|c| c.weight).sum::<f64>().max(1e-9);
     let mut out: Vec<Scored> = comps
         .iter()

@@ -135,7 +135,7 @@ pub fn draw(painter: &egui::Painter, pane: &Pane, doc: &Document, visible: &dyn 
             painter.rect_filled(r, 0.0, color.gamma_multiply(0.12));
         }
         let score = f.score().map(|s| format!(" {s:.2}")).unwrap_or_default();
-        let text = format!("{}{score}{}", f.label, if f.status == Status::Accepted { " ✔" } else if f.status == Status::Rejected { " ✘" } else { "" });
+        let text = format!("{}{score}{}", f.label, if f.status == Status::Accepted { " · accepted" } else if f.status == Status::Rejected { " · rejected" } else { "" });
         let galley = painter.layout_no_wrap(text, FontId::proportional(12.0), color);
         let at = r.left_top() - Vec2::new(0.0, galley.size().y + 2.0);
         painter.rect_filled(Rect::from_min_size(at, galley.size() + Vec2::new(4.0, 0.0)), 2.0, Color32::from_black_alpha(170));

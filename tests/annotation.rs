@@ -1,0 +1,233 @@
+//! The annotation document on disk: byte-stable round trips, unknown fields kept, corrupt files
+//! refused without touching them, saves that survive SIGKILL, and exports read back by peers.
+
+use std::path::Path;
+use std::process::Command as Process;
+
+use tandem::annotation::export::{self, ExportFormat};
+use tandem::annotation::{Command, Document, Finding, FindingKind, History, ImageBox, ImageRef, Source, Status, io};
+use tandem::grounding::BBox;
+
+fn image(id: &str, sop: &str, frames: u32) -> ImageRef {
+    ImageRef {
+        id: id.into(),
+        path: format!("/data/{id}.dcm"),
+        sop_instance_uid: Some(sop.into()),
+        sop_class_uid: Some("1.2.840.10008.5.1.4.1.1.2".into()),
+        study_instance_uid: Some("1.2.3.4".into()),
+        series_instance_uid: Some(format!("1.2.3.4.{id}")),
+        width: 512,
+        height: 512,
+        frames,
+        patient_id: Some("PID-123".into()),
+        patient_name: Some("Doe^Jane".into()),
+        patient_birth_date: Some("19700101".into()),
+        study_date: Some("20250301".into()),
+        ..Default::default()
+    }
+}
+
+fn sample_document() -> Document {
+    let mut doc = Document::new(vec![image("prior", "1.2.3.4.5.1", 1), image("current", "1.2.3.4.5.2", 3)]);
+    let t = "2026-01-01T00:00:00.000Z";
+    let mut change = Finding::new(
+        FindingKind::Change,
+        "nodule",
+        vec![ImageBox::new("prior", 0, BBox::new(10.0, 20.0, 40.5, 60.25)), ImageBox::new("current", 2, BBox::new(12.0, 18.0, 45.0, 66.0))],
+        Source::Model { id: "tandem-grounder".into(), version: "0.1.0".into(), score: 0.913 },
+        t,
+    );
+    change.status = Status::Accepted;
+    let manual = Finding::new(FindingKind::Manual, "artifact", vec![ImageBox::new("current", 0, BBox::new(100.0, 100.0, 130.0, 120.0))], Source::Human { user: Some("ann".into()) }, t);
+    let mut rejected = Finding::new(FindingKind::Change, "change", vec![ImageBox::new("current", 0, BBox::new(1.0, 1.0, 9.0, 9.0))], Source::Model { id: "tandem-grounder".into(), version: "0.1.0".into(), score: 0.2 }, t);
+    rejected.status = Status::Rejected;
+    doc.findings = vec![change, manual, rejected];
+    doc
+}
+
+#[test]
+fn load_then_save_is_byte_stable() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("doc.json");
+    io::save(&sample_document(), &p).unwrap();
+    let first = std::fs::read(&p).unwrap();
+    let doc = io::load(&p).unwrap();
+    io::save(&doc, &p).unwrap();
+    assert_eq!(std::fs::read(&p).unwrap(), first);
+    assert_eq!(doc, sample_document_with_ids(&doc));
+}
+
+/// The sample with the loaded ids (ids are random per construction).
+fn sample_document_with_ids(loaded: &Document) -> Document {
+    let mut d = sample_document();
+    for (a, b) in d.findings.iter_mut().zip(&loaded.findings) {
+        a.id = b.id.clone();
+    }
+    d
+}
+
+#[test]
+fn unknown_fields_survive_a_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("doc.json");
+    io::save(&sample_document(), &p).unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    v["workflow"] = serde_json::json!({"reader": "second", "round": 2});
+    v["findings"][0]["birads"] = serde_json::json!("4a");
+    v["findings"][0]["boxes"][1]["confidence_by_reader"] = serde_json::json!([0.9, 0.7]);
+    v["images"][1]["scanner"] = serde_json::json!("XYZ");
+    std::fs::write(&p, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    let doc = io::load(&p).unwrap();
+    let out = dir.path().join("out.json");
+    io::save(&doc, &out).unwrap();
+    let w: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(w["workflow"], v["workflow"]);
+    assert_eq!(w["findings"][0]["birads"], "4a");
+    assert_eq!(w["findings"][0]["boxes"][1]["confidence_by_reader"], v["findings"][0]["boxes"][1]["confidence_by_reader"]);
+    assert_eq!(w["images"][1]["scanner"], "XYZ");
+}
+
+#[test]
+fn corrupt_or_truncated_files_are_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("doc.json");
+    io::save(&sample_document(), &p).unwrap();
+    let full = std::fs::read(&p).unwrap();
+    for cut in [10, full.len() / 3, full.len() - 5] {
+        std::fs::write(&p, &full[..cut]).unwrap();
+        let before = std::fs::read(&p).unwrap();
+        let err = io::load(&p).unwrap_err().to_string();
+        assert!(err.contains("not valid JSON") || err.contains("incomplete"), "{err}");
+        assert_eq!(std::fs::read(&p).unwrap(), before, "a failed load must not touch the file");
+    }
+    std::fs::write(&p, br#"{"schema_version": 7, "images": [], "findings": []}"#).unwrap();
+    assert!(io::load(&p).unwrap_err().to_string().contains("newer Tandem"));
+    std::fs::write(&p, br#"{"schema_version": 1, "images": [], "findings": [{"id": "x"}]}"#).unwrap();
+    assert!(io::load(&p).is_err());
+    // The CLI says so with exit code 2 and one error line.
+    let out = Process::new(env!("CARGO_BIN_EXE_tandem")).args(["annotations", "validate"]).arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("error: ") && stderr.trim().lines().count() == 1, "{stderr}");
+}
+
+#[test]
+fn history_undoes_every_kind_of_edit() {
+    let mut doc = sample_document();
+    let original = doc.clone();
+    let mut h = History::default();
+    let t = "2026-02-02T00:00:00.000Z";
+    let added = Finding::new(FindingKind::Manual, "new", vec![ImageBox::new("current", 0, BBox::new(5.0, 5.0, 25.0, 25.0))], Source::Human { user: None }, t);
+    h.apply(&mut doc, Command::Add { findings: vec![added], description: "draw".into() });
+    let before = doc.findings[0].clone();
+    let mut moved = before.clone();
+    moved.boxes[1].bbox = [20.0, 20.0, 50.0, 70.0];
+    moved.touch(t, "move", None);
+    h.apply(&mut doc, Command::Replace { before, after: moved, description: "move".into() });
+    let before = doc.findings[1].clone();
+    let mut relabelled = before.clone();
+    relabelled.label = "scar".into();
+    h.apply(&mut doc, Command::Replace { before, after: relabelled, description: "relabel".into() });
+    let removed = doc.findings[2].clone();
+    h.apply(&mut doc, Command::Remove { index: 2, finding: removed });
+    let edited = doc.clone();
+    while h.undo(&mut doc).is_some() {}
+    assert_eq!(doc, original);
+    while h.redo(&mut doc).is_some() {}
+    assert_eq!(doc, edited);
+}
+
+/// A child process saves in a loop; SIGKILL at random moments must always leave a document
+/// that parses and is one of the versions the child wrote.
+#[test]
+fn saves_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("doc.json");
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    for round in 0..100 {
+        let mut child = Process::new(env!("CARGO_BIN_EXE_tandem")).args(["annotations", "save-loop"]).arg(&p).spawn().unwrap();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(std::time::Duration::from_micros(2_000 + seed % 60_000));
+        child.kill().unwrap(); // SIGKILL on Unix
+        child.wait().unwrap();
+        if !p.exists() {
+            continue; // killed before the first save finished
+        }
+        let doc = io::load(&p).unwrap_or_else(|e| panic!("round {round}: the document on disk does not parse: {e}"));
+        let version = doc.extra["version"].as_u64().expect("version");
+        assert_eq!(doc.findings.len() as u64, version % 50, "round {round}: a mix of two versions");
+        for (k, f) in doc.findings.iter().enumerate() {
+            assert_eq!(f.label, format!("v{version}-{k}"), "round {round}");
+        }
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    assert!(leftovers.iter().filter(|n| n.to_string_lossy() == "doc.json").count() == 1);
+}
+
+#[test]
+fn coco_export_has_boxes_and_scores_and_no_phi_by_default() {
+    let doc = sample_document();
+    let coco = export::coco::to_coco(&doc, false);
+    let anns = coco["annotations"].as_array().unwrap();
+    // Two findings are exported (the rejected one is not): 2 + 1 boxes.
+    assert_eq!(anns.len(), 3);
+    assert_eq!(anns[1]["bbox"], serde_json::json!([12.0, 18.0, 33.0, 48.0]));
+    assert_eq!(anns[1]["score"], serde_json::json!(0.913f32));
+    assert_eq!(anns[1]["frame"], 2);
+    let text = serde_json::to_string(&coco).unwrap();
+    for phi in ["PID-123", "Doe^Jane", "19700101"] {
+        assert!(!text.contains(phi), "{phi} leaked into the COCO export");
+    }
+    assert!(serde_json::to_string(&export::coco::to_coco(&doc, true)).unwrap().contains("Doe^Jane"));
+    let medsg = serde_json::to_string(&export::medsg::to_medsg(&doc, false)).unwrap();
+    assert!(medsg.contains("Non_Registered_Diff") && !medsg.contains("Doe^Jane") && !medsg.contains("/data/"));
+}
+
+fn write_sr(dir: &Path) -> std::path::PathBuf {
+    let p = dir.join("report.dcm");
+    export::export(&sample_document(), ExportFormat::Sr, &p, false).unwrap();
+    p
+}
+
+#[test]
+fn sr_export_reads_back_with_dicom_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_sr(dir.path());
+    let obj = dicom_object::open_file(&p).unwrap();
+    assert_eq!(obj.meta().media_storage_sop_class_uid(), "1.2.840.10008.5.1.4.1.1.88.33");
+    let boxes = export::sr::read_boxes(&obj);
+    let mut want = vec![
+        ("1.2.3.4.5.1".to_string(), 0u32, [10.0f32, 20.0, 40.5, 60.25]),
+        ("1.2.3.4.5.2".to_string(), 2u32, [12.0, 18.0, 45.0, 66.0]),
+        ("1.2.3.4.5.2".to_string(), 0u32, [100.0, 100.0, 130.0, 120.0]),
+    ];
+    let mut got = boxes.clone();
+    got.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    want.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    assert_eq!(got, want);
+}
+
+/// dcmtk's dsrdump, a peer implementation, parses the SR and sees the same coordinates.
+#[test]
+fn sr_export_reads_back_with_dcmtk() {
+    if Process::new("dsrdump").arg("--version").output().is_err() {
+        eprintln!("dsrdump (dcmtk) not installed: peer check skipped (.ci/run installs it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_sr(dir.path());
+    let out = Process::new("dsrdump").args(["+Pl", "+Pc"]).arg(&p).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "dsrdump failed: {}{text}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("Imaging Measurement Report"), "{text}");
+    assert!(text.contains("(126000,DCM,\"Imaging Measurement Report\")"), "{text}");
+    // dsrdump prints SCOORD data as (POLYLINE,x1/y1,x2/y2,…).
+    let polylines: Vec<String> = text.lines().filter(|l| l.contains("POLYLINE")).map(|l| l.replace(' ', "")).collect();
+    assert_eq!(polylines.len(), 3, "{text}");
+    for (x1, y1, x2, y2) in [(10.0, 20.0, 40.5, 60.25), (12.0, 18.0, 45.0, 66.0), (100.0, 100.0, 130.0, 120.0)] {
+        let ring = format!("POLYLINE,{x1}/{y1},{x2}/{y1},{x2}/{y2},{x1}/{y2},{x1}/{y1})");
+        assert!(polylines.iter().any(|l| l.contains(&ring)), "no polyline {ring} in:\n{text}");
+    }
+}
