@@ -38,8 +38,20 @@ fn sample_document() -> Document {
         t,
     );
     change.status = Status::Accepted;
-    let manual = Finding::new(FindingKind::Manual, "artifact", vec![ImageBox::new("current", 0, BBox::new(100.0, 100.0, 130.0, 120.0))], Source::Human { user: Some("ann".into()) }, t);
-    let mut rejected = Finding::new(FindingKind::Change, "change", vec![ImageBox::new("current", 0, BBox::new(1.0, 1.0, 9.0, 9.0))], Source::Model { id: "tandem-grounder".into(), version: "0.1.0".into(), score: 0.2 }, t);
+    let manual = Finding::new(
+        FindingKind::Manual,
+        "artifact",
+        vec![ImageBox::new("current", 0, BBox::new(100.0, 100.0, 130.0, 120.0))],
+        Source::Human { user: Some("ann".into()) },
+        t,
+    );
+    let mut rejected = Finding::new(
+        FindingKind::Change,
+        "change",
+        vec![ImageBox::new("current", 0, BBox::new(1.0, 1.0, 9.0, 9.0))],
+        Source::Model { id: "tandem-grounder".into(), version: "0.1.0".into(), score: 0.2 },
+        t,
+    );
     rejected.status = Status::Rejected;
     doc.findings = vec![change, manual, rejected];
     doc
@@ -117,7 +129,13 @@ fn history_undoes_every_kind_of_edit() {
     let original = doc.clone();
     let mut h = History::default();
     let t = "2026-02-02T00:00:00.000Z";
-    let added = Finding::new(FindingKind::Manual, "new", vec![ImageBox::new("current", 0, BBox::new(5.0, 5.0, 25.0, 25.0))], Source::Human { user: None }, t);
+    let added = Finding::new(
+        FindingKind::Manual,
+        "new",
+        vec![ImageBox::new("current", 0, BBox::new(5.0, 5.0, 25.0, 25.0))],
+        Source::Human { user: None },
+        t,
+    );
     h.apply(&mut doc, Command::Add { findings: vec![added], description: "draw".into() });
     let before = doc.findings[0].clone();
     let mut moved = before.clone();

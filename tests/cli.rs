@@ -27,7 +27,20 @@ fn info_json_meets_the_contract() {
     let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(
         keys,
-        ["path", "modality", "transfer_syntax", "rows", "cols", "frames", "samples_per_pixel", "photometric", "bits_allocated", "bits_stored", "pixel_representation", "pixels"]
+        [
+            "path",
+            "modality",
+            "transfer_syntax",
+            "rows",
+            "cols",
+            "frames",
+            "samples_per_pixel",
+            "photometric",
+            "bits_allocated",
+            "bits_stored",
+            "pixel_representation",
+            "pixels"
+        ]
     );
     let pixel_keys: Vec<&str> = v["pixels"].as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(pixel_keys, ["shape", "dtype", "sha256", "min", "max", "mean"]);
@@ -55,7 +68,15 @@ fn info_agrees_with_the_reference_for_colour_and_palette() {
 
 #[test]
 fn unreadable_files_exit_2_with_one_error_line() {
-    for f in ["tests/data/dicom/MR_truncated.dcm", "tests/data/dicom/JPEG-lossy.dcm", "tests/data/dicom/rtplan.dcm", "tests/data/dicom/no_meta.dcm", "tests/data/dicom/badVR.dcm", "no/such/file.dcm", "Cargo.toml"] {
+    for f in [
+        "tests/data/dicom/MR_truncated.dcm",
+        "tests/data/dicom/JPEG-lossy.dcm",
+        "tests/data/dicom/rtplan.dcm",
+        "tests/data/dicom/no_meta.dcm",
+        "tests/data/dicom/badVR.dcm",
+        "no/such/file.dcm",
+        "Cargo.toml",
+    ] {
         let err = one_error_line(&tandem(&["info", f, "--json"]));
         assert!(err.len() > 20, "{f}: {err}");
         one_error_line(&tandem(&["info", f]));
@@ -77,15 +98,26 @@ fn ground_diff_writes_json_and_annotations() {
     let json = dir.path().join("boxes.json");
     let doc = dir.path().join("doc.json");
     let out = tandem(&[
-        "ground", "diff", "tests/data/medsg-example/images/t1_a.png", "tests/data/medsg-example/images/t1_b.png",
-        "--json", json.to_str().unwrap(), "--annotations", doc.to_str().unwrap(),
+        "ground",
+        "diff",
+        "tests/data/medsg-example/images/t1_a.png",
+        "tests/data/medsg-example/images/t1_b.png",
+        "--json",
+        json.to_str().unwrap(),
+        "--annotations",
+        doc.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let first = &v["proposals"][0];
     let b = &first["target_box"];
     // The example's change is at [172, 122, 228, 178].
-    let found = tandem::grounding::BBox::new(b["x1"].as_f64().unwrap() as f32, b["y1"].as_f64().unwrap() as f32, b["x2"].as_f64().unwrap() as f32, b["y2"].as_f64().unwrap() as f32);
+    let found = tandem::grounding::BBox::new(
+        b["x1"].as_f64().unwrap() as f32,
+        b["y1"].as_f64().unwrap() as f32,
+        b["x2"].as_f64().unwrap() as f32,
+        b["y2"].as_f64().unwrap() as f32,
+    );
     assert!(found.iou(&tandem::grounding::BBox::new(172.0, 122.0, 228.0, 178.0)) > 0.5, "{found:?}");
     let score = first["score"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&score));
@@ -100,10 +132,24 @@ fn ground_diff_writes_json_and_annotations() {
 
 #[test]
 fn ground_locate_and_bad_boxes() {
-    let out = tandem(&["ground", "locate", "tests/data/medsg-example/images/t6_src.png", "--box", "60,200,130,250", "tests/data/medsg-example/images/t6_src.png"]);
+    let out = tandem(&[
+        "ground",
+        "locate",
+        "tests/data/medsg-example/images/t6_src.png",
+        "--box",
+        "60,200,130,250",
+        "tests/data/medsg-example/images/t6_src.png",
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("[60, 200, 130, 250]"), "{}", String::from_utf8_lossy(&out.stdout));
-    one_error_line(&tandem(&["ground", "locate", "tests/data/medsg-example/images/t6_src.png", "--box", "1,2,3", "tests/data/medsg-example/images/t6_src.png"]));
+    one_error_line(&tandem(&[
+        "ground",
+        "locate",
+        "tests/data/medsg-example/images/t6_src.png",
+        "--box",
+        "1,2,3",
+        "tests/data/medsg-example/images/t6_src.png",
+    ]));
     one_error_line(&tandem(&["ground", "diff", "tests/data/dicom/MR_truncated.dcm", "tests/data/medsg-example/images/t1_b.png"]));
 }
 
@@ -112,7 +158,15 @@ fn eval_medsg_runs_every_task_of_the_example() {
     let dir = tempfile::tempdir().unwrap();
     let preds = dir.path().join("preds.json");
     for method in ["model", "baseline"] {
-        let out = tandem(&["eval", "medsg", "tests/data/medsg-example/example.json", "--predictions", preds.to_str().unwrap(), "--method", method]);
+        let out = tandem(&[
+            "eval",
+            "medsg",
+            "tests/data/medsg-example/example.json",
+            "--predictions",
+            preds.to_str().unwrap(),
+            "--method",
+            method,
+        ]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let table = String::from_utf8_lossy(&out.stdout);
         for task in ["Registered_Diff", "Non_Registered_Diff", "multi_view", "object_tracking", "patch", "crossmodal"] {

@@ -30,7 +30,9 @@ fn check_dir(dir: &Path, reference: &serde_json::Map<String, Value>) -> (usize, 
                     failures.push(format!("{name}: {msg}"));
                 }
             }
-            (_, Ok(info)) => failures.push(format!("{name}: expected an error ({expected}), decoded {:?} {}", info.pixels.shape, info.pixels.dtype)),
+            (_, Ok(info)) => {
+                failures.push(format!("{name}: expected an error ({expected}), decoded {:?} {}", info.pixels.shape, info.pixels.dtype))
+            }
             (_, Err(e)) => {
                 let msg = e.to_string();
                 if msg.trim().is_empty() {
@@ -54,7 +56,11 @@ fn compare(r: &Value, info: &tandem::cli::info::Info) -> Result<(), String> {
     let lossy = r["lossy"].as_bool().unwrap_or(false);
     if !lossy {
         let sha = r["sha256"].as_str().unwrap_or("");
-        return if sha == info.pixels.sha256 { Ok(()) } else { Err(format!("sha256 differs on a lossless file (mean {} vs {})", info.pixels.mean, r["mean"])) };
+        return if sha == info.pixels.sha256 {
+            Ok(())
+        } else {
+            Err(format!("sha256 differs on a lossless file (mean {} vs {})", info.pixels.mean, r["mean"]))
+        };
     }
     // Lossy: sample values within ±2 (±4 for YBR colour, which is subsampled), mean within ±0.5.
     let ybr = info.samples_per_pixel == 3 && r["photometric"].as_str().unwrap_or("").contains("YBR");
@@ -82,9 +88,7 @@ fn compare(r: &Value, info: &tandem::cli::info::Info) -> Result<(), String> {
 }
 
 fn decoded_values(path: &Path) -> Result<Vec<f64>, String> {
-    let obj = tandem::study::dicom::open(path, false).map_err(|e| e.to_string())?;
-    let h = tandem::study::dicom::ImageHeader::read(&obj).map_err(|e| e.to_string())?;
-    let p = tandem::study::pixels::decode(&obj, &h).map_err(|e| e.to_string())?;
+    let (_, _, p) = tandem::study::pixels::read_file(path).map_err(|e| e.to_string())?;
     Ok((0..p.buf.len()).map(|i| p.buf.get(i)).collect())
 }
 

@@ -84,13 +84,25 @@ fn zoom_is_synced_between_panes() {
     h.hover_at(c);
     h.run_steps(2);
     let z0 = [h.state().pane(Role::Prior).relative_zoom().unwrap(), h.state().pane(Role::Current).relative_zoom().unwrap()];
-    h.event(Event::MouseWheel { unit: MouseWheelUnit::Line, delta: Vec2::new(0.0, 2.0), phase: TouchPhase::Move, modifiers: Modifiers::NONE, source: MouseWheelSource::Unknown });
+    h.event(Event::MouseWheel {
+        unit: MouseWheelUnit::Line,
+        delta: Vec2::new(0.0, 2.0),
+        phase: TouchPhase::Move,
+        modifiers: Modifiers::NONE,
+        source: MouseWheelSource::Unknown,
+    });
     h.run_steps(4);
     let z1 = [h.state().pane(Role::Prior).relative_zoom().unwrap(), h.state().pane(Role::Current).relative_zoom().unwrap()];
     assert!(z1[1] > z0[1] * 1.2, "wheel did not zoom: {z0:?} → {z1:?}");
     assert!((z1[0] - z1[1]).abs() < 1e-3, "zoom not synced: {z1:?}");
     // Ctrl+wheel scrolls frames instead of zooming.
-    h.event(Event::MouseWheel { unit: MouseWheelUnit::Line, delta: Vec2::new(0.0, -1.0), phase: TouchPhase::Move, modifiers: Modifiers::CTRL | Modifiers::COMMAND, source: MouseWheelSource::Unknown });
+    h.event(Event::MouseWheel {
+        unit: MouseWheelUnit::Line,
+        delta: Vec2::new(0.0, -1.0),
+        phase: TouchPhase::Move,
+        modifiers: Modifiers::CTRL | Modifiers::COMMAND,
+        source: MouseWheelSource::Unknown,
+    });
     h.run_steps(4);
     let z2 = h.state().pane(Role::Current).relative_zoom().unwrap();
     assert!((z2 - z1[1]).abs() < 1e-3, "Ctrl+wheel must not zoom");

@@ -276,7 +276,12 @@ impl Document {
     }
 
     /// Findings as the grounder proposed them, ready to be added through `History`.
-    pub fn proposals_to_findings(proposals: &[crate::grounding::Proposal], target: (&str, u32), reference: (&str, u32), now: &str) -> Vec<Finding> {
+    pub fn proposals_to_findings(
+        proposals: &[crate::grounding::Proposal],
+        target: (&str, u32),
+        reference: (&str, u32),
+        now: &str,
+    ) -> Vec<Finding> {
         proposals
             .iter()
             .map(|p| {

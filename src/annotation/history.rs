@@ -136,7 +136,13 @@ mod tests {
     use crate::grounding::BBox;
 
     fn finding(label: &str) -> Finding {
-        Finding::new(FindingKind::Manual, label, vec![ImageBox::new("current", 0, BBox::new(1.0, 2.0, 3.0, 4.0))], Source::Human { user: None }, "t0")
+        Finding::new(
+            FindingKind::Manual,
+            label,
+            vec![ImageBox::new("current", 0, BBox::new(1.0, 2.0, 3.0, 4.0))],
+            Source::Human { user: None },
+            "t0",
+        )
     }
 
     #[test]

@@ -11,7 +11,9 @@ pub enum AnnotationError {
     Io(String),
     #[error("the annotation file is not valid JSON or is incomplete: {0}")]
     Json(String),
-    #[error("the annotation file was written by a newer Tandem (schema version {found}; this build reads up to {SCHEMA_VERSION}); open it with a newer version")]
+    #[error(
+        "the annotation file was written by a newer Tandem (schema version {found}; this build reads up to {SCHEMA_VERSION}); open it with a newer version"
+    )]
     NewerSchema { found: u64 },
     #[error("not a Tandem annotation file: {0}")]
     NotADocument(String),
@@ -35,7 +37,11 @@ pub fn parse(bytes: &[u8]) -> Result<Document, AnnotationError> {
     let doc: Document = serde_json::from_value(value).map_err(|e| AnnotationError::NotADocument(e.to_string()))?;
     let problems = validate(&doc);
     if let Some(first) = problems.first() {
-        return Err(AnnotationError::Invalid(if problems.len() > 1 { format!("{first} (and {} more)", problems.len() - 1) } else { first.clone() }));
+        return Err(AnnotationError::Invalid(if problems.len() > 1 {
+            format!("{first} (and {} more)", problems.len() - 1)
+        } else {
+            first.clone()
+        }));
     }
     Ok(doc)
 }

@@ -51,7 +51,14 @@ pub fn run(what: &AnnotationsCommand) -> Result<(), CliError> {
 /// modulo 50, so a reader can tell which version it sees.
 fn save_loop(file: &Path) -> Result<(), CliError> {
     let now = crate::annotation::document::now();
-    let mut doc = Document::new(vec![ImageRef { id: "current".into(), path: "x.png".into(), width: 100, height: 100, frames: 1, ..Default::default() }]);
+    let mut doc = Document::new(vec![ImageRef {
+        id: "current".into(),
+        path: "x.png".into(),
+        width: 100,
+        height: 100,
+        frames: 1,
+        ..Default::default()
+    }]);
     for version in 0u64.. {
         let n = (version % 50) as usize;
         doc.extra.insert("version".into(), serde_json::json!(version));

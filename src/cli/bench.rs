@@ -11,7 +11,6 @@ use crate::grounding::rng::Rng;
 use crate::grounding::synth::{SourcePool, Synth};
 use crate::grounding::task::Task;
 use crate::grounding::{DevicePreference, Engine, LocateHint, Method, WeightsSource};
-use crate::study::dicom::{self, ImageHeader};
 use crate::study::pixels;
 
 #[derive(Subcommand, Debug)]
@@ -47,10 +46,8 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 /// Milliseconds to open and fully decode `path` (what pydicom's dcmread + pixel_array does).
 pub fn time_decode(path: &Path) -> Result<f64, CliError> {
     let start = Instant::now();
-    let obj = dicom::open(path, false)?;
-    let header = ImageHeader::read(&obj)?;
-    let stored = pixels::decode(&obj, &header)?;
-    std::hint::black_box(&stored);
+    let decoded = pixels::read_file(path)?;
+    std::hint::black_box(&decoded);
     Ok(start.elapsed().as_secs_f64() * 1e3)
 }
 

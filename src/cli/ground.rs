@@ -22,7 +22,11 @@ pub fn load_gray(path: &Path) -> Result<GrayImage, CliError> {
 }
 
 pub fn parse_box(s: &str) -> Result<BBox, CliError> {
-    let v: Vec<f32> = s.split(',').map(|p| p.trim().parse::<f32>()).collect::<Result<_, _>>().map_err(|_| CliError(format!("--box must be x1,y1,x2,y2 numbers, got {s:?}")))?;
+    let v: Vec<f32> = s
+        .split(',')
+        .map(|p| p.trim().parse::<f32>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| CliError(format!("--box must be x1,y1,x2,y2 numbers, got {s:?}")))?;
     if v.len() != 4 || !v.iter().all(|x| x.is_finite()) {
         return Err(CliError(format!("--box must be x1,y1,x2,y2, got {s:?}")));
     }
@@ -72,7 +76,10 @@ pub fn run(cli: &Cli, what: &GroundCommand) -> Result<(), CliError> {
             }
             print_proposals(&proposals);
             if let Some(path) = json {
-                write_json(path, &GroundOutput { method: out.method, model: engine.model_name(), device: &engine.device.label, proposals: &proposals })?;
+                write_json(
+                    path,
+                    &GroundOutput { method: out.method, model: engine.model_name(), device: &engine.device.label, proposals: &proposals },
+                )?;
             }
             if let Some(path) = annotations {
                 let doc = crate::cli::annotations::document_for(prior, current, &proposals)?;
@@ -90,7 +97,10 @@ pub fn run(cli: &Cli, what: &GroundCommand) -> Result<(), CliError> {
             print_proposals(&proposals);
             if let Some(path) = json {
                 let m = proposals.first().map(|_| Method::from(*method)).unwrap_or(Method::Baseline);
-                write_json(path, &GroundOutput { method: m, model: engine.model_name(), device: &engine.device.label, proposals: &proposals })?;
+                write_json(
+                    path,
+                    &GroundOutput { method: m, model: engine.model_name(), device: &engine.device.label, proposals: &proposals },
+                )?;
             }
             Ok(())
         }
@@ -148,7 +158,8 @@ pub fn train(cli: &Cli, args: &TrainArgs) -> Result<(), CliError> {
         gpu: args.gpu,
         ..TrainOptions::default()
     };
-    let report = train::train(&opts, &|line| eprintln!("{line}")).map_err(|e| CliError(format!("{e:#}")))?;
+    let run = if args.calibrate_only { train::recalibrate } else { train::train };
+    let report = run(&opts, &|line| eprintln!("{line}")).map_err(|e| CliError(format!("{e:#}")))?;
     if args.validation.exists() {
         eprintln!("evaluating on {}", args.validation.display());
         let items = medsg::read_task_file(&args.validation)?;
@@ -157,11 +168,26 @@ pub fn train(cli: &Cli, args: &TrainArgs) -> Result<(), CliError> {
         let engine = Engine::new(cli.device.into(), &weights);
         let model = run_eval(&engine, &items, &root, Method::Model);
         let base = run_eval(&engine, &items, &root, Method::Baseline);
-        let card = crate::grounding::card::model_card(&report, &model, &base, &args.validation, &engine.device.label);
+        let copied = eval::reference_as_answer(&items);
+        let meta = crate::grounding::weights::load_meta(&weights).map_err(|e| CliError(e.to_string()))?;
+        let card = crate::grounding::card::model_card(
+            &report,
+            &model,
+            &base,
+            &copied,
+            &args.validation,
+            &engine.device.label,
+            (meta.change_calibration, meta.match_calibration),
+            meta.change_extent_logit,
+        );
         let card_path = args.out.with_file_name("README.md");
         crate::fsutil::write_atomic(&card_path, card.as_bytes())?;
         eprintln!("wrote {}", card_path.display());
-        print!("{}{}", eval::table(&model, "model"), eval::table(&base, "baseline").lines().skip(2).map(|l| format!("{l}\n")).collect::<String>());
+        print!(
+            "{}{}",
+            eval::table(&model, "model"),
+            eval::table(&base, "baseline").lines().skip(2).map(|l| format!("{l}\n")).collect::<String>()
+        );
     } else {
         eprintln!("no validation set at {} (make one with `tandem synth`)", args.validation.display());
     }

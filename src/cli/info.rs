@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::study::dicom::{self, Attrs, ImageHeader};
+use crate::study::dicom::{self, Attrs};
 use crate::study::pixels::{self, PixelBuf, PixelDigest, StoredPixels};
 use crate::study::{StudyError, raster};
 
@@ -29,9 +29,7 @@ pub fn info(path: &Path) -> Result<Info, StudyError> {
     if raster::is_raster(path) && !dicom::looks_like_dicom(path) {
         return raster_info(path);
     }
-    let obj = dicom::open(path, false)?;
-    let header = ImageHeader::read(&obj)?;
-    let stored = pixels::decode(&obj, &header)?;
+    let (obj, header, stored) = pixels::read_file(path)?;
     Ok(Info {
         path: path.display().to_string(),
         modality: obj.str_of(dicom_dictionary_std::tags::MODALITY),

@@ -162,6 +162,9 @@ pub struct TrainArgs {
     /// Train on a GPU through wgpu.
     #[arg(long)]
     pub gpu: bool,
+    /// Keep the weights at --out and redo only the calibration (after inference changed).
+    #[arg(long)]
+    pub calibrate_only: bool,
     /// Evaluate on this task file afterwards and write the model card.
     #[arg(long, default_value = "models/validation/validation.json")]
     pub validation: PathBuf,
@@ -179,7 +182,7 @@ pub struct SynthArgs {
     pub split: Split,
     #[arg(long, default_value_t = 9001)]
     pub seed: u64,
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 40)]
     pub per_task: usize,
 }
 

@@ -86,9 +86,9 @@ pub fn choose(preference: DevicePreference) -> ComputeDevice {
         GpuProbe::Real { device, name } => {
             ComputeDevice { device, is_gpu: true, label: format!("GPU: {name}"), reason: "GPU adapter found".into() }
         }
-        GpuProbe::Software { name } => ComputeDevice::cpu(format!(
-            "only a software GPU adapter ({name}) was found; the CPU backend is faster"
-        )),
+        GpuProbe::Software { name } => {
+            ComputeDevice::cpu(format!("only a software GPU adapter ({name}) was found; the CPU backend is faster"))
+        }
         GpuProbe::Missing { error } => ComputeDevice::cpu(format!("no GPU adapter found ({error})")),
     }
 }

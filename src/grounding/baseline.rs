@@ -39,8 +39,8 @@ pub fn diff(prior: &GrayImage, current: &GrayImage) -> (Vec<Scored>, Transform) 
     let prior_from_current = align.fixed_from_moving.inverse().unwrap_or(Transform::IDENTITY);
     let warped = prior_on_current(prior, current, &prior_from_current);
     let (gain, offset) = fit_linear(&warped, current);
-    let diff = GrayImage::from_fn(current.width, current.height, |x, y| (current.get(x, y) - (gain * warped.get(x, y) + offset)).abs())
-        .blur(1.5);
+    let diff =
+        GrayImage::from_fn(current.width, current.height, |x, y| (current.get(x, y) - (gain * warped.get(x, y) + offset)).abs()).blur(1.5);
     // Noise level from the median absolute difference (a half-normal's median is 0.674σ);
     // a change must stand 4σ above it, and at least a visible 0.035 on the 0..1 scale.
     let median = percentiles(&diff.data, &[0.5])[0];
@@ -52,11 +52,8 @@ pub fn diff(prior: &GrayImage, current: &GrayImage) -> (Vec<Scored>, Transform) 
         comps = components(&diff, 0.5 * max, &diff).1;
     }
     let total: f64 = comps.iter().map(|c| c.weight).sum::<f64>().max(1e-9);
-    let mut out: Vec<Scored> = comps
-        .iter()
-        .filter(|c| c.pixels >= 4)
-        .map(|c| Scored { bbox: c.bbox, score: (c.weight / total) as f32 })
-        .collect();
+    let mut out: Vec<Scored> =
+        comps.iter().filter(|c| c.pixels >= 4).map(|c| Scored { bbox: c.bbox, score: (c.weight / total) as f32 }).collect();
     out.sort_by(|a, b| b.score.total_cmp(&a.score));
     (out, prior_from_current)
 }
@@ -96,7 +93,12 @@ impl Integral {
 }
 
 /// NCC of `template` at every top-left position in `image` listed by `positions`.
-fn ncc_at(image: &GrayImage, integral: &Integral, template: &GrayImage, positions: impl Iterator<Item = (usize, usize)>) -> Vec<(usize, usize, f32)> {
+fn ncc_at(
+    image: &GrayImage,
+    integral: &Integral,
+    template: &GrayImage,
+    positions: impl Iterator<Item = (usize, usize)>,
+) -> Vec<(usize, usize, f32)> {
     let (tw, th) = (template.width, template.height);
     let n = (tw * th) as f64;
     let (tm, _) = template.mean_std();
@@ -113,7 +115,10 @@ fn ncc_at(image: &GrayImage, integral: &Integral, template: &GrayImage, position
             let (s, q) = integral.window(x, y, tw, th);
             let var = (q - s * s / n).max(0.0);
             let denom = var.sqrt() * t_norm;
-            (x, y, if denom > 1e-9 { (dot / denom) as f32 } else { 0.0 })
+            // A (nearly) flat window has no pattern to correlate; integral-image round-off must
+            // not turn it into a perfect match.
+            let flat = var < 1e-6 * n;
+            (x, y, if denom > 1e-9 && !flat { ((dot / denom) as f32).clamp(-1.0, 1.0) } else { 0.0 })
         })
         .collect()
 }
@@ -133,7 +138,7 @@ pub fn match_template(image: &GrayImage, template: &GrayImage) -> Option<(usize,
         let positions = (0..=small.height - small_t.height).flat_map(|y| (0..=small.width - small_t.width).map(move |x| (x, y)));
         let mut scored = ncc_at(&small, &integral, &small_t, positions);
         scored.sort_by(|a, b| b.2.total_cmp(&a.2));
-        scored.truncate(8);
+        scored.truncate(16);
         scored.into_iter().map(|(x, y, s)| (x * factor, y * factor, s)).collect()
     } else {
         vec![]
@@ -171,6 +176,37 @@ pub fn locate(reference: &GrayImage, reference_box: BBox, target: &GrayImage) ->
         bbox: BBox::new(x as f32, y as f32, (x + template.width) as f32, (y + template.height) as f32),
         score: ncc.clamp(0.0, 1.0),
     })
+}
+
+/// Moves `coarse` to where the reference region correlates best nearby (within a third of the
+/// box size) and returns that correlation; the coarse box (and NCC 0) when nothing there
+/// correlates well.
+pub fn refine(reference: &GrayImage, reference_box: BBox, target: &GrayImage, coarse: Scored) -> (Scored, f32) {
+    let b = reference_box.clamp_to(reference.width as f32, reference.height as f32);
+    let (w, h) = (b.width().round().max(1.0) as usize, b.height().round().max(1.0) as usize);
+    if w < 4 || h < 4 || w > target.width || h > target.height {
+        return (coarse, 0.0);
+    }
+    let template = reference.crop(b.x1.round() as isize, b.y1.round() as isize, w, h, 0.0);
+    let (cx, cy) = coarse.bbox.centre();
+    let reach = (w.max(h) as f32 / 3.0).max(6.0);
+    let (x0, y0) = ((cx - w as f32 / 2.0 - reach).max(0.0) as usize, (cy - h as f32 / 2.0 - reach).max(0.0) as usize);
+    let (x1, y1) = (
+        ((cx + w as f32 / 2.0 + reach).ceil() as usize).min(target.width),
+        ((cy + h as f32 / 2.0 + reach).ceil() as usize).min(target.height),
+    );
+    if x1 < x0 + w || y1 < y0 + h {
+        return (coarse, 0.0);
+    }
+    let window = target.crop(x0 as isize, y0 as isize, x1 - x0, y1 - y0, 0.0);
+    match match_template(&window, &template) {
+        Some((x, y, ncc)) if ncc > 0.6 => {
+            // The coarse box (whose size may differ from the template's) follows the match.
+            let (fx, fy) = ((x + x0) as f32 + w as f32 / 2.0, (y + y0) as f32 + h as f32 / 2.0);
+            (Scored { bbox: coarse.bbox.translate(fx - cx, fy - cy), score: coarse.score }, ncc)
+        }
+        _ => (coarse, 0.0),
+    }
 }
 
 /// Tracks `reference_box` from the first frame to the last, one frame at a time.

@@ -56,45 +56,62 @@ pub fn predict(engine: &Engine, item: &MedsgItem, root: &Path, method: Method) -
     if item.images.len() < 2 {
         return Err("fewer than two images".into());
     }
-    let load = |k: usize| medsg::read_image(&root.join(&item.images[k])).map_err(|e| e.to_string());
+    let mut images = Vec::with_capacity(item.images.len());
+    let mut red_box = None;
+    for (k, path) in item.images.iter().enumerate() {
+        let img = medsg::read_image(&root.join(path)).map_err(|e| e.to_string())?;
+        if k == 0 {
+            red_box = img.red_box;
+        }
+        images.push(img.image);
+    }
+    let reference = medsg::question_box(&item.question).or(red_box);
+    answer(engine, task, &images, reference, method).map(|(b, _)| b)
+}
+
+/// The box (and score) for one task on decoded images; `reference` is the box marked on the
+/// first image, where the task has one.
+pub fn answer(engine: &Engine, task: Task, images: &[GrayImage], reference: Option<BBox>, method: Method) -> Result<(BBox, f32), String> {
+    let found = |p: Option<crate::grounding::Proposal>, why: &str| p.map(|p| (p.target_box, p.score)).ok_or_else(|| why.to_string());
+    let need_reference = || reference.ok_or_else(|| "no reference box in the question or image".to_string());
     match task {
         Task::RegisteredDiff | Task::NonRegisteredDiff => {
-            let (a, b) = (load(0)?.image, load(1)?.image);
-            let out = engine.diff(&a, &b, method);
-            out.proposals.first().map(|p| p.target_box).ok_or_else(|| "no change found".into())
+            found(engine.diff(&images[0], &images[1], method).proposals.into_iter().next(), "no change found")
         }
-        Task::MultiView | Task::Crossmodal => {
-            let first = load(0)?;
-            let reference = medsg::question_box(&item.question).or(first.red_box).ok_or("no reference box in the question or image")?;
-            let target = load(1)?.image;
-            let hint = if task == Task::Crossmodal {
-                // Cross-modal pairs show the same anatomy at about the same place.
-                let (cx, cy) = reference.centre();
-                LocateHint { expected_centre: Some((cx, cy)), sigma_px: 40.0 + reference.width().max(reference.height()), known_size: None }
-            } else {
-                LocateHint::default()
-            };
-            engine.locate(&first.image, reference, &target, &hint, method).map(|p| p.target_box).ok_or_else(|| "not found".into())
+        Task::Crossmodal => {
+            // Cross-modal pairs show the same anatomy at about the same place.
+            let r = need_reference()?;
+            let (cx, cy) = r.centre();
+            let hint =
+                LocateHint { expected_centre: Some((cx, cy)), sigma_px: 12.0 + 0.375 * r.width().max(r.height()), ..Default::default() };
+            found(engine.locate(&images[0], r, &images[1], &hint, method), "not found")
         }
-        Task::ObjectTracking => {
-            let first = load(0)?;
-            let reference = medsg::question_box(&item.question).or(first.red_box).ok_or("no reference box in the question or image")?;
-            let mut frames: Vec<GrayImage> = vec![first.image];
-            for k in 1..item.images.len() {
-                frames.push(load(k)?.image);
-            }
-            engine.track(&frames, reference, method).map(|p| p.target_box).ok_or_else(|| "lost track".into())
+        Task::MultiView => {
+            // Two planes of one volume share its intensity scale.
+            let hint = LocateHint { same_scale: true, ..Default::default() };
+            found(engine.locate(&images[0], need_reference()?, &images[1], &hint, method), "not found")
         }
+        Task::ObjectTracking => found(engine.track(images, need_reference()?, method), "lost track"),
         Task::Patch => {
-            let (source, patch) = (load(0)?.image, load(1)?.image);
-            let whole = BBox::new(0.0, 0.0, patch.width as f32, patch.height as f32);
-            let hint = LocateHint { known_size: Some((patch.width as f32, patch.height as f32)), ..Default::default() };
-            engine.locate(&patch, whole, &source, &hint, method).map(|p| p.target_box).ok_or_else(|| "not found".into())
+            let (source, patch) = (&images[0], &images[1]);
+            let (w, h) = (patch.width as f32, patch.height as f32);
+            if method == Method::Baseline || !engine.has_model() {
+                let whole = BBox::new(0.0, 0.0, w, h);
+                return found(
+                    engine.locate(patch, whole, source, &LocateHint { same_scale: true, ..Default::default() }, Method::Baseline),
+                    "not found",
+                );
+            }
+            // The model matches the patch's inner half, whose context is still patch content;
+            // the answer is the whole patch around it, then refined pixel by pixel.
+            let inner = BBox::from_centre(w / 2.0, h / 2.0, w / 2.0, h / 2.0);
+            let hint = LocateHint { known_size: Some((w, h)), same_scale: true, refine: true, ..Default::default() };
+            found(engine.locate(patch, inner, source, &hint, method), "not found")
         }
         Task::Concept => {
-            let (object, scene) = (load(0)?.image, load(1)?.image);
-            let content = BBox::of_mask(&object, 0.02).ok_or("the concept image is empty")?;
-            engine.locate(&object, content, &scene, &LocateHint::default(), method).map(|p| p.target_box).ok_or_else(|| "not found".into())
+            let (object, scene) = (&images[0], &images[1]);
+            let content = BBox::of_mask(object, 0.02).ok_or("the concept image is empty")?;
+            found(engine.locate(object, content, scene, &LocateHint::default(), method), "not found")
         }
         Task::Referring => Err("referring expressions are not answered".into()),
     }
@@ -134,9 +151,27 @@ pub fn evaluate(engine: &Engine, items: &[MedsgItem], root: &Path, method: Metho
     report
 }
 
+/// The null answer for consistency tasks: the reference box itself, unmoved. It says how much
+/// of a task a position prior alone would solve.
+pub fn reference_as_answer(items: &[MedsgItem]) -> EvalReport {
+    let mut report = EvalReport::default();
+    for item in items {
+        let (Some(task), Some(truth), Some(reference)) =
+            (Task::from_medsg_name(&item.task), item.answer_box(), medsg::question_box(&item.question))
+        else {
+            continue;
+        };
+        if matches!(task, Task::MultiView | Task::ObjectTracking | Task::Crossmodal) {
+            report.per_task.entry(task.medsg_name().to_string()).or_default().add(reference.iou(&truth), 0.0);
+        }
+    }
+    report
+}
+
 /// The per-task table as Markdown.
 pub fn table(report: &EvalReport, method: &str) -> String {
-    let mut s = format!("| task | method | n | mean IoU | Acc@0.3 | Acc@0.5 | Acc@0.7 | ms/item |\n|---|---|---:|---:|---:|---:|---:|---:|\n");
+    let mut s =
+        format!("| task | method | n | mean IoU | Acc@0.3 | Acc@0.5 | Acc@0.7 | ms/item |\n|---|---|---:|---:|---:|---:|---:|---:|\n");
     let order = Task::ALL;
     for task in order {
         if let Some(t) = report.per_task.get(task.medsg_name()) {

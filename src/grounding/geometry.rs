@@ -124,7 +124,13 @@ pub fn components(mask: &GrayImage, threshold: f32, weight: &GrayImage) -> (Vec<
         }
         let label = comps.len() as u32 + 1;
         // Built field by field: BBox::new would reorder the sentinel corners.
-        let mut c = Component { pixels: 0, bbox: BBox { x1: f32::MAX, y1: f32::MAX, x2: f32::MIN, y2: f32::MIN }, weight: 0.0, peak: f32::MIN, peak_at: (0, 0) };
+        let mut c = Component {
+            pixels: 0,
+            bbox: BBox { x1: f32::MAX, y1: f32::MAX, x2: f32::MIN, y2: f32::MIN },
+            weight: 0.0,
+            peak: f32::MIN,
+            peak_at: (0, 0),
+        };
         labels[start] = label;
         stack.push(start);
         while let Some(i) = stack.pop() {

@@ -87,6 +87,11 @@ pub struct LocateHint {
     pub sigma_px: f32,
     /// The answer has exactly this size (patch task): skip the size head.
     pub known_size: Option<(f32, f32)>,
+    /// The reference comes from the target's own acquisition (a crop, another frame): map its
+    /// intensities with the target's range rather than its own.
+    pub same_scale: bool,
+    /// Refine the model's box by local normalized cross-correlation (same appearance expected).
+    pub refine: bool,
 }
 
 impl NetRunner {
@@ -101,11 +106,32 @@ impl NetRunner {
     /// Boxes of change in `current`'s pixels for an aligned pair, best first.
     pub fn diff(&self, prior_on_current: &GrayImage, current: &GrayImage) -> Result<Vec<Scored>, InferError> {
         let logits = self.change_logits(prior_on_current, current)?;
-        Ok(boxes_from_logits(&logits, current.width, current.height, &|l| self.meta.change_calibration.probability(l)))
+        Ok(boxes_from_logits(&logits, current.width, current.height, self.meta.change_extent_logit, &|l| {
+            self.meta.change_calibration.probability(l)
+        }))
     }
 
-    /// Finds `reference_box` of `reference` in `target` (0..1 images).
-    pub fn locate(&self, reference: &GrayImage, reference_box: BBox, target: &GrayImage, hint: &LocateHint) -> Result<Option<Scored>, InferError> {
+    /// Finds `reference_box` of `reference` in `target` (0..1 images): the best candidate.
+    pub fn locate(
+        &self,
+        reference: &GrayImage,
+        reference_box: BBox,
+        target: &GrayImage,
+        hint: &LocateHint,
+    ) -> Result<Option<Scored>, InferError> {
+        Ok(self.candidates(reference, reference_box, target, hint, 1)?.into_iter().next())
+    }
+
+    /// Up to `k` distinct candidate boxes for `reference_box` in `target`, best first (the
+    /// strongest local maxima of the match map, with the hint's prior applied).
+    pub fn candidates(
+        &self,
+        reference: &GrayImage,
+        reference_box: BBox,
+        target: &GrayImage,
+        hint: &LocateHint,
+        k: usize,
+    ) -> Result<Vec<Scored>, InferError> {
         let (sx, sy) = template_scales(&reference_box);
         let reference = antialias(reference, sx, sy);
         let target_aa = antialias(target, sx, sy);
@@ -123,7 +149,9 @@ impl NetRunner {
         let to_target = |j: f32, i: f32| -> (f32, f32) {
             (centre.0 + (STRIDE as f32 * j - sw as f32 / 2.0) / sx, centre.1 + (STRIDE as f32 * i - sh as f32 / 2.0) / sy)
         };
-        let mut best = (f32::NEG_INFINITY, 0usize, 0usize);
+        // The match map with the prior applied; cells whose centre falls outside the target
+        // cannot hold the answer.
+        let mut ranked = GrayImage::filled(score.width, score.height, f32::NEG_INFINITY);
         for i in 0..score.height {
             for j in 0..score.width {
                 let (x, y) = to_target(j as f32, i as f32);
@@ -135,46 +163,87 @@ impl NetRunner {
                     let d2 = (x - ex).powi(2) + (y - ey).powi(2);
                     s -= d2 / (2.0 * hint.sigma_px.max(1.0).powi(2));
                 }
-                if s > best.0 {
-                    best = (s, i, j);
-                }
+                ranked.set(j, i, s);
             }
         }
-        if !best.0.is_finite() {
-            return Ok(None);
-        }
-        let (_, i, j) = best;
-        let peak = score.get(j, i);
         let sub = |l: f32, c: f32, r: f32| {
             let d = l - 2.0 * c + r;
             if d < -1e-6 { (0.5 * (l - r) / d).clamp(-0.5, 0.5) } else { 0.0 }
         };
-        let dj = if j > 0 && j + 1 < score.width { sub(score.get(j - 1, i), peak, score.get(j + 1, i)) } else { 0.0 };
-        let di = if i > 0 && i + 1 < score.height { sub(score.get(j, i - 1), peak, score.get(j, i + 1)) } else { 0.0 };
-        let (cx, cy) = to_target(j as f32 + dj, i as f32 + di);
-        let (w, h) = match hint.known_size {
-            Some(s) => s,
-            None => {
-                let (lw, lh) = (size[0].get(j, i).clamp(-2.0, 2.0), size[1].get(j, i).clamp(-2.0, 2.0));
-                (TEMPLATE_PX as f32 * lw.exp() / sx, TEMPLATE_PX as f32 * lh.exp() / sy)
-            }
-        };
-        let bbox = BBox::from_centre(cx, cy, w, h);
-        Ok(Some(Scored { bbox, score: self.meta.match_calibration.probability(peak) }))
+        let mut out = Vec::new();
+        for (i, j) in local_maxima(&ranked, k) {
+            let peak = score.get(j, i);
+            let dj = if j > 0 && j + 1 < score.width { sub(score.get(j - 1, i), peak, score.get(j + 1, i)) } else { 0.0 };
+            let di = if i > 0 && i + 1 < score.height { sub(score.get(j, i - 1), peak, score.get(j, i + 1)) } else { 0.0 };
+            let (cx, cy) = to_target(j as f32 + dj, i as f32 + di);
+            let (w, h) = match hint.known_size {
+                Some(s) => s,
+                None => {
+                    let (lw, lh) = (size[0].get(j, i).clamp(-2.0, 2.0), size[1].get(j, i).clamp(-2.0, 2.0));
+                    (TEMPLATE_PX as f32 * lw.exp() / sx, TEMPLATE_PX as f32 * lh.exp() / sy)
+                }
+            };
+            out.push(Scored { bbox: BBox::from_centre(cx, cy, w, h), score: self.meta.match_calibration.probability(peak) });
+        }
+        Ok(out)
     }
 }
 
-/// Change boxes from stride-4 logits: components of p > 0.5 on the upsampled map, each scored
-/// by its peak logit; when nothing passes, the region around the strongest response.
-pub fn boxes_from_logits(logits: &GrayImage, width: usize, height: usize, calibrate: &dyn Fn(f32) -> f32) -> Vec<Scored> {
+/// The `k` highest finite local maxima of `map` as (row, column), at least 2 cells apart.
+fn local_maxima(map: &GrayImage, k: usize) -> Vec<(usize, usize)> {
+    let mut peaks: Vec<(f32, usize, usize)> = Vec::new();
+    for i in 0..map.height {
+        for j in 0..map.width {
+            let v = map.get(j, i);
+            if !v.is_finite() {
+                continue;
+            }
+            let is_max = (-1i64..=1).all(|di| {
+                (-1i64..=1).all(|dj| {
+                    let (y, x) = (i as i64 + di, j as i64 + dj);
+                    (di == 0 && dj == 0)
+                        || y < 0
+                        || x < 0
+                        || y >= map.height as i64
+                        || x >= map.width as i64
+                        || map.get(x as usize, y as usize) <= v
+                })
+            });
+            if is_max {
+                peaks.push((v, i, j));
+            }
+        }
+    }
+    peaks.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut kept: Vec<(usize, usize)> = Vec::new();
+    for (_, i, j) in peaks {
+        if kept.iter().all(|&(a, b)| (a as i64 - i as i64).abs().max((b as i64 - j as i64).abs()) >= 2) {
+            kept.push((i, j));
+            if kept.len() == k {
+                break;
+            }
+        }
+    }
+    kept
+}
+
+/// Change boxes from stride-4 logits on the upsampled map: a change is detected where p > 0.5
+/// somewhere, and its box spans the connected region above `extent_logit` (≤ 0, tuned after
+/// training), scored by its peak; when nothing passes, the region around the strongest response.
+pub fn boxes_from_logits(
+    logits: &GrayImage,
+    width: usize,
+    height: usize,
+    extent_logit: f32,
+    calibrate: &dyn Fn(f32) -> f32,
+) -> Vec<Scored> {
     let s = STRIDE as f32;
     let full = GrayImage::from_fn(width, height, |x, y| logits.sample((x as f32 + 0.5) / s - 0.5, (y as f32 + 0.5) / s - 0.5));
-    let (_, comps) = components(&full, 0.0, &full);
-    let mut out: Vec<Scored> = comps
-        .iter()
-        .filter(|c| c.pixels >= 6)
-        .map(|c| Scored { bbox: c.bbox, score: calibrate(c.peak) })
-        .collect();
+    let (_, comps) = components(&full, extent_logit.min(0.0), &full);
+    let mut kept: Vec<&crate::grounding::geometry::Component> = comps.iter().filter(|c| c.pixels >= 6 && c.peak > 0.0).collect();
+    // Ranked by the raw peak, which calibration maps monotonically.
+    kept.sort_by(|a, b| b.peak.total_cmp(&a.peak));
+    let mut out: Vec<Scored> = kept.iter().map(|c| Scored { bbox: c.bbox, score: calibrate(c.peak) }).collect();
     if out.is_empty() {
         let (peak_i, &peak) = match full.data.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)) {
             Some(p) => p,
@@ -190,7 +259,6 @@ pub fn boxes_from_logits(logits: &GrayImage, width: usize, height: usize, calibr
             out.push(Scored { bbox: c.bbox, score: calibrate(peak) });
         }
     }
-    out.sort_by(|a, b| b.score.total_cmp(&a.score));
     out
 }
 
@@ -213,7 +281,7 @@ mod tests {
     #[test]
     fn logits_to_boxes_finds_the_blob() {
         let logits = GrayImage::from_fn(20, 20, |x, y| if (5..9).contains(&x) && (10..13).contains(&y) { 4.0 } else { -4.0 });
-        let boxes = boxes_from_logits(&logits, 80, 80, &|l| 1.0 / (1.0 + (-l).exp()));
+        let boxes = boxes_from_logits(&logits, 80, 80, 0.0, &|l| 1.0 / (1.0 + (-l).exp()));
         assert_eq!(boxes.len(), 1);
         let b = boxes[0].bbox;
         let truth = BBox::new(20.0, 40.0, 36.0, 52.0);

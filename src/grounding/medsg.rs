@@ -71,9 +71,15 @@ pub struct BenchImage {
 
 pub fn read_image(path: &Path) -> Result<BenchImage, MedsgError> {
     let err = |msg: String| MedsgError::Image { path: path.display().to_string(), msg };
-    let img = image::ImageReader::open(path).map_err(|e| err(e.to_string()))?.with_guessed_format().map_err(|e| err(e.to_string()))?.decode().map_err(|e| err(e.to_string()))?;
+    let img = image::ImageReader::open(path)
+        .map_err(|e| err(e.to_string()))?
+        .with_guessed_format()
+        .map_err(|e| err(e.to_string()))?
+        .decode()
+        .map_err(|e| err(e.to_string()))?;
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let sixteen = matches!(img, image::DynamicImage::ImageLuma16(_) | image::DynamicImage::ImageRgb16(_) | image::DynamicImage::ImageRgba16(_));
+    let sixteen =
+        matches!(img, image::DynamicImage::ImageLuma16(_) | image::DynamicImage::ImageRgb16(_) | image::DynamicImage::ImageRgba16(_));
     if !img.color().has_color() {
         let data: Vec<f32> = if sixteen {
             img.to_luma16().into_raw().into_iter().map(|v| v as f32 / 65535.0).collect()

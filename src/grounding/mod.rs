@@ -92,9 +92,29 @@ struct Working {
     scale: f32,
 }
 
+/// The intensity range mapped to 0..1 before grounding: the 0.5–99.5 percentiles (of at most
+/// 64k evenly spaced samples, which is plenty for two percentiles and keeps this cheap).
+pub fn unit_range(img: &GrayImage) -> (f32, f32) {
+    let step = (img.data.len() / 65_536).max(1);
+    let sample: Vec<f32> = img.data.iter().step_by(step).copied().collect();
+    let p = crate::study::gray::percentiles(&sample, &[0.005, 0.995]);
+    (p[0], p[1])
+}
+
+/// `img` mapped to 0..1 through `range` (clamped); training and inference both use this.
+pub fn to_unit(img: &GrayImage, range: (f32, f32)) -> GrayImage {
+    let (lo, hi) = range;
+    let scale = if hi > lo { 1.0 / (hi - lo) } else { 0.0 };
+    img.map(|v| ((v - lo) * scale).clamp(0.0, 1.0))
+}
+
 fn working(img: &GrayImage) -> Working {
+    working_with(img, unit_range(img))
+}
+
+fn working_with(img: &GrayImage, range: (f32, f32)) -> Working {
     let longest = img.width.max(img.height);
-    let unit = img.normalized_percentile(0.005, 0.995);
+    let unit = to_unit(img, range);
     if longest as f32 > WORKING_SIDE as f32 * 1.25 {
         let f = WORKING_SIDE as f32 / longest as f32;
         let (w, h) = (((img.width as f32 * f).round() as usize).max(8), ((img.height as f32 * f).round() as usize).max(8));
@@ -103,6 +123,16 @@ fn working(img: &GrayImage) -> Working {
     } else {
         Working { image: unit, scale: 1.0 }
     }
+}
+
+/// Whole-image correlation of a crop (the whole reference image) in the target: the box of
+/// the hint's known size centred where it matches best, and that correlation.
+fn exhaustive_for_crop(reference: &GrayImage, target: &GrayImage, hint: &LocateHint) -> Option<(Scored, f32)> {
+    let (w, h) = hint.known_size?;
+    let whole = BBox::new(0.0, 0.0, reference.width as f32, reference.height as f32);
+    let found = baseline::locate(reference, whole, target)?;
+    let (cx, cy) = found.bbox.centre();
+    Some((Scored { bbox: BBox::from_centre(cx, cy, w, h), score: found.score }, found.score))
 }
 
 /// The grounding service shared by the CLI and the viewer.
@@ -123,10 +153,38 @@ impl Engine {
             Ok((net, meta)) => {
                 let name = meta.name();
                 let status = format!("{name} on {} ({})", device.label, device.reason);
-                Engine { runner: Some(Mutex::new(NetRunner { net, device: device.device.clone(), meta })), device, status, model_name: Some(name) }
+                Engine {
+                    runner: Some(Mutex::new(NetRunner { net, device: device.device.clone(), meta })),
+                    device,
+                    status,
+                    model_name: Some(name),
+                }
             }
             Err(e) => Engine::baseline_only(device, format!("{e}; using the classical grounder")),
         }
+    }
+
+    /// An engine around a network already in memory (training calibrates through this).
+    pub fn from_runner(runner: NetRunner, where_: &str) -> Engine {
+        let name = runner.meta.name();
+        Engine {
+            status: format!("{name} on {where_}"),
+            model_name: Some(name),
+            device: ComputeDevice::cpu(where_),
+            runner: Some(Mutex::new(runner)),
+        }
+    }
+
+    /// Sets where change boxes are cut (see `ModelMeta::change_extent_logit`).
+    pub fn set_change_extent(&self, logit: f32) {
+        if let Some(r) = &self.runner {
+            r.lock().unwrap_or_else(|p| p.into_inner()).meta.change_extent_logit = logit;
+        }
+    }
+
+    /// Takes the network back out.
+    pub fn into_runner(self) -> Option<NetRunner> {
+        self.runner.map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
     }
 
     pub fn baseline_only(device: ComputeDevice, status: String) -> Engine {
@@ -184,7 +242,8 @@ impl Engine {
             .into_iter()
             .map(|s| {
                 let target_box = s.bbox.scale(c.scale, c.scale);
-                let r = prior_from_current.map_box([target_box.x1 as f64, target_box.y1 as f64, target_box.x2 as f64, target_box.y2 as f64]);
+                let r =
+                    prior_from_current.map_box([target_box.x1 as f64, target_box.y1 as f64, target_box.x2 as f64, target_box.y2 as f64]);
                 Proposal {
                     kind: ProposalKind::Change,
                     target_box,
@@ -198,17 +257,50 @@ impl Engine {
     }
 
     /// Where `reference_box` of `reference` lies in `target`.
-    pub fn locate(&self, reference: &GrayImage, reference_box: BBox, target: &GrayImage, hint: &LocateHint, method: Method) -> Option<Proposal> {
+    pub fn locate(
+        &self,
+        reference: &GrayImage,
+        reference_box: BBox,
+        target: &GrayImage,
+        hint: &LocateHint,
+        method: Method,
+    ) -> Option<Proposal> {
         let method = self.effective(method);
-        let (r, t) = (working(reference), working(target));
+        let t = working(target);
+        // A crop of the target (or another frame of it) keeps the target's intensity scale.
+        let r = if hint.same_scale { working_with(reference, unit_range(target)) } else { working(reference) };
         let rb = reference_box.scale(1.0 / r.scale, 1.0 / r.scale);
         let hint_w = LocateHint {
             expected_centre: hint.expected_centre.map(|(x, y)| (x / t.scale, y / t.scale)),
             sigma_px: hint.sigma_px / t.scale,
             known_size: hint.known_size.map(|(w, h)| (w / t.scale, h / t.scale)),
+            ..hint.clone()
         };
         let found = match method {
             Method::Baseline => baseline::locate(&r.image, rb, &t.image),
+            // Same appearance expected: the model proposes a few places and pixel correlation
+            // picks among them (elongated anatomy repeats along its length); otherwise the
+            // model's best place stands.
+            Method::Model if hint.refine => self
+                .with_runner(|n| n.candidates(&r.image, rb, &t.image, &hint_w, if hint.known_size.is_some() { 16 } else { 5 }))
+                .and_then(|res| res.map_err(|e| log::error!("{e}")).ok())
+                .and_then(|cands| {
+                    let first = *cands.first()?;
+                    // A crop of known size is verified whole: more pixels, fewer look-alikes.
+                    let verify =
+                        if hint.known_size.is_some() { BBox::new(0.0, 0.0, r.image.width as f32, r.image.height as f32) } else { rb };
+                    let refined = cands.into_iter().map(|c| baseline::refine(&r.image, verify, &t.image, c));
+                    let best = refined.filter(|(_, ncc)| *ncc > 0.6).max_by(|a, b| a.1.total_cmp(&b.1));
+                    // An exact copy (a crop): the model's places compete with a whole-image
+                    // search, and pixel correlation decides.
+                    let exhaustive = if hint.known_size.is_some() { exhaustive_for_crop(&r.image, &t.image, hint) } else { None };
+                    match (best, exhaustive) {
+                        (Some((s, ncc)), Some((e, e_ncc))) => Some(if e_ncc > ncc + 1e-4 { e } else { s }),
+                        (None, Some((e, _))) => Some(e),
+                        (Some((s, _)), None) => Some(s),
+                        (None, None) => Some(first),
+                    }
+                }),
             Method::Model => self
                 .with_runner(|n| n.locate(&r.image, rb, &t.image, &hint_w))
                 .and_then(|res| res.map_err(|e| log::error!("{e}")).ok())
@@ -242,11 +334,27 @@ impl Engine {
         let mut score = 1.0f32;
         for pair in frames.windows(2) {
             let (cx, cy) = current.centre();
-            let hint = LocateHint { expected_centre: Some((cx, cy)), sigma_px: 0.6 * current.width().max(current.height()) + 12.0, known_size: None };
+            let hint = LocateHint {
+                expected_centre: Some((cx, cy)),
+                sigma_px: 0.6 * current.width().max(current.height()) + 12.0,
+                same_scale: true,
+                refine: true,
+                ..Default::default()
+            };
             let p = self.locate(&pair[0], current, &pair[1], &hint, method)?;
             score = score.min(p.score);
-            current = p.target_box;
+            // Sizes change slowly between frames: damp the size head's frame-to-frame noise.
+            let (nx, ny) = p.target_box.centre();
+            let w = (current.width() * p.target_box.width()).sqrt();
+            let h = (current.height() * p.target_box.height()).sqrt();
+            current = BBox::from_centre(nx, ny, w, h);
         }
-        Some(Proposal { kind: ProposalKind::Correspondence, target_box: current, reference_box: Some(reference_box), score, source: self.source(method) })
+        Some(Proposal {
+            kind: ProposalKind::Correspondence,
+            target_box: current,
+            reference_box: Some(reference_box),
+            score,
+            source: self.source(method),
+        })
     }
 }

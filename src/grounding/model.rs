@@ -41,13 +41,12 @@ pub struct ConvBn {
 }
 
 impl ConvBn {
-    fn new(cin: usize, cout: usize, kernel: usize, stride: usize, dilation: usize, groups: usize, device: &Device) -> Self {
+    fn new(cin: usize, cout: usize, kernel: usize, stride: usize, dilation: usize, device: &Device) -> Self {
         let pad = dilation * (kernel / 2);
         ConvBn {
             conv: Conv2dConfig::new([cin, cout], [kernel, kernel])
                 .with_stride([stride, stride])
                 .with_dilation([dilation, dilation])
-                .with_groups(groups)
                 .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
                 .with_bias(false)
                 .init(device),
@@ -105,7 +104,11 @@ pub struct SepBlock {
 
 impl SepBlock {
     fn new(c: usize, dilation: usize, device: &Device) -> Self {
-        SepBlock { dw: Depthwise3::new(c, dilation, device), dw_bn: BatchNormConfig::new(c).init(device), pw: ConvBn::new(c, c, 1, 1, 1, 1, device) }
+        SepBlock {
+            dw: Depthwise3::new(c, dilation, device),
+            dw_bn: BatchNormConfig::new(c).init(device),
+            pw: ConvBn::new(c, c, 1, 1, 1, device),
+        }
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
@@ -129,11 +132,11 @@ pub struct Encoder {
 impl Encoder {
     fn new(cfg: &GrounderConfig, device: &Device) -> Self {
         Encoder {
-            stem: ConvBn::new(1, cfg.c1, 3, 2, 1, 1, device),
-            down4: ConvBn::new(cfg.c1, cfg.c4, 3, 2, 1, 1, device),
+            stem: ConvBn::new(1, cfg.c1, 3, 2, 1, device),
+            down4: ConvBn::new(cfg.c1, cfg.c4, 3, 2, 1, device),
             block4a: SepBlock::new(cfg.c4, 1, device),
             block4b: SepBlock::new(cfg.c4, 2, device),
-            down8: ConvBn::new(cfg.c4, cfg.c8, 3, 2, 1, 1, device),
+            down8: ConvBn::new(cfg.c4, cfg.c8, 3, 2, 1, device),
             block8a: SepBlock::new(cfg.c8, 1, device),
             block8b: SepBlock::new(cfg.c8, 2, device),
         }
@@ -160,9 +163,9 @@ pub struct ChangeHead {
 impl ChangeHead {
     fn new(cfg: &GrounderConfig, device: &Device) -> Self {
         ChangeHead {
-            coarse: ConvBn::new(3 * cfg.c8, cfg.head, 3, 1, 1, 1, device),
+            coarse: ConvBn::new(3 * cfg.c8, cfg.head, 3, 1, 1, device),
             coarse_ctx: SepBlock::new(cfg.head, 2, device),
-            fuse: ConvBn::new(2 * cfg.c4 + cfg.head, cfg.head, 3, 1, 1, 1, device),
+            fuse: ConvBn::new(2 * cfg.c4 + cfg.head, cfg.head, 3, 1, 1, device),
             fuse_ctx: SepBlock::new(cfg.head, 1, device),
             out: Conv2dConfig::new([cfg.head, 1], [1, 1]).init(device),
         }
@@ -195,7 +198,7 @@ impl MatchHead {
         let c = cfg.c4 + cfg.c8;
         MatchHead {
             adjust: Conv2dConfig::new([c, cfg.head], [1, 1]).init(device),
-            mix: ConvBn::new(cfg.head, cfg.head, 3, 1, 1, 1, device),
+            mix: ConvBn::new(cfg.head, cfg.head, 3, 1, 1, device),
             score: Conv2dConfig::new([cfg.head, 1], [1, 1]).init(device),
             size: Conv2dConfig::new([cfg.head, 2], [1, 1]).init(device),
         }

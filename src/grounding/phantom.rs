@@ -191,7 +191,11 @@ impl Phantom {
             // Every structure must stand out from the body it sits in.
             let body_level = organs[0].intensity;
             if (intensity - body_level).abs() < 0.12 {
-                intensity = if intensity >= body_level { (body_level + 0.12 + rng.range(0.0, 0.2)).min(0.95) } else { (body_level - 0.12 - rng.range(0.0, 0.15)).max(0.02) };
+                intensity = if intensity >= body_level {
+                    (body_level + 0.12 + rng.range(0.0, 0.2)).min(0.95)
+                } else {
+                    (body_level - 0.12 - rng.range(0.0, 0.15)).max(0.02)
+                };
             }
             organs.push(Organ {
                 centre,
@@ -223,7 +227,13 @@ impl Phantom {
     fn shade(&self, i: usize, p: [f32; 3]) -> f32 {
         let o = &self.organs[i];
         let r = o.radial(p, &self.noise);
-        let base = if o.shell > 0.0 && r > 1.0 - o.shell { o.intensity } else if o.shell > 0.0 { o.intensity * 0.55 } else { o.intensity };
+        let base = if o.shell > 0.0 && r > 1.0 - o.shell {
+            o.intensity
+        } else if o.shell > 0.0 {
+            o.intensity * 0.55
+        } else {
+            o.intensity
+        };
         let tex = self.noise.fractal(p[0] + i as f32 * 31.0, p[1], p[2], o.texture_freq, 3);
         (base + o.texture_amp * tex * 2.0).clamp(0.0, 1.0)
     }
@@ -252,7 +262,10 @@ impl Phantom {
 
     /// Like `visible_organ`, testing only organs whose bound contains in-plane point (u, v).
     fn visible_among(&self, cut: &[(usize, f32, f32, f32)], p: [f32; 3], u: f32, v: f32) -> Option<usize> {
-        cut.iter().rev().find(|&&(i, cu, cv, r2)| (u - cu).powi(2) + (v - cv).powi(2) <= r2 && self.organs[i].radial(p, &self.noise) < 1.0).map(|c| c.0)
+        cut.iter()
+            .rev()
+            .find(|&&(i, cu, cv, r2)| (u - cu).powi(2) + (v - cv).powi(2) <= r2 && self.organs[i].radial(p, &self.noise) < 1.0)
+            .map(|c| c.0)
     }
 
     fn value_among(&self, cut: &[(usize, f32, f32, f32)], p: [f32; 3], u: f32, v: f32) -> f32 {

@@ -271,13 +271,7 @@ impl Synth {
             boxes.push(b);
             images.push(photometric(rng, &ph.slice(plane, depth, size), 0.5));
         }
-        Some(SynthItem {
-            task: Task::ObjectTracking,
-            images,
-            reference: Some(boxes[0]),
-            answer: *boxes.last()?,
-            change_mask: None,
-        })
+        Some(SynthItem { task: Task::ObjectTracking, images, reference: Some(boxes[0]), answer: *boxes.last()?, change_mask: None })
     }
 
     // ----- multi-view (T3) -------------------------------------------------------------------------
@@ -319,7 +313,11 @@ impl Synth {
         let (x0, y0) = (object.x1 as usize, object.y1 as usize);
         for y in y0..object.y2 as usize {
             for x in x0..object.x2 as usize {
-                cutout.set(x - x0 + (self.size - object.width() as usize) / 2, y - y0 + (self.size - object.height() as usize) / 2, scene.get(x, y).max(0.02));
+                cutout.set(
+                    x - x0 + (self.size - object.width() as usize) / 2,
+                    y - y0 + (self.size - object.height() as usize) / 2,
+                    scene.get(x, y).max(0.02),
+                );
             }
         }
         let scene = photometric(rng, &scene, 0.5);
@@ -457,9 +455,23 @@ pub struct ChangeRegion {
     pub bbox: BBox,
 }
 
+/// The kinds of local change the synthesizer makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeKind {
+    Lesion,
+    CutPaste,
+    Growth,
+    Intensity,
+}
+
 /// Applies one random local change to `img`, away from a `margin` border; returns the changed
 /// image and the visible-change region, or `None` when the change would not be visible.
 pub fn apply_change(rng: &mut Rng, img: &GrayImage, margin: usize) -> Option<(GrayImage, ChangeRegion)> {
+    apply_change_of(rng, img, margin, None)
+}
+
+/// `apply_change` with the kind chosen by the caller (`None`: at random).
+pub fn apply_change_of(rng: &mut Rng, img: &GrayImage, margin: usize, kind: Option<ChangeKind>) -> Option<(GrayImage, ChangeRegion)> {
     let (w, h) = (img.width as f32, img.height as f32);
     let radius = rng.log_range(7.0, 38.0);
     let pad = margin as f32 + radius * 1.6 + 4.0;
@@ -475,15 +487,21 @@ pub fn apply_change(rng: &mut Rng, img: &GrayImage, margin: usize) -> Option<(Gr
             break;
         }
     }
-    let kind = rng.f32();
-    let after = if kind < 0.35 {
-        insert_lesion(rng, img, cx, cy, radius)
-    } else if kind < 0.55 {
-        cut_paste(rng, img, cx, cy, radius)
-    } else if kind < 0.75 {
-        local_warp(rng, img, cx, cy, radius)
+    let pick = rng.f32();
+    let kind = kind.unwrap_or(if pick < 0.35 {
+        ChangeKind::Lesion
+    } else if pick < 0.55 {
+        ChangeKind::CutPaste
+    } else if pick < 0.75 {
+        ChangeKind::Growth
     } else {
-        local_intensity(rng, img, cx, cy, radius)
+        ChangeKind::Intensity
+    });
+    let after = match kind {
+        ChangeKind::Lesion => insert_lesion(rng, img, cx, cy, radius),
+        ChangeKind::CutPaste => cut_paste(rng, img, cx, cy, radius),
+        ChangeKind::Growth => local_warp(rng, img, cx, cy, radius),
+        ChangeKind::Intensity => local_intensity(rng, img, cx, cy, radius),
     };
     // Visible change: a thresholded, lightly smoothed difference, limited to the change's
     // neighbourhood and reduced to its largest connected part.
@@ -500,7 +518,11 @@ pub fn apply_change(rng: &mut Rng, img: &GrayImage, margin: usize) -> Option<(Gr
     let mask = GrayImage::from_fn(img.width, img.height, |x, y| {
         let inside = comp.bbox.expand(2.0);
         if labels[y * img.width + x] == label
-            || (raw.get(x, y) > 0.5 && (x as f32) >= inside.x1 && (x as f32) < inside.x2 && (y as f32) >= inside.y1 && (y as f32) < inside.y2)
+            || (raw.get(x, y) > 0.5
+                && (x as f32) >= inside.x1
+                && (x as f32) < inside.x2
+                && (y as f32) >= inside.y1
+                && (y as f32) < inside.y2)
         {
             1.0
         } else {
@@ -541,7 +563,8 @@ impl Blob {
         let v = (-s * dx + c * dy) * self.aspect.sqrt();
         let d = (u * u + v * v).sqrt();
         let theta = v.atan2(u);
-        let r = self.radius * (1.0 + self.harmonics.iter().enumerate().map(|(k, (a, p))| a * ((k + 2) as f32 * theta + p).cos()).sum::<f32>());
+        let r =
+            self.radius * (1.0 + self.harmonics.iter().enumerate().map(|(k, (a, p))| a * ((k + 2) as f32 * theta + p).cos()).sum::<f32>());
         ((r - d) / self.edge + 0.5).clamp(0.0, 1.0)
     }
 
@@ -568,7 +591,14 @@ fn insert_lesion(rng: &mut Rng, img: &GrayImage, cx: f32, cy: f32, radius: f32) 
     let blob = Blob::random(rng, cx, cy, radius);
     let local = img.sample(cx, cy);
     // Brighter or darker than the surroundings, textured, sometimes with a rim.
-    let contrast = rng.range(0.15, 0.5) * if local > 0.7 { -1.0 } else if local < 0.2 { 1.0 } else { rng.sign() };
+    let contrast = rng.range(0.15, 0.5)
+        * if local > 0.7 {
+            -1.0
+        } else if local < 0.2 {
+            1.0
+        } else {
+            rng.sign()
+        };
     let texture = Noise3::new(rng.next_u64());
     let (freq, amp) = (rng.range(0.05, 0.25), rng.range(0.0, 0.4));
     let rim = if rng.chance(0.3) { rng.range(0.2, 0.6) } else { 0.0 };
@@ -649,7 +679,12 @@ struct Elastic {
 
 impl Elastic {
     fn random(rng: &mut Rng, amp: f32) -> Self {
-        Elastic { noise_x: Noise3::new(rng.next_u64()), noise_y: Noise3::new(rng.next_u64()), amp: rng.range(0.0, amp), freq: rng.range(0.005, 0.02) }
+        Elastic {
+            noise_x: Noise3::new(rng.next_u64()),
+            noise_y: Noise3::new(rng.next_u64()),
+            amp: rng.range(0.0, amp),
+            freq: rng.range(0.005, 0.02),
+        }
     }
 
     fn displace(&self, x: f32, y: f32) -> (f32, f32) {

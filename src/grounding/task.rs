@@ -36,14 +36,8 @@ impl Task {
     ];
 
     /// The tasks the grounder is trained and evaluated on.
-    pub const TRAINED: [Task; 6] = [
-        Task::RegisteredDiff,
-        Task::NonRegisteredDiff,
-        Task::MultiView,
-        Task::ObjectTracking,
-        Task::Patch,
-        Task::Crossmodal,
-    ];
+    pub const TRAINED: [Task; 6] =
+        [Task::RegisteredDiff, Task::NonRegisteredDiff, Task::MultiView, Task::ObjectTracking, Task::Patch, Task::Crossmodal];
 
     pub fn medsg_name(self) -> &'static str {
         match self {
@@ -82,9 +76,7 @@ impl Task {
 
     /// The question MedSG-Bench asks for this task; `reference` is embedded where it asks.
     pub fn question(self, reference: Option<[i64; 4]>) -> String {
-        let r = reference
-            .map(|b| format!("<|box_start|>({},{}),({},{})<|box_end|>", b[0], b[1], b[2], b[3]))
-            .unwrap_or_default();
+        let r = reference.map(|b| format!("<|box_start|>({},{}),({},{})<|box_end|>", b[0], b[1], b[2], b[3])).unwrap_or_default();
         match self {
             Task::RegisteredDiff | Task::NonRegisteredDiff => {
                 "Compare these two images carefully and give me the coordinates of their difference.".into()
@@ -96,7 +88,10 @@ impl Task {
                 "These images are consecutive frames. Track the object marked with red bounding box in the first image({r}) and locate it in the last image."
             ),
             Task::Concept => "The first image shows an object on its own. Locate this object in the second image.".into(),
-            Task::Patch => "You are given a source image followed by its several regions. Please locate the first region picture in the source image.".into(),
+            Task::Patch => {
+                "You are given a source image followed by its several regions. Please locate the first region picture in the source image."
+                    .into()
+            }
             Task::Crossmodal => format!(
                 "The following are two images for you to consider. For the area marked by the red bounding box in the first image({r}), identify and locate the corresponding area in the second image that serves a similar function or shares a similar meaning."
             ),

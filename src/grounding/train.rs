@@ -114,7 +114,7 @@ struct Batch {
 
 /// Aligns a difference item the way inference does and crops a training window.
 fn diff_sample(item: &SynthItem, rng: &mut Rng) -> (GrayImage, GrayImage, GrayImage) {
-    let (prior, current) = (&item.images[0], &item.images[1]);
+    let (prior, current) = (&unit(&item.images[0]), &unit(&item.images[1]));
     let align = registration::align(current, prior, &AlignOptions::translation_only());
     let prior_from_current = align.fixed_from_moving.inverse().unwrap_or(Transform::IDENTITY);
     let warped = baseline::prior_on_current(prior, current, &prior_from_current);
@@ -137,12 +137,29 @@ fn diff_sample(item: &SynthItem, rng: &mut Rng) -> (GrayImage, GrayImage, GrayIm
 
 /// Template, search window and targets for one consistency item.
 fn match_sample(item: &SynthItem, rng: &mut Rng) -> Option<(GrayImage, GrayImage, Vec<f32>, Vec<f32>, Vec<f32>)> {
+    // Intensities as inference maps them: each image by its own range, except references that
+    // share the target's acquisition (a patch, another frame, another plane of the volume).
+    let target = item.images.iter().last()?;
     let (reference, ref_box, target, answer) = if item.task == Task::Patch {
+        // As evaluation does: match the patch's inner half.
         let patch = &item.images[1];
-        (patch, BBox::new(0.0, 0.0, patch.width as f32, patch.height as f32), &item.images[0], item.answer)
+        let source = &item.images[0];
+        let range = crate::grounding::unit_range(source);
+        let (w, h) = (patch.width as f32, patch.height as f32);
+        let (ax, ay) = item.answer.centre();
+        (
+            crate::grounding::to_unit(patch, range),
+            BBox::from_centre(w / 2.0, h / 2.0, w / 2.0, h / 2.0),
+            unit(source),
+            BBox::from_centre(ax, ay, w / 2.0, h / 2.0),
+        )
+    } else if item.task == Task::Crossmodal {
+        (unit(&item.images[0]), item.reference?, unit(target), item.answer)
     } else {
-        (&item.images[0], item.reference?, item.images.last()?, item.answer)
+        let range = crate::grounding::unit_range(target);
+        (crate::grounding::to_unit(&item.images[0], range), item.reference?, unit(target), item.answer)
     };
+    let (reference, target) = (&reference, &target);
     let (sx, sy) = template_scales(&ref_box);
     let template = scaled_crop(&antialias(reference, sx, sy), ref_box.centre(), sx, sy, TEMPLATE_CROP_PX, TEMPLATE_CROP_PX);
     let (ax, ay) = answer.centre();
@@ -174,7 +191,7 @@ fn match_sample(item: &SynthItem, rng: &mut Rng) -> Option<(GrayImage, GrayImage
     Some((template, search, heat, size_mask, size_target))
 }
 
-const LOCATE_TASKS: [(Task, f32); 4] = [(Task::Crossmodal, 0.3), (Task::ObjectTracking, 0.3), (Task::MultiView, 0.25), (Task::Patch, 0.15)];
+const LOCATE_TASKS: [(Task, f32); 4] = [(Task::Crossmodal, 0.3), (Task::ObjectTracking, 0.3), (Task::MultiView, 0.3), (Task::Patch, 0.1)];
 
 fn pick_locate_task(rng: &mut Rng) -> Task {
     let mut r = rng.f32();
@@ -212,7 +229,16 @@ fn make_batch(synth: &Synth, rng: &Rng, n: usize) -> Batch {
             }
         })
         .collect();
-    let mut b = Batch { diff_a: vec![], diff_b: vec![], diff_mask: vec![], templates: vec![], searches: vec![], heat: vec![], size_mask: vec![], size_target: vec![] };
+    let mut b = Batch {
+        diff_a: vec![],
+        diff_b: vec![],
+        diff_mask: vec![],
+        templates: vec![],
+        searches: vec![],
+        heat: vec![],
+        size_mask: vec![],
+        size_target: vec![],
+    };
     for (a, c, m) in diffs {
         let cells = m.width / STRIDE;
         b.diff_mask.extend(m.resize(cells, cells).data);
@@ -242,6 +268,11 @@ fn batch_stream(synth: Synth, seed: u64, steps: usize, n: usize) -> Receiver<Bat
         }
     });
     rx
+}
+
+/// An image mapped to 0..1 by its own percentiles, as `Engine` maps its inputs.
+fn unit(img: &GrayImage) -> GrayImage {
+    crate::grounding::to_unit(img, crate::grounding::unit_range(img))
 }
 
 fn bce_with_logits(logits: Tensor<4>, target: Tensor<4>, weight: Tensor<4>) -> Tensor<1> {
@@ -278,16 +309,12 @@ fn losses(net: &GrounderNet, b: &Batch, device: &Device) -> (Tensor<1>, [f32; 3]
     let size_mask = Tensor::<4>::from_data(TensorData::new(b.size_mask.clone(), [m, 1, hc, wc]), device);
     let size_target = Tensor::<4>::from_data(TensorData::new(b.size_target.clone(), [m, 2, hc, wc]), device);
     let sizing = ((size - size_target).abs() * size_mask.clone()).sum() / (size_mask.sum() * 2.0 + 1e-3);
-    let parts = [
-        change.clone().into_scalar::<f32>(),
-        matching.clone().into_scalar::<f32>(),
-        sizing.clone().into_scalar::<f32>(),
-    ];
+    let parts = [change.clone().into_scalar::<f32>(), matching.clone().into_scalar::<f32>(), sizing.clone().into_scalar::<f32>()];
     (change + matching + sizing, parts)
 }
 
 /// A training run's record for the model card.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct TrainReport {
     pub seed: u64,
     pub steps: usize,
@@ -299,6 +326,9 @@ pub struct TrainReport {
     pub train_images: Vec<String>,
     pub final_loss: [f32; 3],
     pub machine: String,
+    /// Calibration was redone later with `--calibrate-only` (same weights).
+    #[serde(default)]
+    pub recalibrated: bool,
 }
 
 /// Trains, calibrates and writes `opts.out` (+ .json) and `loss.csv` beside it.
@@ -324,10 +354,8 @@ pub fn train(opts: &TrainOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Tra
     let mut net = cfg.init(&device);
     let parameters = net.num_params();
     progress(&format!("model: {parameters} parameters"));
-    let mut optim = AdamWConfig::new()
-        .with_weight_decay(1e-4)
-        .with_grad_clipping(Some(burn::grad_clipping::GradientClippingConfig::Norm(5.0)))
-        .init();
+    let mut optim =
+        AdamWConfig::new().with_weight_decay(1e-4).with_grad_clipping(Some(burn::grad_clipping::GradientClippingConfig::Norm(5.0))).init();
     let batches = batch_stream(synth, opts.seed, opts.steps, opts.batch);
     let mut curve = String::from("step,change,match,size,seconds\n");
     let mut smooth = [0f32; 3];
@@ -360,12 +388,7 @@ pub fn train(opts: &TrainOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Tra
         }
     }
     let net = net.valid();
-    let mut meta = ModelMeta::new("tandem-grounder", env!("CARGO_PKG_VERSION"), &cfg);
-    progress("calibrating scores");
-    let runner = NetRunner { net, device: base.clone(), meta: meta.clone() };
-    let (change_cal, match_cal) = calibrate(&runner, &pool, opts.seed ^ 0xCA11B);
-    meta.change_calibration = change_cal;
-    meta.match_calibration = match_cal;
+    let meta = ModelMeta::new("tandem-grounder", env!("CARGO_PKG_VERSION"), &cfg);
     let report = TrainReport {
         seed: opts.seed,
         steps: opts.steps,
@@ -377,15 +400,49 @@ pub fn train(opts: &TrainOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Tra
         train_images,
         final_loss: smooth,
         machine: machine_description(),
+        recalibrated: false,
     };
-    meta.training = serde_json::to_value(&report)?;
     if let Some(dir) = opts.out.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    crate::grounding::weights::save(&runner.net, &meta, &opts.out)?;
     crate::fsutil::write_atomic(&opts.out.with_file_name("loss.csv"), curve.as_bytes())?;
-    progress(&format!("wrote {}", opts.out.display()));
+    finish(NetRunner { net, device: base, meta }, report, &pool, opts, progress)
+}
+
+/// Calibration and writing: the last stage of training, also run alone by `--calibrate-only`.
+fn finish(
+    mut runner: NetRunner,
+    report: TrainReport,
+    pool: &SourcePool,
+    opts: &TrainOptions,
+    progress: &dyn Fn(&str),
+) -> anyhow::Result<TrainReport> {
+    progress("calibrating scores and box extents on items from the training images");
+    // Calibration reads raw logits back through identity mappings.
+    runner.meta.change_calibration = Calibration::default();
+    runner.meta.match_calibration = Calibration::default();
+    runner.meta.change_extent_logit = 0.0;
+    let engine = crate::grounding::Engine::from_runner(runner, "the training device");
+    let (change_cal, match_cal, extent) = calibrate(&engine, pool, opts.seed ^ 0xCA11B);
+    let mut runner = engine.into_runner().ok_or_else(|| anyhow::anyhow!("the trained network went missing"))?;
+    runner.meta.change_calibration = change_cal;
+    runner.meta.match_calibration = match_cal;
+    runner.meta.change_extent_logit = extent;
+    runner.meta.training = serde_json::to_value(&report)?;
+    crate::grounding::weights::save(&runner.net, &runner.meta, &opts.out)?;
+    progress(&format!("wrote {} (change boxes cut at logit {extent})", opts.out.display()));
     Ok(report)
+}
+
+/// Redoes calibration for weights already at `opts.out` (after the inference pipeline changed).
+pub fn recalibrate(opts: &TrainOptions, progress: &dyn Fn(&str)) -> anyhow::Result<TrainReport> {
+    let device = Device::flex();
+    let (net, meta) = crate::grounding::weights::load(&crate::grounding::WeightsSource::File(opts.out.clone()), &device)?;
+    let mut report: TrainReport =
+        serde_json::from_value(meta.training.clone()).map_err(|e| anyhow::anyhow!("{} has no training record: {e}", opts.out.display()))?;
+    report.recalibrated = true;
+    let pool = load_pool(&opts.data_dir, &TRAIN_FILES);
+    finish(NetRunner { net, device, meta }, report, &pool, opts, progress)
 }
 
 fn cosine_lr(base: f64, step: usize, steps: usize) -> f64 {
@@ -407,55 +464,63 @@ pub fn machine_description() -> String {
     format!("{} {}, {cpus} CPUs, {model}", std::env::consts::OS, std::env::consts::ARCH)
 }
 
-/// Fits Platt scaling of the peak logits on items from the training images (a fresh seed).
-fn calibrate(runner: &NetRunner, pool: &SourcePool, seed: u64) -> (Calibration, Calibration) {
+/// Fits Platt scaling of the peak logits on items from the training images (a fresh seed),
+/// run through the same `Engine` paths as evaluation with an identity calibration.
+/// Also picks the logit level where change boxes are cut (the one giving the best mean IoU).
+fn calibrate(engine: &crate::grounding::Engine, pool: &SourcePool, seed: u64) -> (Calibration, Calibration, f32) {
+    use crate::grounding::Method;
     let synth = Synth::new(pool.clone(), 336);
     let root = Rng::new(seed);
-    let mut change = Vec::new();
-    let mut matching = Vec::new();
-    for k in 0..160u64 {
-        let mut rng = root.fork(k);
-        let task = [Task::RegisteredDiff, Task::NonRegisteredDiff][k as usize % 2];
-        let item = synth.item(task, &mut rng);
-        let (prior, current) = (&item.images[0], &item.images[1]);
-        let align = registration::align(current, prior, &AlignOptions::translation_only());
-        let pfc = align.fixed_from_moving.inverse().unwrap_or(Transform::IDENTITY);
-        let warped = baseline::prior_on_current(prior, current, &pfc);
-        if let Ok(logits) = runner.change_logits(&warped, current) {
-            let boxes = crate::grounding::infer::boxes_from_logits(&logits, current.width, current.height, &|l| l);
-            for (rank, b) in boxes.iter().take(3).enumerate() {
-                let ok = rank == 0 && b.bbox.iou(&item.answer) >= 0.5 || b.bbox.iou(&item.answer) >= 0.5;
-                change.push((b.score, ok));
-            }
-        }
-        let task = pick_locate_task(&mut rng);
-        let item = synth.item(task, &mut rng);
-        let found = if task == Task::Patch {
-            let patch = &item.images[1];
-            let hint = crate::grounding::LocateHint { known_size: Some((patch.width as f32, patch.height as f32)), ..Default::default() };
-            runner.locate(patch, BBox::new(0.0, 0.0, patch.width as f32, patch.height as f32), &item.images[0], &hint)
-        } else {
-            let Some(r) = item.reference else { continue };
-            let target = item.images.last().unwrap_or(&item.images[0]);
-            runner.locate(&item.images[0], r, target, &Default::default())
-        };
-        if let Ok(Some(s)) = found {
-            // Calibrate on the raw peak logit: invert the identity calibration used here.
-            let logit = (s.score / (1.0 - s.score).max(1e-6)).max(1e-6).ln();
-            matching.push((logit, s.bbox.iou(&item.answer) >= 0.5));
+    let logit = |p: f32| (p.clamp(1e-6, 1.0 - 1e-6) / (1.0 - p.clamp(1e-6, 1.0 - 1e-6))).ln();
+    let diff_items: Vec<SynthItem> =
+        (0..160u64).map(|k| synth.item([Task::RegisteredDiff, Task::NonRegisteredDiff][k as usize % 2], &mut root.fork(k))).collect();
+    let mut best_extent = (0.0f32, f64::NEG_INFINITY);
+    for extent in [0.0f32, -0.5, -1.0, -1.5, -2.0, -3.0] {
+        engine.set_change_extent(extent);
+        let mean_iou = diff_items
+            .iter()
+            .map(|it| {
+                engine
+                    .diff(&it.images[0], &it.images[1], Method::Model)
+                    .proposals
+                    .first()
+                    .map_or(0.0, |p| p.target_box.iou(&it.answer) as f64)
+            })
+            .sum::<f64>()
+            / diff_items.len() as f64;
+        if mean_iou > best_extent.1 {
+            best_extent = (extent, mean_iou);
         }
     }
-    (fit_platt(&change), fit_platt(&matching))
+    engine.set_change_extent(best_extent.0);
+    let mut change = Vec::new();
+    let mut matching = Vec::new();
+    for (k, item) in diff_items.iter().enumerate() {
+        let out = engine.diff(&item.images[0], &item.images[1], Method::Model);
+        for p in out.proposals.iter().take(3) {
+            change.push((logit(p.score), p.target_box.iou(&item.answer) >= 0.5));
+        }
+        let mut rng = root.fork(10_000 + k as u64);
+        let task = pick_locate_task(&mut rng);
+        let item = synth.item(task, &mut rng);
+        if let Ok((b, score)) = crate::grounding::eval::answer(engine, task, &item.images, item.reference, Method::Model) {
+            matching.push((logit(score), b.iou(&item.answer) >= 0.5));
+        }
+    }
+    (fit_platt(&change), fit_platt(&matching), best_extent.0)
 }
 
-/// Logistic regression of correctness on one score (Newton's method, lightly regularized).
+/// Logistic regression of correctness on one score (Newton's method). A Gaussian prior pulls
+/// (a, b) towards the identity (1, 0), so cleanly separable scores still give a finite, smooth
+/// mapping instead of a step.
 pub fn fit_platt(samples: &[(f32, bool)]) -> Calibration {
     if samples.len() < 10 || samples.iter().all(|s| s.1) || samples.iter().all(|s| !s.1) {
         return Calibration::default();
     }
+    let lambda = 2.0;
     let (mut a, mut b) = (1.0f64, 0.0f64);
-    for _ in 0..50 {
-        let (mut ga, mut gb, mut haa, mut hab, mut hbb) = (0.0, 0.0, 1e-3, 0.0, 1e-3);
+    for _ in 0..300 {
+        let (mut ga, mut gb, mut haa, mut hab, mut hbb) = (lambda * (a - 1.0), lambda * b, lambda, 0.0, lambda);
         for &(x, y) in samples {
             let x = x as f64;
             let p = 1.0 / (1.0 + (-(a * x + b)).exp());
@@ -471,15 +536,17 @@ pub fn fit_platt(samples: &[(f32, bool)]) -> Calibration {
         if det.abs() < 1e-12 {
             break;
         }
-        let da = (hbb * ga - hab * gb) / det;
-        let db = (haa * gb - hab * ga) / det;
+        // Damped: from a saturated start the Hessian is tiny and full steps overshoot.
+        let da = ((hbb * ga - hab * gb) / det).clamp(-1.0, 1.0);
+        let db = ((haa * gb - hab * ga) / det).clamp(-2.0, 2.0);
         a -= da;
         b -= db;
         if da.abs() + db.abs() < 1e-8 {
             break;
         }
     }
-    Calibration { a: a as f32, b: b as f32 }
+    // Higher scores must never mean lower confidence.
+    Calibration { a: a.max(1e-3) as f32, b: b as f32 }
 }
 
 #[cfg(test)]
@@ -488,13 +555,23 @@ mod tests {
 
     #[test]
     fn platt_fit_separates_scores() {
-        let samples: Vec<(f32, bool)> = (0..200).map(|i| {
-            let x = i as f32 / 20.0 - 5.0;
-            (x, (i * 7919) % 100 < (100.0 / (1.0 + (-2.0 * x).exp())) as usize)
-        }).collect();
+        let samples: Vec<(f32, bool)> = (0..200)
+            .map(|i| {
+                let x = i as f32 / 20.0 - 5.0;
+                (x, (i * 7919) % 100 < (100.0 / (1.0 + (-2.0 * x).exp())) as usize)
+            })
+            .collect();
         let c = fit_platt(&samples);
         assert!(c.a > 0.5, "{c:?}");
         assert!(c.probability(4.0) > 0.9 && c.probability(-4.0) < 0.1);
+    }
+
+    #[test]
+    fn platt_fit_stays_finite_on_separable_scores() {
+        let samples: Vec<(f32, bool)> = (0..100).map(|i| (i as f32 / 10.0, i >= 50)).collect();
+        let c = fit_platt(&samples);
+        assert!(c.a.is_finite() && c.a < 100.0 && c.b.is_finite(), "{c:?}");
+        assert!(c.probability(9.0) > 0.9 && c.probability(1.0) < 0.1, "{c:?}");
     }
 
     #[test]

@@ -43,6 +43,10 @@ pub struct ModelMeta {
     pub head: usize,
     pub change_calibration: Calibration,
     pub match_calibration: Calibration,
+    /// Logit level at which a detected change's box is cut (≤ 0: p below 0.5 still counts as
+    /// part of a change whose peak passed 0.5); chosen after training on training images.
+    #[serde(default)]
+    pub change_extent_logit: f32,
     /// Free-form training facts (seed, steps, wall time, machine) for the model card.
     #[serde(default)]
     pub training: serde_json::Value,
@@ -63,6 +67,7 @@ impl ModelMeta {
             head: cfg.head,
             change_calibration: Calibration::default(),
             match_calibration: Calibration::default(),
+            change_extent_logit: 0.0,
             training: serde_json::Value::Null,
         }
     }
@@ -125,6 +130,18 @@ pub fn load(source: &WeightsSource, device: &Device) -> Result<(GrounderNet, Mod
         }
     };
     from_bytes(weights, &meta, device)
+}
+
+/// Only the metadata of a weights file.
+pub fn load_meta(source: &WeightsSource) -> Result<ModelMeta, WeightsError> {
+    let bytes = match source {
+        WeightsSource::Embedded => EMBEDDED_META.to_vec(),
+        WeightsSource::File(path) => {
+            let m = meta_path(path);
+            std::fs::read(&m).map_err(|e| WeightsError::Io(format!("{e}: {}", m.display())))?
+        }
+    };
+    serde_json::from_slice(&bytes).map_err(|e| WeightsError::Meta(e.to_string()))
 }
 
 pub fn from_bytes(weights: Vec<u8>, meta: &[u8], device: &Device) -> Result<(GrounderNet, ModelMeta), WeightsError> {

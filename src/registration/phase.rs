@@ -28,12 +28,15 @@ impl PhaseCorrelator {
     pub fn new(width: usize, height: usize) -> Self {
         let mut planner = FftPlanner::new();
         let hann = |n: usize| -> Vec<f32> {
-            (0..n)
-                .map(|i| 0.5 - 0.5 * (2.0 * std::f32::consts::PI * (i as f32 + 0.5) / n as f32).cos())
-                .collect()
+            (0..n).map(|i| 0.5 - 0.5 * (2.0 * std::f32::consts::PI * (i as f32 + 0.5) / n as f32).cos()).collect()
         };
         let (wx, wy) = (hann(width), hann(height));
-        let window = (0..height).flat_map(|y| { let wy_y = wy[y]; wx.iter().map(move |&v| v * wy_y) }).collect::<Vec<_>>();
+        let window = (0..height)
+            .flat_map(|y| {
+                let wy_y = wy[y];
+                wx.iter().map(move |&v| v * wy_y)
+            })
+            .collect::<Vec<_>>();
         Self {
             width,
             height,
@@ -49,8 +52,7 @@ impl PhaseCorrelator {
     pub fn spectrum(&self, img: &GrayImage) -> Vec<Complex32> {
         assert_eq!((img.width, img.height), (self.width, self.height), "phase correlator size mismatch");
         let (mean, _) = img.mean_std();
-        let mut buf: Vec<Complex32> =
-            img.data.iter().zip(&self.window).map(|(&v, &w)| Complex32::new((v - mean) * w, 0.0)).collect();
+        let mut buf: Vec<Complex32> = img.data.iter().zip(&self.window).map(|(&v, &w)| Complex32::new((v - mean) * w, 0.0)).collect();
         self.fft2(&mut buf, false);
         buf
     }
@@ -70,15 +72,9 @@ impl PhaseCorrelator {
         let scale = 1.0 / (self.width * self.height) as f32;
         let surface: Vec<f32> = cross.iter().map(|c| c.re * scale).collect();
         let (w, h) = (self.width, self.height);
-        let (best, &peak) = surface
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .unwrap_or((0, &0.0));
+        let (best, &peak) = surface.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap_or((0, &0.0));
         let (px, py) = (best % w, best / w);
-        let at = |x: isize, y: isize| -> f32 {
-            surface[(y.rem_euclid(h as isize) as usize) * w + x.rem_euclid(w as isize) as usize]
-        };
+        let at = |x: isize, y: isize| -> f32 { surface[(y.rem_euclid(h as isize) as usize) * w + x.rem_euclid(w as isize) as usize] };
         let parabola = |l: f32, c: f32, r: f32| -> f64 {
             let denom = l - 2.0 * c + r;
             if denom.abs() < 1e-12 { 0.0 } else { (0.5 * (l - r) / denom).clamp(-0.5, 0.5) as f64 }

@@ -33,12 +33,7 @@ impl Transform {
         let (a, b) = (scale * c, scale * s);
         let (cx, cy) = centre;
         // fixed = R·(p - c) + c + d
-        Transform {
-            m: [
-                [a, -b, cx - a * cx + b * cy + dx],
-                [b, a, cy - b * cx - a * cy + dy],
-            ],
-        }
+        Transform { m: [[a, -b, cx - a * cx + b * cy + dx], [b, a, cy - b * cx - a * cy + dy]] }
     }
 
     pub fn apply(&self, x: f64, y: f64) -> (f64, f64) {

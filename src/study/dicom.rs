@@ -34,13 +34,42 @@ pub fn looks_like_dicom(path: &Path) -> bool {
     magic_offset(&head[..n]).is_some()
 }
 
+/// A file's bytes: memory-mapped when possible (large pixel data is then never copied whole).
+pub enum FileBytes {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for FileBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            FileBytes::Mapped(m) => m,
+            FileBytes::Owned(v) => v,
+        }
+    }
+}
+
+pub fn read_bytes(path: &Path) -> Result<FileBytes, StudyError> {
+    let file = std::fs::File::open(path).map_err(|e| StudyError::Io(e.to_string()))?;
+    // SAFETY: the map is read-only and dropped before we return to the caller's caller; a
+    // file changed underneath while mapped yields wrong pixels at worst, as a read would.
+    match unsafe { memmap2::Mmap::map(&file) } {
+        Ok(m) => Ok(FileBytes::Mapped(m)),
+        Err(_) => std::fs::read(path).map(FileBytes::Owned).map_err(|e| StudyError::Io(e.to_string())),
+    }
+}
+
 /// Opens a DICOM file. `header_only` stops before the pixel data.
 pub fn open(path: &Path, header_only: bool) -> Result<DefaultDicomObject, StudyError> {
-    let bytes = std::fs::read(path).map_err(|e| StudyError::Io(format!("{e}")))?;
-    let Some(offset) = magic_offset(&bytes) else {
-        return Err(StudyError::NotDicom(
-            "no DICOM file meta header ('DICM' marker) was found, so its transfer syntax is unknown".into(),
-        ));
+    let bytes = read_bytes(path)?;
+    open_bytes(&bytes, header_only)
+}
+
+/// Parses a DICOM file already in memory.
+pub fn open_bytes(bytes: &[u8], header_only: bool) -> Result<DefaultDicomObject, StudyError> {
+    let Some(offset) = magic_offset(bytes) else {
+        return Err(StudyError::NotDicom("no DICOM file meta header ('DICM' marker) was found, so its transfer syntax is unknown".into()));
     };
     let mut cursor: &[u8] = &bytes[offset..];
     let meta = FileMetaTable::from_reader(&mut cursor).map_err(|e| StudyError::Parse(format!("file meta header: {e}")))?;
@@ -59,14 +88,17 @@ pub fn open(path: &Path, header_only: bool) -> Result<DefaultDicomObject, StudyE
     }
     // dicom-rs accepts encapsulated pixel data that ends without its sequence delimiter; such a
     // file was cut short, so say so rather than show what happens to be there.
-    if !header_only && ts.is_encapsulated_pixel_data() && !bytes.windows(8).rev().take(1 << 20).any(|w| w == [0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]) {
+    if !header_only
+        && ts.is_encapsulated_pixel_data()
+        && !bytes.windows(8).rev().take(1 << 20).any(|w| w == [0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0])
+    {
         return Err(StudyError::Corrupt("the compressed pixel data has no end marker: the file is truncated".into()));
     }
     let mut options = OpenFileOptions::new().read_preamble(if offset == 128 { ReadPreamble::Always } else { ReadPreamble::Never });
     if header_only {
         options = options.read_until(tags::PIXEL_DATA);
     }
-    options.from_reader(&bytes[..]).map_err(|e| StudyError::Parse(chain(&e)))
+    options.from_reader(bytes).map_err(|e| StudyError::Parse(chain(&e)))
 }
 
 /// An error and its sources on one line (dicom-rs's top-level messages are generic).
@@ -173,13 +205,21 @@ pub struct ImageHeader {
 
 impl ImageHeader {
     pub fn read(obj: &DefaultDicomObject) -> Result<ImageHeader, StudyError> {
+        if obj.get(tags::PIXEL_DATA).is_none()
+            && obj.get(tags::FLOAT_PIXEL_DATA).is_none()
+            && obj.get(tags::DOUBLE_FLOAT_PIXEL_DATA).is_none()
+        {
+            return Err(StudyError::NoPixelData);
+        }
+        Self::from_attributes(obj)
+    }
+
+    /// The layout attributes alone (for a header read that stopped before the pixel data).
+    pub fn from_attributes(obj: &DefaultDicomObject) -> Result<ImageHeader, StudyError> {
         let transfer_syntax = obj.meta().transfer_syntax().to_string();
         let required = |tag: Tag, name: &str| -> Result<i64, StudyError> {
             obj.int_of(tag).ok_or_else(|| StudyError::Corrupt(format!("missing or invalid {name}")))
         };
-        if obj.get(tags::PIXEL_DATA).is_none() && obj.get(tags::FLOAT_PIXEL_DATA).is_none() && obj.get(tags::DOUBLE_FLOAT_PIXEL_DATA).is_none() {
-            return Err(StudyError::NoPixelData);
-        }
         let rows = required(tags::ROWS, "Rows")?;
         let cols = required(tags::COLUMNS, "Columns")?;
         let bits_allocated = required(tags::BITS_ALLOCATED, "Bits Allocated")?;

@@ -78,9 +78,7 @@ impl GrayImage {
     }
 
     pub fn min_max(&self) -> (f32, f32) {
-        self.data
-            .iter()
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)))
+        self.data.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)))
     }
 
     pub fn mean_std(&self) -> (f32, f32) {
@@ -102,9 +100,7 @@ impl GrayImage {
         }
         let sx = self.width as f32 / width as f32;
         let sy = self.height as f32 / height as f32;
-        GrayImage::from_fn(width, height, |x, y| {
-            self.sample((x as f32 + 0.5) * sx - 0.5, (y as f32 + 0.5) * sy - 0.5)
-        })
+        GrayImage::from_fn(width, height, |x, y| self.sample((x as f32 + 0.5) * sx - 0.5, (y as f32 + 0.5) * sy - 0.5))
     }
 
     /// Box-filter downsampling with fractional pixel coverage, so no sample is dropped.
@@ -158,9 +154,7 @@ impl GrayImage {
         }
         let radius = (sigma * 3.0).ceil() as isize;
         let kernel: Vec<f32> = {
-            let k: Vec<f32> = (-radius..=radius)
-                .map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp())
-                .collect();
+            let k: Vec<f32> = (-radius..=radius).map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp()).collect();
             let s: f32 = k.iter().sum();
             k.into_iter().map(|v| v / s).collect()
         };
@@ -212,13 +206,7 @@ impl GrayImage {
 
     /// Resamples through `image_from_output`, which maps an output pixel centre to
     /// source coordinates; pixels that fall outside are `fill`.
-    pub fn warp(
-        &self,
-        width: usize,
-        height: usize,
-        fill: f32,
-        image_from_output: impl Fn(f32, f32) -> (f32, f32),
-    ) -> GrayImage {
+    pub fn warp(&self, width: usize, height: usize, fill: f32, image_from_output: impl Fn(f32, f32) -> (f32, f32)) -> GrayImage {
         GrayImage::from_fn(width, height, |x, y| {
             let (sx, sy) = image_from_output(x as f32, y as f32);
             self.sample_inside(sx, sy).unwrap_or(fill)

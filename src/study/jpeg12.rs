@@ -5,9 +5,8 @@ const MAX_SAMPLES: usize = 1 << 28;
 
 /// Natural (row-major) position of each zigzag-ordered coefficient.
 const ZIGZAG: [usize; 64] = [
-    0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6, 7, 14, 21,
-    28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61, 54,
-    47, 55, 62, 63,
+    0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6, 7, 14, 21, 28, 35, 42, 49, 56,
+    57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
 ];
 
 /// A decoded image: interleaved raw component values (no colour conversion), row-major.
@@ -172,12 +171,7 @@ struct HuffTable {
 
 impl HuffTable {
     fn new(counts: &[u8], values: &[u8]) -> Result<Self> {
-        let mut table = Self {
-            fast: Box::new([0; 1 << FAST_BITS]),
-            maxcode: [-1; 17],
-            valoffset: [0; 17],
-            values: values.to_vec(),
-        };
+        let mut table = Self { fast: Box::new([0; 1 << FAST_BITS]), maxcode: [-1; 17], valoffset: [0; 17], values: values.to_vec() };
         let mut code: u32 = 0;
         let mut k: usize = 0;
         for (len, &count) in (1u32..=16).zip(counts) {
@@ -191,11 +185,7 @@ impl HuffTable {
                         let entry = (len as u16) << 8 | u16::from(symbol);
                         let first = (code << shift) as usize;
                         let last = ((code + 1) << shift) as usize;
-                        for slot in table
-                            .fast
-                            .get_mut(first..last)
-                            .ok_or(Jpeg12Error::Malformed("Huffman code lengths oversubscribed"))?
-                        {
+                        for slot in table.fast.get_mut(first..last).ok_or(Jpeg12Error::Malformed("Huffman code lengths oversubscribed"))? {
                             *slot = entry;
                         }
                     }
@@ -482,10 +472,7 @@ impl State {
         let mut c = Cursor::new(seg);
         while c.remaining() > 0 {
             let pq_tq = c.u8()?;
-            let slot = self
-                .qt
-                .get_mut(usize::from(pq_tq & 15))
-                .ok_or(Jpeg12Error::Malformed("quantization table id above 3"))?;
+            let slot = self.qt.get_mut(usize::from(pq_tq & 15)).ok_or(Jpeg12Error::Malformed("quantization table id above 3"))?;
             let mut table = [0u16; 64];
             for q in &mut table {
                 *q = match pq_tq >> 4 {
@@ -510,8 +497,7 @@ impl State {
                 1 => &mut self.ac,
                 _ => return Err(Jpeg12Error::Malformed("Huffman table class not 0 or 1")),
             };
-            let slot =
-                class.get_mut(usize::from(tc_th & 15)).ok_or(Jpeg12Error::Malformed("Huffman table id above 3"))?;
+            let slot = class.get_mut(usize::from(tc_th & 15)).ok_or(Jpeg12Error::Malformed("Huffman table id above 3"))?;
             let counts = c.take(16)?;
             let total: usize = counts.iter().map(|&n| usize::from(n)).sum();
             if total > 256 {
@@ -541,11 +527,8 @@ impl State {
         for _ in 0..ns {
             let id = c.u8()?;
             let tables = c.u8()?;
-            let index = frame
-                .comps
-                .iter()
-                .position(|comp| comp.id == id)
-                .ok_or(Jpeg12Error::Malformed("scan references an unknown component"))?;
+            let index =
+                frame.comps.iter().position(|comp| comp.id == id).ok_or(Jpeg12Error::Malformed("scan references an unknown component"))?;
             if scan.iter().any(|s| s.index == index) {
                 return Err(Jpeg12Error::Malformed("component repeated within a scan"));
             }
@@ -577,12 +560,8 @@ impl State {
         let mut parts = Vec::with_capacity(scan.len());
         for s in scan {
             let comp = frame.comps.get(s.index).ok_or(Jpeg12Error::Malformed("bad component index"))?;
-            let quant = self
-                .qt
-                .get(comp.tq)
-                .copied()
-                .flatten()
-                .ok_or(Jpeg12Error::Malformed("component uses an undefined quantization table"))?;
+            let quant =
+                self.qt.get(comp.tq).copied().flatten().ok_or(Jpeg12Error::Malformed("component uses an undefined quantization table"))?;
             let dc = self.dc.get(s.dc).and_then(Option::as_ref);
             let ac = self.ac.get(s.ac).and_then(Option::as_ref);
             let (Some(dc), Some(ac)) = (dc, ac) else {
@@ -600,8 +579,7 @@ impl State {
         };
         // Every block takes at least 2 bits (a DC code and an EOB), so a short stream is
         // refused before it can make us allocate and loop over a huge image.
-        let blocks_per_mcu: usize =
-            if single { 1 } else { parts.iter().filter_map(|p| frame.comps.get(p.index)).map(|c| c.h * c.v).sum() };
+        let blocks_per_mcu: usize = if single { 1 } else { parts.iter().filter_map(|p| frame.comps.get(p.index)).map(|c| c.h * c.v).sum() };
         if data.len().saturating_sub(pos).saturating_mul(4) < mcus_x * mcus_y * blocks_per_mcu {
             return Err(Jpeg12Error::Truncated);
         }
@@ -687,19 +665,11 @@ impl Component {
     }
 
     /// Writes output row `y` of this component at full resolution into `out`.
-    fn upsample_row<'o>(
-        &self,
-        mode: Upsampling,
-        y: usize,
-        hmax: usize,
-        vmax: usize,
-        out: impl Iterator<Item = &'o mut u16>,
-    ) -> Result<()> {
+    fn upsample_row<'o>(&self, mode: Upsampling, y: usize, hmax: usize, vmax: usize, out: impl Iterator<Item = &'o mut u16>) -> Result<()> {
         let last = self.width.saturating_sub(1);
         // The vertically nearer neighbour row of output row `y` under 2:1 subsampling, and
         // libjpeg's rounding bias for that half.
-        let (r, nb, bias) =
-            if y.is_multiple_of(2) { (y / 2, (y / 2).saturating_sub(1), 1) } else { (y / 2, y / 2 + 1, 2) };
+        let (r, nb, bias) = if y.is_multiple_of(2) { (y / 2, (y / 2).saturating_sub(1), 1) } else { (y / 2, y / 2 + 1, 2) };
         match mode {
             Upsampling::Same => {
                 for (o, &s) in out.zip(self.row(y)?) {
@@ -747,10 +717,7 @@ impl Component {
         let stride = self.padded_w * 8;
         for (r, row) in pixels.chunks_exact(8).enumerate() {
             let start = (by * 8 + r) * stride + bx * 8;
-            self.plane
-                .get_mut(start..start + 8)
-                .ok_or(Jpeg12Error::Malformed("block outside the component"))?
-                .copy_from_slice(row);
+            self.plane.get_mut(start..start + 8).ok_or(Jpeg12Error::Malformed("block outside the component"))?.copy_from_slice(row);
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 
 pub mod dicom;
 pub mod gray;
+pub mod j2k;
 pub mod jpeg12;
 pub mod palette;
 pub mod pixels;

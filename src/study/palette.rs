@@ -46,11 +46,8 @@ impl Palette {
         let mut channels = Vec::with_capacity(3);
         for k in 0..3 {
             let d = lut_descriptor(obj.get(desc[k])?, false)?;
-            let words = if let Some(e) = obj.get(data[k]) {
-                lut_words(e)
-            } else {
-                expand_segmented(&lut_words(obj.get(segmented[k])?), d.entries)
-            };
+            let words =
+                if let Some(e) = obj.get(data[k]) { lut_words(e) } else { expand_segmented(&lut_words(obj.get(segmented[k])?), d.entries) };
             channels.push(channel(d, &words)?);
         }
         let [r, g, b]: [Channel; 3] = channels.try_into().ok()?;

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::study::StudyError;
 use crate::study::dicom::{ImageHeader, chain, native_pixel_bytes};
-use crate::study::{jpeg12, rle};
+use crate::study::{j2k, jpeg12, rle};
 
 /// Typed sample storage, one variant per pydicom dtype.
 #[derive(Clone, Debug, PartialEq)]
@@ -166,8 +166,13 @@ fn codec_of(ts: &str) -> Result<Codec, StudyError> {
         "1.2.840.10008.1.2.5" => Codec::Rle,
         "1.2.840.10008.1.2.4.50" | "1.2.840.10008.1.2.4.51" | "1.2.840.10008.1.2.4.57" | "1.2.840.10008.1.2.4.70" => Codec::Jpeg,
         "1.2.840.10008.1.2.4.80" | "1.2.840.10008.1.2.4.81" => Codec::JpegLs,
-        "1.2.840.10008.1.2.4.90" | "1.2.840.10008.1.2.4.91" | "1.2.840.10008.1.2.4.92" | "1.2.840.10008.1.2.4.93"
-        | "1.2.840.10008.1.2.4.201" | "1.2.840.10008.1.2.4.202" | "1.2.840.10008.1.2.4.203" => Codec::Jpeg2000,
+        "1.2.840.10008.1.2.4.90"
+        | "1.2.840.10008.1.2.4.91"
+        | "1.2.840.10008.1.2.4.92"
+        | "1.2.840.10008.1.2.4.93"
+        | "1.2.840.10008.1.2.4.201"
+        | "1.2.840.10008.1.2.4.202"
+        | "1.2.840.10008.1.2.4.203" => Codec::Jpeg2000,
         other => {
             let name = dicom_transfer_syntax_registry::TransferSyntaxRegistry
                 .get(other)
@@ -179,6 +184,87 @@ fn codec_of(ts: &str) -> Result<Codec, StudyError> {
 }
 
 use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+
+/// Reads and decodes a DICOM file: the data set (without pixel data when the fast path took
+/// the pixels straight from the file), its image header and every frame's stored values.
+pub fn read_file(path: &std::path::Path) -> Result<(DefaultDicomObject, ImageHeader, StoredPixels), StudyError> {
+    let bytes = crate::study::dicom::read_bytes(path)?;
+    if let Ok(head) = crate::study::dicom::open_bytes(&bytes, true)
+        && let Ok(header) = ImageHeader::from_attributes(&head)
+        && let Some(stored) = native_le_from_file(&bytes, &header)
+    {
+        return Ok((head, header, stored));
+    }
+    let obj = crate::study::dicom::open_bytes(&bytes, false)?;
+    let header = ImageHeader::read(&obj)?;
+    let stored = decode(&obj, &header)?;
+    Ok((obj, header, stored))
+}
+
+/// Uncompressed little-endian pixel data converted in one pass from the file's bytes, for the
+/// common layouts; `None` sends everything else through the general decoder.
+fn native_le_from_file(bytes: &[u8], h: &ImageHeader) -> Option<StoredPixels> {
+    let explicit = match h.transfer_syntax.as_str() {
+        "1.2.840.10008.1.2.1" => true,
+        "1.2.840.10008.1.2" => false,
+        _ => return None,
+    };
+    if !matches!(h.bits_allocated, 8 | 16 | 32)
+        || h.photometric.starts_with("YBR")
+        || (h.samples_per_pixel > 1 && h.planar_configuration == 1)
+    {
+        return None;
+    }
+    let bps = h.bits_allocated / 8;
+    let needed = h.frames.checked_mul(h.pixels_per_frame())?.checked_mul(h.samples_per_pixel)?.checked_mul(bps)?;
+    // The first (7FE0,0010) whose value holds the whole image is the top-level Pixel Data: an
+    // icon's pixel data earlier in the file is too small to pass the length check.
+    let tag = [0xE0u8, 0x7F, 0x10, 0x00];
+    let mut found = None;
+    let mut at = 0;
+    while let Some(p) = bytes[at..].windows(4).position(|w| w == tag).map(|p| p + at) {
+        at = p + 1;
+        let (len, start) = if explicit {
+            let vr = bytes.get(p + 4..p + 6)?;
+            if !(vr == b"OB" || vr == b"OW" || vr == b"UN") || bytes.get(p + 6..p + 8)? != [0, 0] {
+                continue;
+            }
+            (u32::from_le_bytes(bytes.get(p + 8..p + 12)?.try_into().ok()?), p + 12)
+        } else {
+            (u32::from_le_bytes(bytes.get(p + 4..p + 8)?.try_into().ok()?), p + 8)
+        };
+        if len != u32::MAX && (len as usize) >= needed && start + needed <= bytes.len() {
+            found = Some(start);
+            break;
+        }
+    }
+    let data = &bytes[found?..found? + needed];
+    let signed = h.pixel_representation == 1;
+    let shift = (h.bits_allocated - h.bits_stored.min(h.bits_allocated)) as u32;
+    let buf = match (bps, signed) {
+        (1, false) => PixelBuf::U8(data.iter().map(|&v| (v << shift) >> shift).collect()),
+        (1, true) => PixelBuf::I8(data.iter().map(|&v| ((v as i8) << shift) >> shift).collect()),
+        (2, false) => PixelBuf::U16(convert(data, |c| (u16::from_le_bytes([c[0], c[1]]) << shift) >> shift)),
+        (2, true) => PixelBuf::I16(convert(data, |c| (i16::from_le_bytes([c[0], c[1]]) << shift) >> shift)),
+        (_, false) => PixelBuf::U32(convert(data, |c| (u32::from_le_bytes([c[0], c[1], c[2], c[3]]) << shift) >> shift)),
+        (_, true) => PixelBuf::I32(convert(data, |c| (i32::from_le_bytes([c[0], c[1], c[2], c[3]]) << shift) >> shift)),
+    };
+    Some(StoredPixels { frames: h.frames, rows: h.rows, cols: h.cols, samples: h.samples_per_pixel, buf })
+}
+
+/// Converts little-endian samples of `size_of::<T>()` bytes, in parallel for large images.
+fn convert<T: Send + Default + Copy>(data: &[u8], f: impl Fn(&[u8]) -> T + Sync) -> Vec<T> {
+    use rayon::prelude::*;
+    let n = std::mem::size_of::<T>();
+    let mut out = vec![T::default(); data.len() / n];
+    let chunk = 1 << 16;
+    out.par_chunks_mut(chunk).zip(data.par_chunks(chunk * n)).for_each(|(dst, src)| {
+        for (d, s) in dst.iter_mut().zip(src.chunks_exact(n)) {
+            *d = f(s);
+        }
+    });
+    out
+}
 
 /// Decodes every frame of `obj`.
 pub fn decode(obj: &DefaultDicomObject, header: &ImageHeader) -> Result<StoredPixels, StudyError> {
@@ -194,13 +280,10 @@ pub fn decode_frames(obj: &DefaultDicomObject, header: &ImageHeader, range: std:
     let bps = header.bits_allocated.div_ceil(8);
     let pixels = header.pixels_per_frame();
     let frame_bytes = pixels * header.samples_per_pixel * bps;
-    let total = frame_bytes
-        .checked_mul(range.len())
-        .filter(|&t| t <= 1 << 34)
-        .ok_or_else(|| StudyError::Corrupt("image too large".into()))?;
+    let total =
+        frame_bytes.checked_mul(range.len()).filter(|&t| t <= 1 << 34).ok_or_else(|| StudyError::Corrupt("image too large".into()))?;
     let mut raw: Vec<u8> = Vec::with_capacity(total);
     let mut ybr_from_jpeg = false;
-    let mut jpeg_precision = None;
     match codec {
         Codec::Native => {
             let bytes = native_pixel_bytes(obj)?;
@@ -224,17 +307,28 @@ pub fn decode_frames(obj: &DefaultDicomObject, header: &ImageHeader, range: std:
                     }
                     Codec::Rle => rle::decode_frame(&fragment, header.rows, header.cols, header.samples_per_pixel, bps)?,
                     Codec::Jpeg => {
-                        let (bytes, ybr, precision) = decode_jpeg(&fragment, header)?;
+                        let (bytes, ybr) = decode_jpeg(&fragment, header)?;
                         ybr_from_jpeg = ybr;
-                        jpeg_precision = Some(precision);
                         bytes
                     }
-                    Codec::JpegLs | Codec::Jpeg2000 => {
+                    Codec::JpegLs => {
                         let d = obj.decode_pixel_data_frame(f as u32).map_err(|e| StudyError::Decode(chain(&e)))?;
-                        let mut b = d.data().to_vec();
-                        if codec == Codec::Jpeg2000 {
-                            j2k_sign_fix(&mut b, &fragment, header);
+                        d.data().to_vec()
+                    }
+                    Codec::Jpeg2000 => {
+                        let img = j2k::decode(&fragment).map_err(|e| StudyError::Decode(e.to_string()))?;
+                        if img.width != header.cols || img.height != header.rows || img.components != header.samples_per_pixel {
+                            return Err(StudyError::Corrupt(format!(
+                                "the JPEG 2000 image is {}×{}×{}, the header says {}×{}×{}",
+                                img.width, img.height, img.components, header.cols, header.rows, header.samples_per_pixel
+                            )));
                         }
+                        let mut b: Vec<u8> = match bps {
+                            1 => img.samples.iter().map(|&v| v as u8).collect(),
+                            2 => img.samples.iter().flat_map(|&v| (v as u16).to_le_bytes()).collect(),
+                            _ => img.samples.iter().flat_map(|&v| (v as u32).to_le_bytes()).collect(),
+                        };
+                        j2k_sign_fix(&mut b, img.signed, img.precision as usize, header);
                         b
                     }
                     Codec::Native => unreachable!("handled above"),
@@ -246,7 +340,6 @@ pub fn decode_frames(obj: &DefaultDicomObject, header: &ImageHeader, range: std:
             }
         }
     }
-    let _ = jpeg_precision;
     // Colour: pydicom returns RGB for YBR_FULL(_422) data (J2K's RCT/ICT is undone by the codec).
     let ybr = match codec {
         Codec::Jpeg => ybr_from_jpeg,
@@ -372,9 +465,9 @@ pub fn jpeg_info(data: &[u8]) -> Option<JpegInfo> {
     (info.sof != 0).then_some(info)
 }
 
-/// Decodes one JPEG frame; returns little-endian samples, whether pydicom would treat the
-/// components as YBR (to be converted to RGB), and the sample precision.
-fn decode_jpeg(data: &[u8], h: &ImageHeader) -> Result<(Vec<u8>, bool, u8), StudyError> {
+/// Decodes one JPEG frame; returns little-endian samples and whether pydicom would treat the
+/// components as YBR (to be converted to RGB).
+fn decode_jpeg(data: &[u8], h: &ImageHeader) -> Result<(Vec<u8>, bool), StudyError> {
     let info = jpeg_info(data).ok_or_else(|| StudyError::Decode("JPEG header not found".into()))?;
     let samples: Vec<u8> = if info.precision > 8 && matches!(info.sof, 0xC0 | 0xC1) {
         let img = jpeg12::decode(data).map_err(|e| StudyError::Decode(format!("JPEG: {e}")))?;
@@ -408,18 +501,15 @@ fn decode_jpeg(data: &[u8], h: &ImageHeader) -> Result<(Vec<u8>, bool, u8), Stud
     } else {
         false
     };
-    Ok((samples, ybr, info.precision))
+    Ok((samples, ybr))
 }
 
-/// Fixes JPEG 2000 data whose codestream signedness disagrees with Pixel Representation.
-fn j2k_sign_fix(raw: &mut [u8], codestream: &[u8], h: &ImageHeader) {
+/// Fixes JPEG 2000 data whose codestream signedness disagrees with Pixel Representation, as
+/// pydicom does: sign-extend from the codestream's precision.
+fn j2k_sign_fix(raw: &mut [u8], signed: bool, precision: usize, h: &ImageHeader) {
     if !h.photometric.starts_with("MONOCHROME") {
         return;
     }
-    let Some(soc) = codestream.windows(4).take(4096).position(|w| w == [0xFF, 0x4F, 0xFF, 0x51]) else { return };
-    let Some(&ssiz) = codestream.get(soc + 42) else { return };
-    let signed = ssiz & 0x80 != 0;
-    let precision = (ssiz & 0x7F) as usize + 1;
     if signed == (h.pixel_representation == 1) || h.pixel_representation == 0 {
         return;
     }

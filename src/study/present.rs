@@ -72,7 +72,12 @@ pub fn percentile_window(values: &[f32]) -> Window {
 }
 
 /// Turns decoded stored values into frames.
-pub fn frames_from_stored(obj: &DefaultDicomObject, header: &ImageHeader, stored: &StoredPixels, meta: Arc<Meta>) -> Result<Vec<Frame>, StudyError> {
+pub fn frames_from_stored(
+    obj: &DefaultDicomObject,
+    header: &ImageHeader,
+    stored: &StoredPixels,
+    meta: Arc<Meta>,
+) -> Result<Vec<Frame>, StudyError> {
     let pi = header.photometric.as_str();
     let signed = header.pixel_representation == 1;
     let palette = if pi == "PALETTE COLOR" && header.samples_per_pixel == 1 {
@@ -83,8 +88,12 @@ pub fn frames_from_stored(obj: &DefaultDicomObject, header: &ImageHeader, stored
     let modality_lut = ModalityLut::read(obj, signed);
     let voi: Option<Arc<VoiLut>> = voi_lut(obj, signed).map(Arc::new);
     let window_from_header = |f: usize| -> Option<Window> {
-        let c = obj.float_of(tags::WINDOW_CENTER).or_else(|| functional(obj, Some(f), tags::FRAME_VOILUT_SEQUENCE, tags::WINDOW_CENTER).map(|v| v[0]))?;
-        let w = obj.float_of(tags::WINDOW_WIDTH).or_else(|| functional(obj, Some(f), tags::FRAME_VOILUT_SEQUENCE, tags::WINDOW_WIDTH).map(|v| v[0]))?;
+        let c = obj
+            .float_of(tags::WINDOW_CENTER)
+            .or_else(|| functional(obj, Some(f), tags::FRAME_VOILUT_SEQUENCE, tags::WINDOW_CENTER).map(|v| v[0]))?;
+        let w = obj
+            .float_of(tags::WINDOW_WIDTH)
+            .or_else(|| functional(obj, Some(f), tags::FRAME_VOILUT_SEQUENCE, tags::WINDOW_WIDTH).map(|v| v[0]))?;
         (w > 0.0 && c.is_finite()).then_some(Window { center: c as f32, width: w as f32 })
     };
     let normal = meta.image_orientation.map(|o| {
@@ -115,9 +124,21 @@ pub fn frames_from_stored(obj: &DefaultDicomObject, header: &ImageHeader, stored
             let values: Vec<f32> = match &modality_lut {
                 Some(lut) => range.map(|i| lut.apply(stored.buf.get(i))).collect(),
                 None => {
-                    let slope = obj.float_of(tags::RESCALE_SLOPE).or_else(|| functional(obj, Some(f), tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE, tags::RESCALE_SLOPE).map(|v| v[0])).unwrap_or(1.0);
-                    let intercept = obj.float_of(tags::RESCALE_INTERCEPT).or_else(|| functional(obj, Some(f), tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE, tags::RESCALE_INTERCEPT).map(|v| v[0])).unwrap_or(0.0);
-                    let (slope, intercept) = if slope.is_finite() && slope != 0.0 && intercept.is_finite() { (slope as f32, intercept as f32) } else { (1.0, 0.0) };
+                    let slope = obj
+                        .float_of(tags::RESCALE_SLOPE)
+                        .or_else(|| functional(obj, Some(f), tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE, tags::RESCALE_SLOPE).map(|v| v[0]))
+                        .unwrap_or(1.0);
+                    let intercept = obj
+                        .float_of(tags::RESCALE_INTERCEPT)
+                        .or_else(|| {
+                            functional(obj, Some(f), tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE, tags::RESCALE_INTERCEPT).map(|v| v[0])
+                        })
+                        .unwrap_or(0.0);
+                    let (slope, intercept) = if slope.is_finite() && slope != 0.0 && intercept.is_finite() {
+                        (slope as f32, intercept as f32)
+                    } else {
+                        (1.0, 0.0)
+                    };
                     stored.buf.slice_f32(range).into_iter().map(|v| v * slope + intercept).collect()
                 }
             };

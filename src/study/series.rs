@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::study::dicom::{self, ImageHeader};
-use crate::study::{Frame, Meta, Series, StudyError, file_sha256, pixels, present, raster};
+use crate::study::dicom;
+use crate::study::{Frame, Meta, Series, StudyError, pixels, present, raster};
 
 /// Progress callback: fraction done (0..1) and what is happening.
 pub type LoadProgress<'a> = &'a (dyn Fn(f32, &str) + Sync);
@@ -15,7 +15,10 @@ pub type LoadProgress<'a> = &'a (dyn Fn(f32, &str) + Sync);
 pub fn load(path: &Path, progress: LoadProgress) -> Result<Series, StudyError> {
     if path.is_dir() {
         let groups = scan_folder(path, progress)?;
-        let best = groups.into_iter().max_by_key(|g| g.frame_count()).ok_or_else(|| StudyError::Empty(format!("no images in {}", path.display())))?;
+        let best = groups
+            .into_iter()
+            .max_by_key(|g| g.frame_count())
+            .ok_or_else(|| StudyError::Empty(format!("no images in {}", path.display())))?;
         load_group(&best, progress)
     } else {
         load_file(path, progress)
@@ -41,10 +44,8 @@ pub fn load_file(path: &Path, progress: LoadProgress) -> Result<Series, StudyErr
 
 /// Decodes every frame of one DICOM file, reporting progress within `from..to`.
 pub fn dicom_frames(path: &Path, progress: LoadProgress, from: f32, to: f32) -> Result<Vec<Frame>, StudyError> {
-    let obj = dicom::open(path, false)?;
-    let header = ImageHeader::read(&obj)?;
-    progress(from + 0.2 * (to - from), "decoding pixels");
-    let stored = pixels::decode(&obj, &header)?;
+    progress(from + 0.1 * (to - from), "decoding pixels");
+    let (obj, header, stored) = pixels::read_file(path)?;
     progress(from + 0.8 * (to - from), "preparing frames");
     let meta = Arc::new(present::read_meta(&obj, path));
     present::frames_from_stored(&obj, &header, &stored, meta)
@@ -163,11 +164,7 @@ pub fn load_group(group: &SeriesGroup, progress: LoadProgress) -> Result<Series,
     for (i, path) in group.files.iter().enumerate() {
         let (from, to) = (0.3 + 0.7 * i as f32 / n, 0.3 + 0.7 * (i + 1) as f32 / n);
         progress(from, &format!("loading {}/{}", i + 1, group.files.len()));
-        let result = if group.raster {
-            raster::load(path).map(|f| vec![f])
-        } else {
-            dicom_frames(path, progress, from, to)
-        };
+        let result = if group.raster { raster::load(path).map(|f| vec![f]) } else { dicom_frames(path, progress, from, to) };
         match result {
             Ok(f) => frames.extend(f),
             Err(e) => {
@@ -234,9 +231,4 @@ pub fn hang_folder(dir: &Path, progress: LoadProgress) -> Result<(Series, Series
     let (prior, current) = hang_groups(groups)?;
     let quiet = |_: f32, _: &str| {};
     Ok((load_group(&prior, &quiet)?, load_group(&current, progress)?))
-}
-
-/// sha256 of each file, to identify raster pixels in an annotation document.
-pub fn raster_identity(path: &Path) -> Option<String> {
-    file_sha256(path)
 }

@@ -69,6 +69,8 @@ pub struct App {
     pub dialogs: Dialogs,
     /// The pane keyboard actions apply to (last hovered).
     pub active: Role,
+    /// Window/level on the CPU even when a GPU renderer exists (benchmarks compare the paths).
+    pub cpu_rendering: bool,
     allow_close: bool,
     title: String,
     last_autosave: Instant,
@@ -123,6 +125,7 @@ impl App {
             prompt: None,
             dialogs: Dialogs::default(),
             active: Role::Current,
+            cpu_rendering: false,
             allow_close: false,
             title: String::new(),
             last_autosave: Instant::now(),
@@ -410,13 +413,26 @@ impl App {
             self.status = "select a box first".into();
             return;
         };
-        let from = if f.box_on(image_id(self.active)).is_some() { self.active } else if f.box_on("current").is_some() { Role::Current } else { Role::Prior };
+        let from = if f.box_on(image_id(self.active)).is_some() {
+            self.active
+        } else if f.box_on("current").is_some() {
+            Role::Current
+        } else {
+            Role::Prior
+        };
         let to = other(from);
         let Some(b) = f.box_on(image_id(from)).cloned() else { return };
-        let (Some(src), Some(dst)) = (self.pane(from).series().and_then(|s| s.frames.get(b.frame as usize)), self.pane(to).current_frame()) else { return };
+        let (Some(src), Some(dst)) = (self.pane(from).series().and_then(|s| s.frames.get(b.frame as usize)), self.pane(to).current_frame())
+        else {
+            return;
+        };
         let (sx, sy) = (dst.width as f32 / src.width as f32, dst.height as f32 / src.height as f32);
         let (cx, cy) = b.rect().centre();
-        let hint = LocateHint { expected_centre: Some((cx * sx, cy * sy)), sigma_px: 0.25 * dst.width.max(dst.height) as f32, known_size: None };
+        let hint = LocateHint {
+            expected_centre: Some((cx * sx, cy * sy)),
+            sigma_px: 0.25 * dst.width.max(dst.height) as f32,
+            ..Default::default()
+        };
         let frames = (b.frame, self.pane(to).frame as u32);
         let (rg, tg) = (src.to_gray(), dst.to_gray());
         self.jobs.locate(engine, from, rg, b.rect(), tg, hint, frames);
@@ -428,7 +444,11 @@ impl App {
         let findings = match kind {
             GroundKind::Changes => Document::proposals_to_findings(&proposals, ("current", frames.1), ("prior", frames.0), &now),
             GroundKind::Locate { from } => {
-                let (target, reference) = if from == Role::Prior { (("current", frames.1), ("prior", frames.0)) } else { (("prior", frames.1), ("current", frames.0)) };
+                let (target, reference) = if from == Role::Prior {
+                    (("current", frames.1), ("prior", frames.0))
+                } else {
+                    (("prior", frames.1), ("current", frames.0))
+                };
                 Document::proposals_to_findings(&proposals, target, reference, &now)
             }
         };
@@ -478,7 +498,12 @@ impl App {
                 JobResult::Grounded { kind, proposals, millis, frames } => self.on_grounded(kind, proposals, millis, frames),
                 JobResult::Registered { alignment, generations } => {
                     self.jobs.registering = false;
-                    self.status = format!("registered (NCC {:.2}, rotation {:.1}°, scale {:.3})", alignment.score, alignment.fixed_from_moving.angle().to_degrees(), alignment.fixed_from_moving.mean_scale());
+                    self.status = format!(
+                        "registered (NCC {:.2}, rotation {:.1}°, scale {:.3})",
+                        alignment.score,
+                        alignment.fixed_from_moving.angle().to_degrees(),
+                        alignment.fixed_from_moving.mean_scale()
+                    );
                     self.registration = Some((alignment, generations));
                 }
                 JobResult::Failed { what, error } => {
@@ -546,7 +571,9 @@ impl App {
 
     fn sync_view(&mut self, from: Role) {
         let to = other(from);
-        let (Some(src_view), Some(src)) = (self.pane(from).view, self.pane(from).current_frame().map(|f| (f.width, f.height))) else { return };
+        let (Some(src_view), Some(src)) = (self.pane(from).view, self.pane(from).current_frame().map(|f| (f.width, f.height))) else {
+            return;
+        };
         let src_rect = self.pane(from).rect;
         let registration = if self.sync.registered { self.current_registration().map(|a| a.fixed_from_moving) } else { None };
         let dst_rect = self.pane(to).rect;
@@ -671,15 +698,15 @@ impl App {
     }
 
     fn handle_dropped_files(&mut self, ui: &egui::Ui) {
-        let (dropped, pointer) = ui.input(|i| (i.raw.dropped_files.iter().map(|f| f.path().to_path_buf()).collect::<Vec<_>>(), i.pointer.latest_pos()));
+        let (dropped, pointer) =
+            ui.input(|i| (i.raw.dropped_files.iter().map(|f| f.path().to_path_buf()).collect::<Vec<_>>(), i.pointer.latest_pos()));
         let Some(first) = dropped.first().cloned() else { return };
         if first.extension().is_some_and(|e| e == "json") {
             self.open_annotations(&first);
             return;
         }
-        let role = pointer
-            .and_then(|p| [Role::Prior, Role::Current].into_iter().find(|r| self.pane(*r).rect.contains(p)))
-            .unwrap_or(self.active);
+        let role =
+            pointer.and_then(|p| [Role::Prior, Role::Current].into_iter().find(|r| self.pane(*r).rect.contains(p))).unwrap_or(self.active);
         self.open_path(role, first);
         if let Some(second) = dropped.get(1) {
             self.open_path(other(role), second.clone());
@@ -740,7 +767,9 @@ impl App {
             self.drawing = !self.drawing;
             self.status = if self.drawing { "draw a box: drag on an image (Esc cancels)".into() } else { "drawing off".into() };
         }
-        if pressed(Key::L) && let Some(id) = self.selected.clone() {
+        if pressed(Key::L)
+            && let Some(id) = self.selected.clone()
+        {
             let text = self.doc.finding(&id).map(|f| f.label.clone()).unwrap_or_default();
             self.prompt = Some(Prompt::Relabel { finding: id, text });
         }
@@ -753,14 +782,22 @@ impl App {
                 p.reset();
             }
         }
-        let presets = [(Key::Num1, Preset::Auto), (Key::Num2, Preset::Lung), (Key::Num3, Preset::Mediastinum), (Key::Num4, Preset::Bone), (Key::Num5, Preset::Brain)];
+        let presets = [
+            (Key::Num1, Preset::Auto),
+            (Key::Num2, Preset::Lung),
+            (Key::Num3, Preset::Mediastinum),
+            (Key::Num4, Preset::Bone),
+            (Key::Num5, Preset::Brain),
+        ];
         for (k, preset) in presets {
             if pressed(k) {
                 self.apply_preset(preset);
             }
         }
         let mut delta = 0;
-        for (k, d) in [(Key::ArrowUp, -1), (Key::ArrowLeft, -1), (Key::ArrowDown, 1), (Key::ArrowRight, 1), (Key::PageUp, -10), (Key::PageDown, 10)] {
+        for (k, d) in
+            [(Key::ArrowUp, -1), (Key::ArrowLeft, -1), (Key::ArrowDown, 1), (Key::ArrowRight, 1), (Key::PageUp, -10), (Key::PageDown, 10)]
+        {
             if ui.input(|i| i.key_pressed(k)) {
                 delta += d;
             }
@@ -786,11 +823,15 @@ impl App {
             Rect::from_min_size(full.min, Vec2::new(half, full.height())),
             Rect::from_min_size(full.min + Vec2::new(half + gap, 0.0), Vec2::new(half, full.height())),
         ];
-        let render_state = frame.wgpu_render_state();
+        let render_state = if self.cpu_rendering { None } else { frame.wgpu_render_state() };
         self.hovered = None;
         for role in [Role::Prior, Role::Current] {
             let rect = rects[role.index()];
-            let response = ui.allocate_rect(rect, Sense::click_and_drag()).on_hover_cursor(if self.drawing { egui::CursorIcon::Crosshair } else { egui::CursorIcon::Default });
+            let response = ui.allocate_rect(rect, Sense::click_and_drag()).on_hover_cursor(if self.drawing {
+                egui::CursorIcon::Crosshair
+            } else {
+                egui::CursorIcon::Default
+            });
             let response = response.accessible_name(format!("{} pane", role.label()));
             self.panes[role.index()].rect = rect;
             if response.hovered() {
@@ -812,11 +853,22 @@ impl App {
                 _ => None,
             };
             let pane = &self.panes[role.index()];
-            let st = OverlayState { image_id: image_id(role), frame: pane.frame as u32, selected: self.selected.as_deref(), hovered: self.hovered.as_deref(), preview };
+            let st = OverlayState {
+                image_id: image_id(role),
+                frame: pane.frame as u32,
+                selected: self.selected.as_deref(),
+                hovered: self.hovered.as_deref(),
+                preview,
+            };
             overlay::draw(&painter, pane, &self.doc, &visible, &st);
             pane.paint_corners(&painter, rect);
             if self.active == role {
-                painter.rect_stroke(rect.shrink(0.5), 0.0, egui::Stroke::new(1.0, Color32::from_rgb(70, 110, 170)), egui::StrokeKind::Inside);
+                painter.rect_stroke(
+                    rect.shrink(0.5),
+                    0.0,
+                    egui::Stroke::new(1.0, Color32::from_rgb(70, 110, 170)),
+                    egui::StrokeKind::Inside,
+                );
             }
         }
     }

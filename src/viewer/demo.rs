@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::grounding::BBox;
 use crate::grounding::rng::Rng;
-use crate::grounding::synth::apply_change;
+use crate::grounding::synth::{ChangeKind, apply_change_of};
 use crate::study::{GrayImage, Meta, Series, StudyError, raster};
 
 static DEMO_PNG: &[u8] = include_bytes!("../../assets/demo_prior.png");
@@ -42,12 +42,21 @@ pub fn demo_pair() -> Result<DemoPair, StudyError> {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let prior = GrayImage { width: w, height: h, data: img.into_raw().into_iter().map(|v| v as f32 / 255.0).collect() };
     let mut rng = Rng::new(20240301);
-    // A visible change somewhere over the lungs, not at the border.
-    let (changed, region) = (0..200)
+    // A new dense nodule (brighter, as on a radiograph), not at the border.
+    let (changed, region) = (0..500)
         .find_map(|_| {
-            let (after, region) = apply_change(&mut rng, &prior, 60)?;
+            let (after, region) = apply_change_of(&mut rng, &prior, 60, Some(ChangeKind::Lesion))?;
             let b = region.bbox;
-            (b.width() >= 18.0 && b.height() >= 18.0 && b.width() <= 90.0).then_some((after, region))
+            let denser = region
+                .mask
+                .data
+                .iter()
+                .zip(after.data.iter().zip(&prior.data))
+                .filter(|(m, _)| **m > 0.5)
+                .map(|(_, (a, p))| a - p)
+                .sum::<f32>()
+                > 0.0;
+            (denser && b.width() >= 18.0 && b.height() >= 18.0 && b.width() <= 70.0).then_some((after, region))
         })
         .ok_or_else(|| StudyError::Image("could not place the demo change".into()))?;
     // The follow-up is positioned a little differently.

@@ -69,7 +69,9 @@ impl Dialogs {
     }
 
     pub fn open_annotations(&mut self) {
-        self.run(DialogPurpose::OpenAnnotations, || rfd::FileDialog::new().set_title("Open annotations").add_filter("Tandem annotations", &["json"]).pick_file());
+        self.run(DialogPurpose::OpenAnnotations, || {
+            rfd::FileDialog::new().set_title("Open annotations").add_filter("Tandem annotations", &["json"]).pick_file()
+        });
     }
 
     pub fn save_annotations(&mut self, suggested: Option<PathBuf>) {
@@ -89,7 +91,10 @@ impl Dialogs {
 
     pub fn export(&mut self, format: ExportFormat) {
         self.run(DialogPurpose::Export(format), move || {
-            rfd::FileDialog::new().set_title(format!("Export {}", format.label())).set_file_name(format!("annotations.{}", format.extension())).save_file()
+            rfd::FileDialog::new()
+                .set_title(format!("Export {}", format.label()))
+                .set_file_name(format!("annotations.{}", format.extension()))
+                .save_file()
         });
     }
 }

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::num::NonZeroU64;
 
-use eframe::egui_wgpu::{self, wgpu};
 use eframe::egui;
+use eframe::egui_wgpu::{self, wgpu};
 
 use crate::study::{Frame, Samples};
 
@@ -147,7 +147,15 @@ impl ImageRenderer {
     }
 }
 
-fn create_texture(device: &wgpu::Device, queue: &wgpu::Queue, w: u32, h: u32, format: wgpu::TextureFormat, bytes: &[u8], label: &str) -> wgpu::Texture {
+fn create_texture(
+    device: &wgpu::Device,
+    queue: &wgpu::Queue,
+    w: u32,
+    h: u32,
+    format: wgpu::TextureFormat,
+    bytes: &[u8],
+    label: &str,
+) -> wgpu::Texture {
     let size = wgpu::Extent3d { width: w, height: h, depth_or_array_layers: 1 };
     let texture = device.create_texture(&wgpu::TextureDescriptor {
         label: Some(label),

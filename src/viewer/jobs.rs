@@ -16,13 +16,31 @@ use crate::viewer::pane::{Role, SharedProgress};
 
 /// A finished job.
 pub enum JobResult {
-    Loaded { role: Role, source: String, result: Result<Series, StudyError> },
+    Loaded {
+        role: Role,
+        source: String,
+        result: Result<Series, StudyError>,
+    },
     /// A folder hung as prior + current.
-    Hung { source: String, result: Result<(Series, Series), StudyError> },
+    Hung {
+        source: String,
+        result: Result<(Series, Series), StudyError>,
+    },
     EngineReady(Arc<Engine>),
-    Grounded { kind: GroundKind, proposals: Vec<Proposal>, millis: f64, frames: (u32, u32) },
-    Registered { alignment: Alignment, generations: (u64, u64) },
-    Failed { what: String, error: String },
+    Grounded {
+        kind: GroundKind,
+        proposals: Vec<Proposal>,
+        millis: f64,
+        frames: (u32, u32),
+    },
+    Registered {
+        alignment: Alignment,
+        generations: (u64, u64),
+    },
+    Failed {
+        what: String,
+        error: String,
+    },
 }
 
 /// What a grounding job answered.
@@ -30,7 +48,9 @@ pub enum JobResult {
 pub enum GroundKind {
     Changes,
     /// Locate from one pane into the other.
-    Locate { from: Role },
+    Locate {
+        from: Role,
+    },
 }
 
 /// A running grounding job (one at a time), cancellable.
@@ -123,16 +143,31 @@ impl Jobs {
 
     /// Locates `reference_box` of `reference` (the pane `from`) in `target`.
     #[allow(clippy::too_many_arguments)]
-    pub fn locate(&mut self, engine: Arc<Engine>, from: Role, reference: GrayImage, reference_box: crate::grounding::BBox, target: GrayImage, hint: crate::grounding::LocateHint, frames: (u32, u32)) {
+    pub fn locate(
+        &mut self,
+        engine: Arc<Engine>,
+        from: Role,
+        reference: GrayImage,
+        reference_box: crate::grounding::BBox,
+        target: GrayImage,
+        hint: crate::grounding::LocateHint,
+        frames: (u32, u32),
+    ) {
         let cancelled = Arc::new(AtomicBool::new(false));
-        self.grounding = Some(RunningGround { label: "Finding in the other image".into(), started: Instant::now(), cancelled: cancelled.clone() });
+        self.grounding =
+            Some(RunningGround { label: "Finding in the other image".into(), started: Instant::now(), cancelled: cancelled.clone() });
         self.spawn("locate", move || {
             let start = Instant::now();
             let found = engine.locate(&reference, reference_box, &target, &hint, crate::grounding::Method::Model);
             if cancelled.load(Ordering::Relaxed) {
                 return JobResult::Failed { what: "Find in other image".into(), error: "cancelled".into() };
             }
-            JobResult::Grounded { kind: GroundKind::Locate { from }, proposals: found.into_iter().collect(), millis: start.elapsed().as_secs_f64() * 1e3, frames }
+            JobResult::Grounded {
+                kind: GroundKind::Locate { from },
+                proposals: found.into_iter().collect(),
+                millis: start.elapsed().as_secs_f64() * 1e3,
+                frames,
+            }
         });
     }
 

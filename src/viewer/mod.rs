@@ -35,14 +35,23 @@ fn wgpu_setup() -> egui_wgpu::WgpuSetup {
         let mut features = adapter.features();
         features.remove(wgpu::Features::all_experimental_mask());
         features.remove(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS);
-        wgpu::DeviceDescriptor { label: Some("tandem"), required_features: features, required_limits: adapter.limits(), ..Default::default() }
+        wgpu::DeviceDescriptor {
+            label: Some("tandem"),
+            required_features: features,
+            required_limits: adapter.limits(),
+            ..Default::default()
+        }
     });
     egui_wgpu::WgpuSetup::CreateNew(setup)
 }
 
 pub fn run_with(launch: Launch, annotations: Option<PathBuf>) -> anyhow::Result<()> {
     let mut options = eframe::NativeOptions {
-        viewport: eframe::egui::ViewportBuilder::default().with_title("Tandem").with_inner_size([1500.0, 900.0]).with_min_inner_size([800.0, 500.0]).with_app_id("tandem"),
+        viewport: eframe::egui::ViewportBuilder::default()
+            .with_title("Tandem")
+            .with_inner_size([1500.0, 900.0])
+            .with_min_inner_size([800.0, 500.0])
+            .with_app_id("tandem"),
         renderer: eframe::Renderer::Wgpu,
         ..Default::default()
     };

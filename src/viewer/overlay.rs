@@ -116,7 +116,13 @@ pub fn draw(painter: &egui::Painter, pane: &Pane, doc: &Document, visible: &dyn 
         if f.status == Status::Rejected {
             color = Color32::from_gray(150);
         }
-        let width = if selected { 2.5 } else if hovered { 2.0 } else { 1.3 };
+        let width = if selected {
+            2.5
+        } else if hovered {
+            2.0
+        } else {
+            1.3
+        };
         let stroke = Stroke::new(width, color);
         match f.status {
             Status::Accepted => {
@@ -135,7 +141,17 @@ pub fn draw(painter: &egui::Painter, pane: &Pane, doc: &Document, visible: &dyn 
             painter.rect_filled(r, 0.0, color.gamma_multiply(0.12));
         }
         let score = f.score().map(|s| format!(" {s:.2}")).unwrap_or_default();
-        let text = format!("{}{score}{}", f.label, if f.status == Status::Accepted { " · accepted" } else if f.status == Status::Rejected { " · rejected" } else { "" });
+        let text = format!(
+            "{}{score}{}",
+            f.label,
+            if f.status == Status::Accepted {
+                " · accepted"
+            } else if f.status == Status::Rejected {
+                " · rejected"
+            } else {
+                ""
+            }
+        );
         let galley = painter.layout_no_wrap(text, FontId::proportional(12.0), color);
         let at = r.left_top() - Vec2::new(0.0, galley.size().y + 2.0);
         painter.rect_filled(Rect::from_min_size(at, galley.size() + Vec2::new(4.0, 0.0)), 2.0, Color32::from_black_alpha(170));
@@ -155,7 +171,15 @@ pub fn draw(painter: &egui::Painter, pane: &Pane, doc: &Document, visible: &dyn 
 }
 
 /// The finding (and handle) under screen point `pos`, preferring the selected finding's handles.
-pub fn hit(pane: &Pane, doc: &Document, visible: &dyn Fn(&Finding) -> bool, image_id: &str, frame: u32, selected: Option<&str>, pos: Pos2) -> Option<(String, Handle)> {
+pub fn hit(
+    pane: &Pane,
+    doc: &Document,
+    visible: &dyn Fn(&Finding) -> bool,
+    image_id: &str,
+    frame: u32,
+    selected: Option<&str>,
+    pos: Pos2,
+) -> Option<(String, Handle)> {
     let view = pane.view?;
     let rect = pane.rect;
     if let Some(sel) = selected.and_then(|id| doc.finding(id))

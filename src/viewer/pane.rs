@@ -270,7 +270,13 @@ impl Pane {
                         egui::MouseWheelUnit::Page => delta.y * 10.0,
                     };
                     if modifiers.ctrl || modifiers.command {
-                        let steps = if dy > 0.0 { -1 } else if dy < 0.0 { 1 } else { 0 };
+                        let steps = if dy > 0.0 {
+                            -1
+                        } else if dy < 0.0 {
+                            1
+                        } else {
+                            0
+                        };
                         changes.frame_delta += steps;
                     } else if dy != 0.0 {
                         view.zoom_at(rect, pos, 1.15f32.powf(dy));
@@ -279,7 +285,8 @@ impl Pane {
                 }
             }
         }
-        let pan = (pan_with_primary && response.dragged_by(egui::PointerButton::Primary)) || response.dragged_by(egui::PointerButton::Middle);
+        let pan =
+            (pan_with_primary && response.dragged_by(egui::PointerButton::Primary)) || response.dragged_by(egui::PointerButton::Middle);
         if pan {
             view.center -= response.drag_delta() / view.zoom;
             changes.view = true;
@@ -318,7 +325,11 @@ impl Pane {
                 centered_message(&painter, rect, &format!("Loading {}…\n{:.0} %  {msg}", short(source), p * 100.0), Color32::LIGHT_GRAY);
                 let bar = Rect::from_min_size(rect.center() + Vec2::new(-100.0, 30.0), Vec2::new(200.0, 6.0));
                 painter.rect_filled(bar, 2.0, Color32::from_gray(60));
-                painter.rect_filled(Rect::from_min_size(bar.min, Vec2::new(200.0 * p.clamp(0.0, 1.0), 6.0)), 2.0, Color32::from_rgb(80, 160, 255));
+                painter.rect_filled(
+                    Rect::from_min_size(bar.min, Vec2::new(200.0 * p.clamp(0.0, 1.0), 6.0)),
+                    2.0,
+                    Color32::from_rgb(80, 160, 255),
+                );
                 return;
             }
             Content::Failed { source, error } => {
@@ -334,7 +345,13 @@ impl Pane {
         let bottom_right = view.screen_from_image(rect, Pos2::new(frame.width as f32, frame.height as f32));
         let img_rect = Rect::from_min_max(top_left, bottom_right);
         let invert = self.invert ^ frame.invert;
-        let mode = if frame.is_color() { 1.0 } else if self.use_voi_lut && frame.voi_lut.is_some() { 2.0 } else { 0.0 };
+        let mode = if frame.is_color() {
+            1.0
+        } else if self.use_voi_lut && frame.voi_lut.is_some() {
+            2.0
+        } else {
+            0.0
+        };
         if let Some(rs) = render_state {
             {
                 let mut renderer = rs.renderer.write();
@@ -346,7 +363,8 @@ impl Pane {
             }
             let n_min = (img_rect.min - rect.min) / rect.size();
             let n_max = (img_rect.max - rect.min) / rect.size();
-            let lut = frame.voi_lut.as_ref().map(|l| [l.first_mapped, l.data.len() as f32, l.max_output, 1.0]).unwrap_or([0.0, 0.0, 1.0, 1.0]);
+            let lut =
+                frame.voi_lut.as_ref().map(|l| [l.first_mapped, l.data.len() as f32, l.max_output, 1.0]).unwrap_or([0.0, 0.0, 1.0, 1.0]);
             let params = DrawParams {
                 img_rect: [n_min.x, n_min.y, n_max.x, n_max.y],
                 window: [self.window.center, self.window.width, if invert { 1.0 } else { 0.0 }, mode],
@@ -389,7 +407,11 @@ impl Pane {
         let series_line = [m.modality.clone(), m.series_description.clone()].into_iter().flatten().collect::<Vec<_>>().join("  ");
         tl.push(if series_line.is_empty() { file_name(&m.path) } else { series_line });
         let tr = vec![self.role.label().to_uppercase(), format!("Frame {}/{}", self.frame + 1, self.frame_count())];
-        let w_line = if self.use_voi_lut && frame.voi_lut.is_some() { "VOI LUT".to_string() } else { format!("W {:.0}  L {:.0}", self.window.width, self.window.center) };
+        let w_line = if self.use_voi_lut && frame.voi_lut.is_some() {
+            "VOI LUT".to_string()
+        } else {
+            format!("W {:.0}  L {:.0}", self.window.width, self.window.center)
+        };
         let zoom = self.view.map(|v| v.zoom * 100.0).unwrap_or(100.0);
         let bl = vec![w_line, format!("Zoom {zoom:.0} %{}", if self.invert ^ frame.invert { "  inverted" } else { "" })];
         let br = vec![format!("{} × {} px", frame.width, frame.height)];
@@ -418,10 +440,13 @@ pub fn render_cpu(frame: &Frame, window: Window, invert: bool, use_lut: bool) ->
         if invert { 255 - t } else { t }
     };
     let pixels: Vec<Color32> = match &frame.samples {
-        Samples::Gray(v) => v.iter().map(|&x| {
-            let g = map(x);
-            Color32::from_gray(g)
-        }).collect(),
+        Samples::Gray(v) => v
+            .iter()
+            .map(|&x| {
+                let g = map(x);
+                Color32::from_gray(g)
+            })
+            .collect(),
         Samples::Rgb(v) => v.iter().map(|p| Color32::from_rgb(map(p[0] as f32), map(p[1] as f32), map(p[2] as f32))).collect(),
     };
     egui::ColorImage::new([frame.width, frame.height], pixels)

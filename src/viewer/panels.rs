@@ -127,7 +127,8 @@ pub fn side_panel(app: &mut App, ui: &mut egui::Ui) {
         ui.checkbox(&mut app.sync.scroll, "Scroll");
         ui.checkbox(&mut app.sync.zoom_pan, "Zoom / pan");
         ui.checkbox(&mut app.sync.window, "Window / level");
-        ui.checkbox(&mut app.sync.registered, "By registration").on_hover_text("Map positions through a rigid registration of current onto prior, for different frames of reference");
+        ui.checkbox(&mut app.sync.registered, "By registration")
+            .on_hover_text("Map positions through a rigid registration of current onto prior, for different frames of reference");
         ui.separator();
         ui.heading("Grounding");
         let busy = app.jobs.grounding.is_some();
@@ -180,7 +181,8 @@ pub fn findings_panel(app: &mut App, ui: &mut egui::Ui) {
                 let Some(f) = app.doc.finding(&id).cloned() else { continue };
                 let selected = app.selected.as_deref() == Some(id.as_str());
                 let thumb = thumbnail(app, ui.ctx(), &f);
-                let frame = egui::Frame::new().inner_margin(4.0).fill(if selected { Color32::from_rgb(40, 60, 90) } else { Color32::TRANSPARENT });
+                let frame =
+                    egui::Frame::new().inner_margin(4.0).fill(if selected { Color32::from_rgb(40, 60, 90) } else { Color32::TRANSPARENT });
                 let resp = frame
                     .show(ui, |ui| {
                         ui.horizontal(|ui| {
@@ -264,7 +266,11 @@ pub fn prompts(app: &mut App, ui: &mut egui::Ui) {
         }
         Prompt::Recover { recovery, document, doc_path } => {
             ui.heading("Recover unsaved annotations?");
-            ui.label(format!("Tandem found annotations that were not saved ({} finding(s)), newer than {}.", document.findings.len(), doc_path.display()));
+            ui.label(format!(
+                "Tandem found annotations that were not saved ({} finding(s)), newer than {}.",
+                document.findings.len(),
+                doc_path.display()
+            ));
             ui.horizontal(|ui| {
                 if ui.button("Recover").clicked() {
                     app.doc = *document;

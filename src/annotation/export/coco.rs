@@ -33,7 +33,8 @@ pub fn to_coco(doc: &Document, keep_phi: bool) -> Value {
     let mut labels: Vec<String> = exported(doc).map(|f| f.label.clone()).collect();
     labels.sort();
     labels.dedup();
-    let categories: Vec<Value> = labels.iter().enumerate().map(|(k, l)| json!({"id": k + 1, "name": l, "supercategory": "finding"})).collect();
+    let categories: Vec<Value> =
+        labels.iter().enumerate().map(|(k, l)| json!({"id": k + 1, "name": l, "supercategory": "finding"})).collect();
     let mut annotations = Vec::new();
     for f in exported(doc) {
         let category = labels.iter().position(|l| *l == f.label).map(|k| k + 1).unwrap_or(0);

@@ -21,8 +21,11 @@ pub fn to_medsg(doc: &Document, keep_phi: bool) -> Value {
             }
             FindingKind::Correspondence => {
                 // The reference is the first box the finding was made from.
-                let (from, to, from_path, to_path) =
-                    if f.boxes.first().is_some_and(|b| b.image == "current") { (current, prior, current_path, prior_path) } else { (prior, current, prior_path, current_path) };
+                let (from, to, from_path, to_path) = if f.boxes.first().is_some_and(|b| b.image == "current") {
+                    (current, prior, current_path, prior_path)
+                } else {
+                    (prior, current, prior_path, current_path)
+                };
                 let modality = |id: &str| doc.image(id).and_then(|i| i.extra.get("modality").cloned());
                 let task = if modality("prior") != modality("current") { Task::Crossmodal } else { Task::ObjectTracking };
                 (task, vec![from_path, to_path], Some(from.rect().rounded()), to.rect())

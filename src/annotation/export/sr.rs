@@ -2,8 +2,8 @@
 //! group per finding and image, each a closed 5-point POLYLINE SCOORD on the referenced SOP
 //! instance (and frame), with one tracking UID per finding across prior and current.
 
-use dicom_core::value::{C, DataSetSequence};
 use dicom_core::header::Header;
+use dicom_core::value::{C, DataSetSequence};
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::mem::InMemElement;
@@ -43,7 +43,12 @@ fn code_item(relationship: &str, concept: (&str, &str, &str), value: (&str, &str
 }
 
 fn container(relationship: &str, concept: (&str, &str, &str), children: Vec<InMemDicomObject>) -> InMemDicomObject {
-    item(relationship, "CONTAINER", concept, vec![DataElement::new(tags::CONTINUITY_OF_CONTENT, VR::CS, "SEPARATE"), seq(tags::CONTENT_SEQUENCE, children)])
+    item(
+        relationship,
+        "CONTAINER",
+        concept,
+        vec![DataElement::new(tags::CONTINUITY_OF_CONTENT, VR::CS, "SEPARATE"), seq(tags::CONTENT_SEQUENCE, children)],
+    )
 }
 
 /// A fresh DICOM UID (UUID-derived, root 2.25).
@@ -53,7 +58,10 @@ pub fn new_uid() -> String {
 
 /// Image region of one box: the SCOORD with its IMAGE reference.
 fn region(img: &ImageRef, frame: u32, b: [f32; 4]) -> Result<InMemDicomObject, ExportError> {
-    let sop_instance = img.sop_instance_uid.as_deref().ok_or_else(|| ExportError::Sr(format!("image {:?} is not a DICOM image (no SOP Instance UID)", img.id)))?;
+    let sop_instance = img
+        .sop_instance_uid
+        .as_deref()
+        .ok_or_else(|| ExportError::Sr(format!("image {:?} is not a DICOM image (no SOP Instance UID)", img.id)))?;
     let sop_class = img.sop_class_uid.as_deref().unwrap_or(uids::SECONDARY_CAPTURE_IMAGE_STORAGE);
     let [x1, y1, x2, y2] = b;
     let points: Vec<f32> = vec![x1, y1, x2, y1, x2, y2, x1, y2, x1, y1];
@@ -64,7 +72,12 @@ fn region(img: &ImageRef, frame: u32, b: [f32; 4]) -> Result<InMemDicomObject, E
     if img.frames > 1 {
         sop.push(DataElement::new(tags::REFERENCED_FRAME_NUMBER, VR::IS, (frame + 1).to_string()));
     }
-    let image = item("SELECTED FROM", "IMAGE", ("111030", "DCM", "Image Region"), vec![seq(tags::REFERENCED_SOP_SEQUENCE, vec![InMemDicomObject::from_element_iter(sop)])]);
+    let image = item(
+        "SELECTED FROM",
+        "IMAGE",
+        ("111030", "DCM", "Image Region"),
+        vec![seq(tags::REFERENCED_SOP_SEQUENCE, vec![InMemDicomObject::from_element_iter(sop)])],
+    );
     // IMAGE items carry no concept name; rebuild without it.
     let image = InMemDicomObject::from_element_iter(image.into_iter().filter(|e| e.tag() != tags::CONCEPT_NAME_CODE_SEQUENCE));
     Ok(item(
@@ -81,7 +94,10 @@ fn region(img: &ImageRef, frame: u32, b: [f32; 4]) -> Result<InMemDicomObject, E
 
 /// The SR data set (without file meta) for `doc`.
 pub fn to_sr(doc: &Document) -> Result<InMemDicomObject, ExportError> {
-    let current = doc.image("current").or_else(|| doc.images.first()).ok_or_else(|| ExportError::Nothing("the document refers to no image".into()))?;
+    let current = doc
+        .image("current")
+        .or_else(|| doc.images.first())
+        .ok_or_else(|| ExportError::Nothing("the document refers to no image".into()))?;
     let mut groups = Vec::new();
     let mut referenced: Vec<&ImageRef> = Vec::new();
     for f in exported(doc) {
@@ -102,10 +118,25 @@ pub fn to_sr(doc: &Document) -> Result<InMemDicomObject, ExportError> {
                 ("125007", "DCM", "Measurement Group"),
                 vec![
                     text("HAS OBS CONTEXT", ("112039", "DCM", "Tracking Identifier"), &f.label),
-                    item("HAS OBS CONTEXT", "UIDREF", ("112040", "DCM", "Tracking Unique Identifier"), vec![DataElement::new(tags::UID, VR::UI, tracking_uid.as_str())]),
+                    item(
+                        "HAS OBS CONTEXT",
+                        "UIDREF",
+                        ("112040", "DCM", "Tracking Unique Identifier"),
+                        vec![DataElement::new(tags::UID, VR::UI, tracking_uid.as_str())],
+                    ),
                     code_item("CONTAINS", ("121071", "DCM", "Finding"), (f.kind.label(), "99TANDEM", &f.label)),
                     roi,
-                    text("CONTAINS", ("121106", "DCM", "Comment"), &format!("{} on {}: status {}{score}; source {source}; finding {}", f.kind.label(), b.image, f.status.label(), f.id)),
+                    text(
+                        "CONTAINS",
+                        ("121106", "DCM", "Comment"),
+                        &format!(
+                            "{} on {}: status {}{score}; source {source}; finding {}",
+                            f.kind.label(),
+                            b.image,
+                            f.status.label(),
+                            f.id
+                        ),
+                    ),
                 ],
             ));
         }
@@ -117,7 +148,11 @@ pub fn to_sr(doc: &Document) -> Result<InMemDicomObject, ExportError> {
         "",
         ("126000", "DCM", "Imaging Measurement Report"),
         vec![
-            code_item("HAS CONCEPT MOD", ("121049", "DCM", "Language of Content Item and Descendants"), ("en-US", "RFC5646", "English (United States)")),
+            code_item(
+                "HAS CONCEPT MOD",
+                ("121049", "DCM", "Language of Content Item and Descendants"),
+                ("en-US", "RFC5646", "English (United States)"),
+            ),
             code_item("HAS OBS CONTEXT", ("121005", "DCM", "Observer Type"), ("121007", "DCM", "Device")),
             text("HAS OBS CONTEXT", ("121013", "DCM", "Device Observer UID"), "Tandem"),
             code_item("HAS CONCEPT MOD", ("121058", "DCM", "Procedure reported"), ("363679005", "SCT", "Imaging")),
@@ -149,10 +184,13 @@ pub fn to_sr(doc: &Document) -> Result<InMemDicomObject, ExportError> {
         DataElement::new(tags::INSTANCE_NUMBER, VR::IS, "1"),
         DataElement::new(tags::COMPLETION_FLAG, VR::CS, "COMPLETE"),
         DataElement::new(tags::VERIFICATION_FLAG, VR::CS, "UNVERIFIED"),
-        seq(tags::CONTENT_TEMPLATE_SEQUENCE, vec![InMemDicomObject::from_element_iter([
-            DataElement::new(tags::MAPPING_RESOURCE, VR::CS, "DCMR"),
-            DataElement::new(tags::TEMPLATE_IDENTIFIER, VR::CS, "1500"),
-        ])]),
+        seq(
+            tags::CONTENT_TEMPLATE_SEQUENCE,
+            vec![InMemDicomObject::from_element_iter([
+                DataElement::new(tags::MAPPING_RESOURCE, VR::CS, "DCMR"),
+                DataElement::new(tags::TEMPLATE_IDENTIFIER, VR::CS, "1500"),
+            ])],
+        ),
     ];
     // Evidence: every referenced instance, grouped by study and series.
     let mut studies: Vec<(String, Vec<(String, Vec<&ImageRef>)>)> = Vec::new();
@@ -181,15 +219,25 @@ pub fn to_sr(doc: &Document) -> Result<InMemDicomObject, ExportError> {
                         .iter()
                         .map(|i| {
                             InMemDicomObject::from_element_iter([
-                                DataElement::new(tags::REFERENCED_SOP_CLASS_UID, VR::UI, i.sop_class_uid.clone().unwrap_or_else(|| uids::SECONDARY_CAPTURE_IMAGE_STORAGE.into())),
+                                DataElement::new(
+                                    tags::REFERENCED_SOP_CLASS_UID,
+                                    VR::UI,
+                                    i.sop_class_uid.clone().unwrap_or_else(|| uids::SECONDARY_CAPTURE_IMAGE_STORAGE.into()),
+                                ),
                                 DataElement::new(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, i.sop_instance_uid.clone().unwrap_or_default()),
                             ])
                         })
                         .collect();
-                    InMemDicomObject::from_element_iter([DataElement::new(tags::SERIES_INSTANCE_UID, VR::UI, se), seq(tags::REFERENCED_SOP_SEQUENCE, sops)])
+                    InMemDicomObject::from_element_iter([
+                        DataElement::new(tags::SERIES_INSTANCE_UID, VR::UI, se),
+                        seq(tags::REFERENCED_SOP_SEQUENCE, sops),
+                    ])
                 })
                 .collect();
-            InMemDicomObject::from_element_iter([DataElement::new(tags::STUDY_INSTANCE_UID, VR::UI, st), seq(tags::REFERENCED_SERIES_SEQUENCE, series_items)])
+            InMemDicomObject::from_element_iter([
+                DataElement::new(tags::STUDY_INSTANCE_UID, VR::UI, st),
+                seq(tags::REFERENCED_SERIES_SEQUENCE, series_items),
+            ])
         })
         .collect();
     root.push(seq(tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE, evidence));
@@ -227,10 +275,29 @@ fn collect(obj: &InMemDicomObject, out: &mut Vec<(String, u32, [f32; 4])>) {
         if is_scoord && let Some(data) = it.get(tags::GRAPHIC_DATA).and_then(|e| e.to_multi_float32().ok()) {
             let xs: Vec<f32> = data.iter().step_by(2).copied().collect();
             let ys: Vec<f32> = data.iter().skip(1).step_by(2).copied().collect();
-            let b = [xs.iter().copied().fold(f32::MAX, f32::min), ys.iter().copied().fold(f32::MAX, f32::min), xs.iter().copied().fold(f32::MIN, f32::max), ys.iter().copied().fold(f32::MIN, f32::max)];
-            let reference = it.get(tags::CONTENT_SEQUENCE).and_then(|e| e.items()).and_then(|c| c.first()).and_then(|img| img.get(tags::REFERENCED_SOP_SEQUENCE)).and_then(|e| e.items()).and_then(|s| s.first());
-            let uid = reference.and_then(|r| r.get(tags::REFERENCED_SOP_INSTANCE_UID)).and_then(|e| e.to_str().ok()).map(|s| s.trim_end_matches(['\0', ' ']).to_string()).unwrap_or_default();
-            let frame = reference.and_then(|r| r.get(tags::REFERENCED_FRAME_NUMBER)).and_then(|e| e.to_int::<u32>().ok()).map(|f| f.saturating_sub(1)).unwrap_or(0);
+            let b = [
+                xs.iter().copied().fold(f32::MAX, f32::min),
+                ys.iter().copied().fold(f32::MAX, f32::min),
+                xs.iter().copied().fold(f32::MIN, f32::max),
+                ys.iter().copied().fold(f32::MIN, f32::max),
+            ];
+            let reference = it
+                .get(tags::CONTENT_SEQUENCE)
+                .and_then(|e| e.items())
+                .and_then(|c| c.first())
+                .and_then(|img| img.get(tags::REFERENCED_SOP_SEQUENCE))
+                .and_then(|e| e.items())
+                .and_then(|s| s.first());
+            let uid = reference
+                .and_then(|r| r.get(tags::REFERENCED_SOP_INSTANCE_UID))
+                .and_then(|e| e.to_str().ok())
+                .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
+                .unwrap_or_default();
+            let frame = reference
+                .and_then(|r| r.get(tags::REFERENCED_FRAME_NUMBER))
+                .and_then(|e| e.to_int::<u32>().ok())
+                .map(|f| f.saturating_sub(1))
+                .unwrap_or(0);
             out.push((uid, frame, b));
         }
         collect(it, out);

@@ -1,0 +1,89 @@
+//! The shipped grounder on the CPU: it is embedded and loads, answers fixed inputs the same way
+//! every time (golden boxes), beats nothing by accident (the example's changes are found), and
+//! missing or corrupt weights fall back to the classical grounder with a message, not a crash.
+
+use std::process::Command;
+
+use tandem::grounding::medsg::read_image;
+use tandem::grounding::{BBox, DevicePreference, Engine, LocateHint, Method, WeightsSource};
+
+fn example(name: &str) -> tandem::study::GrayImage {
+    read_image(std::path::Path::new(&format!("tests/data/medsg-example/images/{name}"))).unwrap().image
+}
+
+fn engine() -> Engine {
+    let e = Engine::new(DevicePreference::Cpu, &WeightsSource::Embedded);
+    assert!(e.has_model(), "the build must embed trained weights: {}", e.status);
+    e
+}
+
+#[test]
+fn embedded_model_finds_the_examples_change_identically_every_time() {
+    let e = engine();
+    let (a, b) = (example("t1_a.png"), example("t1_b.png"));
+    let first = e.diff(&a, &b, Method::Model);
+    let top = first.proposals.first().expect("a proposal");
+    let truth = BBox::new(172.0, 122.0, 228.0, 178.0);
+    assert!(top.target_box.iou(&truth) > 0.5, "{:?}", top.target_box);
+    assert!((0.0..=1.0).contains(&top.score));
+    // Same input, same device: the same answer, to the float.
+    let again = e.diff(&a, &b, Method::Model);
+    assert_eq!(again.proposals.first().map(|p| (p.target_box, p.score)), Some((top.target_box, top.score)));
+    // Shifted pair: registration first, the box is in the second image's pixels.
+    let shifted = e.diff(&example("t2_a.png"), &example("t2_b.png"), Method::Model);
+    let truth = BBox::new(166.0, 131.0, 222.0, 187.0);
+    assert!(shifted.proposals[0].target_box.iou(&truth) > 0.5, "{:?}", shifted.proposals[0].target_box);
+}
+
+#[test]
+fn embedded_model_locates_a_region_in_another_contrast() {
+    let e = engine();
+    let reference = BBox::new(140.0, 100.0, 210.0, 170.0);
+    let (a, b) = (read_image(std::path::Path::new("tests/data/medsg-example/images/t7_a.png")).unwrap(), example("t7_b.png"));
+    let hint = LocateHint { expected_centre: Some(reference.centre()), sigma_px: 50.0, ..Default::default() };
+    let found = e.locate(&a.image, reference, &b, &hint, Method::Model).expect("an answer");
+    assert!(found.target_box.iou(&reference) > 0.5, "{:?}", found.target_box);
+}
+
+#[test]
+fn corrupt_or_missing_weights_fall_back_to_the_baseline() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("grounder.bpk");
+    std::fs::write(&bad, b"not a burnpack file").unwrap();
+    std::fs::copy("models/grounder.json", dir.path().join("grounder.json")).unwrap();
+    let e = Engine::new(DevicePreference::Cpu, &WeightsSource::File(bad.clone()));
+    assert!(!e.has_model());
+    assert!(e.status.contains("classical"), "{}", e.status);
+    let missing = Engine::new(DevicePreference::Cpu, &WeightsSource::File(dir.path().join("nope.bpk")));
+    assert!(!missing.has_model() && missing.status.contains("cannot read"), "{}", missing.status);
+    // The CLI keeps working and says why.
+    let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["--verbose", "ground", "diff", "tests/data/medsg-example/images/t1_a.png", "tests/data/medsg-example/images/t1_b.png"])
+        .env("TANDEM_WEIGHTS", &bad)
+        .env("TANDEM_DEVICE", "cpu")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("corrupt") && stderr.contains("classical"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("by baseline"));
+}
+
+#[test]
+fn verbose_cli_reports_the_device_and_why() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args([
+            "--verbose",
+            "--device",
+            "cpu",
+            "ground",
+            "diff",
+            "tests/data/medsg-example/images/t1_a.png",
+            "tests/data/medsg-example/images/t1_b.png",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("CPU (flex)") && stderr.contains("CPU requested"), "{stderr}");
+}
