@@ -4,6 +4,8 @@
 use crate::annotation::document::{Document, Finding};
 
 /// One undoable change.
+// A history holds a few hundred commands at most; boxing the findings would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
     /// Findings appended at the end (a manual box, or a model run's proposals).

@@ -171,7 +171,7 @@ pub fn reference_as_answer(items: &[MedsgItem]) -> EvalReport {
 /// The per-task table as Markdown.
 pub fn table(report: &EvalReport, method: &str) -> String {
     let mut s =
-        format!("| task | method | n | mean IoU | Acc@0.3 | Acc@0.5 | Acc@0.7 | ms/item |\n|---|---|---:|---:|---:|---:|---:|---:|\n");
+        String::from("| task | method | n | mean IoU | Acc@0.3 | Acc@0.5 | Acc@0.7 | ms/item |\n|---|---|---:|---:|---:|---:|---:|---:|\n");
     let order = Task::ALL;
     for task in order {
         if let Some(t) = report.per_task.get(task.medsg_name()) {

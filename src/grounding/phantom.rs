@@ -138,6 +138,8 @@ pub struct Phantom {
     noise: Noise3,
 }
 
+// 6.283 is a sampling bound, not τ: changing it would change every seeded phantom.
+#[allow(clippy::approx_constant)]
 fn random_axes(rng: &mut Rng) -> [[f32; 3]; 3] {
     // Random rotation from three Euler angles.
     let (a, b, c) = (rng.range(0.0, 6.283), rng.range(-0.6, 0.6), rng.range(0.0, 6.283));

@@ -550,6 +550,8 @@ struct Blob {
 }
 
 impl Blob {
+    // 6.283 is a sampling bound, not τ: changing it would change every seeded item.
+    #[allow(clippy::approx_constant)]
     fn random(rng: &mut Rng, cx: f32, cy: f32, radius: f32) -> Self {
         let harmonics = (2..6).map(|k| (rng.range(0.0, 0.28) / k as f32 * 2.0, rng.range(0.0, 6.283))).collect();
         let a = rng.range(0.0, std::f32::consts::PI);

@@ -135,8 +135,11 @@ fn diff_sample(item: &SynthItem, rng: &mut Rng) -> (GrayImage, GrayImage, GrayIm
     (warped.crop(x0, y0, c, c, 0.0), current.crop(x0, y0, c, c, 0.0), mask.crop(x0, y0, c, c, 0.0))
 }
 
+/// One consistency sample: template, search window, heat map, size mask and size targets.
+struct MatchSample(GrayImage, GrayImage, Vec<f32>, Vec<f32>, Vec<f32>);
+
 /// Template, search window and targets for one consistency item.
-fn match_sample(item: &SynthItem, rng: &mut Rng) -> Option<(GrayImage, GrayImage, Vec<f32>, Vec<f32>, Vec<f32>)> {
+fn match_sample(item: &SynthItem, rng: &mut Rng) -> Option<MatchSample> {
     // Intensities as inference maps them: each image by its own range, except references that
     // share the target's acquisition (a patch, another frame, another plane of the volume).
     let target = item.images.iter().last()?;
@@ -188,7 +191,7 @@ fn match_sample(item: &SynthItem, rng: &mut Rng) -> Option<(GrayImage, GrayImage
     let mut size_target = vec![0.0f32; 2 * cells * cells];
     size_target[..cells * cells].fill(tw);
     size_target[cells * cells..].fill(th);
-    Some((template, search, heat, size_mask, size_target))
+    Some(MatchSample(template, search, heat, size_mask, size_target))
 }
 
 const LOCATE_TASKS: [(Task, f32); 4] = [(Task::Crossmodal, 0.3), (Task::ObjectTracking, 0.3), (Task::MultiView, 0.3), (Task::Patch, 0.1)];
@@ -245,7 +248,7 @@ fn make_batch(synth: &Synth, rng: &Rng, n: usize) -> Batch {
         b.diff_a.push(a);
         b.diff_b.push(c);
     }
-    for (t, s, heat, mask, size) in matches {
+    for MatchSample(t, s, heat, mask, size) in matches {
         b.templates.push(t);
         b.searches.push(s);
         b.heat.extend(heat);

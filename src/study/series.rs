@@ -209,7 +209,7 @@ pub fn hang_groups(groups: Vec<SeriesGroup>) -> Result<(SeriesGroup, SeriesGroup
         }
         return Err(StudyError::Empty("the folder holds a single series; open a prior and a current".into()));
     }
-    let mut ordered: Vec<(String, Vec<SeriesGroup>)> = studies.into_iter().map(|(_, v)| (study_when(&v[0]), v)).collect();
+    let mut ordered: Vec<(String, Vec<SeriesGroup>)> = studies.into_values().map(|v| (study_when(&v[0]), v)).collect();
     ordered.sort_by(|a, b| a.0.cmp(&b.0));
     let patients: std::collections::BTreeSet<String> = ordered.iter().filter_map(|(_, v)| v[0].meta.patient_id.clone()).collect();
     if patients.len() > 1 {

@@ -190,7 +190,9 @@ pub fn findings_panel(app: &mut App, ui: &mut egui::Ui) {
                                 ui.add(egui::Image::new((t.id(), Vec2::splat(40.0))));
                             }
                             ui.vertical(|ui| {
-                                ui.label(RichText::new(format!("{} · {}", f.label, f.kind.label())).color(kind_color(f.kind)));
+                                let title =
+                                    if f.label == f.kind.label() { f.label.clone() } else { format!("{} · {}", f.label, f.kind.label()) };
+                                ui.label(RichText::new(title).color(kind_color(f.kind)));
                                 let score = f.score().map(|s| format!("score {s:.2} · ")).unwrap_or_default();
                                 ui.label(RichText::new(format!("{score}{}", f.status.label())).small());
                             });

@@ -193,7 +193,8 @@ pub fn to_sr(doc: &Document) -> Result<InMemDicomObject, ExportError> {
         ),
     ];
     // Evidence: every referenced instance, grouped by study and series.
-    let mut studies: Vec<(String, Vec<(String, Vec<&ImageRef>)>)> = Vec::new();
+    type Series<'a> = (String, Vec<&'a ImageRef>);
+    let mut studies: Vec<(String, Vec<Series>)> = Vec::new();
     for img in &referenced {
         let st = img.study_instance_uid.clone().unwrap_or_else(|| study_uid.clone());
         let se = img.series_instance_uid.clone().unwrap_or_default();
