@@ -152,7 +152,7 @@ pub struct TrainArgs {
     pub out: PathBuf,
     #[arg(long, default_value_t = 20261127)]
     pub seed: u64,
-    #[arg(long, default_value_t = 3000)]
+    #[arg(long, default_value_t = 5500)]
     pub steps: usize,
     #[arg(long, default_value_t = 8)]
     pub batch: usize,

@@ -86,7 +86,7 @@ impl Default for TrainOptions {
             data_dir: PathBuf::from("../shared/data/dicom"),
             out: PathBuf::from("models/grounder.bpk"),
             seed: 20261127,
-            steps: 3000,
+            steps: 5500,
             batch: 8,
             learning_rate: 2e-3,
             item_size: 256,
