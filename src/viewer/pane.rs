@@ -339,7 +339,9 @@ impl Pane {
             Content::Ready(_) => {}
         }
         let Some(view) = self.view_in(rect) else { return };
-        let Some(frame) = self.current_frame().cloned() else { return };
+        // Hold the series (an Arc) rather than copying the frame's pixels every UI frame.
+        let Some(series) = self.series().cloned() else { return };
+        let Some(frame) = series.frames.get(self.frame) else { return };
         let key = (self.generation << 24) | self.frame as u64;
         let top_left = view.screen_from_image(rect, Pos2::ZERO);
         let bottom_right = view.screen_from_image(rect, Pos2::new(frame.width as f32, frame.height as f32));
@@ -358,7 +360,7 @@ impl Pane {
                 if let Some(r) = renderer.callback_resources.get_mut::<ImageRenderer>()
                     && !r.has(self.role.index(), key)
                 {
-                    r.upload(&rs.device, &rs.queue, self.role.index(), key, &frame);
+                    r.upload(&rs.device, &rs.queue, self.role.index(), key, frame);
                 }
             }
             let n_min = (img_rect.min - rect.min) / rect.size();
@@ -372,7 +374,7 @@ impl Pane {
             };
             painter.add(egui_wgpu::Callback::new_paint_callback(rect, ImageCallback { pane: self.role.index(), params }));
         } else {
-            let tex = self.cpu_texture(ui.ctx(), &frame, key, invert, mode);
+            let tex = self.cpu_texture(ui.ctx(), frame, key, invert, mode);
             painter.image(tex, img_rect, Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0)), Color32::WHITE);
         }
     }
@@ -425,6 +427,14 @@ impl Pane {
 
 /// Windowed RGBA rendering on the CPU (fallback path and tests without a GPU).
 pub fn render_cpu(frame: &Frame, window: Window, invert: bool, use_lut: bool) -> egui::ColorImage {
+    render_cpu_region(frame, window, invert, use_lut, [0, 0, frame.width, frame.height])
+}
+
+/// `render_cpu` of the pixels `[x0, y0, x1, y1)` only (clamped to the frame).
+pub fn render_cpu_region(frame: &Frame, window: Window, invert: bool, use_lut: bool, region: [usize; 4]) -> egui::ColorImage {
+    let (x1, y1) = (region[2].min(frame.width), region[3].min(frame.height));
+    let (x0, y0) = (region[0].min(x1), region[1].min(y1));
+    let indices = (y0..y1).flat_map(|y| (x0..x1).map(move |x| y * frame.width + x));
     let lo = window.lower();
     let scale = 255.0 / window.width.max(1e-6);
     let map = |v: f32| -> u8 {
@@ -440,16 +450,10 @@ pub fn render_cpu(frame: &Frame, window: Window, invert: bool, use_lut: bool) ->
         if invert { 255 - t } else { t }
     };
     let pixels: Vec<Color32> = match &frame.samples {
-        Samples::Gray(v) => v
-            .iter()
-            .map(|&x| {
-                let g = map(x);
-                Color32::from_gray(g)
-            })
-            .collect(),
-        Samples::Rgb(v) => v.iter().map(|p| Color32::from_rgb(map(p[0] as f32), map(p[1] as f32), map(p[2] as f32))).collect(),
+        Samples::Gray(v) => indices.map(|i| Color32::from_gray(map(v[i]))).collect(),
+        Samples::Rgb(v) => indices.map(|i| Color32::from_rgb(map(v[i][0] as f32), map(v[i][1] as f32), map(v[i][2] as f32))).collect(),
     };
-    egui::ColorImage::new([frame.width, frame.height], pixels)
+    egui::ColorImage::new([x1 - x0, y1 - y0], pixels)
 }
 
 fn centered_message(painter: &egui::Painter, rect: Rect, text: &str, color: Color32) {
@@ -469,4 +473,24 @@ fn short(source: &str) -> String {
 
 fn file_name(p: &std::path::Path) -> String {
     p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rendered_region_is_the_crop_of_the_full_render() {
+        let img = image::GrayImage::from_fn(9, 7, |x, y| image::Luma([(x * 20 + y * 7) as u8]));
+        let frame = crate::study::raster::frame_from_image(image::DynamicImage::ImageLuma8(img), Default::default());
+        let w = Window { center: 80.0, width: 120.0 };
+        let full = render_cpu(&frame, w, true, false);
+        let part = render_cpu_region(&frame, w, true, false, [2, 3, 7, 99]);
+        assert_eq!(part.size, [5, 4]);
+        for y in 0..4 {
+            for x in 0..5 {
+                assert_eq!(part.pixels[y * 5 + x], full.pixels[(y + 3) * 9 + x + 2]);
+            }
+        }
+    }
 }

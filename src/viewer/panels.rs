@@ -229,19 +229,13 @@ fn thumbnail(app: &mut App, ctx: &egui::Context, f: &crate::annotation::Finding)
         return Some(t.clone());
     }
     let r = b.rect().expand(4.0).clamp_to(frame.width as f32, frame.height as f32);
-    let (x0, y0, w, h) = (r.x1 as usize, r.y1 as usize, (r.width() as usize).max(1), (r.height() as usize).max(1));
-    let full = crate::viewer::pane::render_cpu(frame, pane.window, pane.invert ^ frame.invert, false);
-    let mut pixels = Vec::with_capacity(w * h);
-    for y in y0..(y0 + h).min(frame.height) {
-        for x in x0..(x0 + w).min(frame.width) {
-            pixels.push(full.pixels[y * frame.width + x]);
-        }
-    }
-    let (w, h) = ((x0 + w).min(frame.width) - x0, (y0 + h).min(frame.height) - y0);
-    if pixels.len() != w * h || w == 0 || h == 0 {
+    // Only the crop is windowed: this reruns whenever the window changes, e.g. during a W/L drag.
+    let region = [r.x1 as usize, r.y1 as usize, r.x2.ceil() as usize, r.y2.ceil() as usize];
+    let crop = crate::viewer::pane::render_cpu_region(frame, pane.window, pane.invert ^ frame.invert, false, region);
+    if crop.width() == 0 || crop.height() == 0 {
         return None;
     }
-    let tex = ctx.load_texture(format!("thumb-{}", f.id), egui::ColorImage::new([w, h], pixels), egui::TextureOptions::LINEAR);
+    let tex = ctx.load_texture(format!("thumb-{}", f.id), crop, egui::TextureOptions::LINEAR);
     app.thumbnails.insert(f.id.clone(), (key, tex.clone()));
     Some(tex)
 }
