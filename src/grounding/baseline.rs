@@ -3,6 +3,7 @@
 //! used when the model's weights cannot be loaded.
 
 use crate::grounding::geometry::{BBox, components};
+use crate::registration::planes::{Intersection, SharedAxes};
 use crate::registration::{self, AlignOptions, Transform};
 use crate::study::gray::{GrayImage, percentiles};
 
@@ -209,6 +210,67 @@ pub fn refine(reference: &GrayImage, reference_box: BBox, target: &GrayImage, co
     }
 }
 
+/// How alike the intensities of two regions of 0..1 images are (Bhattacharyya coefficient of
+/// 16-bin histograms of each box's central half, 0..1). Two views of one volume share its
+/// intensity scale, so the same tissue has the same values in both, whatever its shape.
+pub fn region_similarity(a: &GrayImage, box_a: BBox, b: &GrayImage, box_b: BBox) -> f32 {
+    const BINS: usize = 16;
+    let histogram = |img: &GrayImage, bx: BBox| -> Option<[f32; BINS]> {
+        let (cx, cy) = bx.centre();
+        let core = BBox::from_centre(cx, cy, bx.width() / 2.0, bx.height() / 2.0).clamp_to(img.width as f32, img.height as f32);
+        let (x0, y0, x1, y1) = (core.x1.floor() as usize, core.y1.floor() as usize, core.x2.ceil() as usize, core.y2.ceil() as usize);
+        let mut h = [0.0f32; BINS];
+        let mut n = 0.0;
+        for y in y0..y1.min(img.height) {
+            for x in x0..x1.min(img.width) {
+                h[((img.get(x, y).clamp(0.0, 1.0) * BINS as f32) as usize).min(BINS - 1)] += 1.0;
+                n += 1.0;
+            }
+        }
+        (n > 0.0).then(|| h.map(|c| c / n))
+    };
+    match (histogram(a, box_a), histogram(b, box_b)) {
+        (Some(ha), Some(hb)) => ha.iter().zip(hb.iter()).map(|(p, q)| (p * q).sqrt()).sum(),
+        _ => 0.0,
+    }
+}
+
+/// Finds `reference_box` of `reference` in an orthogonal plane of the same volume, classically:
+/// boxes of the reference's extents slid along the shared-axis band (the one `planes` found,
+/// else all four; see `LocateHint::orthogonal_to`), ranked by intensity similarity to the
+/// reference region. When the planes' common line crosses the reference box, the answer must
+/// straddle it too.
+pub fn locate_orthogonal(reference: &GrayImage, reference_box: BBox, target: &GrayImage, planes: Option<&Intersection>) -> Option<Scored> {
+    let (cx, cy) = reference_box.centre();
+    let (w, h) = (reference_box.width(), reference_box.height());
+    let (tw, th) = (target.width as f32, target.height as f32);
+    let all = SharedAxes::ALL;
+    let hypotheses = match planes {
+        Some(p) => std::slice::from_ref(&p.shared),
+        None => &all[..],
+    };
+    let mut best: Option<Scored> = None;
+    for &shared in hypotheses {
+        let (ra, ta) = shared.axes();
+        let (centre, extent, across) = if ra == 0 { (cx, w, h) } else { (cy, h, w) };
+        let (ref_lo, ref_hi) = if ra == 0 { (reference_box.y1, reference_box.y2) } else { (reference_box.x1, reference_box.x2) };
+        let line = planes.filter(|p| p.line_in_reference > ref_lo && p.line_in_reference < ref_hi).map(|p| p.line_in_target);
+        let length = if ta == 0 { th } else { tw };
+        let mut t = across / 2.0;
+        while t <= length - across / 2.0 {
+            if line.is_none_or(|l| (t - l).abs() < across / 2.0) {
+                let b = if ta == 0 { BBox::from_centre(centre, t, extent, across) } else { BBox::from_centre(t, centre, across, extent) };
+                let score = region_similarity(reference, reference_box, target, b);
+                if best.is_none_or(|s| score > s.score) {
+                    best = Some(Scored { bbox: b.clamp_to(tw, th), score });
+                }
+            }
+            t += 4.0;
+        }
+    }
+    best
+}
+
 /// Tracks `reference_box` from the first frame to the last, one frame at a time.
 pub fn track(frames: &[GrayImage], reference_box: BBox) -> Option<Scored> {
     let mut current = Scored { bbox: reference_box, score: 1.0 };
@@ -227,6 +289,16 @@ mod tests {
             let (x, y) = (x as f32, y as f32);
             0.5 + 0.2 * (x * 0.11).sin() * (y * 0.07).cos() + 0.1 * ((x + y) * 0.23).sin()
         })
+    }
+
+    #[test]
+    fn region_similarity_prefers_the_same_tissue() {
+        // Left half dark, right half bright: boxes on the same side match, across sides not.
+        let img = GrayImage::from_fn(100, 50, |x, _| if x < 50 { 0.2 } else { 0.8 });
+        let left = BBox::new(5.0, 5.0, 35.0, 45.0);
+        let right = BBox::new(60.0, 10.0, 90.0, 30.0);
+        assert!(region_similarity(&img, left, &img, left.translate(5.0, 0.0)) > 0.99);
+        assert!(region_similarity(&img, left, &img, right) < 0.01);
     }
 
     #[test]

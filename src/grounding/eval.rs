@@ -88,8 +88,9 @@ pub fn answer(engine: &Engine, task: Task, images: &[GrayImage], reference: Opti
         }
         Task::MultiView => {
             // Two planes of one volume share its intensity scale.
-            let hint = LocateHint { same_scale: true, ..Default::default() };
-            found(engine.locate(&images[0], need_reference()?, &images[1], &hint, method), "not found")
+            let r = need_reference()?;
+            let hint = LocateHint { same_scale: true, orthogonal_to: Some(r), ..Default::default() };
+            found(engine.locate(&images[0], r, &images[1], &hint, method), "not found")
         }
         Task::ObjectTracking => found(engine.track(images, need_reference()?, method), "lost track"),
         Task::Patch => {

@@ -7,6 +7,7 @@ use crate::grounding::baseline::Scored;
 use crate::grounding::geometry::{BBox, components};
 use crate::grounding::model::{GrounderNet, STRIDE, TEMPLATE_CROP_PX, TEMPLATE_PX};
 use crate::grounding::weights::ModelMeta;
+use crate::registration::planes::{Intersection, SharedAxes};
 use crate::study::gray::GrayImage;
 
 /// Model input normalization for 0..1 images.
@@ -92,6 +93,63 @@ pub struct LocateHint {
     pub same_scale: bool,
     /// Refine the model's box by local normalized cross-correlation (same appearance expected).
     pub refine: bool,
+    /// The target is an orthogonal plane of the reference's volume at the same pixel size
+    /// (multi-view), and this is the reference box: one of its axes recurs on one of the
+    /// target's (as a viewer's reference lines show), so the answer lies on one of four bands.
+    pub orthogonal_to: Option<BBox>,
+    /// Where those planes meet (found by the engine from the images themselves).
+    pub planes: Option<Intersection>,
+}
+
+/// A band of the target where the answer may lie: the target's `target_axis` (0 = x, 1 = y)
+/// spans the reference box's range along the shared axis; `across` is where the planes' common
+/// line lies on the other axis, when known.
+#[derive(Clone, Copy, Debug)]
+struct Band {
+    target_axis: usize,
+    centre: f32,
+    extent: f32,
+    across: Option<f32>,
+}
+
+impl Band {
+    /// The bands for a reference box: the one the planes' common line shows when it stands
+    /// out, else all four (x↔x, y↔y, y↔x, x↔y).
+    fn for_hint(reference: &BBox, planes: Option<&Intersection>) -> Vec<Band> {
+        let band = |shared: SharedAxes, across: Option<f32>| {
+            let (ra, ta) = shared.axes();
+            let (c, e) = if ra == 0 { (reference.centre().0, reference.width()) } else { (reference.centre().1, reference.height()) };
+            Band { target_axis: ta, centre: c, extent: e, across }
+        };
+        match planes {
+            Some(p) => {
+                // Does the common line cross the reference box? Then it crosses the organ, and
+                // the organ's section in the target contains the line too.
+                let (ra, _) = p.shared.axes();
+                let (lo, hi) = if ra == 0 { (reference.y1, reference.y2) } else { (reference.x1, reference.x2) };
+                let crosses = p.line_in_reference > lo && p.line_in_reference < hi;
+                vec![band(p.shared, crosses.then_some(p.line_in_target))]
+            }
+            _ => SharedAxes::ALL.iter().map(|&s| band(s, None)).collect(),
+        }
+    }
+
+    /// Band half-width: narrow (tuned on training items); the model's map is coarse anyway.
+    fn sigma(&self) -> f32 {
+        0.05 * self.extent + 3.0
+    }
+
+    /// Log-prior of a target point under this hypothesis.
+    fn log_prior(&self, x: f32, y: f32) -> f32 {
+        let (v, w) = if self.target_axis == 0 { (x, y) } else { (y, x) };
+        let mut l = -(v - self.centre).powi(2) / (2.0 * self.sigma().powi(2));
+        if let Some(a) = self.across {
+            // Tight (tuned on training items): near-central cuts meet near the section's middle.
+            let s = 0.2 * self.extent + 3.0;
+            l -= (w - a).powi(2) / (2.0 * s * s);
+        }
+        l
+    }
 }
 
 impl NetRunner {
@@ -151,6 +209,7 @@ impl NetRunner {
         };
         // The match map with the prior applied; cells whose centre falls outside the target
         // cannot hold the answer.
+        let bands = hint.orthogonal_to.map_or_else(Vec::new, |r| Band::for_hint(&r, hint.planes.as_ref()));
         let mut ranked = GrayImage::filled(score.width, score.height, f32::NEG_INFINITY);
         for i in 0..score.height {
             for j in 0..score.width {
@@ -159,6 +218,9 @@ impl NetRunner {
                     continue;
                 }
                 let mut s = score.get(j, i);
+                if !bands.is_empty() {
+                    s += bands.iter().map(|h| h.log_prior(x, y)).fold(f32::NEG_INFINITY, f32::max);
+                }
                 if let Some((ex, ey)) = hint.expected_centre {
                     let d2 = (x - ex).powi(2) + (y - ey).powi(2);
                     s -= d2 / (2.0 * hint.sigma_px.max(1.0).powi(2));
@@ -175,14 +237,25 @@ impl NetRunner {
             let peak = score.get(j, i);
             let dj = if j > 0 && j + 1 < score.width { sub(score.get(j - 1, i), peak, score.get(j + 1, i)) } else { 0.0 };
             let di = if i > 0 && i + 1 < score.height { sub(score.get(j, i - 1), peak, score.get(j, i + 1)) } else { 0.0 };
-            let (cx, cy) = to_target(j as f32 + dj, i as f32 + di);
-            let (w, h) = match hint.known_size {
+            let (mut cx, mut cy) = to_target(j as f32 + dj, i as f32 + di);
+            let (mut w, mut h) = match hint.known_size {
                 Some(s) => s,
                 None => {
                     let (lw, lh) = (size[0].get(j, i).clamp(-2.0, 2.0), size[1].get(j, i).clamp(-2.0, 2.0));
                     (TEMPLATE_PX as f32 * lw.exp() / sx, TEMPLATE_PX as f32 * lh.exp() / sy)
                 }
             };
+            {
+                // The shared axis's range is partly known: pull the box towards it.
+                let shared = bands.iter().max_by(|a, b| a.log_prior(cx, cy).total_cmp(&b.log_prior(cx, cy)));
+                // Halfway between the size head and the reference (tuned on training items):
+                // organs are not cylinders, so the range drifts with depth.
+                if let Some(a) = shared {
+                    let (c, e) = if a.target_axis == 0 { (&mut cx, &mut w) } else { (&mut cy, &mut h) };
+                    *c += 0.5 * (a.centre - *c);
+                    *e = (*e * a.extent.max(1.0)).sqrt();
+                }
+            }
             out.push(Scored { bbox: BBox::from_centre(cx, cy, w, h), score: self.meta.match_calibration.probability(peak) });
         }
         Ok(out)

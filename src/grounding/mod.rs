@@ -274,10 +274,15 @@ impl Engine {
             expected_centre: hint.expected_centre.map(|(x, y)| (x / t.scale, y / t.scale)),
             sigma_px: hint.sigma_px / t.scale,
             known_size: hint.known_size.map(|(w, h)| (w / t.scale, h / t.scale)),
+            orthogonal_to: hint.orthogonal_to.map(|b| b.scale(1.0 / t.scale, 1.0 / t.scale)),
+            planes: hint.planes.or_else(|| hint.orthogonal_to.and_then(|_| registration::planes::intersect(&r.image, &t.image))),
             ..hint.clone()
         };
         let found = match method {
-            Method::Baseline => baseline::locate(&r.image, rb, &t.image),
+            Method::Baseline => match hint_w.orthogonal_to {
+                Some(_) => baseline::locate_orthogonal(&r.image, rb, &t.image, hint_w.planes.as_ref()),
+                None => baseline::locate(&r.image, rb, &t.image),
+            },
             // Same appearance expected: the model proposes a few places and pixel correlation
             // picks among them (elongated anatomy repeats along its length); otherwise the
             // model's best place stands.
@@ -300,6 +305,17 @@ impl Engine {
                         (Some((s, _)), None) => Some(s),
                         (None, None) => Some(first),
                     }
+                }),
+            // Another plane of the same volume: the model proposes places on the shared-axis
+            // bands and the tissue's intensities (the same in both planes) help pick one.
+            Method::Model if hint.orthogonal_to.is_some() => self
+                .with_runner(|n| n.candidates(&r.image, rb, &t.image, &hint_w, 6))
+                .and_then(|res| res.map_err(|e| log::error!("{e}")).ok())
+                .and_then(|cands| {
+                    cands.into_iter().max_by(|a, b| {
+                        let rank = |c: &Scored| c.score + 0.3 * baseline::region_similarity(&r.image, rb, &t.image, c.bbox);
+                        rank(a).total_cmp(&rank(b))
+                    })
                 }),
             Method::Model => self
                 .with_runner(|n| n.locate(&r.image, rb, &t.image, &hint_w))

@@ -2,6 +2,7 @@
 //! quality score. Used before difference grounding and by the viewer's geometric sync.
 
 pub mod phase;
+pub mod planes;
 pub mod transform;
 
 pub use transform::Transform;
