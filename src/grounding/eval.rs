@@ -79,11 +79,16 @@ pub fn answer(engine: &Engine, task: Task, images: &[GrayImage], reference: Opti
             found(engine.diff(&images[0], &images[1], method).proposals.into_iter().next(), "no change found")
         }
         Task::Crossmodal => {
-            // Cross-modal pairs show the same anatomy at about the same place.
+            // Cross-modal pairs show the same anatomy at about the same place: registered when
+            // possible, else searched near the reference box.
             let r = need_reference()?;
             let (cx, cy) = r.centre();
-            let hint =
-                LocateHint { expected_centre: Some((cx, cy)), sigma_px: 12.0 + 0.375 * r.width().max(r.height()), ..Default::default() };
+            let hint = LocateHint {
+                expected_centre: Some((cx, cy)),
+                sigma_px: 12.0 + 0.375 * r.width().max(r.height()),
+                cross_contrast: true,
+                ..Default::default()
+            };
             found(engine.locate(&images[0], r, &images[1], &hint, method), "not found")
         }
         Task::MultiView => {

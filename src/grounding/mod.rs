@@ -135,6 +135,26 @@ fn exhaustive_for_crop(reference: &GrayImage, target: &GrayImage, hint: &LocateH
     Some((Scored { bbox: BBox::from_centre(cx, cy, w, h), score: found.score }, found.score))
 }
 
+/// Normalized mutual information (minus 1) below which two images are not taken as the same
+/// field of view: true cross-contrast pairs from the training images scored at least 0.096,
+/// unrelated pairs mostly below 0.03.
+const MIN_REGISTRATION_NMI: f64 = 0.08;
+
+/// `reference_box` mapped into `target` by mutual-information registration, when it is
+/// convincing and lands inside the target; scored by the registration's NMI.
+fn registered_box(reference: &GrayImage, reference_box: BBox, target: &GrayImage) -> Option<Scored> {
+    let a = registration::mutual::align_multimodal(reference, target, &Default::default());
+    if a.score < MIN_REGISTRATION_NMI {
+        return None;
+    }
+    let target_from_reference = a.fixed_from_moving.inverse()?;
+    let m =
+        target_from_reference.map_box([reference_box.x1 as f64, reference_box.y1 as f64, reference_box.x2 as f64, reference_box.y2 as f64]);
+    let mapped = BBox::new(m[0] as f32, m[1] as f32, m[2] as f32, m[3] as f32);
+    let frame = BBox::new(0.0, 0.0, target.width as f32, target.height as f32);
+    (mapped.intersection(&frame) > 0.5 * mapped.area()).then(|| Scored { bbox: mapped.clamp_to(frame.x2, frame.y2), score: a.score as f32 })
+}
+
 /// The grounding service shared by the CLI and the viewer.
 pub struct Engine {
     runner: Option<Mutex<NetRunner>>,
@@ -270,6 +290,19 @@ impl Engine {
         // A crop of the target (or another frame of it) keeps the target's intensity scale.
         let r = if hint.same_scale { working_with(reference, unit_range(target)) } else { working(reference) };
         let rb = reference_box.scale(1.0 / r.scale, 1.0 / r.scale);
+        // Across contrasts: when mutual-information registration finds the pair, the reference
+        // box mapped through it is the answer for either method (the model's local matching
+        // only added noise to it on training items); otherwise the methods search as usual.
+        let registered = if hint.cross_contrast { registered_box(&r.image, rb, &t.image) } else { None };
+        if let Some(found) = registered {
+            return Some(Proposal {
+                kind: ProposalKind::Correspondence,
+                target_box: found.bbox.scale(t.scale, t.scale),
+                reference_box: Some(reference_box),
+                score: found.score,
+                source: "registration".into(),
+            });
+        }
         let hint_w = LocateHint {
             expected_centre: hint.expected_centre.map(|(x, y)| (x / t.scale, y / t.scale)),
             sigma_px: hint.sigma_px / t.scale,
