@@ -87,3 +87,28 @@ fn verbose_cli_reports_the_device_and_why() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("CPU (flex)") && stderr.contains("CPU requested"), "{stderr}");
 }
+
+/// The consistency-task figures the model card claims hold on the committed validation set:
+/// multi-view through the planes' common line, cross-modal through registration, with the
+/// classical grounder (given the same geometry) behind on multi-view.
+#[test]
+fn validation_set_consistency_tasks_meet_their_targets() {
+    let e = engine();
+    let path = std::path::Path::new("models/validation/validation.json");
+    let items: Vec<_> = tandem::grounding::medsg::read_task_file(path)
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.task == "multi_view" || i.task == "crossmodal")
+        .collect();
+    let root = path.parent().unwrap();
+    let model = tandem::grounding::eval::evaluate(&e, &items, root, Method::Model, &|_, _| {});
+    let baseline = tandem::grounding::eval::evaluate(&e, &items, root, Method::Baseline, &|_, _| {});
+    let acc = |r: &tandem::grounding::eval::EvalReport, task: &str| {
+        let t = &r.per_task[task];
+        assert_eq!(t.n, 40);
+        t.acc(t.hits_05)
+    };
+    assert!(acc(&model, "multi_view") >= 70.0, "multi-view {}", acc(&model, "multi_view"));
+    assert!(acc(&model, "multi_view") > acc(&baseline, "multi_view"));
+    assert!(acc(&model, "crossmodal") >= 85.0, "cross-modal {}", acc(&model, "crossmodal"));
+}

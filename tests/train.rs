@@ -28,7 +28,7 @@ fn two_runs_with_one_seed_agree() {
     let device = burn::tensor::Device::flex();
     let load = |d: &std::path::Path| {
         let (net, meta) = weights::load(&WeightsSource::File(d.join("g.bpk")), &device).unwrap();
-        NetRunner { net, device: device.clone(), meta }
+        NetRunner::new(net, device.clone(), meta)
     };
     let (ra, rb) = (load(a.path()), load(b.path()));
     let p = GrayImage::from_fn(64, 64, |x, y| ((x * 7 + y * 3) % 23) as f32 / 23.0);

@@ -4,6 +4,7 @@
 use burn::prelude::*;
 
 use crate::grounding::baseline::Scored;
+use crate::grounding::fused::FusedNet;
 use crate::grounding::geometry::{BBox, components};
 use crate::grounding::model::{GrounderNet, STRIDE, TEMPLATE_CROP_PX, TEMPLATE_PX};
 use crate::grounding::weights::ModelMeta;
@@ -14,11 +15,12 @@ use crate::study::gray::GrayImage;
 pub const INPUT_MEAN: f32 = 0.5;
 pub const INPUT_SCALE: f32 = 4.0;
 
-/// A loaded network on its device.
+/// A loaded network on its device, with its folded inference form.
 pub struct NetRunner {
     pub net: GrounderNet,
     pub device: Device,
     pub meta: ModelMeta,
+    fused: FusedNet,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -156,10 +158,15 @@ impl Band {
 }
 
 impl NetRunner {
+    pub fn new(net: GrounderNet, device: Device, meta: ModelMeta) -> NetRunner {
+        let fused = FusedNet::new(&net);
+        NetRunner { net, device, meta, fused }
+    }
+
     /// Change logits at stride 4 for aligned 0..1 images of the same size.
     pub fn change_logits(&self, prior_on_current: &GrayImage, current: &GrayImage) -> Result<GrayImage, InferError> {
         let (a, b) = (pad8(prior_on_current), pad8(current));
-        let logits = self.net.change_logits(batch_tensor(&[&a], &self.device), batch_tensor(&[&b], &self.device));
+        let logits = self.fused.change_logits(batch_tensor(&[&a], &self.device), batch_tensor(&[&b], &self.device));
         let mut maps = read_maps(logits)?;
         maps.pop().ok_or_else(|| InferError("no output".into()))
     }
@@ -203,7 +210,7 @@ impl NetRunner {
         let sh = ((th * sy).round() as usize).clamp(16, 1536).next_multiple_of(8);
         let centre = (tw / 2.0, th / 2.0);
         let search = scaled_crop(&target_aa, centre, sx, sy, sw, sh);
-        let (score, size) = self.net.match_maps(batch_tensor(&[&template], &self.device), batch_tensor(&[&search], &self.device));
+        let (score, size) = self.fused.match_maps(batch_tensor(&[&template], &self.device), batch_tensor(&[&search], &self.device));
         let score = read_maps(score)?.pop().ok_or_else(|| InferError("no score map".into()))?;
         let size = read_maps(size)?;
         // Output cell (i, j) ↔ scaled search pixel (STRIDE·j, STRIDE·i) ↔ target edge coords.

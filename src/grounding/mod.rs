@@ -6,6 +6,7 @@ pub mod backend;
 pub mod baseline;
 pub mod card;
 pub mod eval;
+pub mod fused;
 pub mod geometry;
 pub mod infer;
 pub mod medsg;
@@ -174,7 +175,7 @@ impl Engine {
                 let name = meta.name();
                 let status = format!("{name} on {} ({})", device.label, device.reason);
                 Engine {
-                    runner: Some(Mutex::new(NetRunner { net, device: device.device.clone(), meta })),
+                    runner: Some(Mutex::new(NetRunner::new(net, device.device.clone(), meta))),
                     device,
                     status,
                     model_name: Some(name),

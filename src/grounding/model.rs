@@ -36,8 +36,8 @@ pub struct GrounderConfig {
 /// conv → batch norm → ReLU.
 #[derive(Module, Debug)]
 pub struct ConvBn {
-    conv: Conv2d,
-    bn: BatchNorm,
+    pub(crate) conv: Conv2d,
+    pub(crate) bn: BatchNorm,
 }
 
 impl ConvBn {
@@ -63,8 +63,8 @@ impl ConvBn {
 /// CPU backend does not fall into a per-group loop in the weight gradient.
 #[derive(Module, Debug)]
 pub struct Depthwise3 {
-    weight: Param<Tensor<4>>,
-    dilation: usize,
+    pub(crate) weight: Param<Tensor<4>>,
+    pub(crate) dilation: usize,
 }
 
 impl Depthwise3 {
@@ -97,9 +97,9 @@ impl Depthwise3 {
 /// Depthwise 3×3 → BN → ReLU → pointwise 1×1 → BN → ReLU, added to the input.
 #[derive(Module, Debug)]
 pub struct SepBlock {
-    dw: Depthwise3,
-    dw_bn: BatchNorm,
-    pw: ConvBn,
+    pub(crate) dw: Depthwise3,
+    pub(crate) dw_bn: BatchNorm,
+    pub(crate) pw: ConvBn,
 }
 
 impl SepBlock {
@@ -120,13 +120,13 @@ impl SepBlock {
 /// Shared encoder: image [B,1,H,W] → (fine [B,c4,H/4,W/4], coarse [B,c8,H/8,W/8]).
 #[derive(Module, Debug)]
 pub struct Encoder {
-    stem: ConvBn,
-    down4: ConvBn,
-    block4a: SepBlock,
-    block4b: SepBlock,
-    down8: ConvBn,
-    block8a: SepBlock,
-    block8b: SepBlock,
+    pub(crate) stem: ConvBn,
+    pub(crate) down4: ConvBn,
+    pub(crate) block4a: SepBlock,
+    pub(crate) block4b: SepBlock,
+    pub(crate) down8: ConvBn,
+    pub(crate) block8a: SepBlock,
+    pub(crate) block8b: SepBlock,
 }
 
 impl Encoder {
@@ -153,11 +153,11 @@ impl Encoder {
 /// Change head: both images' features → change logits at stride 4.
 #[derive(Module, Debug)]
 pub struct ChangeHead {
-    coarse: ConvBn,
-    coarse_ctx: SepBlock,
-    fuse: ConvBn,
-    fuse_ctx: SepBlock,
-    out: Conv2d,
+    pub(crate) coarse: ConvBn,
+    pub(crate) coarse_ctx: SepBlock,
+    pub(crate) fuse: ConvBn,
+    pub(crate) fuse_ctx: SepBlock,
+    pub(crate) out: Conv2d,
 }
 
 impl ChangeHead {
@@ -187,10 +187,10 @@ impl ChangeHead {
 /// Correlation head: reference template features matched over target features.
 #[derive(Module, Debug)]
 pub struct MatchHead {
-    adjust: Conv2d,
-    mix: ConvBn,
-    score: Conv2d,
-    size: Conv2d,
+    pub(crate) adjust: Conv2d,
+    pub(crate) mix: ConvBn,
+    pub(crate) score: Conv2d,
+    pub(crate) size: Conv2d,
 }
 
 impl MatchHead {

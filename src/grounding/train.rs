@@ -409,7 +409,7 @@ pub fn train(opts: &TrainOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Tra
         std::fs::create_dir_all(dir)?;
     }
     crate::fsutil::write_atomic(&opts.out.with_file_name("loss.csv"), curve.as_bytes())?;
-    finish(NetRunner { net, device: base, meta }, report, &pool, opts, progress)
+    finish(NetRunner::new(net, base, meta), report, &pool, opts, progress)
 }
 
 /// Calibration and writing: the last stage of training, also run alone by `--calibrate-only`.
@@ -445,7 +445,7 @@ pub fn recalibrate(opts: &TrainOptions, progress: &dyn Fn(&str)) -> anyhow::Resu
         serde_json::from_value(meta.training.clone()).map_err(|e| anyhow::anyhow!("{} has no training record: {e}", opts.out.display()))?;
     report.recalibrated = true;
     let pool = load_pool(&opts.data_dir, &TRAIN_FILES);
-    finish(NetRunner { net, device, meta }, report, &pool, opts, progress)
+    finish(NetRunner::new(net, device, meta), report, &pool, opts, progress)
 }
 
 fn cosine_lr(base: f64, step: usize, steps: usize) -> f64 {

@@ -73,6 +73,7 @@ pub fn align(fixed: &GrayImage, moving: &GrayImage, opts: &AlignOptions) -> Alig
     let fixed_c = pad_to(&fixed_w, cw, ch);
     let pc = PhaseCorrelator::new(cw, ch);
     let fixed_spec = pc.spectrum(&fixed_c);
+
     let centre = ((moving_w.width as f64 - 1.0) / 2.0, (moving_w.height as f64 - 1.0) / 2.0);
 
     // Working-space hypothesis: sample moving at `src_from_out(q)`, then the shift maps q to fixed.
@@ -118,6 +119,7 @@ pub fn align(fixed: &GrayImage, moving: &GrayImage, opts: &AlignOptions) -> Alig
         search(&mut best, fine_a, fine_s);
     }
     let working = best.2.0;
+
     // moving original → moving working → fixed working → fixed original.
     let to_fixed_orig = resample_scale(f).inverse().unwrap_or(Transform::IDENTITY);
     let fixed_from_moving = to_fixed_orig.compose(&working).compose(&resample_scale(fm));

@@ -90,20 +90,28 @@ impl PhaseCorrelator {
         self.correlate_spectra(&self.spectrum(fixed), &self.spectrum(moving))
     }
 
+    /// 2-D FFT in place: all rows in one call, then all columns the same way through a
+    /// transposed copy (contiguous, so rustfft batches them too).
     fn fft2(&self, buf: &mut [Complex32], inverse: bool) {
         let (w, h) = (self.width, self.height);
         let (row, col) = if inverse { (&self.row_ifft, &self.col_ifft) } else { (&self.row_fft, &self.col_fft) };
-        for r in buf.chunks_exact_mut(w) {
-            row.process(r);
-        }
-        let mut column = vec![Complex32::new(0.0, 0.0); h];
-        for x in 0..w {
-            for y in 0..h {
-                column[y] = buf[y * w + x];
-            }
-            col.process(&mut column);
-            for y in 0..h {
-                buf[y * w + x] = column[y];
+        row.process(buf);
+        let mut transposed = vec![Complex32::new(0.0, 0.0); w * h];
+        transpose(buf, &mut transposed, w, h);
+        col.process(&mut transposed);
+        transpose(&transposed, buf, h, w);
+    }
+}
+
+/// `out` (h × w) = `input` (w × h) transposed, in cache-sized tiles.
+fn transpose(input: &[Complex32], out: &mut [Complex32], w: usize, h: usize) {
+    const TILE: usize = 16;
+    for y0 in (0..h).step_by(TILE) {
+        for x0 in (0..w).step_by(TILE) {
+            for y in y0..(y0 + TILE).min(h) {
+                for x in x0..(x0 + TILE).min(w) {
+                    out[x * h + y] = input[y * w + x];
+                }
             }
         }
     }
