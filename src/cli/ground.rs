@@ -10,15 +10,20 @@ use crate::grounding::rng::Rng;
 use crate::grounding::synth::Synth;
 use crate::grounding::task::Task;
 use crate::grounding::train::{self, TrainOptions};
-use crate::grounding::{BBox, Engine, LocateHint, Method, Proposal, medsg};
+use crate::grounding::{BBox, Engine, LocateHint, Method, Proposal, hints, medsg};
 use crate::study::{self, GrayImage};
 
 /// Loads the first frame of a file or folder as a grey image, for grounding.
 pub fn load_gray(path: &Path) -> Result<GrayImage, CliError> {
+    load_gray_with_meta(path).map(|(g, _)| g)
+}
+
+/// As `load_gray`, with what the file's header says.
+pub fn load_gray_with_meta(path: &Path) -> Result<(GrayImage, std::sync::Arc<study::Meta>), CliError> {
     let quiet = |_: f32, _: &str| {};
     let series = study::load(path, &quiet).map_err(|e| CliError(format!("{e} ({})", path.display())))?;
     let frame = series.frames.first().ok_or_else(|| CliError(format!("no frames ({})", path.display())))?;
-    Ok(frame.to_gray())
+    Ok((frame.to_gray(), series.meta.clone()))
 }
 
 pub fn parse_box(s: &str) -> Result<BBox, CliError> {
@@ -90,9 +95,18 @@ pub fn run(cli: &Cli, what: &GroundCommand) -> Result<(), CliError> {
         }
         GroundCommand::Locate { reference, bbox, target, json, method } => {
             let b = parse_box(bbox)?;
-            let (r, t) = (load_gray(reference)?, load_gray(target)?);
+            let ((r, rm), (t, tm)) = (load_gray_with_meta(reference)?, load_gray_with_meta(target)?);
             let engine = crate::cli::engine(cli);
-            let found = engine.locate(&r, b, &t, &LocateHint::default(), (*method).into());
+            // Headers that say "another plane" or "another contrast" choose the search;
+            // otherwise the whole target is searched evenly.
+            let scale = (t.width as f32 / r.width as f32, t.height as f32 / r.height as f32);
+            let by_headers = hints::between(&rm, &tm, b, scale, t.width.max(t.height) as f32);
+            let hint = if by_headers.orthogonal_to.is_some() || by_headers.cross_contrast {
+                LocateHint { expected_centre: None, ..by_headers }
+            } else {
+                LocateHint::default()
+            };
+            let found = engine.locate(&r, b, &t, &hint, (*method).into());
             let proposals: Vec<Proposal> = found.into_iter().collect();
             print_proposals(&proposals);
             if let Some(path) = json {

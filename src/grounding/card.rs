@@ -59,7 +59,9 @@ pub fn model_card(
 A Siamese CNN in burn 0.22 ({params} parameters): a shared encoder (strides 2–8, depthwise-separable
 blocks), a change head (dense change map at stride 4 → boxes) for difference grounding, and a
 correlation head (the reference box's features, scale-normalized to 8×8 cells, cross-correlated
-depthwise over the target, with a box-size head) for consistency grounding. Scores are Platt-calibrated
+depthwise over the target, with a box-size head) for consistency grounding. Inference runs a folded
+copy (batch norms merged into the convolutions, depthwise convolutions grouped; `grounding::fused`,
+tested to give the same maps). Scores are Platt-calibrated
 probabilities that the box is right (IoU ≥ 0.5), fitted after training on items from the training
 images with a separate seed.
 
@@ -90,9 +92,21 @@ format and tasks, so they say how Tandem does on these tasks, not how it would r
 - **T1, T2** (`grounding::Engine::diff`): translation registration by phase correlation, the prior
   resampled onto the current image, the change head's map thresholded (a box spans the connected
   region above logit {extent}, chosen after training on training images for the best mean IoU).
-- **T3, T7** (`Engine::locate`): the reference box is scaled to an 8×8-cell template and correlated
-  over the whole target; T7 adds a Gaussian position prior around the reference box (σ = 12 px +
-  0.375 × box side), since cross-modal pairs show the same anatomy at about the same place.
+- **T3** (`Engine::locate` with `orthogonal_to`): two planes of one volume share a line of voxels,
+  so some row or column of the one equals some row or column of the other; the best-correlating
+  pair (`registration::planes`) says which axis the planes share and where they meet. The model's
+  correlation map is then restricted to the band where the shared axis spans the reference box's
+  range (and, when the common line crosses the reference box, to boxes straddling that line in the
+  target), and its best place there and size head give the box (its extent along the shared axis
+  pulled halfway to the reference's). The baseline gets the same geometry (boxes of the
+  reference's size slid along the band, ranked by how alike the tissue's intensities are in both
+  boxes), so the gap between the columns is what the model adds.
+- **T7** (`Engine::locate` with `cross_contrast`): the pair is registered by normalized mutual
+  information (shift, rotation, scale; `registration::mutual`) and the reference box mapped
+  through it — for **both** columns, since the model's local matching only added noise to it on
+  training items. The T7 row therefore measures the registration, not the network; the model
+  (correlation with a Gaussian prior of σ = 12 px + 0.375 × box side around the reference box)
+  answers only when registration fails (NMI − 1 < 0.08).
 - **T4** (`Engine::track`): frame to frame, the model proposes 5 places near the previous box and
   normalized cross-correlation of the previous frame's region picks among them and refines.
 - **T6**: the model matches the crop's inner half and proposes 16 places; pixel correlation of the
@@ -103,11 +117,14 @@ format and tasks, so they say how Tandem does on these tasks, not how it would r
 ## Limits
 - Trained on synthetic changes and phantom volumes; real pathology progression looks different.
 - Difference grounding assumes the pair is related by a translation (registration runs first).
+- Multi-view assumes both planes cover the same field of view at the same pixel size (MedSG's
+  336² renderings of one volume do); cross-modal registration assumes one rigid map between the
+  images (no breathing or bowel motion between acquisitions).
 - Not a medical device.
 "#,
         extent = extent,
         recal = if train.recalibrated {
-            "\n- Calibration (score mapping, box extent) and this card were then regenerated from the same weights with\n  `tandem train --calibrate-only`, the last stage of the command above, after its calibration code changed."
+            "\n- Calibration (score mapping, box extent) and this card were then regenerated from the same weights with\n  `tandem train --calibrate-only`, the last stage of the command above, after calibration or inference code changed."
         } else {
             ""
         },

@@ -66,13 +66,36 @@ pub fn predict(engine: &Engine, item: &MedsgItem, root: &Path, method: Method) -
         images.push(img.image);
     }
     let reference = medsg::question_box(&item.question).or(red_box);
-    answer(engine, task, &images, reference, method).map(|(b, _)| b)
+    answer(engine, task, &images, reference, method).map(|a| a.bbox)
 }
 
-/// The box (and score) for one task on decoded images; `reference` is the box marked on the
-/// first image, where the task has one.
-pub fn answer(engine: &Engine, task: Task, images: &[GrayImage], reference: Option<BBox>, method: Method) -> Result<(BBox, f32), String> {
-    let found = |p: Option<crate::grounding::Proposal>, why: &str| p.map(|p| (p.target_box, p.score)).ok_or_else(|| why.to_string());
+/// One task's answer: the box, its score, and what produced it (the network, "baseline",
+/// "registration").
+#[derive(Clone, Debug)]
+pub struct Answer {
+    pub bbox: BBox,
+    pub score: f32,
+    pub source: String,
+}
+
+/// How a cross-modal pair is searched: registered first when `register`, else (and when
+/// registration fails) near the reference box, since such pairs show the same anatomy at about
+/// the same place.
+pub fn crossmodal_hint(reference: BBox, register: bool) -> LocateHint {
+    LocateHint {
+        expected_centre: Some(reference.centre()),
+        sigma_px: 12.0 + 0.375 * reference.width().max(reference.height()),
+        cross_contrast: register,
+        ..Default::default()
+    }
+}
+
+/// The answer for one task on decoded images; `reference` is the box marked on the first
+/// image, where the task has one.
+pub fn answer(engine: &Engine, task: Task, images: &[GrayImage], reference: Option<BBox>, method: Method) -> Result<Answer, String> {
+    let found = |p: Option<crate::grounding::Proposal>, why: &str| {
+        p.map(|p| Answer { bbox: p.target_box, score: p.score, source: p.source }).ok_or_else(|| why.to_string())
+    };
     let need_reference = || reference.ok_or_else(|| "no reference box in the question or image".to_string());
     match task {
         Task::RegisteredDiff | Task::NonRegisteredDiff => {
@@ -82,14 +105,7 @@ pub fn answer(engine: &Engine, task: Task, images: &[GrayImage], reference: Opti
             // Cross-modal pairs show the same anatomy at about the same place: registered when
             // possible, else searched near the reference box.
             let r = need_reference()?;
-            let (cx, cy) = r.centre();
-            let hint = LocateHint {
-                expected_centre: Some((cx, cy)),
-                sigma_px: 12.0 + 0.375 * r.width().max(r.height()),
-                cross_contrast: true,
-                ..Default::default()
-            };
-            found(engine.locate(&images[0], r, &images[1], &hint, method), "not found")
+            found(engine.locate(&images[0], r, &images[1], &crossmodal_hint(r, true), method), "not found")
         }
         Task::MultiView => {
             // Two planes of one volume share its intensity scale.

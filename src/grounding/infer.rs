@@ -187,11 +187,12 @@ impl NetRunner {
         target: &GrayImage,
         hint: &LocateHint,
     ) -> Result<Option<Scored>, InferError> {
-        Ok(self.candidates(reference, reference_box, target, hint, 1)?.into_iter().next())
+        Ok(self.candidates(reference, reference_box, target, hint, 1)?.into_iter().next().map(|(c, _)| c))
     }
 
     /// Up to `k` distinct candidate boxes for `reference_box` in `target`, best first (the
-    /// strongest local maxima of the match map, with the hint's prior applied).
+    /// strongest local maxima of the match map, with the hint's prior applied), each with its
+    /// raw match logit beside the calibrated score.
     pub fn candidates(
         &self,
         reference: &GrayImage,
@@ -199,7 +200,7 @@ impl NetRunner {
         target: &GrayImage,
         hint: &LocateHint,
         k: usize,
-    ) -> Result<Vec<Scored>, InferError> {
+    ) -> Result<Vec<(Scored, f32)>, InferError> {
         let (sx, sy) = template_scales(&reference_box);
         let reference = antialias(reference, sx, sy);
         let target_aa = antialias(target, sx, sy);
@@ -266,7 +267,7 @@ impl NetRunner {
                     *e = (*e * a.extent.max(1.0)).sqrt();
                 }
             }
-            out.push(Scored { bbox: BBox::from_centre(cx, cy, w, h), score: self.meta.match_calibration.probability(peak) });
+            out.push((Scored { bbox: BBox::from_centre(cx, cy, w, h), score: self.meta.match_calibration.probability(peak) }, peak));
         }
         Ok(out)
     }

@@ -8,6 +8,7 @@ pub mod card;
 pub mod eval;
 pub mod fused;
 pub mod geometry;
+pub mod hints;
 pub mod infer;
 pub mod medsg;
 pub mod model;
@@ -135,6 +136,9 @@ fn exhaustive_for_crop(reference: &GrayImage, target: &GrayImage, hint: &LocateH
     let (cx, cy) = found.bbox.centre();
     Some((Scored { bbox: BBox::from_centre(cx, cy, w, h), score: found.score }, found.score))
 }
+
+/// `Proposal::source` of answers found by registration alone.
+pub const REGISTRATION_SOURCE: &str = "registration";
 
 /// Normalized mutual information (minus 1) below which two images are not taken as the same
 /// field of view: true cross-contrast pairs from the training images scored at least 0.096,
@@ -301,7 +305,7 @@ impl Engine {
                 target_box: found.bbox.scale(t.scale, t.scale),
                 reference_box: Some(reference_box),
                 score: found.score,
-                source: "registration".into(),
+                source: REGISTRATION_SOURCE.into(),
             });
         }
         let hint_w = LocateHint {
@@ -323,6 +327,7 @@ impl Engine {
             Method::Model if hint.refine => self
                 .with_runner(|n| n.candidates(&r.image, rb, &t.image, &hint_w, if hint.known_size.is_some() { 16 } else { 5 }))
                 .and_then(|res| res.map_err(|e| log::error!("{e}")).ok())
+                .map(|cands| cands.into_iter().map(|(c, _)| c).collect::<Vec<_>>())
                 .and_then(|cands| {
                     let first = *cands.first()?;
                     // A crop of known size is verified whole: more pixels, fewer look-alikes.
@@ -339,17 +344,6 @@ impl Engine {
                         (Some((s, _)), None) => Some(s),
                         (None, None) => Some(first),
                     }
-                }),
-            // Another plane of the same volume: the model proposes places on the shared-axis
-            // bands and the tissue's intensities (the same in both planes) help pick one.
-            Method::Model if hint.orthogonal_to.is_some() => self
-                .with_runner(|n| n.candidates(&r.image, rb, &t.image, &hint_w, 6))
-                .and_then(|res| res.map_err(|e| log::error!("{e}")).ok())
-                .and_then(|cands| {
-                    cands.into_iter().max_by(|a, b| {
-                        let rank = |c: &Scored| c.score + 0.3 * baseline::region_similarity(&r.image, rb, &t.image, c.bbox);
-                        rank(a).total_cmp(&rank(b))
-                    })
                 }),
             Method::Model => self
                 .with_runner(|n| n.locate(&r.image, rb, &t.image, &hint_w))

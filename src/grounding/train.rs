@@ -9,6 +9,7 @@ use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
 
+use crate::grounding::REGISTRATION_SOURCE;
 use crate::grounding::baseline;
 use crate::grounding::geometry::BBox;
 use crate::grounding::infer::{NetRunner, antialias, batch_tensor, scaled_crop, template_scales};
@@ -506,8 +507,19 @@ fn calibrate(engine: &crate::grounding::Engine, pool: &SourcePool, seed: u64) ->
         let mut rng = root.fork(10_000 + k as u64);
         let task = pick_locate_task(&mut rng);
         let item = synth.item(task, &mut rng);
-        if let Ok((b, score)) = crate::grounding::eval::answer(engine, task, &item.images, item.reference, Method::Model) {
-            matching.push((logit(score), b.iou(&item.answer) >= 0.5));
+        // Only the network's own scores are calibrated here: cross-modal items go the way they
+        // go when registration fails (registration scores its answers by mutual information).
+        let answer = match (task, item.reference) {
+            (Task::Crossmodal, Some(r)) => engine
+                .locate(&item.images[0], r, &item.images[1], &crate::grounding::eval::crossmodal_hint(r, false), Method::Model)
+                .map(|p| (p.target_box, p.score, p.source))
+                .ok_or_else(String::new),
+            _ => crate::grounding::eval::answer(engine, task, &item.images, item.reference, Method::Model)
+                .map(|a| (a.bbox, a.score, a.source)),
+        };
+        match answer {
+            Ok((b, score, source)) if source != REGISTRATION_SOURCE => matching.push((logit(score), b.iou(&item.answer) >= 0.5)),
+            _ => {}
         }
     }
     (fit_platt(&change), fit_platt(&matching), best_extent.0)

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use eframe::egui::{self, Color32, Key, Modifiers, Pos2, Rect, Sense, Vec2};
 
 use crate::annotation::{self, Command, Document, Finding, FindingKind, History, ImageBox, ImageRef, Source, Status};
-use crate::grounding::{BBox, DevicePreference, Engine, LocateHint};
+use crate::grounding::{BBox, DevicePreference, Engine};
 use crate::registration::Alignment;
 use crate::study::{Series, Window};
 use crate::viewer::Launch;
@@ -427,12 +427,8 @@ impl App {
             return;
         };
         let (sx, sy) = (dst.width as f32 / src.width as f32, dst.height as f32 / src.height as f32);
-        let (cx, cy) = b.rect().centre();
-        let hint = LocateHint {
-            expected_centre: Some((cx * sx, cy * sy)),
-            sigma_px: 0.25 * dst.width.max(dst.height) as f32,
-            ..Default::default()
-        };
+        let (Some(ms), Some(mt)) = (self.pane(from).series(), self.pane(to).series()) else { return };
+        let hint = crate::grounding::hints::between(&ms.meta, &mt.meta, b.rect(), (sx, sy), dst.width.max(dst.height) as f32);
         let frames = (b.frame, self.pane(to).frame as u32);
         let (rg, tg) = (src.to_gray(), dst.to_gray());
         self.jobs.locate(engine, from, rg, b.rect(), tg, hint, frames);
