@@ -112,3 +112,30 @@ fn validation_set_consistency_tasks_meet_their_targets() {
     assert!(acc(&model, "multi_view") > acc(&baseline, "multi_view"));
     assert!(acc(&model, "crossmodal") >= 85.0, "cross-modal {}", acc(&model, "crossmodal"));
 }
+
+/// The wgpu path gives the CPU's answers (within float tolerance). On a machine without a GPU
+/// this runs on Mesa's software Vulkan adapter, which exercises the same wgpu kernels.
+#[test]
+fn wgpu_and_cpu_give_the_same_answers() {
+    use tandem::grounding::infer::NetRunner;
+    let Some((gpu, name)) = tandem::grounding::backend::any_wgpu() else {
+        panic!("no wgpu adapter at all (install mesa-vulkan-drivers for the software one)");
+    };
+    let engine_on = |device: burn::tensor::Device| {
+        let (net, meta) = tandem::grounding::weights::load(&WeightsSource::Embedded, &device).unwrap();
+        Engine::from_runner(NetRunner::new(net, device, meta), "test")
+    };
+    let (cpu, wgpu) = (engine_on(burn::tensor::Device::flex()), engine_on(gpu));
+    let (a, b) = (example("t2_a.png"), example("t2_b.png"));
+    let (c, g) = (cpu.diff(&a, &b, Method::Model), wgpu.diff(&a, &b, Method::Model));
+    let (c, g) = (&c.proposals[0], &g.proposals[0]);
+    assert!(c.target_box.iou(&g.target_box) > 0.95, "{name}: {:?} vs {:?}", c.target_box, g.target_box);
+    assert!((c.score - g.score).abs() < 1e-3, "{name}: {} vs {}", c.score, g.score);
+    let reference = BBox::new(120.0, 140.0, 190.0, 200.0);
+    let (t0, t2) = (example("t4_0.png"), example("t4_2.png"));
+    let hint = LocateHint { expected_centre: Some(reference.centre()), sigma_px: 40.0, ..Default::default() };
+    let (c, g) =
+        (cpu.locate(&t0, reference, &t2, &hint, Method::Model).unwrap(), wgpu.locate(&t0, reference, &t2, &hint, Method::Model).unwrap());
+    assert!(c.target_box.iou(&g.target_box) > 0.95, "{name}: {:?} vs {:?}", c.target_box, g.target_box);
+    assert!((c.score - g.score).abs() < 1e-3, "{name}: {} vs {}", c.score, g.score);
+}

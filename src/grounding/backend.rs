@@ -51,7 +51,7 @@ impl ComputeDevice {
 #[derive(Clone, Debug)]
 enum GpuProbe {
     Real { device: Device, name: String },
-    Software { name: String },
+    Software { device: Device, name: String },
     Missing { error: String },
 }
 
@@ -65,7 +65,7 @@ fn probe_gpu() -> GpuProbe {
                 Ok(Ok((device, setup))) => {
                     let info = setup.adapter.get_info();
                     if info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu {
-                        GpuProbe::Software { name: info.name }
+                        GpuProbe::Software { device, name: info.name }
                     } else {
                         GpuProbe::Real { device, name: info.name }
                     }
@@ -86,9 +86,18 @@ pub fn choose(preference: DevicePreference) -> ComputeDevice {
         GpuProbe::Real { device, name } => {
             ComputeDevice { device, is_gpu: true, label: format!("GPU: {name}"), reason: "GPU adapter found".into() }
         }
-        GpuProbe::Software { name } => {
+        GpuProbe::Software { name, .. } => {
             ComputeDevice::cpu(format!("only a software GPU adapter ({name}) was found; the CPU backend is faster"))
         }
         GpuProbe::Missing { error } => ComputeDevice::cpu(format!("no GPU adapter found ({error})")),
+    }
+}
+
+/// Any wgpu adapter, software rasterizers included, with its name: lets machines without a GPU
+/// check that the wgpu path computes what the CPU path does.
+pub fn any_wgpu() -> Option<(Device, String)> {
+    match probe_gpu() {
+        GpuProbe::Real { device, name } | GpuProbe::Software { device, name } => Some((device, name)),
+        GpuProbe::Missing { .. } => None,
     }
 }
