@@ -270,6 +270,9 @@ fn review_edit_undo_and_save() {
     assert_eq!(f2.kind, FindingKind::Correspondence);
     assert_eq!(f2.status, Status::Rejected);
     assert!(f2.box_on("prior").is_some() && f2.box_on("current").is_some());
+    // Same region at another time: found by registration, where the change's prior box is.
+    let (found, expected) = (f2.box_on("prior").unwrap().rect(), f1.box_on("prior").unwrap().rect());
+    assert!(found.iou(&expected) > 0.5, "the correspondence {found:?} is not where the change was {expected:?}");
     for f in &saved.findings {
         if f.id != p1 && f.id != p2 {
             assert_eq!((f.kind, f.status), (FindingKind::Change, Status::Proposed), "other proposals stay untouched");

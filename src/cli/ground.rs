@@ -97,12 +97,11 @@ pub fn run(cli: &Cli, what: &GroundCommand) -> Result<(), CliError> {
             let b = parse_box(bbox)?;
             let ((r, rm), (t, tm)) = (load_gray_with_meta(reference)?, load_gray_with_meta(target)?);
             let engine = crate::cli::engine(cli);
-            // Headers that say "another plane" or "another contrast" choose the search;
-            // otherwise the whole target is searched evenly.
+            // Two DICOM images: their headers choose the search, as in the viewer. Other
+            // images may be crops or unrelated views: the whole target is searched evenly.
             let scale = (t.width as f32 / r.width as f32, t.height as f32 / r.height as f32);
-            let by_headers = hints::between(&rm, &tm, b, scale, t.width.max(t.height) as f32);
-            let hint = if by_headers.orthogonal_to.is_some() || by_headers.cross_contrast {
-                LocateHint { expected_centre: None, ..by_headers }
+            let hint = if rm.modality.is_some() && tm.modality.is_some() {
+                hints::between(&rm, &tm, b, scale, t.width.max(t.height) as f32)
             } else {
                 LocateHint::default()
             };

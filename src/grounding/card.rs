@@ -101,7 +101,7 @@ format and tasks, so they say how Tandem does on these tasks, not how it would r
   pulled halfway to the reference's). The baseline gets the same geometry (boxes of the
   reference's size slid along the band, ranked by how alike the tissue's intensities are in both
   boxes), so the gap between the columns is what the model adds.
-- **T7** (`Engine::locate` with `cross_contrast`): the pair is registered by normalized mutual
+- **T7** (`Engine::locate` with `register_first`): the pair is registered by normalized mutual
   information (shift, rotation, scale; `registration::mutual`) and the reference box mapped
   through it — for **both** columns, since the model's local matching only added noise to it on
   training items. The T7 row therefore measures the registration, not the network; the model

@@ -85,7 +85,7 @@ pub fn crossmodal_hint(reference: BBox, register: bool) -> LocateHint {
     LocateHint {
         expected_centre: Some(reference.centre()),
         sigma_px: 12.0 + 0.375 * reference.width().max(reference.height()),
-        cross_contrast: register,
+        register_first: register,
         ..Default::default()
     }
 }

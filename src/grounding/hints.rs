@@ -1,5 +1,5 @@
 //! How to search one image for a region of another, from what their headers say: another
-//! plane of the same volume, another contrast or modality, or simply another time.
+//! plane of the same volume, or the same region at another time or in another contrast.
 
 use crate::grounding::geometry::BBox;
 use crate::grounding::infer::LocateHint;
@@ -23,17 +23,10 @@ pub fn orthogonal_planes(a: &Meta, b: &Meta) -> bool {
     }
 }
 
-/// Whether the two images show the same anatomy in different contrasts: other modalities, or
-/// other MR sequences (series descriptions) of one study.
-pub fn cross_contrast(a: &Meta, b: &Meta) -> bool {
-    let differ = |x: &Option<String>, y: &Option<String>| matches!((x, y), (Some(x), Some(y)) if x.trim() != y.trim());
-    differ(&a.modality, &b.modality)
-        || (a.modality.as_deref() == Some("MR") && a.study_uid == b.study_uid && differ(&a.series_description, &b.series_description))
-}
-
-/// The hint for finding `reference_box` (in reference pixels) in the target: geometry first
-/// (an orthogonal plane, a registered other contrast), else a broad prior around the same
-/// relative place. `scale` maps reference pixels to target pixels; `target_side` is the
+/// The hint for finding `reference_box` (in reference pixels) in the target: another plane of
+/// the volume is searched along the shared axis; anything else (another time, contrast or
+/// modality of the same region) is registered first, with a broad search around the same
+/// relative place when registration fails. `scale` maps reference pixels to target pixels; `target_side` is the
 /// target's longest side.
 pub fn between(reference: &Meta, target: &Meta, reference_box: BBox, scale: (f32, f32), target_side: f32) -> LocateHint {
     let (cx, cy) = reference_box.centre();
@@ -45,10 +38,8 @@ pub fn between(reference: &Meta, target: &Meta, reference_box: BBox, scale: (f32
             || (reference.frame_of_reference_uid.is_some() && reference.frame_of_reference_uid == target.frame_of_reference_uid);
         let same_scale = same_volume && reference.modality == target.modality;
         LocateHint { same_scale, orthogonal_to: Some(b), ..Default::default() }
-    } else if cross_contrast(reference, target) {
-        LocateHint { cross_contrast: true, ..broad }
     } else {
-        broad
+        LocateHint { register_first: true, ..broad }
     }
 }
 
@@ -73,13 +64,11 @@ mod tests {
     fn headers_choose_the_search() {
         let b = BBox::new(10.0, 10.0, 30.0, 40.0);
         let h = between(&meta("CT", "Body", AXIAL), &meta("CT", "Body", CORONAL), b, (1.0, 1.0), 512.0);
-        assert!(h.orthogonal_to.is_some() && !h.cross_contrast);
+        assert!(h.orthogonal_to.is_some() && !h.register_first);
         let h = between(&meta("MR", "T1", AXIAL), &meta("MR", "T2 FLAIR", AXIAL), b, (1.0, 1.0), 512.0);
-        assert!(h.cross_contrast && h.orthogonal_to.is_none());
-        let h = between(&meta("CT", "Body", AXIAL), &meta("MR", "T1", AXIAL), b, (1.0, 1.0), 512.0);
-        assert!(h.cross_contrast);
+        assert!(h.register_first && h.orthogonal_to.is_none());
         let h = between(&meta("CR", "Chest", AXIAL), &meta("CR", "Chest PA", AXIAL), b, (2.0, 2.0), 512.0);
-        assert!(!h.cross_contrast && h.orthogonal_to.is_none());
+        assert!(h.register_first && h.orthogonal_to.is_none());
         assert_eq!(h.expected_centre, Some((40.0, 50.0)));
     }
 }

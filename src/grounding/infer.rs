@@ -101,9 +101,10 @@ pub struct LocateHint {
     pub orthogonal_to: Option<BBox>,
     /// Where those planes meet (found by the engine from the images themselves).
     pub planes: Option<Intersection>,
-    /// Reference and target show the same field of view in different contrasts or modalities:
-    /// register them (mutual information) and expect the answer where the reference box maps.
-    pub cross_contrast: bool,
+    /// Reference and target show the same field of view (another time, contrast or modality):
+    /// register them first (mutual information, which holds across contrasts) and answer with
+    /// the mapped box when the registration is convincing.
+    pub register_first: bool,
 }
 
 /// A band of the target where the answer may lie: the target's `target_axis` (0 = x, 1 = y)

@@ -295,10 +295,11 @@ impl Engine {
         // A crop of the target (or another frame of it) keeps the target's intensity scale.
         let r = if hint.same_scale { working_with(reference, unit_range(target)) } else { working(reference) };
         let rb = reference_box.scale(1.0 / r.scale, 1.0 / r.scale);
-        // Across contrasts: when mutual-information registration finds the pair, the reference
-        // box mapped through it is the answer for either method (the model's local matching
-        // only added noise to it on training items); otherwise the methods search as usual.
-        let registered = if hint.cross_contrast { registered_box(&r.image, rb, &t.image) } else { None };
+        // Same field of view: when mutual-information registration finds the pair, the
+        // reference box mapped through it is the answer for either method (the model's local
+        // matching only added noise to it on cross-modal training items); otherwise the methods
+        // search as usual.
+        let registered = if hint.register_first { registered_box(&r.image, rb, &t.image) } else { None };
         if let Some(found) = registered {
             return Some(Proposal {
                 kind: ProposalKind::Correspondence,

@@ -433,8 +433,14 @@ fn finish(
     runner.meta.match_calibration = match_cal;
     runner.meta.change_extent_logit = extent;
     runner.meta.training = serde_json::to_value(&report)?;
-    crate::grounding::weights::save(&runner.net, &runner.meta, &opts.out)?;
-    progress(&format!("wrote {} (change boxes cut at logit {extent})", opts.out.display()));
+    let meta_path = crate::grounding::weights::meta_path(&opts.out);
+    if report.recalibrated {
+        crate::grounding::weights::save_meta(&runner.meta, &opts.out)?;
+        progress(&format!("wrote {} (change boxes cut at logit {extent})", meta_path.display()));
+    } else {
+        crate::grounding::weights::save(&runner.net, &runner.meta, &opts.out)?;
+        progress(&format!("wrote {} and {} (change boxes cut at logit {extent})", opts.out.display(), meta_path.display()));
+    }
     Ok(report)
 }
 

@@ -156,6 +156,13 @@ pub fn save(net: &GrounderNet, meta: &ModelMeta, path: &Path) -> anyhow::Result<
     use anyhow::Context;
     let bytes = net.clone().into_record().into_bytes().map_err(|e| anyhow::anyhow!("{e}"))?;
     crate::fsutil::write_atomic(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+    save_meta(meta, path)
+}
+
+/// Rewrites only the metadata beside the weights at `path` (after recalibration: the weights
+/// are unchanged, and re-serializing them would only renumber burn's parameter ids).
+pub fn save_meta(meta: &ModelMeta, path: &Path) -> anyhow::Result<()> {
+    use anyhow::Context;
     let json = serde_json::to_vec_pretty(meta)?;
     let m = meta_path(path);
     crate::fsutil::write_atomic(&m, &json).with_context(|| format!("writing {}", m.display()))?;
