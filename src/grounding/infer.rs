@@ -99,7 +99,8 @@ pub struct LocateHint {
     /// (multi-view), and this is the reference box: one of its axes recurs on one of the
     /// target's (as a viewer's reference lines show), so the answer lies on one of four bands.
     pub orthogonal_to: Option<BBox>,
-    /// Where those planes meet (found by the engine from the images themselves).
+    /// Where those planes meet, in working pixels: set by the engine from the images
+    /// themselves (a value given here is replaced).
     pub planes: Option<Intersection>,
     /// Reference and target show the same field of view (another time, contrast or modality):
     /// register them first (mutual information, which holds across contrasts) and answer with

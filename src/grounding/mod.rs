@@ -146,13 +146,19 @@ pub const REGISTRATION_SOURCE: &str = "registration";
 const MIN_REGISTRATION_NMI: f64 = 0.08;
 
 /// `reference_box` mapped into `target` by mutual-information registration, when it is
-/// convincing and lands inside the target; scored by the registration's NMI.
+/// convincing and lands inside the target; scored by the registration's NMI. The two images are
+/// taken to cover the same field of view, so a target of another size is first resampled to the
+/// reference's grid (the search itself only allows small scale changes).
 fn registered_box(reference: &GrayImage, reference_box: BBox, target: &GrayImage) -> Option<Scored> {
-    let a = registration::mutual::align_multimodal(reference, target, &Default::default());
+    let (sx, sy) = (target.width as f64 / reference.width as f64, target.height as f64 / reference.height as f64);
+    let on_reference_grid = target.resize(reference.width, reference.height);
+    let a = registration::mutual::align_multimodal(reference, &on_reference_grid, &Default::default());
     if a.score < MIN_REGISTRATION_NMI {
         return None;
     }
-    let target_from_reference = a.fixed_from_moving.inverse()?;
+    // Grid pixel q covers target pixels [q·s, (q+1)·s): centres map by (q + 0.5)·s − 0.5.
+    let target_from_grid = Transform { m: [[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5]] };
+    let target_from_reference = target_from_grid.compose(&a.fixed_from_moving.inverse()?);
     let m =
         target_from_reference.map_box([reference_box.x1 as f64, reference_box.y1 as f64, reference_box.x2 as f64, reference_box.y2 as f64]);
     let mapped = BBox::new(m[0] as f32, m[1] as f32, m[2] as f32, m[3] as f32);
@@ -314,7 +320,7 @@ impl Engine {
             sigma_px: hint.sigma_px / t.scale,
             known_size: hint.known_size.map(|(w, h)| (w / t.scale, h / t.scale)),
             orthogonal_to: hint.orthogonal_to.map(|b| b.scale(1.0 / t.scale, 1.0 / t.scale)),
-            planes: hint.planes.or_else(|| hint.orthogonal_to.and_then(|_| registration::planes::intersect(&r.image, &t.image))),
+            planes: hint.orthogonal_to.and_then(|_| registration::planes::intersect(&r.image, &t.image)),
             ..hint.clone()
         };
         let found = match method {
@@ -401,5 +407,23 @@ impl Engine {
             score,
             source: self.source(method),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registration_maps_a_box_into_a_smaller_image_of_another_contrast() {
+        let chest = crate::testutil::chest();
+        let reference = chest.crop(40, 60, 336, 336, 0.0);
+        // The same field of view on a 240-px grid, shifted 6 px, intensities folded over.
+        let target = chest.crop(46, 60, 336, 336, 0.0).resize(240, 240).map(|v| (1.0 - (2.0 * v - 0.9).abs()).clamp(0.0, 1.0));
+        let b = BBox::new(120.0, 150.0, 180.0, 200.0);
+        let found = registered_box(&reference, b, &target).expect("registered");
+        let f = 240.0 / 336.0;
+        let truth = BBox::new((b.x1 - 6.0) * f, b.y1 * f, (b.x2 - 6.0) * f, b.y2 * f);
+        assert!(found.bbox.iou(&truth) > 0.85, "{:?} vs {truth:?}", found.bbox);
     }
 }
