@@ -241,8 +241,6 @@ pub fn region_similarity(a: &GrayImage, box_a: BBox, b: &GrayImage, box_b: BBox)
 /// reference region. When the planes' common line crosses the reference box, the answer must
 /// straddle it too.
 pub fn locate_orthogonal(reference: &GrayImage, reference_box: BBox, target: &GrayImage, planes: Option<&Intersection>) -> Option<Scored> {
-    let (cx, cy) = reference_box.centre();
-    let (w, h) = (reference_box.width(), reference_box.height());
     let (tw, th) = (target.width as f32, target.height as f32);
     let all = SharedAxes::ALL;
     let hypotheses = match planes {
@@ -251,10 +249,9 @@ pub fn locate_orthogonal(reference: &GrayImage, reference_box: BBox, target: &Gr
     };
     let mut best: Option<Scored> = None;
     for &shared in hypotheses {
-        let (ra, ta) = shared.axes();
-        let (centre, extent, across) = if ra == 0 { (cx, w, h) } else { (cy, h, w) };
-        let (ref_lo, ref_hi) = if ra == 0 { (reference_box.y1, reference_box.y2) } else { (reference_box.x1, reference_box.x2) };
-        let line = planes.filter(|p| p.line_in_reference > ref_lo && p.line_in_reference < ref_hi).map(|p| p.line_in_target);
+        let ta = shared.axes().1;
+        let (centre, extent, across) = shared.along(reference_box.to_array());
+        let line = planes.filter(|p| p.crosses(reference_box.to_array())).map(|p| p.line_in_target);
         let length = if ta == 0 { th } else { tw };
         let mut t = across / 2.0;
         while t <= length - across / 2.0 {

@@ -120,24 +120,16 @@ struct Band {
 }
 
 impl Band {
-    /// The bands for a reference box: the one the planes' common line shows when it stands
-    /// out, else all four (x↔x, y↔y, y↔x, x↔y).
+    /// The bands for a reference box: the one the planes' common line shows, else all four
+    /// (x↔x, y↔y, y↔x, x↔y). The line also fixes `across` when it crosses the reference box.
     fn for_hint(reference: &BBox, planes: Option<&Intersection>) -> Vec<Band> {
         let band = |shared: SharedAxes, across: Option<f32>| {
-            let (ra, ta) = shared.axes();
-            let (c, e) = if ra == 0 { (reference.centre().0, reference.width()) } else { (reference.centre().1, reference.height()) };
-            Band { target_axis: ta, centre: c, extent: e, across }
+            let (centre, extent, _) = shared.along(reference.to_array());
+            Band { target_axis: shared.axes().1, centre, extent, across }
         };
         match planes {
-            Some(p) => {
-                // Does the common line cross the reference box? Then it crosses the organ, and
-                // the organ's section in the target contains the line too.
-                let (ra, _) = p.shared.axes();
-                let (lo, hi) = if ra == 0 { (reference.y1, reference.y2) } else { (reference.x1, reference.x2) };
-                let crosses = p.line_in_reference > lo && p.line_in_reference < hi;
-                vec![band(p.shared, crosses.then_some(p.line_in_target))]
-            }
-            _ => SharedAxes::ALL.iter().map(|&s| band(s, None)).collect(),
+            Some(p) => vec![band(p.shared, p.crosses(reference.to_array()).then_some(p.line_in_target))],
+            None => SharedAxes::ALL.iter().map(|&s| band(s, None)).collect(),
         }
     }
 
@@ -189,12 +181,11 @@ impl NetRunner {
         target: &GrayImage,
         hint: &LocateHint,
     ) -> Result<Option<Scored>, InferError> {
-        Ok(self.candidates(reference, reference_box, target, hint, 1)?.into_iter().next().map(|(c, _)| c))
+        Ok(self.candidates(reference, reference_box, target, hint, 1)?.into_iter().next())
     }
 
     /// Up to `k` distinct candidate boxes for `reference_box` in `target`, best first (the
-    /// strongest local maxima of the match map, with the hint's prior applied), each with its
-    /// raw match logit beside the calibrated score.
+    /// strongest local maxima of the match map, with the hint's prior applied).
     pub fn candidates(
         &self,
         reference: &GrayImage,
@@ -202,7 +193,7 @@ impl NetRunner {
         target: &GrayImage,
         hint: &LocateHint,
         k: usize,
-    ) -> Result<Vec<(Scored, f32)>, InferError> {
+    ) -> Result<Vec<Scored>, InferError> {
         let (sx, sy) = template_scales(&reference_box);
         let reference = antialias(reference, sx, sy);
         let target_aa = antialias(target, sx, sy);
@@ -258,18 +249,15 @@ impl NetRunner {
                     (TEMPLATE_PX as f32 * lw.exp() / sx, TEMPLATE_PX as f32 * lh.exp() / sy)
                 }
             };
-            {
-                // The shared axis's range is partly known: pull the box towards it.
-                let shared = bands.iter().max_by(|a, b| a.log_prior(cx, cy).total_cmp(&b.log_prior(cx, cy)));
-                // Halfway between the size head and the reference (tuned on training items):
-                // organs are not cylinders, so the range drifts with depth.
-                if let Some(a) = shared {
-                    let (c, e) = if a.target_axis == 0 { (&mut cx, &mut w) } else { (&mut cy, &mut h) };
-                    *c += 0.5 * (a.centre - *c);
-                    *e = (*e * a.extent.max(1.0)).sqrt();
-                }
+            // The shared axis's range is partly known: pull the box halfway from the size head
+            // towards it (tuned on training items; organs are not cylinders, so the range
+            // drifts with depth).
+            if let Some(a) = bands.iter().max_by(|a, b| a.log_prior(cx, cy).total_cmp(&b.log_prior(cx, cy))) {
+                let (c, e) = if a.target_axis == 0 { (&mut cx, &mut w) } else { (&mut cy, &mut h) };
+                *c += 0.5 * (a.centre - *c);
+                *e = (*e * a.extent.max(1.0)).sqrt();
             }
-            out.push((Scored { bbox: BBox::from_centre(cx, cy, w, h), score: self.meta.match_calibration.probability(peak) }, peak));
+            out.push(Scored { bbox: BBox::from_centre(cx, cy, w, h), score: self.meta.match_calibration.probability(peak) });
         }
         Ok(out)
     }

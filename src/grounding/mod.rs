@@ -334,7 +334,6 @@ impl Engine {
             Method::Model if hint.refine => self
                 .with_runner(|n| n.candidates(&r.image, rb, &t.image, &hint_w, if hint.known_size.is_some() { 16 } else { 5 }))
                 .and_then(|res| res.map_err(|e| log::error!("{e}")).ok())
-                .map(|cands| cands.into_iter().map(|(c, _)| c).collect::<Vec<_>>())
                 .and_then(|cands| {
                     let first = *cands.first()?;
                     // A crop of known size is verified whole: more pixels, fewer look-alikes.

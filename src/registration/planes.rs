@@ -23,6 +23,13 @@ pub enum SharedAxes {
 impl SharedAxes {
     pub const ALL: [SharedAxes; 4] = [SharedAxes::XtoX, SharedAxes::YtoY, SharedAxes::YtoX, SharedAxes::XtoY];
 
+    /// A reference box `[x1, y1, x2, y2]`: its (centre, extent) along the shared axis, and its
+    /// extent across it.
+    pub fn along(self, [x1, y1, x2, y2]: [f32; 4]) -> (f32, f32, f32) {
+        let (w, h) = (x2 - x1, y2 - y1);
+        if self.axes().0 == 0 { ((x1 + x2) / 2.0, w, h) } else { ((y1 + y2) / 2.0, h, w) }
+    }
+
     /// (reference axis, target axis), 0 = x, 1 = y.
     pub fn axes(self) -> (usize, usize) {
         match self {
@@ -45,6 +52,15 @@ pub struct Intersection {
     /// Correlation of the two lines, and of the best line pair under any other hypothesis.
     pub ncc: f32,
     pub runner_up_ncc: f32,
+}
+
+impl Intersection {
+    /// Whether the common line crosses a reference box `[x1, y1, x2, y2]`: then it crosses the
+    /// structure boxed there, whose section in the target contains the line too.
+    pub fn crosses(&self, [x1, y1, x2, y2]: [f32; 4]) -> bool {
+        let (lo, hi) = if self.shared.axes().0 == 0 { (y1, y2) } else { (x1, x2) };
+        self.line_in_reference > lo && self.line_in_reference < hi
+    }
 }
 
 /// Zero-mean, unit-norm profiles of the rows (`along_x`) or columns of `img`; `None` for flat
