@@ -169,6 +169,7 @@ pub fn train(cli: &Cli, args: &TrainArgs) -> Result<(), CliError> {
         steps: args.steps,
         batch: args.batch,
         gpu: args.gpu,
+        minutes: args.minutes,
         ..TrainOptions::default()
     };
     let run = if args.calibrate_only { train::recalibrate } else { train::train };

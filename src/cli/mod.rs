@@ -162,6 +162,10 @@ pub struct TrainArgs {
     /// Train on a GPU through wgpu.
     #[arg(long)]
     pub gpu: bool,
+    /// Instead of --steps, train as many steps as fit in this many minutes (the count is
+    /// measured on a short probe and recorded, so --steps reruns it).
+    #[arg(long, conflicts_with = "calibrate_only")]
+    pub minutes: Option<f64>,
     /// Keep the weights at --out and redo only the calibration (after inference changed).
     #[arg(long)]
     pub calibrate_only: bool,

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::time::Instant;
 
-use burn::optim::{AdamWConfig, GradientsParams};
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
 
@@ -79,6 +79,9 @@ pub struct TrainOptions {
     /// Side of synthesized training items.
     pub item_size: usize,
     pub gpu: bool,
+    /// Train for as many steps as fit in this many minutes (measured on a short probe run)
+    /// instead of `steps`; the report records the count, so `--steps` reruns it exactly.
+    pub minutes: Option<f64>,
 }
 
 impl Default for TrainOptions {
@@ -92,6 +95,7 @@ impl Default for TrainOptions {
             learning_rate: 2e-3,
             item_size: 256,
             gpu: false,
+            minutes: None,
         }
     }
 }
@@ -338,14 +342,14 @@ pub struct TrainReport {
 /// Trains, calibrates and writes `opts.out` (+ .json) and `loss.csv` beside it.
 pub fn train(opts: &TrainOptions, progress: &dyn Fn(&str)) -> anyhow::Result<TrainReport> {
     let start = Instant::now();
-    let base = if opts.gpu {
+    let (base, device_label) = if opts.gpu {
         let d = crate::grounding::backend::choose(crate::grounding::DevicePreference::Gpu);
         progress(&format!("device: {} ({})", d.label, d.reason));
-        d.device
+        let label = if d.is_gpu { format!("wgpu, {}", d.label) } else { "flex (CPU)".to_string() };
+        (d.device, label)
     } else {
-        Device::flex()
+        (Device::flex(), "flex (CPU)".to_string())
     };
-    base.seed(opts.seed);
     let device = base.clone().autodiff();
     let pool = load_pool(&opts.data_dir, &TRAIN_FILES);
     progress(&format!("{} training images from {}", pool.images.len(), opts.data_dir.display()));
@@ -355,34 +359,44 @@ pub fn train(opts: &TrainOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Tra
     let train_images = pool.names.clone();
     let synth = Synth::new(pool.clone(), opts.item_size);
     let cfg = GrounderConfig::new();
+    let steps = match opts.minutes {
+        Some(minutes) => {
+            let per_step = probe_step_seconds(&synth, &cfg, opts, &device)?;
+            let left = minutes * 60.0 - start.elapsed().as_secs_f64();
+            let steps = ((left / per_step) as usize).max(1);
+            progress(&format!("{per_step:.3} s per step: {steps} steps fit in {minutes} minutes"));
+            steps
+        }
+        None => opts.steps,
+    };
+    // Seeded after any probe, so a budgeted run equals `--steps` with the count it chose.
+    base.seed(opts.seed);
     let mut net = cfg.init(&device);
     let parameters = net.num_params();
     progress(&format!("model: {parameters} parameters"));
-    let mut optim =
-        AdamWConfig::new().with_weight_decay(1e-4).with_grad_clipping(Some(burn::grad_clipping::GradientClippingConfig::Norm(5.0))).init();
-    let batches = batch_stream(synth, opts.seed, opts.steps, opts.batch);
+    let mut optim = optimizer();
+    let batches = batch_stream(synth, opts.seed, steps, opts.batch);
     let mut curve = String::from("step,change,match,size,seconds\n");
     let mut smooth = [0f32; 3];
     let mut waiting = 0.0f64;
-    for step in 0..opts.steps {
+    for step in 0..steps {
         let wait_start = Instant::now();
         let b = batches.recv().map_err(|_| anyhow::anyhow!("the data generator stopped"))?;
         waiting += wait_start.elapsed().as_secs_f64();
-        let lr = cosine_lr(opts.learning_rate, step, opts.steps);
-        let (loss, parts) = losses(&net, &b, &device);
-        let grads = GradientsParams::from_grads(loss.backward(), &net);
-        net = optim.step(lr, net, grads);
+        let lr = cosine_lr(opts.learning_rate, step, steps);
+        let parts;
+        (net, parts) = train_step(net, &mut optim, &b, lr, &device);
         for k in 0..3 {
             smooth[k] = if step == 0 { parts[k] } else { 0.95 * smooth[k] + 0.05 * parts[k] };
         }
         let secs = start.elapsed().as_secs_f64();
         curve.push_str(&format!("{step},{:.5},{:.5},{:.5},{secs:.1}\n", parts[0], parts[1], parts[2]));
-        if step % 25 == 0 || step + 1 == opts.steps {
-            let eta = secs / (step + 1) as f64 * (opts.steps - step - 1) as f64;
+        if step % 25 == 0 || step + 1 == steps {
+            let eta = secs / (step + 1) as f64 * (steps - step - 1) as f64;
             progress(&format!(
                 "step {}/{}  change {:.4}  match {:.4}  size {:.4}  lr {lr:.2e}  {:.0}s elapsed ({waiting:.0}s waiting for data), ~{:.0}s left",
                 step + 1,
-                opts.steps,
+                steps,
                 smooth[0],
                 smooth[1],
                 smooth[2],
@@ -395,11 +409,11 @@ pub fn train(opts: &TrainOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Tra
     let meta = ModelMeta::new("tandem-grounder", env!("CARGO_PKG_VERSION"), &cfg);
     let report = TrainReport {
         seed: opts.seed,
-        steps: opts.steps,
+        steps,
         batch: opts.batch,
         item_size: opts.item_size,
         wall_seconds: start.elapsed().as_secs_f64(),
-        device: if opts.gpu { "wgpu".into() } else { "flex (CPU)".into() },
+        device: device_label,
         parameters,
         train_images,
         final_loss: smooth,
@@ -410,7 +424,42 @@ pub fn train(opts: &TrainOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Tra
         std::fs::create_dir_all(dir)?;
     }
     crate::fsutil::write_atomic(&opts.out.with_file_name("loss.csv"), curve.as_bytes())?;
+    // On disk before calibration, so a failure there loses no training (`--calibrate-only` redoes it).
+    let mut uncalibrated = meta.clone();
+    uncalibrated.training = serde_json::to_value(&report)?;
+    crate::grounding::weights::save(&net, &uncalibrated, &opts.out)?;
+    progress(&format!("wrote {} (not yet calibrated)", opts.out.display()));
     finish(NetRunner::new(net, base, meta), report, &pool, opts, progress)
+}
+
+fn optimizer() -> ModuleOptimizer {
+    AdamWConfig::new().with_weight_decay(1e-4).with_grad_clipping(Some(burn::grad_clipping::GradientClippingConfig::Norm(5.0))).init()
+}
+
+/// One optimizer step; returns the updated network and the three loss parts.
+fn train_step(net: GrounderNet, optim: &mut ModuleOptimizer, batch: &Batch, lr: f64, device: &Device) -> (GrounderNet, [f32; 3]) {
+    let (loss, parts) = losses(&net, batch, device);
+    let grads = GradientsParams::from_grads(loss.backward(), &net);
+    (optim.step(lr, net, grads), parts)
+}
+
+/// Seconds per training step on this device and data pipeline, from a throwaway network: the
+/// first steps (kernel compilation, autotuning) are run but not timed.
+fn probe_step_seconds(synth: &Synth, cfg: &GrounderConfig, opts: &TrainOptions, device: &Device) -> anyhow::Result<f64> {
+    const UNTIMED: usize = 8;
+    const TIMED: usize = 16;
+    let mut net = cfg.init(device);
+    let mut optim = optimizer();
+    let batches = batch_stream(synth.clone(), opts.seed ^ 0x9E0BE, UNTIMED + TIMED, opts.batch);
+    let mut timer = Instant::now();
+    for step in 0..UNTIMED + TIMED {
+        if step == UNTIMED {
+            timer = Instant::now();
+        }
+        let b = batches.recv().map_err(|_| anyhow::anyhow!("the data generator stopped"))?;
+        (net, _) = train_step(net, &mut optim, &b, opts.learning_rate * 0.1, device);
+    }
+    Ok(timer.elapsed().as_secs_f64() / TIMED as f64)
 }
 
 /// Calibration and writing: the last stage of training, also run alone by `--calibrate-only`.
@@ -573,6 +622,29 @@ pub fn fit_platt(samples: &[(f32, bool)]) -> Calibration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every op the network uses has a gradient on wgpu (burn 0.22 lacks some, e.g. bilinear
+    /// interpolation's), checked on Mesa's software adapter where there is no GPU.
+    #[test]
+    fn training_steps_run_and_learn_on_wgpu() {
+        let Some((gpu, name)) = crate::grounding::backend::any_wgpu() else {
+            panic!("no wgpu adapter at all (install mesa-vulkan-drivers for the software one)");
+        };
+        gpu.seed(3);
+        let device = gpu.autodiff();
+        let synth = Synth::new(SourcePool::default(), 256);
+        let batch = make_batch(&synth, &Rng::new(5), 2);
+        let mut net = GrounderConfig::new().init(&device);
+        let mut optim = optimizer();
+        let mut totals = vec![];
+        for _ in 0..4 {
+            let parts;
+            (net, parts) = train_step(net, &mut optim, &batch, 2e-3, &device);
+            assert!(parts.iter().all(|p| p.is_finite()), "{name}: {parts:?}");
+            totals.push(parts.iter().sum::<f32>());
+        }
+        assert!(totals[3] < totals[0], "{name}: loss on a repeated batch did not fall: {totals:?}");
+    }
 
     #[test]
     fn platt_fit_separates_scores() {
