@@ -35,7 +35,7 @@ fn fit_linear(a: &GrayImage, b: &GrayImage) -> (f32, f32) {
 
 /// Difference grounding on 0..1 images: boxes in `current`'s pixels, best first.
 pub fn diff(prior: &GrayImage, current: &GrayImage) -> (Vec<Scored>, Transform) {
-    let align = registration::align(current, prior, &AlignOptions::translation_only());
+    let align = registration::align(current, prior, &AlignOptions::shift_only());
     // align gives current_from_prior; we need prior_from_current to resample the prior.
     let prior_from_current = align.fixed_from_moving.inverse().unwrap_or(Transform::IDENTITY);
     let warped = prior_on_current(prior, current, &prior_from_current);
