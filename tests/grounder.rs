@@ -129,6 +129,7 @@ fn wgpu_and_cpu_give_the_same_answers() {
     let (a, b) = (example("t2_a.png"), example("t2_b.png"));
     let (c, g) = (cpu.diff(&a, &b, Method::Model), wgpu.diff(&a, &b, Method::Model));
     let (c, g) = (&c.proposals[0], &g.proposals[0]);
+    let g_diff = g.clone();
     assert!(c.target_box.iou(&g.target_box) > 0.95, "{name}: {:?} vs {:?}", c.target_box, g.target_box);
     assert!((c.score - g.score).abs() < 1e-3, "{name}: {} vs {}", c.score, g.score);
     let reference = BBox::new(120.0, 140.0, 190.0, 200.0);
@@ -138,4 +139,14 @@ fn wgpu_and_cpu_give_the_same_answers() {
         (cpu.locate(&t0, reference, &t2, &hint, Method::Model).unwrap(), wgpu.locate(&t0, reference, &t2, &hint, Method::Model).unwrap());
     assert!(c.target_box.iou(&g.target_box) > 0.95, "{name}: {:?} vs {:?}", c.target_box, g.target_box);
     assert!((c.score - g.score).abs() < 1e-3, "{name}: {} vs {}", c.score, g.score);
+
+    // How a GPU engine is built: difference maps on wgpu, searches on the CPU, so a search
+    // gives exactly the CPU engine's answer.
+    let runner = wgpu.into_runner().unwrap().search_on_cpu();
+    assert_eq!(format!("{:?}", runner.search_device()), format!("{:?}", burn::tensor::Device::flex()));
+    let split = Engine::from_runner(runner, "test");
+    let s = split.locate(&t0, reference, &t2, &hint, Method::Model).unwrap();
+    assert_eq!((s.target_box, s.score), (c.target_box, c.score), "{name}");
+    let d = split.diff(&a, &b, Method::Model);
+    assert!(d.proposals[0].target_box.iou(&g_diff.target_box) > 0.999, "{name}");
 }

@@ -183,13 +183,13 @@ impl Engine {
         match weights::load(weights, &device.device) {
             Ok((net, meta)) => {
                 let name = meta.name();
-                let status = format!("{name} on {} ({})", device.label, device.reason);
-                Engine {
-                    runner: Some(Mutex::new(NetRunner::new(net, device.device.clone(), meta))),
-                    device,
-                    status,
-                    model_name: Some(name),
+                let mut runner = NetRunner::new(net, device.device.clone(), meta);
+                let mut status = format!("{name} on {} ({})", device.label, device.reason);
+                if device.is_gpu {
+                    runner = runner.search_on_cpu();
+                    status.push_str("; searches on the CPU");
                 }
+                Engine { runner: Some(Mutex::new(runner)), device, status, model_name: Some(name) }
             }
             Err(e) => Engine::baseline_only(device, format!("{e}; using the classical grounder")),
         }
@@ -254,7 +254,7 @@ impl Engine {
         let (found, prior_from_current_w): (Vec<Scored>, Transform) = match method {
             Method::Baseline => baseline::diff(&p.image, &c.image),
             Method::Model => {
-                let align = registration::align(&c.image, &p.image, &AlignOptions::translation_only());
+                let align = registration::align(&c.image, &p.image, &AlignOptions::shift_only());
                 let prior_from_current = align.fixed_from_moving.inverse().unwrap_or(Transform::IDENTITY);
                 let warped = baseline::prior_on_current(&p.image, &c.image, &prior_from_current);
                 let found = self.with_runner(|r| r.diff(&warped, &c.image)).and_then(|r| r.map_err(|e| log::error!("{e}")).ok());

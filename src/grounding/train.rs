@@ -342,13 +342,13 @@ pub struct TrainReport {
 /// Trains, calibrates and writes `opts.out` (+ .json) and `loss.csv` beside it.
 pub fn train(opts: &TrainOptions, progress: &dyn Fn(&str)) -> anyhow::Result<TrainReport> {
     let start = Instant::now();
-    let (base, device_label) = if opts.gpu {
+    let (base, device_label, on_gpu) = if opts.gpu {
         let d = crate::grounding::backend::choose(crate::grounding::DevicePreference::Gpu);
         progress(&format!("device: {} ({})", d.label, d.reason));
         let label = if d.is_gpu { format!("wgpu, {}", d.label) } else { "flex (CPU)".to_string() };
-        (d.device, label)
+        (d.device, label, d.is_gpu)
     } else {
-        (Device::flex(), "flex (CPU)".to_string())
+        (Device::flex(), "flex (CPU)".to_string(), false)
     };
     let device = base.clone().autodiff();
     let pool = load_pool(&opts.data_dir, &TRAIN_FILES);
@@ -362,8 +362,10 @@ pub fn train(opts: &TrainOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Tra
     let steps = match opts.minutes {
         Some(minutes) => {
             let per_step = probe_step_seconds(&synth, &cfg, opts, &device)?;
+            // The probe reads batches the generator made ahead and misses late slowdowns: on
+            // an H100 the real steps ran 13 % slower than probed, so plan with a margin.
             let left = minutes * 60.0 - start.elapsed().as_secs_f64();
-            let steps = ((left / per_step) as usize).max(1);
+            let steps = ((0.85 * left / per_step) as usize).max(1);
             progress(&format!("{per_step:.3} s per step: {steps} steps fit in {minutes} minutes"));
             steps
         }
@@ -429,7 +431,11 @@ pub fn train(opts: &TrainOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Tra
     uncalibrated.training = serde_json::to_value(&report)?;
     crate::grounding::weights::save(&net, &uncalibrated, &opts.out)?;
     progress(&format!("wrote {} (not yet calibrated)", opts.out.display()));
-    finish(NetRunner::new(net, base, meta), report, &pool, opts, progress)
+    let mut runner = NetRunner::new(net, base, meta);
+    if on_gpu {
+        runner = runner.search_on_cpu();
+    }
+    finish(runner, report, &pool, opts, progress)
 }
 
 fn optimizer() -> ModuleOptimizer {
