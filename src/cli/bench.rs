@@ -150,8 +150,8 @@ fn ground(cli: &Cli, runs: usize) -> Result<(), CliError> {
                 s.elapsed().as_secs_f64() * 1e3
             })
             .collect();
-        // Each box size draws its own search canvas; on a GPU a canvas size seen for the first
-        // time compiles kernels, which the slowest search shows.
+        // Each box size draws its own search canvas, and wgpu compiles kernels for every new
+        // one: the slowest search shows that first-use cost wherever searches run on wgpu.
         let slowest = l.iter().copied().fold(0.0, f64::max);
         rows.push((name.to_string(), median(d), median(l), slowest));
     }

@@ -120,7 +120,7 @@ struct Batch {
 /// Aligns a difference item the way inference does and crops a training window.
 fn diff_sample(item: &SynthItem, rng: &mut Rng) -> (GrayImage, GrayImage, GrayImage) {
     let (prior, current) = (&unit(&item.images[0]), &unit(&item.images[1]));
-    let align = registration::align(current, prior, &AlignOptions::translation_only());
+    let align = registration::align(current, prior, &AlignOptions::shift_only());
     let prior_from_current = align.fixed_from_moving.inverse().unwrap_or(Transform::IDENTITY);
     let warped = baseline::prior_on_current(prior, current, &prior_from_current);
     let mask = item.change_mask.clone().unwrap_or_else(|| GrayImage::new(current.width, current.height));
