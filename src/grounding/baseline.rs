@@ -3,9 +3,10 @@
 //! used when the model's weights cannot be loaded.
 
 use crate::grounding::geometry::{BBox, components};
+use crate::grounding::subtract::MatchedDifference;
 use crate::registration::planes::{Intersection, SharedAxes};
 use crate::registration::{self, AlignOptions, Transform};
-use crate::study::gray::{GrayImage, percentiles};
+use crate::study::gray::GrayImage;
 
 /// A box with a 0..1 confidence.
 #[derive(Clone, Copy, Debug)]
@@ -17,20 +18,23 @@ pub struct Scored {
 /// Warps `prior` onto `current`'s pixel grid through `prior_from_current`, filling what falls
 /// outside the prior with the current image (so that area reads as "no change").
 pub fn prior_on_current(prior: &GrayImage, current: &GrayImage, prior_from_current: &Transform) -> GrayImage {
-    GrayImage::from_fn(current.width, current.height, |x, y| {
-        let (px, py) = prior_from_current.apply(x as f64, y as f64);
-        prior.sample_inside(px as f32, py as f32).unwrap_or_else(|| current.get(x, y))
-    })
+    prior_on_current_covering(prior, current, prior_from_current).0
 }
 
-/// Least-squares gain/offset that maps `a` onto `b`.
-fn fit_linear(a: &GrayImage, b: &GrayImage) -> (f32, f32) {
-    let (ma, sa) = a.mean_std();
-    let (mb, _) = b.mean_std();
-    let n = a.data.len().max(1) as f64;
-    let cov = a.data.iter().zip(&b.data).map(|(&x, &y)| (x - ma) as f64 * (y - mb) as f64).sum::<f64>() / n;
-    let gain = if sa > 1e-6 { (cov / (sa as f64 * sa as f64)) as f32 } else { 1.0 };
-    (gain, mb - gain * ma)
+/// `prior_on_current`, and which of its pixels the prior covers (the rest is filler).
+pub fn prior_on_current_covering(prior: &GrayImage, current: &GrayImage, prior_from_current: &Transform) -> (GrayImage, Vec<bool>) {
+    let mut covered = vec![false; current.data.len()];
+    let warped = GrayImage::from_fn(current.width, current.height, |x, y| {
+        let (px, py) = prior_from_current.apply(x as f64, y as f64);
+        match prior.sample_inside(px as f32, py as f32) {
+            Some(v) => {
+                covered[y * current.width + x] = true;
+                v
+            }
+            None => current.get(x, y),
+        }
+    });
+    (warped, covered)
 }
 
 /// Difference grounding on 0..1 images: boxes in `current`'s pixels, best first.
@@ -38,19 +42,13 @@ pub fn diff(prior: &GrayImage, current: &GrayImage) -> (Vec<Scored>, Transform) 
     let align = registration::align(current, prior, &AlignOptions::shift_only());
     // align gives current_from_prior; we need prior_from_current to resample the prior.
     let prior_from_current = align.fixed_from_moving.inverse().unwrap_or(Transform::IDENTITY);
-    let warped = prior_on_current(prior, current, &prior_from_current);
-    let (gain, offset) = fit_linear(&warped, current);
-    let diff =
-        GrayImage::from_fn(current.width, current.height, |x, y| (current.get(x, y) - (gain * warped.get(x, y) + offset)).abs()).blur(1.5);
-    // Noise level from the median absolute difference (a half-normal's median is 0.674σ);
-    // a change must stand 4σ above it, and at least a visible 0.035 on the 0..1 scale.
-    let median = percentiles(&diff.data, &[0.5])[0];
-    let threshold = (4.0 * median / 0.674).max(0.035);
-    let (_, mut comps) = components(&diff, threshold, &diff);
+    let (warped, covered) = prior_on_current_covering(prior, current, &prior_from_current);
+    let MatchedDifference { difference, threshold } = MatchedDifference::new(&warped, current, &covered, &[]);
+    let (_, mut comps) = components(&difference, threshold, &difference);
     if comps.is_empty() {
         // Nothing stands out: report the strongest difference anyway, at half its height.
-        let max = diff.data.iter().copied().fold(0.0f32, f32::max);
-        comps = components(&diff, 0.5 * max, &diff).1;
+        let max = difference.data.iter().copied().fold(0.0f32, f32::max);
+        comps = components(&difference, 0.5 * max, &difference).1;
     }
     let total: f64 = comps.iter().map(|c| c.weight).sum::<f64>().max(1e-9);
     let mut out: Vec<Scored> =

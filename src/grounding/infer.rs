@@ -7,6 +7,7 @@ use crate::grounding::baseline::Scored;
 use crate::grounding::fused::FusedNet;
 use crate::grounding::geometry::{BBox, components};
 use crate::grounding::model::{GrounderNet, STRIDE, TEMPLATE_CROP_PX, TEMPLATE_PX};
+use crate::grounding::snap;
 use crate::grounding::weights::ModelMeta;
 use crate::registration::planes::{Intersection, SharedAxes};
 use crate::study::gray::GrayImage;
@@ -182,12 +183,12 @@ impl NetRunner {
         maps.pop().ok_or_else(|| InferError("no output".into()))
     }
 
-    /// Boxes of change in `current`'s pixels for an aligned pair, best first.
-    pub fn diff(&self, prior_on_current: &GrayImage, current: &GrayImage) -> Result<Vec<Scored>, InferError> {
-        let logits = self.change_logits(prior_on_current, current)?;
-        Ok(boxes_from_logits(&logits, current.width, current.height, self.meta.change_extent_logit, &|l| {
-            self.meta.change_calibration.probability(l)
-        }))
+    /// Boxes of change in `current`'s pixels for an aligned pair, best first; `covered` marks the
+    /// pixels the prior covers (the rest of `prior_on_current` is filler).
+    pub fn diff(&self, prior_on_current: &GrayImage, current: &GrayImage, covered: &[bool]) -> Result<Vec<Scored>, InferError> {
+        let logits = upsample_logits(&self.change_logits(prior_on_current, current)?, current.width, current.height);
+        let found = boxes_from_logits(&logits, self.meta.change_extent_logit, &|l| self.meta.change_calibration.probability(l));
+        Ok(snap::snap_all(prior_on_current, current, covered, &logits, found))
     }
 
     /// Finds `reference_box` of `reference` in `target` (0..1 images): the best candidate.
@@ -319,19 +320,17 @@ fn local_maxima(map: &GrayImage, k: usize) -> Vec<(usize, usize)> {
     kept
 }
 
+/// Stride-4 change logits bilinearly upsampled to `width` × `height` pixels.
+pub fn upsample_logits(logits: &GrayImage, width: usize, height: usize) -> GrayImage {
+    let s = STRIDE as f32;
+    GrayImage::from_fn(width, height, |x, y| logits.sample((x as f32 + 0.5) / s - 0.5, (y as f32 + 0.5) / s - 0.5))
+}
+
 /// Change boxes from stride-4 logits on the upsampled map: a change is detected where p > 0.5
 /// somewhere, and its box spans the connected region above `extent_logit` (≤ 0, tuned after
 /// training), scored by its peak; when nothing passes, the region around the strongest response.
-pub fn boxes_from_logits(
-    logits: &GrayImage,
-    width: usize,
-    height: usize,
-    extent_logit: f32,
-    calibrate: &dyn Fn(f32) -> f32,
-) -> Vec<Scored> {
-    let s = STRIDE as f32;
-    let full = GrayImage::from_fn(width, height, |x, y| logits.sample((x as f32 + 0.5) / s - 0.5, (y as f32 + 0.5) / s - 0.5));
-    let (_, comps) = components(&full, extent_logit.min(0.0), &full);
+pub fn boxes_from_logits(full: &GrayImage, extent_logit: f32, calibrate: &dyn Fn(f32) -> f32) -> Vec<Scored> {
+    let (_, comps) = components(full, extent_logit.min(0.0), full);
     let mut kept: Vec<&crate::grounding::geometry::Component> = comps.iter().filter(|c| c.pixels >= 6 && c.peak > 0.0).collect();
     // Ranked by the raw peak, which calibration maps monotonically.
     kept.sort_by(|a, b| b.peak.total_cmp(&a.peak));
@@ -344,7 +343,7 @@ pub fn boxes_from_logits(
         // Half the peak probability, in logit space.
         let p = 1.0 / (1.0 + (-peak).exp());
         let t = (p / 2.0 / (1.0 - p / 2.0)).ln();
-        let (labels, comps) = components(&full, t, &full);
+        let (labels, comps) = components(full, t, full);
         let label = labels[peak_i];
         if label > 0 {
             let c = &comps[label as usize - 1];
@@ -373,7 +372,7 @@ mod tests {
     #[test]
     fn logits_to_boxes_finds_the_blob() {
         let logits = GrayImage::from_fn(20, 20, |x, y| if (5..9).contains(&x) && (10..13).contains(&y) { 4.0 } else { -4.0 });
-        let boxes = boxes_from_logits(&logits, 80, 80, 0.0, &|l| 1.0 / (1.0 + (-l).exp()));
+        let boxes = boxes_from_logits(&upsample_logits(&logits, 80, 80), 0.0, &|l| 1.0 / (1.0 + (-l).exp()));
         assert_eq!(boxes.len(), 1);
         let b = boxes[0].bbox;
         let truth = BBox::new(20.0, 40.0, 36.0, 52.0);

@@ -14,6 +14,8 @@ pub mod medsg;
 pub mod model;
 pub mod phantom;
 pub mod rng;
+pub mod snap;
+pub mod subtract;
 pub mod synth;
 pub mod task;
 pub mod train;
@@ -256,8 +258,8 @@ impl Engine {
             Method::Model => {
                 let align = registration::align(&c.image, &p.image, &AlignOptions::shift_only());
                 let prior_from_current = align.fixed_from_moving.inverse().unwrap_or(Transform::IDENTITY);
-                let warped = baseline::prior_on_current(&p.image, &c.image, &prior_from_current);
-                let found = self.with_runner(|r| r.diff(&warped, &c.image)).and_then(|r| r.map_err(|e| log::error!("{e}")).ok());
+                let (warped, covered) = baseline::prior_on_current_covering(&p.image, &c.image, &prior_from_current);
+                let found = self.with_runner(|r| r.diff(&warped, &c.image, &covered)).and_then(|r| r.map_err(|e| log::error!("{e}")).ok());
                 match found {
                     Some(f) => (f, prior_from_current),
                     None => baseline::diff(&p.image, &c.image),
