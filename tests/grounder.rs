@@ -36,6 +36,15 @@ fn embedded_model_finds_the_examples_change_identically_every_time() {
 }
 
 #[test]
+fn baseline_reports_the_change_and_not_the_edges_resampling_leaves() {
+    let e = Engine::baseline_only(tandem::grounding::ComputeDevice::cpu("test"), "baseline only".into());
+    let out = e.diff(&example("t2_a.png"), &example("t2_b.png"), Method::Baseline);
+    let truth = BBox::new(166.0, 131.0, 222.0, 187.0);
+    assert!(out.proposals[0].target_box.iou(&truth) > 0.5, "{:?}", out.proposals[0].target_box);
+    assert_eq!(out.proposals.len(), 1, "{:?}", out.proposals);
+}
+
+#[test]
 fn embedded_model_locates_a_region_in_another_contrast() {
     let e = engine();
     let reference = BBox::new(140.0, 100.0, 210.0, 170.0);

@@ -50,9 +50,12 @@ pub fn diff(prior: &GrayImage, current: &GrayImage) -> (Vec<Scored>, Transform) 
         let max = difference.data.iter().copied().fold(0.0f32, f32::max);
         comps = components(&difference, 0.5 * max, &difference).1;
     }
+    // Slivers along edges (resampling, a sharper acquisition) are not findings: a proposal must
+    // carry a twentieth of the strongest difference's weight.
+    let strongest = comps.iter().map(|c| c.weight).fold(0.0f64, f64::max);
+    comps.retain(|c| c.pixels >= 4 && c.weight >= 0.05 * strongest);
     let total: f64 = comps.iter().map(|c| c.weight).sum::<f64>().max(1e-9);
-    let mut out: Vec<Scored> =
-        comps.iter().filter(|c| c.pixels >= 4).map(|c| Scored { bbox: c.bbox, score: (c.weight / total) as f32 }).collect();
+    let mut out: Vec<Scored> = comps.iter().map(|c| Scored { bbox: c.bbox, score: (c.weight / total) as f32 }).collect();
     out.sort_by(|a, b| b.score.total_cmp(&a.score));
     (out, prior_from_current)
 }
