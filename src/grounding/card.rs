@@ -101,7 +101,7 @@ format and tasks, so they say how Tandem does on these tasks, not how it would r
   training images (`tandem synth --split train --seed 78 --per-task 100`, `--seed 79 --per-task
   150`) and checked on `--seed 80 --per-task 150`. Over those 400 items per task, against the
   head's boxes alone (cut at logit -1; `TANDEM_SNAP=off` reproduces them): Acc@0.5 T1 92.8 →
-  94.5, T2 93.3 → 96.3, mean IoU +0.034 to +0.068 on each set (seed 80 alone: T1 94.0 → 94.7,
+  94.3, T2 93.3 → 96.3, mean IoU +0.032 to +0.068 on each set (seed 80 alone: T1 94.0 → 94.7,
   T2 95.3 → 96.0). The baseline subtracts the same way (`grounding::subtract`) and boxes the
   strongest connected difference anywhere, without the head to say where; on those items it
   scores T1 92.0 / 91.3 / 92.7 and T2 93.0 / 96.7 / 96.0 (seeds 78 / 79 / 80), so on T2 the
