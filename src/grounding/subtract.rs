@@ -1,6 +1,6 @@
 //! Registered subtraction of an aligned pair in spite of different acquisitions: the prior's
-//! intensities matched to the current's by quantiles, then the absolute difference, its noise
-//! level, and the level above which a pixel counts as changed.
+//! intensities mapped onto the current's (a monotone map fitted on paired pixels), then the
+//! absolute difference, its noise level, and the level above which a pixel counts as changed.
 
 use crate::grounding::geometry::BBox;
 use crate::study::gray::{GrayImage, percentiles};
@@ -107,7 +107,7 @@ fn inside(b: &BBox, x: usize, y: usize) -> bool {
 }
 
 /// The subtraction of an aligned pair, in `current`'s units: `|current − m(prior)|` with `m` the
-/// quantile map fitted away from the `keep_out` boxes (0 where the prior does not cover), lightly
+/// intensity map fitted away from the `keep_out` boxes (0 where the prior does not cover), lightly
 /// smoothed, and the level above which a pixel counts as changed (noise-aware).
 pub struct MatchedDifference {
     pub difference: GrayImage,
@@ -119,8 +119,8 @@ impl MatchedDifference {
         let w = current.width;
         let background = |i: usize| covered[i] && !keep_out.iter().any(|b| inside(b, i % w, i / w));
         let step = (current.data.len() / MAP_SAMPLES).max(1);
-        let (a, b): (Vec<f32>, Vec<f32>) =
-            (0..current.data.len()).step_by(step).filter(|&i| background(i)).map(|i| (prior_on_current.data[i], current.data[i])).unzip();
+        let samples: Vec<usize> = (0..current.data.len()).step_by(step).filter(|&i| background(i)).collect();
+        let (a, b): (Vec<f32>, Vec<f32>) = samples.iter().map(|&i| (prior_on_current.data[i], current.data[i])).unzip();
         let map = IntensityMap::fit(&a, &b);
         let difference = GrayImage::from_fn(w, current.height, |x, y| {
             let i = y * w + x;
@@ -128,7 +128,7 @@ impl MatchedDifference {
         })
         .blur(BLUR_PX);
         // Noise σ from the unchanged pixels' median absolute difference (half-normal: 0.674σ).
-        let quiet: Vec<f32> = (0..difference.data.len()).step_by(step).filter(|&i| background(i)).map(|i| difference.data[i]).collect();
+        let quiet: Vec<f32> = samples.iter().map(|&i| difference.data[i]).collect();
         let noise = percentiles(&quiet, &[0.5])[0] / 0.674;
         MatchedDifference { difference, threshold: (NOISE_SIGMAS * noise).max(VISIBLE) }
     }
