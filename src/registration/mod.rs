@@ -5,6 +5,7 @@ pub mod mutual;
 pub mod phase;
 pub mod planes;
 pub mod transform;
+pub mod verify;
 
 pub use transform::Transform;
 
@@ -39,7 +40,8 @@ impl AlignOptions {
         Self { rigid: false, ..Self::default() }
     }
 
-    /// Translation only, transform only: `score` is the phase-correlation peak and `overlap` NaN.
+    /// Translation only, transform only: `score` is the NCC that checked the shift (sampled
+    /// pixels, whole-pixel shift) and `overlap` NaN.
     pub fn shift_only() -> Self {
         Self { measure_quality: false, ..Self::translation_only() }
     }
@@ -81,6 +83,9 @@ pub fn align(fixed: &GrayImage, moving: &GrayImage, opts: &AlignOptions) -> Alig
     let fixed_c = pad_to(&fixed_w, cw, ch);
     let pc = PhaseCorrelator::new(cw, ch);
     let fixed_spec = pc.spectrum(&fixed_c);
+    if !opts.rigid {
+        return align_translation(opts, &pc, &fixed_spec, (cw, ch), &moving_w, f, &fixed_w);
+    }
 
     let centre = ((moving_w.width as f64 - 1.0) / 2.0, (moving_w.height as f64 - 1.0) / 2.0);
 
@@ -101,37 +106,62 @@ pub fn align(fixed: &GrayImage, moving: &GrayImage, opts: &AlignOptions) -> Alig
         let candidate = Transform::translation(shift.dx, shift.dy).compose(&out_from_src);
         // Rank hypotheses by how well the images then agree, which is steadier across
         // rotations and scales than the correlation peak height.
-        let score = if opts.rigid { overlap_ncc(&fixed_w, &moving_w, &candidate).0 } else { shift.peak };
-        (candidate, score)
+        (candidate, overlap_ncc(&fixed_w, &moving_w, &candidate).0)
     };
 
     let mut best = (0.0f64, 1.0f64, evaluate(0.0, 1.0));
-    if opts.rigid {
-        let search = |best: &mut (f64, f64, (Transform, f64)), angles: Vec<f64>, scales: Vec<f64>| {
-            for &a in &angles {
-                for &s in &scales {
-                    let r = evaluate(a, s);
-                    if r.1 > best.2.1 {
-                        *best = (a, s, r);
-                    }
+    let search = |best: &mut (f64, f64, (Transform, f64)), angles: Vec<f64>, scales: Vec<f64>| {
+        for &a in &angles {
+            for &s in &scales {
+                let r = evaluate(a, s);
+                if r.1 > best.2.1 {
+                    *best = (a, s, r);
                 }
             }
-        };
-        let max_a = opts.max_rotation_deg.to_radians();
-        let coarse_a: Vec<f64> = steps(-max_a, max_a, 2f64.to_radians());
-        let coarse_s: Vec<f64> = steps(1.0 - opts.max_scale_change, 1.0 + opts.max_scale_change, 0.025);
-        search(&mut best, coarse_a, coarse_s);
-        let (a0, s0) = (best.0, best.1);
-        let fine_a = steps(a0 - 1f64.to_radians(), a0 + 1f64.to_radians(), 0.5f64.to_radians());
-        let fine_s = steps(s0 - 0.0125, s0 + 0.0125, 0.00625);
-        search(&mut best, fine_a, fine_s);
-    }
+        }
+    };
+    let max_a = opts.max_rotation_deg.to_radians();
+    let coarse_a: Vec<f64> = steps(-max_a, max_a, 2f64.to_radians());
+    let coarse_s: Vec<f64> = steps(1.0 - opts.max_scale_change, 1.0 + opts.max_scale_change, 0.025);
+    search(&mut best, coarse_a, coarse_s);
+    let (a0, s0) = (best.0, best.1);
+    let fine_a = steps(a0 - 1f64.to_radians(), a0 + 1f64.to_radians(), 0.5f64.to_radians());
+    let fine_s = steps(s0 - 0.0125, s0 + 0.0125, 0.00625);
+    search(&mut best, fine_a, fine_s);
     let working = best.2.0;
 
     // moving original → moving working → fixed working → fixed original.
     let to_fixed_orig = resample_scale(f).inverse().unwrap_or(Transform::IDENTITY);
     let fixed_from_moving = to_fixed_orig.compose(&working).compose(&resample_scale(fm));
     let (score, overlap) = if opts.measure_quality { overlap_ncc(&fixed_w, &moving_w, &working) } else { (best.2.1, f64::NAN) };
+    Alignment { fixed_from_moving, score, overlap }
+}
+
+/// Phase-correlation peaks this many deep are weighed by `verify::choose_translation`.
+const CANDIDATE_PEAKS: usize = 4;
+
+/// Translation only: the strongest phase-correlation peak on the working images, checked
+/// against the other peaks and against no shift by the pixels themselves (`verify`).
+fn align_translation(
+    opts: &AlignOptions,
+    pc: &PhaseCorrelator,
+    fixed_spec: &[rustfft::num_complex::Complex32],
+    (cw, ch): (usize, usize),
+    moving_w: &GrayImage,
+    f: f64,
+    fixed_w: &GrayImage,
+) -> Alignment {
+    let fm = f * opts.initial_scale;
+    let peaks = pc.correlate_spectra_peaks(fixed_spec, &pc.spectrum(&pad_to(moving_w, cw, ch)), CANDIDATE_PEAKS);
+    // No shift is a candidate too: the phase correlation's window can all but hide the content
+    // of a mostly black frame, and two studies are rarely far apart.
+    let candidates: Vec<(f64, f64)> = peaks.iter().map(|s| (s.dx, s.dy)).chain([(0.0, 0.0)]).collect();
+    let (chosen, ncc) = verify::choose_translation(fixed_w, moving_w, &candidates);
+    let (dx, dy) = candidates[chosen];
+    let working = Transform::translation(dx, dy);
+    let to_fixed_orig = resample_scale(f).inverse().unwrap_or(Transform::IDENTITY);
+    let fixed_from_moving = to_fixed_orig.compose(&working).compose(&resample_scale(fm));
+    let (score, overlap) = if opts.measure_quality { overlap_ncc(fixed_w, moving_w, &working) } else { (ncc, f64::NAN) };
     Alignment { fixed_from_moving, score, overlap }
 }
 

@@ -59,6 +59,13 @@ impl PhaseCorrelator {
 
     /// Shift between two precomputed spectra (`fixed`, `moving`).
     pub fn correlate_spectra(&self, fixed: &[Complex32], moving: &[Complex32]) -> Shift {
+        self.correlate_spectra_peaks(fixed, moving, 1).into_iter().next().unwrap_or(Shift { dx: 0.0, dy: 0.0, peak: 0.0 })
+    }
+
+    /// The `k` highest peaks of the correlation surface, highest first, each at least 4 px
+    /// from the others: a repeated pattern or a large change can lift a wrong peak above the
+    /// true one, so a caller can rank these by another measure.
+    pub fn correlate_spectra_peaks(&self, fixed: &[Complex32], moving: &[Complex32], k: usize) -> Vec<Shift> {
         let mut cross: Vec<Complex32> = fixed
             .iter()
             .zip(moving)
@@ -72,18 +79,38 @@ impl PhaseCorrelator {
         let scale = 1.0 / (self.width * self.height) as f32;
         let surface: Vec<f32> = cross.iter().map(|c| c.re * scale).collect();
         let (w, h) = (self.width, self.height);
-        let (best, &peak) = surface.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap_or((0, &0.0));
-        let (px, py) = (best % w, best / w);
         let at = |x: isize, y: isize| -> f32 { surface[(y.rem_euclid(h as isize) as usize) * w + x.rem_euclid(w as isize) as usize] };
         let parabola = |l: f32, c: f32, r: f32| -> f64 {
             let denom = l - 2.0 * c + r;
             if denom.abs() < 1e-12 { 0.0 } else { (0.5 * (l - r) / denom).clamp(-0.5, 0.5) as f64 }
         };
-        let (pxi, pyi) = (px as isize, py as isize);
-        let sub_x = parabola(at(pxi - 1, pyi), peak, at(pxi + 1, pyi));
-        let sub_y = parabola(at(pxi, pyi - 1), peak, at(pxi, pyi + 1));
         let wrap = |p: usize, n: usize| -> f64 { if p > n / 2 { p as f64 - n as f64 } else { p as f64 } };
-        Shift { dx: wrap(px, w) + sub_x, dy: wrap(py, h) + sub_y, peak: peak as f64 }
+        // The highest point, then the highest outside a 7×7 box around each point taken so far.
+        let mut masked = surface.clone();
+        let mut peaks: Vec<(usize, f32)> = Vec::with_capacity(k);
+        for _ in 0..k {
+            let Some((i, &v)) = masked.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)) else { break };
+            if v == f32::NEG_INFINITY {
+                break;
+            }
+            peaks.push((i, surface[i]));
+            let (x, y) = ((i % w) as isize, (i / w) as isize);
+            for oy in -3..=3 {
+                for ox in -3..=3 {
+                    masked[(y + oy).rem_euclid(h as isize) as usize * w + (x + ox).rem_euclid(w as isize) as usize] = f32::NEG_INFINITY;
+                }
+            }
+        }
+        peaks
+            .into_iter()
+            .map(|(i, peak)| {
+                let (px, py) = (i % w, i / w);
+                let (pxi, pyi) = (px as isize, py as isize);
+                let sub_x = parabola(at(pxi - 1, pyi), peak, at(pxi + 1, pyi));
+                let sub_y = parabola(at(pxi, pyi - 1), peak, at(pxi, pyi + 1));
+                Shift { dx: wrap(px, w) + sub_x, dy: wrap(py, h) + sub_y, peak: peak as f64 }
+            })
+            .collect()
     }
 
     pub fn correlate(&self, fixed: &GrayImage, moving: &GrayImage) -> Shift {
