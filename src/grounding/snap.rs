@@ -3,7 +3,7 @@
 //! the pixel, and the head's map keeps the subtraction from spilling into unrelated differences.
 
 use crate::grounding::baseline::Scored;
-use crate::grounding::geometry::{BBox, components};
+use crate::grounding::geometry::{BBox, Component, components};
 use crate::grounding::subtract::MatchedDifference;
 use crate::study::gray::GrayImage;
 
@@ -13,6 +13,8 @@ use crate::study::gray::GrayImage;
 const HEAD_GATE_LOGIT: f32 = -5.0;
 /// A snapped box must overlap the head's box at least this much, else the head's box stands.
 const MIN_IOU: f32 = 0.1;
+/// A box's extent follows the difference down to this fraction of the detection threshold.
+const EXTENT_FRACTION: f32 = 0.9;
 
 /// Where the head's boxes are, with room around them: kept out of the intensity map and the
 /// noise estimate, which must describe the unchanged rest of the image.
@@ -22,9 +24,9 @@ fn keep_out(b: &BBox) -> BBox {
 
 /// `head_box` (from the change head, in `current`'s pixels) redrawn around the strongest
 /// connected difference it overlaps, within a window around it and where the head's
-/// `change_logits` (full resolution) pass the gate; `head_box` itself when the subtraction shows
-/// nothing there that agrees with it.
-fn snap_box(difference: &MatchedDifference, change_logits: &GrayImage, head_box: BBox) -> BBox {
+/// `change_logits` (full resolution) pass the gate; `None` when the subtraction shows nothing
+/// there that agrees with it.
+fn supported_box(difference: &MatchedDifference, change_logits: &GrayImage, head_box: BBox) -> Option<BBox> {
     let side = head_box.width().max(head_box.height());
     let window = head_box.expand(12.0f32.max(side)).clamp_to(difference.difference.width as f32, difference.difference.height as f32);
     // Pixels whose centres fall inside the window.
@@ -32,7 +34,7 @@ fn snap_box(difference: &MatchedDifference, change_logits: &GrayImage, head_box:
     let (x0, y0) = (first(window.x1), first(window.y1));
     let (ww, wh) = (first(window.x2).saturating_sub(x0), first(window.y2).saturating_sub(y0));
     if ww == 0 || wh == 0 {
-        return head_box;
+        return None;
     }
     let local = GrayImage::from_fn(ww, wh, |x, y| {
         let (gx, gy) = (x + x0, y + y0);
@@ -40,16 +42,26 @@ fn snap_box(difference: &MatchedDifference, change_logits: &GrayImage, head_box:
     });
     let (_, comps) = components(&local, difference.threshold, &local);
     let local_head = head_box.translate(-(x0 as f32), -(y0 as f32));
+    // The rim of a change is fainter than its core: the box spans the component grown
+    // (hysteresis) through pixels above a fraction of the threshold.
+    let grow = |c: &Component| -> BBox {
+        let (labels, grown) = components(&local, EXTENT_FRACTION * difference.threshold, &local);
+        match labels[c.peak_at.1 * ww + c.peak_at.0] {
+            0 => c.bbox,
+            l => grown[l as usize - 1].bbox,
+        }
+    };
     comps
         .iter()
         .filter(|c| c.bbox.intersection(&local_head) > 0.0)
         .max_by(|a, b| a.weight.total_cmp(&b.weight))
-        .map(|c| c.bbox.translate(x0 as f32, y0 as f32))
+        .map(|c| grow(c).translate(x0 as f32, y0 as f32))
         .filter(|b| b.iou(&head_box) >= MIN_IOU)
-        .unwrap_or(head_box)
 }
 
-/// Every box of `found` snapped (see `snap_box`); scores and order unchanged.
+/// Every box of `found` snapped (see `supported_box`), scores and order unchanged, except when the
+/// head's first box has no difference under it: then the strongest difference in the image comes
+/// first, with that box's score (the head's belief that something changed; the pixels say where).
 /// `TANDEM_SNAP=off` returns the head's boxes as they are (to measure what snapping adds).
 pub fn snap_all(
     prior_on_current: &GrayImage,
@@ -63,7 +75,35 @@ pub fn snap_all(
     }
     let zones: Vec<BBox> = found.iter().map(|s| keep_out(&s.bbox)).collect();
     let difference = MatchedDifference::new(prior_on_current, current, covered, &zones);
-    found.into_iter().map(|s| Scored { bbox: snap_box(&difference, change_logits, s.bbox), ..s }).collect()
+    let mut out: Vec<Scored> = Vec::with_capacity(found.len() + 1);
+    for (rank, s) in found.iter().enumerate() {
+        match supported_box(&difference, change_logits, s.bbox) {
+            Some(bbox) => out.push(Scored { bbox, ..*s }),
+            None => {
+                if rank == 0
+                    && let Some(strongest) = strongest_difference(&difference)
+                {
+                    out.push(Scored { bbox: strongest, score: s.score });
+                }
+                out.push(*s);
+            }
+        }
+    }
+    // Boxes snapped onto the same difference are one finding: the first (best) stands.
+    let mut kept: Vec<Scored> = Vec::with_capacity(out.len());
+    for s in out {
+        if kept.iter().all(|k| k.bbox.iou(&s.bbox) <= 0.5) {
+            kept.push(s);
+        }
+    }
+    kept
+}
+
+/// The bounds of the strongest connected difference anywhere (as the classical baseline finds
+/// it), if any.
+fn strongest_difference(difference: &MatchedDifference) -> Option<BBox> {
+    let (_, comps) = components(&difference.difference, difference.threshold, &difference.difference);
+    comps.iter().filter(|c| c.pixels >= 4).max_by(|a, b| a.weight.total_cmp(&b.weight)).map(|c| c.bbox)
 }
 
 #[cfg(test)]
@@ -121,5 +161,41 @@ mod tests {
         let coarse = Scored { bbox: BBox::new(30.0, 40.0, 50.0, 60.0), score: 0.9 };
         let snapped = snap_all(&prior, &prior, &covered, &logits, vec![coarse])[0].bbox;
         assert_eq!(snapped, coarse.bbox);
+    }
+
+    #[test]
+    fn a_head_box_over_unchanged_pixels_yields_to_the_strongest_difference() {
+        let (prior, current) = pair((70.0, 66.0, 8.0));
+        let covered = vec![true; 96 * 96];
+        let logits = GrayImage::filled(96, 96, 2.0);
+        let wrong = Scored { bbox: BBox::new(8.0, 10.0, 28.0, 30.0), score: 0.6 };
+        let out = snap_all(&prior, &current, &covered, &logits, vec![wrong]);
+        assert_eq!(out.len(), 2, "{out:?}");
+        let disc = BBox::new(62.0, 58.0, 78.0, 74.0);
+        assert!(out[0].bbox.iou(&disc) > 0.7, "{out:?}");
+        assert_eq!(out[0].score, 0.6);
+        assert_eq!(out[1].bbox, wrong.bbox);
+    }
+
+    #[test]
+    fn the_box_takes_in_a_rim_fainter_than_the_threshold() {
+        let scene = GrayImage::from_fn(96, 96, |x, y| 0.3 + 0.2 * ((x as f32 * 0.31).sin() * (y as f32 * 0.17).cos()));
+        // A disc of radius 8 with a rim out to 12 whose difference sits just under the 0.05 floor.
+        let changed = GrayImage::from_fn(96, 96, |x, y| {
+            let d = ((x as f32 + 0.5 - 48.0).powi(2) + (y as f32 + 0.5 - 48.0).powi(2)).sqrt();
+            scene.get(x, y)
+                + if d < 8.0 {
+                    0.3
+                } else if d < 12.0 {
+                    0.048
+                } else {
+                    0.0
+                }
+        });
+        let covered = vec![true; 96 * 96];
+        let logits = GrayImage::filled(96, 96, 2.0);
+        let coarse = Scored { bbox: BBox::new(36.0, 36.0, 60.0, 60.0), score: 0.9 };
+        let b = snap_all(&scene, &changed, &covered, &logits, vec![coarse])[0].bbox;
+        assert!(b.width() >= 22.0 && b.width() <= 26.0 && b.height() >= 22.0 && b.height() <= 26.0, "{b:?}");
     }
 }
