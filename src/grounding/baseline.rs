@@ -43,7 +43,7 @@ pub fn diff(prior: &GrayImage, current: &GrayImage) -> (Vec<Scored>, Transform) 
     // align gives current_from_prior; we need prior_from_current to resample the prior.
     let prior_from_current = align.fixed_from_moving.inverse().unwrap_or(Transform::IDENTITY);
     let (warped, covered) = prior_on_current_covering(prior, current, &prior_from_current);
-    let MatchedDifference { difference, threshold } = MatchedDifference::new(&warped, current, &covered, &[]);
+    let MatchedDifference { difference, threshold, .. } = MatchedDifference::new(&warped, current, &covered, &[]);
     let (_, mut comps) = components(&difference, threshold, &difference);
     if comps.is_empty() {
         // Nothing stands out: report the strongest difference anyway, at half its height.

@@ -13,8 +13,6 @@ use crate::study::gray::GrayImage;
 const HEAD_GATE_LOGIT: f32 = -5.0;
 /// A snapped box must overlap the head's box at least this much, else the head's box stands.
 const MIN_IOU: f32 = 0.1;
-/// A box's extent follows the difference down to this fraction of the detection threshold.
-const EXTENT_FRACTION: f32 = 0.9;
 
 /// Where the head's boxes are, with room around them: kept out of the intensity map and the
 /// noise estimate, which must describe the unchanged rest of the image.
@@ -43,9 +41,9 @@ fn supported_box(difference: &MatchedDifference, change_logits: &GrayImage, head
     let (_, comps) = components(&local, difference.threshold, &local);
     let local_head = head_box.translate(-(x0 as f32), -(y0 as f32));
     // The rim of a change is fainter than its core: the box spans the component grown
-    // (hysteresis) through pixels above a fraction of the threshold.
+    // (hysteresis) through the rim's pixels.
     let grow = |c: &Component| -> BBox {
-        let (labels, grown) = components(&local, EXTENT_FRACTION * difference.threshold, &local);
+        let (labels, grown) = components(&local, difference.rim_threshold, &local);
         match labels[c.peak_at.1 * ww + c.peak_at.0] {
             0 => c.bbox,
             l => grown[l as usize - 1].bbox,

@@ -13,6 +13,10 @@ const BLUR_PX: f32 = 0.7;
 const NOISE_SIGMAS: f32 = 2.0;
 /// …and at least this much on the 0..1 scale.
 const VISIBLE: f32 = 0.05;
+/// The rim of a change, connected to its core, is followed down to this fraction of `VISIBLE`
+/// (a feathered edge is fainter than the core), but never below the noise threshold: in a noisy
+/// image a lower level would let the rim run into the noise.
+const RIM_OF_VISIBLE: f32 = 0.9;
 /// About this many pixels (evenly spaced) feed the intensity map and the noise estimate:
 /// some 250 per bin of the map.
 const MAP_SAMPLES: usize = 16_384;
@@ -112,6 +116,8 @@ fn inside(b: &BBox, x: usize, y: usize) -> bool {
 pub struct MatchedDifference {
     pub difference: GrayImage,
     pub threshold: f32,
+    /// Where a change's connected rim ends (≤ `threshold`).
+    pub rim_threshold: f32,
 }
 
 impl MatchedDifference {
@@ -130,7 +136,12 @@ impl MatchedDifference {
         // Noise σ from the unchanged pixels' median absolute difference (half-normal: 0.674σ).
         let quiet: Vec<f32> = samples.iter().map(|&i| difference.data[i]).collect();
         let noise = percentiles(&quiet, &[0.5])[0] / 0.674;
-        MatchedDifference { difference, threshold: (NOISE_SIGMAS * noise).max(VISIBLE) }
+        let noise_threshold = NOISE_SIGMAS * noise;
+        MatchedDifference {
+            difference,
+            threshold: noise_threshold.max(VISIBLE),
+            rim_threshold: noise_threshold.max(RIM_OF_VISIBLE * VISIBLE),
+        }
     }
 }
 
@@ -158,5 +169,23 @@ mod tests {
         for v in [0.1f32, 0.5, 0.9] {
             assert!(map.distance(v, v) < 0.02, "{v}: {}", map.distance(v, v));
         }
+    }
+
+    #[test]
+    fn the_rim_level_drops_below_the_floor_only_where_noise_allows() {
+        let scene = GrayImage::from_fn(128, 128, |x, y| 0.4 + 0.2 * ((x as f32 * 0.23).sin() * (y as f32 * 0.11).cos()));
+        let covered = vec![true; 128 * 128];
+        let quiet = MatchedDifference::new(&scene, &scene, &covered, &[]);
+        assert_eq!(quiet.threshold, VISIBLE);
+        assert!(quiet.rim_threshold < quiet.threshold, "{} {}", quiet.rim_threshold, quiet.threshold);
+        // Strong noise: the noise threshold rules both levels, and the rim may not go lower.
+        let mut state = 12345u32;
+        let noisy = scene.map(|v| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            v + 0.3 * ((state >> 8) as f32 / (1u32 << 24) as f32 - 0.5)
+        });
+        let loud = MatchedDifference::new(&scene, &noisy, &covered, &[]);
+        assert!(loud.threshold > VISIBLE, "{}", loud.threshold);
+        assert_eq!(loud.rim_threshold, loud.threshold);
     }
 }
