@@ -57,9 +57,10 @@ fn supported_box(difference: &MatchedDifference, change_logits: &GrayImage, head
         .filter(|b| b.iou(&head_box) >= MIN_IOU)
 }
 
-/// Every box of `found` snapped (see `supported_box`), scores and order unchanged, except when the
-/// head's first box has no difference under it: then the strongest difference in the image comes
-/// first, with that box's score (the head's belief that something changed; the pixels say where).
+/// Every box of `found` snapped (see `supported_box`), scores and order unchanged, except that a
+/// box snapped onto the same difference as an earlier one is dropped, and that when the head's
+/// first box has no difference under it the strongest difference in the image comes first, with
+/// that box's score (the head's belief that something changed; the pixels say where).
 /// `TANDEM_SNAP=off` returns the head's boxes as they are (to measure what snapping adds).
 pub fn snap_all(
     prior_on_current: &GrayImage,
