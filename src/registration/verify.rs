@@ -39,7 +39,7 @@ pub fn choose_translation(fixed: &GrayImage, moving: &GrayImage, candidates: &[(
 /// NCC of `fixed(x + dx, y + dy)` against `moving(x, y)` over their overlap, every `stride`-th
 /// row and column; `None` when the overlap is under `MIN_OVERLAP` of the moving image, 0 when
 /// either side is uniform there.
-pub fn ncc_at_shift(fixed: &GrayImage, moving: &GrayImage, dx: isize, dy: isize, stride: usize) -> Option<f64> {
+fn ncc_at_shift(fixed: &GrayImage, moving: &GrayImage, dx: isize, dy: isize, stride: usize) -> Option<f64> {
     let x0 = 0.max(-dx) as usize;
     let y0 = 0.max(-dy) as usize;
     let x1 = (moving.width as isize).min(fixed.width as isize - dx).max(0) as usize;
