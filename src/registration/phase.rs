@@ -85,17 +85,26 @@ impl PhaseCorrelator {
             if denom.abs() < 1e-12 { 0.0 } else { (0.5 * (l - r) / denom).clamp(-0.5, 0.5) as f64 }
         };
         let wrap = |p: usize, n: usize| -> f64 { if p > n / 2 { p as f64 - n as f64 } else { p as f64 } };
-        // The highest point, then the highest outside a 7×7 box around each point taken so far
-        // (distances on the torus, as the surface wraps).
-        let near = |a: usize, b: usize| {
-            let d = |p: usize, q: usize, n: usize| p.abs_diff(q).min(n - p.abs_diff(q));
-            d(a % w, b % w, w) <= 3 && d(a / w, b / w, h) <= 3
-        };
+        // The highest point, then the highest outside a 7×7 box around each point taken so far;
+        // the surface is copied for masking only when more than one peak is wanted.
+        let mut masked: Option<Vec<f32>> = None;
         let mut peaks: Vec<(usize, f32)> = Vec::with_capacity(k);
-        for _ in 0..k {
-            let free = surface.iter().enumerate().filter(|(i, _)| !peaks.iter().any(|&(j, _)| near(*i, j)));
-            let Some((i, &v)) = free.max_by(|a, b| a.1.total_cmp(b.1)) else { break };
-            peaks.push((i, v));
+        for n in 0..k {
+            let view = masked.as_deref().unwrap_or(&surface);
+            let Some((i, &v)) = view.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)) else { break };
+            if v == f32::NEG_INFINITY {
+                break;
+            }
+            peaks.push((i, surface[i]));
+            if n + 1 < k {
+                let m = masked.get_or_insert_with(|| surface.clone());
+                let (x, y) = ((i % w) as isize, (i / w) as isize);
+                for oy in -3..=3 {
+                    for ox in -3..=3 {
+                        m[(y + oy).rem_euclid(h as isize) as usize * w + (x + ox).rem_euclid(w as isize) as usize] = f32::NEG_INFINITY;
+                    }
+                }
+            }
         }
         peaks
             .into_iter()
