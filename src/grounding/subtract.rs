@@ -111,8 +111,9 @@ fn inside(b: &BBox, x: usize, y: usize) -> bool {
 }
 
 /// The subtraction of an aligned pair, in `current`'s units: `|current − m(prior)|` with `m` the
-/// intensity map fitted away from the `keep_out` boxes (0 where the prior does not cover), lightly
-/// smoothed, and the level above which a pixel counts as changed (noise-aware).
+/// intensity map fitted away from the `keep_out` boxes (those that leave half the image; 0 where
+/// the prior does not cover), lightly smoothed, and the level above which a pixel counts as
+/// changed (noise-aware).
 pub struct MatchedDifference {
     pub difference: GrayImage,
     pub threshold: f32,
@@ -123,9 +124,23 @@ pub struct MatchedDifference {
 impl MatchedDifference {
     pub fn new(prior_on_current: &GrayImage, current: &GrayImage, covered: &[bool], keep_out: &[BBox]) -> MatchedDifference {
         let w = current.width;
-        let background = |i: usize| covered[i] && !keep_out.iter().any(|b| inside(b, i % w, i / w));
         let step = (current.data.len() / MAP_SAMPLES).max(1);
-        let samples: Vec<usize> = (0..current.data.len()).step_by(step).filter(|&i| background(i)).collect();
+        let candidates: Vec<usize> = (0..current.data.len()).step_by(step).filter(|&i| covered[i]).collect();
+        // The zones are kept out in their order, but none that would leave less than half the
+        // covered samples: a box spanning most of the image would leave the map to be fitted on
+        // a corner that lacks the image's other intensities, and the median fit tolerates a
+        // minority of changed pixels anyway.
+        let mut kept_out = vec![false; candidates.len()];
+        let mut left = candidates.len();
+        for zone in keep_out {
+            let taken: Vec<usize> =
+                (0..candidates.len()).filter(|&k| !kept_out[k] && inside(zone, candidates[k] % w, candidates[k] / w)).collect();
+            if 2 * (left - taken.len()) >= candidates.len() {
+                left -= taken.len();
+                taken.into_iter().for_each(|k| kept_out[k] = true);
+            }
+        }
+        let samples: Vec<usize> = candidates.iter().zip(&kept_out).filter(|&(_, &out)| !out).map(|(&i, _)| i).collect();
         let (a, b): (Vec<f32>, Vec<f32>) = samples.iter().map(|&i| (prior_on_current.data[i], current.data[i])).unzip();
         let map = IntensityMap::fit(&a, &b);
         let difference = GrayImage::from_fn(w, current.height, |x, y| {
@@ -187,5 +202,23 @@ mod tests {
         let loud = MatchedDifference::new(&scene, &noisy, &covered, &[]);
         assert!(loud.threshold > VISIBLE, "{}", loud.threshold);
         assert_eq!(loud.rim_threshold, loud.threshold);
+    }
+
+    #[test]
+    fn a_zone_over_most_of_the_image_is_not_kept_out_of_the_fit() {
+        // Dark tissue on the left, bright on the right; the current has another gain and gamma.
+        let scene = GrayImage::from_fn(96, 96, |x, y| {
+            let base = if x < 64 { 0.3 } else { 0.7 };
+            base + 0.05 * ((x as f32 * 0.41).sin() * (y as f32 * 0.23).cos())
+        });
+        let current = scene.map(|v| 0.9 * v.powf(1.4) + 0.05);
+        let covered = vec![true; 96 * 96];
+        let most = BBox::new(0.0, 0.0, 80.0, 96.0);
+        let small = BBox::new(20.0, 20.0, 40.0, 40.0);
+        for zones in [vec![most], vec![small, most]] {
+            let matched = MatchedDifference::new(&scene, &current, &covered, &zones);
+            let left_peak = (0..96 * 64).map(|i| matched.difference.get(i % 64, i / 64)).fold(0.0f32, f32::max);
+            assert!(left_peak < matched.threshold, "{left_peak} against {}", matched.threshold);
+        }
     }
 }
