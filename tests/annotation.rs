@@ -15,7 +15,8 @@ fn image(id: &str, sop: &str, frames: u32) -> ImageRef {
         sop_instance_uid: Some(sop.into()),
         sop_class_uid: Some("1.2.840.10008.5.1.4.1.1.2".into()),
         study_instance_uid: Some("1.2.3.4".into()),
-        series_instance_uid: Some(format!("1.2.3.4.{id}")),
+        // Well formed (digits and dots), as the SR exporter requires.
+        series_instance_uid: Some(format!("{sop}.9")),
         width: 512,
         height: 512,
         frames,
@@ -248,4 +249,123 @@ fn sr_export_reads_back_with_dcmtk() {
         let ring = format!("POLYLINE,{x1}/{y1},{x2}/{y1},{x2}/{y2},{x1}/{y2},{x1}/{y1})");
         assert!(polylines.iter().any(|l| l.contains(&ring)), "no polyline {ring} in:\n{text}");
     }
+}
+
+// ----- nothing a user has is destroyed (issue 18) ---------------------------------------------
+
+/// The sample with the paths and UIDs a Windows workstation would record.
+fn windows_document() -> Document {
+    let mut doc = sample_document();
+    doc.images[0].path = r"C:\Users\DOE^JOHN\scans\DOE_JOHN_19400305_prior.dcm".into();
+    doc.images[1].path = r"\\pacs-share\Radiology\DOE^JOHN\DOE_JOHN_19400305_current.dcm".into();
+    doc.images[0].patient_name = Some("DOE^JOHN".into());
+    doc.images[1].patient_name = Some("DOE^JOHN".into());
+    doc
+}
+
+#[test]
+fn exports_carry_no_file_names_or_uids_by_default() {
+    let doc = windows_document();
+    let coco = export::coco::to_coco(&doc, false);
+    let medsg = export::medsg::to_medsg(&doc, false);
+    for (what, text) in [("COCO", serde_json::to_string(&coco).unwrap()), ("MedSG", serde_json::to_string(&medsg).unwrap())] {
+        for phi in ["DOE", "JOHN", "19400305", "Users", "Radiology", "pacs-share", "1.2.3.4.5.1", "1.2.3.4.5.2", "PID-123"] {
+            assert!(!text.contains(phi), "{phi} leaked into the {what} export: {text}");
+        }
+    }
+    let names: Vec<&str> = coco["images"].as_array().unwrap().iter().map(|i| i["file_name"].as_str().unwrap()).collect();
+    for n in &names {
+        assert!(n.starts_with("img-") && n.ends_with(".dcm") && n.len() == "img-".len() + 12 + ".dcm".len(), "{n}");
+    }
+    assert_ne!(names[0], names[1]);
+    // Stable: the same path gets the same pseudonym in every export, COCO and MedSG alike.
+    assert_eq!(export::coco::to_coco(&doc, false)["images"][0]["file_name"], names[0]);
+    assert_eq!(medsg[0]["images"][0], names[0]);
+    // UIDs: well formed, one per original UID within an export, and not the originals.
+    let uids: Vec<String> =
+        coco["images"].as_array().unwrap().iter().map(|i| i["sop_instance_uid"].as_str().unwrap().to_string()).collect();
+    for u in &uids {
+        assert!(u.starts_with("2.25.") && tandem::annotation::document::is_valid_uid(u), "{u}");
+    }
+    assert_ne!(uids[0], uids[1]);
+    let one_export = export::UidPseudonyms::default();
+    assert_eq!(one_export.map("1.2.3.4.5.1"), one_export.map("1.2.3.4.5.1"));
+    assert_ne!(one_export.map("1.2.3.4.5.1"), one_export.map("1.2.3.4.5.2"));
+    // --keep-phi keeps the file name (never the folders) and the UIDs.
+    let kept = export::coco::to_coco(&doc, true);
+    assert_eq!(kept["images"][0]["file_name"], "DOE_JOHN_19400305_prior.dcm");
+    assert_eq!(kept["images"][1]["file_name"], "DOE_JOHN_19400305_current.dcm");
+    assert_eq!(kept["images"][0]["sop_instance_uid"], "1.2.3.4.5.1");
+}
+
+#[test]
+fn a_new_run_merges_into_reviewed_work() {
+    let mut doc = sample_document();
+    let reviewed: Vec<Finding> = doc.findings.clone();
+    let untouched = Finding::new(
+        FindingKind::Change,
+        "change",
+        vec![ImageBox::new("current", 0, BBox::new(300.0, 300.0, 340.0, 340.0))],
+        Source::Model { id: "tandem-grounder".into(), version: "0.1.0".into(), score: 0.5 },
+        "2026-01-01T00:00:00.000Z",
+    );
+    doc.findings.push(untouched.clone());
+    let proposal = |b: BBox| {
+        Finding::new(
+            FindingKind::Change,
+            "change",
+            vec![ImageBox::new("current", 0, b)],
+            Source::Model { id: "tandem-grounder".into(), version: "0.2.0".into(), score: 0.8 },
+            "2026-02-01T00:00:00.000Z",
+        )
+    };
+    // One new proposal on the accepted artifact's place, one on the rejected one's, one new.
+    let new = vec![
+        proposal(BBox::new(101.0, 100.0, 130.0, 121.0)),
+        proposal(BBox::new(1.0, 1.0, 9.0, 9.5)),
+        proposal(BBox::new(200.0, 200.0, 260.0, 250.0)),
+    ];
+    let fresh_id = new[2].id.clone();
+    let m = doc.merge_proposals(new);
+    assert_eq!((m.kept, m.replaced, m.added, m.skipped), (3, 1, 1, 2), "{m:?}");
+    assert_eq!(&doc.findings[..3], &reviewed[..], "reviewed findings are kept as they were");
+    assert!(doc.finding(&untouched.id).is_none(), "an earlier untouched proposal gives way");
+    assert!(doc.finding(&fresh_id).is_some());
+}
+
+#[test]
+fn saves_sweep_what_killed_saves_left_and_keep_mode_and_links() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("store")).unwrap();
+    let real = dir.path().join("store/doc.json");
+    let link = dir.path().join("doc.json");
+    io::save(&sample_document(), &real).unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink("store/doc.json", &link).unwrap();
+    // Kill savers mid-way until one leaves a temporary file behind.
+    let temps = |d: &Path| -> Vec<String> {
+        std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).filter(|n| n.contains(".tmp-")).collect()
+    };
+    for round in 0..200u64 {
+        let mut child = Process::new(env!("CARGO_BIN_EXE_tandem")).args(["annotations", "save-loop"]).arg(&link).spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_micros(3_000 + (round * 7919) % 40_000));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        if !temps(&dir.path().join("store")).is_empty() {
+            break;
+        }
+    }
+    // Whatever was left, a dead writer's temporary is there for certain.
+    let mut dead = Process::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    dead.wait().unwrap();
+    std::fs::write(dir.path().join(format!("store/.doc.json.tmp-{dead_pid}-1")), b"{\"schema_version\": 1, \"ima").unwrap();
+    io::save(&sample_document(), &link).unwrap();
+    assert_eq!(temps(&dir.path().join("store")), Vec::<String>::new(), "stale temporaries are swept by the next save");
+    assert!(temps(dir.path()).is_empty());
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link stays a link");
+    assert_eq!(std::fs::metadata(&real).unwrap().permissions().mode() & 0o777, 0o600, "mode 600 stays 600");
+    assert_eq!(io::load(&link).unwrap(), io::load(&real).unwrap());
+    assert!(io::load(&real).unwrap().extra.get("version").is_none(), "the last save is the one on disk");
 }

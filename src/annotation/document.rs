@@ -76,6 +76,20 @@ impl ImageRef {
     }
 }
 
+impl ImageRef {
+    /// Whether both refer to the same pixels: the same SOP Instance UID (and frame count), else
+    /// the same sha256, else the same path.
+    pub fn same_pixels(&self, other: &ImageRef) -> bool {
+        if let (Some(a), Some(b)) = (&self.sop_instance_uid, &other.sop_instance_uid) {
+            return a == b && self.frames == other.frames;
+        }
+        if let (Some(a), Some(b)) = (&self.sha256, &other.sha256) {
+            return a == b;
+        }
+        self.path == other.path
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum FindingKind {
@@ -218,11 +232,25 @@ impl Finding {
         self.source.score()
     }
 
+    /// Whether a person has had a say in this finding: drawn by one, accepted or rejected, or
+    /// edited after it was made (anything in its log beyond `create`).
+    pub fn has_human_decision(&self) -> bool {
+        matches!(self.source, Source::Human { .. }) || self.status != Status::Proposed || self.log.iter().any(|e| e.action != "create")
+    }
+
     /// Records an edit: updates `modified` and appends to the log.
     pub fn touch(&mut self, now: &str, action: &str, detail: Option<String>) {
         self.modified = now.into();
         self.log.push(LogEntry { at: now.into(), action: action.into(), detail });
     }
+}
+
+/// Whether `s` is a well-formed DICOM UID (PS3.5 9.1): at most 64 characters, components of
+/// digits separated by single dots, no component with a leading zero.
+pub fn is_valid_uid(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.split('.').all(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit()) && (c == "0" || !c.starts_with('0')))
 }
 
 /// A new stable finding id.
@@ -233,6 +261,19 @@ pub fn new_id() -> String {
 /// Now, as RFC 3339 UTC with millisecond precision.
 pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// What `Document::merge_proposals` did, in findings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Merge {
+    /// Reviewed findings kept as they were.
+    pub kept: usize,
+    /// Untouched proposals of earlier runs, replaced by the new run.
+    pub replaced: usize,
+    /// New proposals added.
+    pub added: usize,
+    /// New proposals left out because a reviewed finding covers the same place.
+    pub skipped: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -273,6 +314,36 @@ impl Document {
 
     pub fn index_of(&self, id: &str) -> Option<usize> {
         self.findings.iter().position(|f| f.id == id)
+    }
+
+    /// Whether every image of `other` is one of this document's images (same id, same pixels),
+    /// so that `other`'s boxes mean the same here.
+    pub fn covers_images_of(&self, other: &Document) -> bool {
+        other.images.iter().all(|o| self.image(&o.id).is_some_and(|i| i.same_pixels(o)))
+    }
+
+    /// Merges a new grounding run into a reviewed document: findings a person has had a say in
+    /// stay as they are, history included; the previous runs' untouched proposals give way to
+    /// `proposals`; and a proposal over a reviewed finding (IoU ≥ 0.5 on the same image and
+    /// frame) is left out, since the reviewer has already decided about that place.
+    pub fn merge_proposals(&mut self, proposals: Vec<Finding>) -> Merge {
+        let before = self.findings.len();
+        self.findings.retain(Finding::has_human_decision);
+        let mut merge = Merge { kept: self.findings.len(), replaced: before - self.findings.len(), ..Merge::default() };
+        for p in proposals {
+            let reviewed_there = self.findings.iter().any(|f| {
+                p.boxes
+                    .iter()
+                    .any(|pb| f.boxes.iter().any(|fb| fb.image == pb.image && fb.frame == pb.frame && fb.rect().iou(&pb.rect()) >= 0.5))
+            });
+            if reviewed_there {
+                merge.skipped += 1;
+            } else {
+                self.findings.push(p);
+                merge.added += 1;
+            }
+        }
+        merge
     }
 
     /// Findings as the grounder proposed them, ready to be added through `History`.

@@ -1,12 +1,14 @@
 //! COCO detection JSON: images, categories (one per label) and annotations with
-//! `bbox: [x, y, w, h]` and the model's `score`.
+//! `bbox: [x, y, w, h]` and the model's `score`. Without `keep_phi`, file names and SOP Instance
+//! UIDs are pseudonyms and patient identifiers are left out.
 
 use serde_json::{Value, json};
 
 use crate::annotation::document::Document;
-use crate::annotation::export::exported;
+use crate::annotation::export::{UidPseudonyms, base_name, exported, pseudonym_for_path};
 
 pub fn to_coco(doc: &Document, keep_phi: bool) -> Value {
+    let uids = UidPseudonyms::default();
     let images: Vec<Value> = doc
         .images
         .iter()
@@ -14,13 +16,13 @@ pub fn to_coco(doc: &Document, keep_phi: bool) -> Value {
         .map(|(k, img)| {
             let mut v = json!({
                 "id": k + 1,
-                "file_name": file_name(&img.path),
+                "file_name": file_name(&img.path, keep_phi),
                 "width": img.width,
                 "height": img.height,
                 "tandem_image": img.id,
             });
             if let Some(uid) = &img.sop_instance_uid {
-                v["sop_instance_uid"] = json!(uid);
+                v["sop_instance_uid"] = json!(if keep_phi { uid.clone() } else { uids.map(uid) });
             }
             if keep_phi {
                 v["patient_id"] = json!(img.patient_id);
@@ -65,7 +67,8 @@ pub fn to_coco(doc: &Document, keep_phi: bool) -> Value {
     })
 }
 
-/// The file name alone: full paths can carry names of people or institutions.
-pub fn file_name(path: &str) -> String {
-    std::path::Path::new(path).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| path.to_string())
+/// What an export calls an image file: its stable pseudonym, or with `keep_phi` its file name
+/// alone (folders can carry names of people or institutions either way).
+pub fn file_name(path: &str, keep_phi: bool) -> String {
+    if keep_phi { base_name(path).to_string() } else { pseudonym_for_path(path) }
 }

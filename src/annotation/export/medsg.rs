@@ -1,5 +1,6 @@
 //! MedSG-Bench JSON: each change finding with boxes on both images becomes a difference item,
-//! each correspondence a consistency item whose question carries the reference box.
+//! each correspondence a consistency item whose question carries the reference box. Image paths
+//! are pseudonyms unless `keep_phi`.
 
 use serde_json::{Value, json};
 
@@ -8,7 +9,7 @@ use crate::annotation::export::{coco::file_name, exported};
 use crate::grounding::Task;
 
 pub fn to_medsg(doc: &Document, keep_phi: bool) -> Value {
-    let path_of = |id: &str| doc.image(id).map(|i| if keep_phi { i.path.clone() } else { file_name(&i.path) });
+    let path_of = |id: &str| doc.image(id).map(|i| if keep_phi { i.path.clone() } else { file_name(&i.path, false) });
     let mut items = Vec::new();
     for f in exported(doc) {
         let (Some(prior), Some(current)) = (f.box_on("prior"), f.box_on("current")) else { continue };

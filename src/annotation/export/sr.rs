@@ -10,7 +10,7 @@ use dicom_object::mem::InMemElement;
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 
 use crate::annotation::document::{Document, ImageRef};
-use crate::annotation::export::{ExportError, exported};
+use crate::annotation::export::{ExportError, ExportFormat, exported};
 
 fn code(value: &str, scheme: &str, meaning: &str) -> InMemDicomObject {
     InMemDicomObject::from_element_iter([
@@ -70,7 +70,12 @@ fn region(img: &ImageRef, frame: u32, b: [f32; 4]) -> Result<InMemDicomObject, E
         DataElement::new(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, sop_instance),
     ];
     if img.frames > 1 {
-        sop.push(DataElement::new(tags::REFERENCED_FRAME_NUMBER, VR::IS, (frame + 1).to_string()));
+        // IS holds a signed 32-bit integer; frame numbers start at 1.
+        let number = frame
+            .checked_add(1)
+            .filter(|n| frame < img.frames && i32::try_from(*n).is_ok())
+            .ok_or_else(|| ExportError::Sr(format!("frame {frame} of image {:?} cannot be referenced", img.id)))?;
+        sop.push(DataElement::new(tags::REFERENCED_FRAME_NUMBER, VR::IS, number.to_string()));
     }
     let image = item(
         "SELECTED FROM",
@@ -92,8 +97,13 @@ fn region(img: &ImageRef, frame: u32, b: [f32; 4]) -> Result<InMemDicomObject, E
     ))
 }
 
-/// The SR data set (without file meta) for `doc`.
+/// The SR data set (without file meta) for `doc`; refused when `export::problems` finds
+/// something an SR cannot hold (a label beyond LO, a malformed UID, a frame out of range).
 pub fn to_sr(doc: &Document) -> Result<InMemDicomObject, ExportError> {
+    let found = crate::annotation::export::problems(doc, Some(ExportFormat::Sr));
+    if let Some(first) = found.first() {
+        return Err(ExportError::Sr(first.clone()));
+    }
     let current = doc
         .image("current")
         .or_else(|| doc.images.first())
