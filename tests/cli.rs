@@ -156,8 +156,9 @@ fn ground_locate_and_bad_boxes() {
 #[test]
 fn eval_medsg_runs_every_task_of_the_example() {
     let dir = tempfile::tempdir().unwrap();
-    let preds = dir.path().join("preds.json");
     for method in ["model", "baseline"] {
+        // One file per run: an existing predictions file is replaced only with --force.
+        let preds = dir.path().join(format!("preds-{method}.json"));
         let out = tandem(&[
             "eval",
             "medsg",
@@ -179,4 +180,299 @@ fn eval_medsg_runs_every_task_of_the_example() {
         }
     }
     one_error_line(&tandem(&["eval", "medsg", "tests/data/dicom/reference.json"]));
+}
+
+// ----- outputs never clobber inputs or reviewed work (issue 18) ------------------------------
+
+fn path_str(p: &std::path::Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The t1 example pair copied into `dir` (the tests write beside them).
+fn pair_in(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (prior, current) = (dir.join("prior.png"), dir.join("current.png"));
+    std::fs::copy("tests/data/medsg-example/images/t1_a.png", &prior).unwrap();
+    std::fs::copy("tests/data/medsg-example/images/t1_b.png", &current).unwrap();
+    (prior, current)
+}
+
+fn ground_diff(prior: &std::path::Path, current: &std::path::Path, extra: &[&str]) -> Output {
+    let mut args = vec!["ground", "diff", path_str(prior), path_str(current), "--method", "baseline"];
+    args.extend_from_slice(extra);
+    tandem(&args)
+}
+
+#[test]
+fn ground_diff_never_writes_over_its_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (prior, current) = pair_in(dir.path());
+    let (prior_bytes, current_bytes) = (std::fs::read(&prior).unwrap(), std::fs::read(&current).unwrap());
+    let hard = dir.path().join("hard-link.png");
+    std::fs::hard_link(&prior, &hard).unwrap();
+    let soft = dir.path().join("soft-link.png");
+    std::os::unix::fs::symlink(&current, &soft).unwrap();
+    let spelled = dir.path().join(".").join("prior.png");
+    for (flag, out) in [
+        ("--annotations", prior.as_path()),
+        ("--json", current.as_path()),
+        ("--annotations", hard.as_path()),
+        ("--json", soft.as_path()),
+        ("--json", spelled.as_path()),
+    ] {
+        for extra in [&[][..], &["--force"], &["--replace"]] {
+            let mut args = vec![flag, path_str(out)];
+            args.extend_from_slice(extra);
+            let err = one_error_line(&ground_diff(&prior, &current, &args));
+            assert!(err.contains("also an input"), "{flag} {}: {err}", out.display());
+        }
+    }
+    // Two outputs that are one file would clobber each other.
+    let both = dir.path().join("out.json");
+    let err = one_error_line(&ground_diff(&prior, &current, &["--json", path_str(&both), "--annotations", path_str(&both)]));
+    assert!(err.contains("same file"), "{err}");
+    assert!(!both.exists());
+    assert_eq!(std::fs::read(&prior).unwrap(), prior_bytes, "the prior is untouched");
+    assert_eq!(std::fs::read(&current).unwrap(), current_bytes, "the current is untouched");
+    let mut names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["current.png", "hard-link.png", "prior.png", "soft-link.png"], "nothing else was written");
+}
+
+#[test]
+fn existing_outputs_are_replaced_only_with_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let (prior, current) = pair_in(dir.path());
+    let json = dir.path().join("boxes.json");
+    std::fs::write(&json, b"keep me").unwrap();
+    let err = one_error_line(&ground_diff(&prior, &current, &["--json", path_str(&json)]));
+    assert!(err.contains("exists; pass --force to replace it"), "{err}");
+    assert_eq!(std::fs::read(&json).unwrap(), b"keep me");
+    let out = ground_diff(&prior, &current, &["--json", path_str(&json), "--force"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(serde_json::from_slice::<serde_json::Value>(&std::fs::read(&json).unwrap()).is_ok());
+
+    // ground locate --json
+    std::fs::write(&json, b"keep me").unwrap();
+    let locate = |extra: &[&str]| {
+        let mut args = vec!["ground", "locate", path_str(&prior), "--box", "60,60,120,120", path_str(&current), "--method", "baseline"];
+        args.extend_from_slice(extra);
+        tandem(&args)
+    };
+    assert!(one_error_line(&locate(&["--json", path_str(&json)])).contains("exists; pass --force to replace it"));
+    assert!(one_error_line(&locate(&["--json", path_str(&current), "--force"])).contains("also an input"));
+    assert_eq!(std::fs::read(&json).unwrap(), b"keep me");
+    assert!(locate(&["--json", path_str(&json), "--force"]).status.success());
+
+    // eval medsg --predictions: the task file and its images are inputs.
+    let task = dir.path().join("task.json");
+    std::fs::copy("tests/data/medsg-example/example.json", &task).unwrap();
+    let images = dir.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    let task_bytes = std::fs::read(&task).unwrap();
+    let eval = |out: &std::path::Path, force: bool| {
+        let mut args = vec!["eval", "medsg", path_str(&task), "--images-root", "tests/data/medsg-example", "--predictions", path_str(out)];
+        if force {
+            args.push("--force");
+        }
+        tandem(&args)
+    };
+    assert!(one_error_line(&eval(&task, true)).contains("also an input"));
+    assert_eq!(std::fs::read(&task).unwrap(), task_bytes);
+    let image = std::path::Path::new("tests/data/medsg-example/images/t1_a.png");
+    let image_bytes = std::fs::read(image).unwrap();
+    assert!(one_error_line(&eval(image, true)).contains("also an input"));
+    assert_eq!(std::fs::read(image).unwrap(), image_bytes);
+    std::fs::write(&json, b"keep me").unwrap();
+    assert!(one_error_line(&eval(&json, false)).contains("exists; pass --force to replace it"));
+    assert_eq!(std::fs::read(&json).unwrap(), b"keep me");
+
+    // synth and train refuse before they start.
+    let synth_dir = dir.path().join("synth");
+    std::fs::create_dir(&synth_dir).unwrap();
+    std::fs::write(synth_dir.join("validation.json"), b"[]").unwrap();
+    let err = one_error_line(&tandem(&["synth", "--out", path_str(&synth_dir), "--data", path_str(dir.path()), "--per-task", "1"]));
+    assert!(err.contains("exists; pass --force to replace it"), "{err}");
+    std::fs::remove_file(synth_dir.join("validation.json")).unwrap();
+    std::fs::create_dir(synth_dir.join("images")).unwrap();
+    std::fs::write(synth_dir.join("images/T1_0000_0.png"), b"png").unwrap();
+    let err = one_error_line(&tandem(&["synth", "--split", "train", "--out", path_str(&synth_dir), "--data", path_str(dir.path())]));
+    assert!(err.contains("exists; pass --force to replace it"), "{err}");
+    assert_eq!(std::fs::read(synth_dir.join("images/T1_0000_0.png")).unwrap(), b"png");
+    let weights = dir.path().join("grounder.bpk");
+    std::fs::write(&weights, b"weights").unwrap();
+    let err = one_error_line(&tandem(&["train", "--out", path_str(&weights), "--data", path_str(dir.path()), "--steps", "1"]));
+    assert!(err.contains("exists; pass --force to replace it"), "{err}");
+    let err = one_error_line(&tandem(&["train", "--out", path_str(&task), "--validation", path_str(&task), "--force"]));
+    assert!(err.contains("also an input"), "{err}");
+    assert_eq!(std::fs::read(&weights).unwrap(), b"weights");
+}
+
+fn load_doc(p: &std::path::Path) -> tandem::annotation::Document {
+    tandem::annotation::io::load(p).unwrap()
+}
+
+#[test]
+fn ground_diff_merges_into_a_reviewed_document() {
+    use tandem::annotation::{Finding, FindingKind, ImageBox, Source, Status, io};
+    let dir = tempfile::tempdir().unwrap();
+    let (prior, current) = pair_in(dir.path());
+    let doc_path = dir.path().join("reviewed.json");
+    let out = ground_diff(&prior, &current, &["--annotations", path_str(&doc_path)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Only proposals: rerunning needs --force (it would replace the document).
+    let before = std::fs::read(&doc_path).unwrap();
+    let err = one_error_line(&ground_diff(&prior, &current, &["--annotations", path_str(&doc_path)]));
+    assert!(err.contains("exists; pass --force to replace it"), "{err}");
+    assert_eq!(std::fs::read(&doc_path).unwrap(), before);
+
+    // A reviewer accepts the first proposal, rejects the rest and draws a box of their own.
+    let mut doc = load_doc(&doc_path);
+    assert!(!doc.findings.is_empty());
+    let t = "2026-03-01T10:00:00.000Z";
+    for (k, f) in doc.findings.iter_mut().enumerate() {
+        let (status, action) = if k == 0 { (Status::Accepted, "accept") } else { (Status::Rejected, "reject") };
+        f.status = status;
+        f.touch(t, action, None);
+    }
+    doc.findings.push(Finding::new(
+        FindingKind::Manual,
+        "calcification",
+        vec![ImageBox::new("current", 0, tandem::grounding::BBox::new(5.0, 5.0, 30.0, 30.0))],
+        Source::Human { user: Some("reader1".into()) },
+        t,
+    ));
+    doc.extra.insert("workflow".into(), serde_json::json!({"round": 2}));
+    io::save(&doc, &doc_path).unwrap();
+    let reviewed = load_doc(&doc_path);
+
+    // A new run merges into it: every reviewed finding is kept as it was, history included.
+    let out = ground_diff(&prior, &current, &["--annotations", path_str(&doc_path), "--force"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("merged"), "{}", String::from_utf8_lossy(&out.stderr));
+    let merged = load_doc(&doc_path);
+    for f in &reviewed.findings {
+        assert_eq!(merged.finding(&f.id), Some(f), "reviewed finding {} kept as it was", f.id);
+    }
+    assert_eq!(merged.extra["workflow"], serde_json::json!({"round": 2}));
+    // The new proposals of the same places were left out: the reviewer decided there already.
+    assert_eq!(merged.findings.len(), reviewed.findings.len(), "{merged:#?}");
+
+    // The same without --force: merging destroys nothing, so it needs no flag.
+    let out = ground_diff(&prior, &current, &["--annotations", path_str(&doc_path)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(load_doc(&doc_path).findings, merged.findings);
+
+    // Annotations of other images are not merged into: --replace or another file.
+    let other_prior = dir.path().join("t2_a.png");
+    let other_current = dir.path().join("t2_b.png");
+    std::fs::copy("tests/data/medsg-example/images/t2_a.png", &other_prior).unwrap();
+    std::fs::copy("tests/data/medsg-example/images/t2_b.png", &other_current).unwrap();
+    let json = dir.path().join("boxes.json");
+    let before = std::fs::read(&doc_path).unwrap();
+    let err =
+        one_error_line(&ground_diff(&other_prior, &other_current, &["--json", path_str(&json), "--annotations", path_str(&doc_path)]));
+    assert!(err.contains("--replace"), "{err}");
+    assert_eq!(std::fs::read(&doc_path).unwrap(), before);
+    assert!(!json.exists(), "nothing is written when one output is refused");
+
+    // --replace starts afresh.
+    let out = ground_diff(&prior, &current, &["--annotations", path_str(&doc_path), "--replace"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let fresh = load_doc(&doc_path);
+    assert!(fresh.findings.iter().all(|f| f.status == Status::Proposed && f.log.len() == 1), "{fresh:#?}");
+}
+
+/// A document on one DICOM-like image, for the export and validation checks below.
+fn export_doc(height: u32, frames: u32, label: &str, frame: u32, bbox: [f32; 4], sop: &str) -> tandem::annotation::Document {
+    use tandem::annotation::{Document, Finding, FindingKind, ImageBox, ImageRef, Source};
+    let img = ImageRef {
+        id: "current".into(),
+        path: "scan.dcm".into(),
+        sop_instance_uid: Some(sop.into()),
+        sop_class_uid: Some("1.2.840.10008.5.1.4.1.1.7".into()),
+        width: 600,
+        height,
+        frames,
+        ..Default::default()
+    };
+    let mut doc = Document::new(vec![img]);
+    let mut f = Finding::new(
+        FindingKind::Manual,
+        "x",
+        vec![ImageBox::new("current", frame, tandem::grounding::BBox::from_array(bbox))],
+        Source::Human { user: None },
+        "2026-01-01T00:00:00.000Z",
+    );
+    f.label = label.into();
+    doc.findings.push(f);
+    doc
+}
+
+#[test]
+fn validate_refuses_what_an_export_cannot_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let doc_path = dir.path().join("doc.json");
+    let long = "x".repeat(100);
+    let cases = [
+        ("empty label", export_doc(100, 1, "", 0, [1.0, 1.0, 9.0, 9.0], "1.2.3.4"), "empty label"),
+        ("100-character label", export_doc(100, 1, &long, 0, [1.0, 1.0, 9.0, 9.0], "1.2.3.4"), "64 characters"),
+        ("frame 4294967295", export_doc(100, 3, "nodule", u32::MAX, [1.0, 1.0, 9.0, 9.0], "1.2.3.4"), "frame 4294967295"),
+        ("frame = frame count", export_doc(100, 3, "nodule", 3, [1.0, 1.0, 9.0, 9.0], "1.2.3.4"), "frame 3"),
+        ("non-UID SOP Instance UID", export_doc(100, 1, "nodule", 0, [1.0, 1.0, 9.0, 9.0], "DOE^JOHN"), "not a DICOM UID"),
+        ("leading zero in a UID", export_doc(100, 1, "nodule", 0, [1.0, 1.0, 9.0, 9.0], "1.02.3"), "not a DICOM UID"),
+        ("box outside a 1-pixel-tall image", export_doc(1, 1, "nodule", 0, [357.0, 0.0, 565.0, 60.0], "1.2.3.4"), "outside"),
+    ];
+    for (what, doc, says) in cases {
+        tandem::annotation::io::save(&doc, &doc_path).unwrap();
+        let err = one_error_line(&tandem(&["annotations", "validate", path_str(&doc_path)]));
+        assert!(err.contains(says), "{what}: {err}");
+        // The SR exporter refuses it too, cleanly and without writing anything.
+        let out = dir.path().join("report.dcm");
+        let err = one_error_line(&tandem(&["annotations", "export", path_str(&doc_path), "--format", "sr", "--out", path_str(&out)]));
+        assert!(err.contains(says), "{what}: {err}");
+        assert!(!out.exists(), "{what}: nothing written");
+    }
+    // What validates exports in every format.
+    tandem::annotation::io::save(&export_doc(100, 3, "nodule", 2, [1.0, 1.0, 9.0, 9.0], "1.2.3.4"), &doc_path).unwrap();
+    let ok = tandem(&["annotations", "validate", path_str(&doc_path)]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    for (format, name) in [("coco", "c.json"), ("medsg", "m.json"), ("sr", "r.dcm")] {
+        let out = tandem(&["annotations", "export", path_str(&doc_path), "--format", format, "--out", path_str(&dir.path().join(name))]);
+        assert!(out.status.success(), "{format}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let sr = dicom_object::open_file(dir.path().join("r.dcm")).unwrap();
+    let boxes = tandem::annotation::export::sr::read_boxes(&sr);
+    assert_eq!(boxes, [("1.2.3.4".to_string(), 2, [1.0, 1.0, 9.0, 9.0])], "frame 2 is referenced as frame number 3");
+}
+
+#[test]
+fn annotations_export_never_writes_over_its_document_or_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("scan.dcm");
+    std::fs::write(&image, b"DICM pixels").unwrap();
+    let mut doc = export_doc(100, 1, "nodule", 0, [1.0, 1.0, 9.0, 9.0], "1.2.3.4");
+    doc.images[0].path = image.display().to_string();
+    let doc_path = dir.path().join("doc.json");
+    tandem::annotation::io::save(&doc, &doc_path).unwrap();
+    let doc_bytes = std::fs::read(&doc_path).unwrap();
+    for format in ["coco", "medsg", "sr"] {
+        for force in [false, true] {
+            let mut args = vec!["annotations", "export", path_str(&doc_path), "--format", format, "--out", path_str(&doc_path)];
+            if force {
+                args.push("--force");
+            }
+            assert!(one_error_line(&tandem(&args)).contains("also an input"), "{format}");
+            args[6] = path_str(&image);
+            assert!(one_error_line(&tandem(&args)).contains("also an input"), "{format}");
+        }
+    }
+    assert_eq!(std::fs::read(&doc_path).unwrap(), doc_bytes, "the document is untouched");
+    assert_eq!(std::fs::read(&image).unwrap(), b"DICM pixels", "the image is untouched");
+    let out = dir.path().join("coco.json");
+    std::fs::write(&out, b"previous export").unwrap();
+    let err = one_error_line(&tandem(&["annotations", "export", path_str(&doc_path), "--format", "coco", "--out", path_str(&out)]));
+    assert!(err.contains("exists; pass --force to replace it"), "{err}");
+    assert_eq!(std::fs::read(&out).unwrap(), b"previous export");
+    let ok = tandem(&["annotations", "export", path_str(&doc_path), "--format", "coco", "--out", path_str(&out), "--force"]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
 }

@@ -11,7 +11,7 @@ use crate::grounding::Proposal;
 
 #[derive(Subcommand, Debug)]
 pub enum AnnotationsCommand {
-    /// Check that a document parses and is consistent (exit 0, or 2 with `error: …`).
+    /// Check that a document parses, is consistent and exports (exit 0, or 2 with `error: …`).
     Validate { file: PathBuf },
     /// Write a document as COCO JSON, MedSG-Bench JSON or DICOM SR.
     Export {
@@ -20,9 +20,12 @@ pub enum AnnotationsCommand {
         format: String,
         #[arg(long)]
         out: PathBuf,
-        /// Keep patient name, id and birth date in ML exports (COCO, MedSG).
+        /// Keep patient name, id and birth date, file names and UIDs in ML exports (COCO, MedSG).
         #[arg(long)]
         keep_phi: bool,
+        /// Replace --out when it exists.
+        #[arg(long)]
+        force: bool,
     },
     /// Saves the document again and again (for crash-safety tests); never returns.
     #[command(hide = true)]
@@ -33,12 +36,26 @@ pub fn run(what: &AnnotationsCommand) -> Result<(), CliError> {
     match what {
         AnnotationsCommand::Validate { file } => {
             let doc = io::load(file).map_err(|e| CliError(format!("{e} ({})", file.display())))?;
-            println!("ok: {} image(s), {} finding(s), schema version {}", doc.images.len(), doc.findings.len(), doc.schema_version);
+            let problems = export::problems(&doc, None);
+            if let Some(first) = problems.first() {
+                let more = if problems.len() > 1 { format!(" (and {} more)", problems.len() - 1) } else { String::new() };
+                return Err(CliError(format!("the document would not export: {first}{more} ({})", file.display())));
+            }
+            // An SR references DICOM instances; other images are fine for COCO and MedSG.
+            let not_dicom: Vec<&str> = doc.images.iter().filter(|i| i.sop_instance_uid.is_none()).map(|i| i.id.as_str()).collect();
+            let note =
+                if not_dicom.is_empty() { String::new() } else { format!("; no DICOM SR export (not DICOM: {})", not_dicom.join(", ")) };
+            println!("ok: {} image(s), {} finding(s), schema version {}{note}", doc.images.len(), doc.findings.len(), doc.schema_version);
             Ok(())
         }
-        AnnotationsCommand::Export { file, format, out, keep_phi } => {
+        AnnotationsCommand::Export { file, format, out, keep_phi, force } => {
             let doc = io::load(file).map_err(|e| CliError(format!("{e} ({})", file.display())))?;
             let format = ExportFormat::parse(format).ok_or_else(|| CliError(format!("unknown format {format}")))?;
+            // The document and the images it refers to are inputs an export must not replace.
+            let images: Vec<PathBuf> = doc.images.iter().map(|i| PathBuf::from(&i.path)).collect();
+            let mut inputs: Vec<&Path> = vec![file.as_path()];
+            inputs.extend(images.iter().map(PathBuf::as_path));
+            crate::fsutil::check_output(out, &inputs, *force).map_err(CliError)?;
             export::export(&doc, format, out, *keep_phi)?;
             println!("wrote {} ({})", out.display(), format.label());
             Ok(())
@@ -89,7 +106,12 @@ pub fn document_for(prior: &Path, current: &Path, proposals: &[Proposal]) -> Res
         images.push(ImageRef::from_series(id, &crate::study::load(path, &quiet)?));
     }
     let mut doc = Document::new(images);
-    let now = crate::annotation::document::now();
-    doc.findings = Document::proposals_to_findings(proposals, ("current", 0), ("prior", 0), &now);
+    doc.findings = findings_for(proposals);
     Ok(doc)
+}
+
+/// The proposals of `ground diff` as findings on the current image (references on the prior).
+pub fn findings_for(proposals: &[Proposal]) -> Vec<crate::annotation::Finding> {
+    let now = crate::annotation::document::now();
+    Document::proposals_to_findings(proposals, ("current", 0), ("prior", 0), &now)
 }

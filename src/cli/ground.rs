@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::annotation::{Document, Finding};
 use crate::cli::{Cli, CliError, EvalCommand, GroundCommand, Split, SynthArgs, TrainArgs};
+use crate::fsutil::{check_distinct_outputs, check_output};
 use crate::grounding::eval::{self, EvalReport};
 use crate::grounding::rng::Rng;
 use crate::grounding::synth::Synth;
@@ -55,6 +57,31 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<(), CliError> {
     crate::fsutil::write_atomic(path, &bytes).map_err(|e| CliError(format!("cannot write {}: {e}", path.display())))
 }
 
+/// The document `--annotations PATH` gets, and whether the new proposals are merged into it:
+/// the reviewed document at PATH (which must be about the same images as `fresh`), or `fresh`
+/// where PATH may be written afresh. An error when PATH is an input, or exists and may not be
+/// replaced.
+fn target_document(path: &Path, inputs: &[&Path], fresh: Document, force: bool, replace: bool) -> Result<(Document, bool), CliError> {
+    check_output(path, inputs, true).map_err(CliError)?;
+    if std::fs::symlink_metadata(path).is_err() {
+        return Ok((fresh, false));
+    }
+    match crate::annotation::io::load(path) {
+        Ok(doc) if doc.findings.iter().any(Finding::has_human_decision) && !replace => {
+            if !doc.covers_images_of(&fresh) {
+                return Err(CliError(format!(
+                    "the annotations hold reviewed findings on other images; pass --replace to discard them, or write elsewhere ({})",
+                    path.display()
+                )));
+            }
+            Ok((doc, true))
+        }
+        Ok(_) if replace || force => Ok((fresh, false)),
+        Err(_) if force => Ok((fresh, false)),
+        _ => Err(CliError(format!("{} exists; pass --force to replace it", path.display()))),
+    }
+}
+
 fn print_proposals(proposals: &[Proposal]) {
     if proposals.is_empty() {
         println!("no boxes found");
@@ -71,7 +98,24 @@ fn print_proposals(proposals: &[Proposal]) {
 
 pub fn run(cli: &Cli, what: &GroundCommand) -> Result<(), CliError> {
     match what {
-        GroundCommand::Diff { prior, current, json, annotations, method, min_score } => {
+        GroundCommand::Diff { prior, current, json, annotations, method, min_score, force, replace } => {
+            // Every output is checked before anything is computed or written.
+            let inputs = [prior.as_path(), current.as_path()];
+            let outputs: Vec<&Path> = json.iter().chain(annotations).map(PathBuf::as_path).collect();
+            check_distinct_outputs(&outputs).map_err(CliError)?;
+            if let Some(path) = json {
+                check_output(path, &inputs, *force).map_err(CliError)?;
+            }
+            // The document to write (its images now, its findings after grounding): reviewed work
+            // to merge into, or a fresh one.
+            let document = match annotations {
+                Some(path) => {
+                    check_output(path, &inputs, true).map_err(CliError)?;
+                    let fresh = crate::cli::annotations::document_for(prior, current, &[])?;
+                    Some((path, target_document(path, &inputs, fresh, *force, *replace)?))
+                }
+                None => None,
+            };
             let (a, b) = (load_gray(prior)?, load_gray(current)?);
             let engine = crate::cli::engine(cli);
             let out = engine.diff(&a, &b, (*method).into());
@@ -86,14 +130,33 @@ pub fn run(cli: &Cli, what: &GroundCommand) -> Result<(), CliError> {
                     &GroundOutput { method: out.method, model: engine.model_name(), device: &engine.device.label, proposals: &proposals },
                 )?;
             }
-            if let Some(path) = annotations {
-                let doc = crate::cli::annotations::document_for(prior, current, &proposals)?;
+            if let Some((path, (mut doc, merging))) = document {
+                let findings = crate::cli::annotations::findings_for(&proposals);
+                let merge = if merging {
+                    Some(doc.merge_proposals(findings))
+                } else {
+                    doc.findings = findings;
+                    None
+                };
                 crate::annotation::io::save(&doc, path)?;
-                eprintln!("wrote {} proposal(s) to {}", doc.findings.len(), path.display());
+                match merge {
+                    Some(m) => eprintln!(
+                        "merged {} new proposal(s) into {} ({} reviewed finding(s) kept, {} proposal(s) over reviewed ones left out, {} earlier proposal(s) replaced)",
+                        m.added,
+                        path.display(),
+                        m.kept,
+                        m.skipped,
+                        m.replaced
+                    ),
+                    None => eprintln!("wrote {} proposal(s) to {}", doc.findings.len(), path.display()),
+                }
             }
             Ok(())
         }
-        GroundCommand::Locate { reference, bbox, target, json, method } => {
+        GroundCommand::Locate { reference, bbox, target, json, method, force } => {
+            if let Some(path) = json {
+                check_output(path, &[reference.as_path(), target.as_path()], *force).map_err(CliError)?;
+            }
             let b = parse_box(bbox)?;
             let ((r, rm), (t, tm)) = (load_gray_with_meta(reference)?, load_gray_with_meta(target)?);
             let engine = crate::cli::engine(cli);
@@ -121,9 +184,15 @@ pub fn run(cli: &Cli, what: &GroundCommand) -> Result<(), CliError> {
 }
 
 pub fn eval(cli: &Cli, what: &EvalCommand) -> Result<(), CliError> {
-    let EvalCommand::Medsg { task_file, images_root, predictions, method } = what;
+    let EvalCommand::Medsg { task_file, images_root, predictions, method, force } = what;
     let items = medsg::read_task_file(task_file)?;
     let root = images_root.clone().unwrap_or_else(|| task_file.parent().map(Path::to_path_buf).unwrap_or_default());
+    if let Some(p) = predictions {
+        let images: Vec<PathBuf> = items.iter().flat_map(|i| i.images.iter().map(|f| root.join(f))).collect();
+        let mut inputs: Vec<&Path> = vec![task_file.as_path()];
+        inputs.extend(images.iter().map(PathBuf::as_path));
+        check_output(p, &inputs, *force).map_err(CliError)?;
+    }
     let engine = crate::cli::engine(cli);
     let method: Method = (*method).into();
     if method == Method::Model && !engine.has_model() {
@@ -162,6 +231,17 @@ fn run_eval(engine: &Engine, items: &[medsg::MedsgItem], root: &Path, method: Me
 }
 
 pub fn train(cli: &Cli, args: &TrainArgs) -> Result<(), CliError> {
+    // The weights, their metadata, the loss curve and the card (--calibrate-only is asked to
+    // rewrite them in place).
+    let outputs = [
+        args.out.clone(),
+        crate::grounding::weights::meta_path(&args.out),
+        args.out.with_file_name("loss.csv"),
+        args.out.with_file_name("README.md"),
+    ];
+    for out in &outputs {
+        check_output(out, &[args.validation.as_path()], args.force || args.calibrate_only).map_err(CliError)?;
+    }
     let opts = TrainOptions {
         data_dir: args.data.clone(),
         out: args.out.clone(),
@@ -213,6 +293,11 @@ pub fn synth(args: &SynthArgs) -> Result<(), CliError> {
         Split::Validation => &train::VALIDATION_FILES,
         Split::Train => &train::TRAIN_FILES,
     };
+    let name = match args.split {
+        Split::Validation => "validation",
+        Split::Train => "train_sample",
+    };
+    check_synth_output(args, name)?;
     let pool = train::load_pool(&args.data, files);
     if pool.is_empty() {
         return Err(CliError(format!("none of the source images were found in {}", args.data.display())));
@@ -229,11 +314,23 @@ pub fn synth(args: &SynthArgs) -> Result<(), CliError> {
         }
         eprintln!("{}: {} items", task.medsg_name(), args.per_task);
     }
-    let name = match args.split {
-        Split::Validation => "validation",
-        Split::Train => "train_sample",
-    };
     let path: PathBuf = medsg::write_items(&args.out, name, &items).map_err(|e| CliError(format!("{e:#}")))?;
     println!("wrote {}", path.display());
+    Ok(())
+}
+
+/// `synth` writes `NAME.json` and `images/` into `--out`: refused over the source images, and
+/// over an existing task file or images (which another split's items would overwrite) unless
+/// `--force`.
+fn check_synth_output(args: &SynthArgs, name: &str) -> Result<(), CliError> {
+    if args.out.exists() && crate::fsutil::same_file(&args.out, &args.data) {
+        return Err(CliError(format!("--out is the source images' folder; write elsewhere ({})", args.out.display())));
+    }
+    check_output(&args.out.join(format!("{name}.json")), &[], args.force).map_err(CliError)?;
+    let images = args.out.join("images");
+    let has_images = std::fs::read_dir(&images).map(|mut d| d.next().is_some()).unwrap_or(false);
+    if has_images && !args.force {
+        return Err(CliError(format!("{} exists; pass --force to replace it", images.display())));
+    }
     Ok(())
 }

@@ -116,6 +116,14 @@ pub enum GroundCommand {
         /// Minimum score of the boxes to print.
         #[arg(long, default_value_t = 0.0)]
         min_score: f32,
+        /// Replace existing output files (an annotation document with reviewed findings is
+        /// merged into, not replaced, unless --replace).
+        #[arg(long)]
+        force: bool,
+        /// Replace an existing --annotations document, reviewed findings included, instead of
+        /// merging the new proposals into it.
+        #[arg(long)]
+        replace: bool,
     },
     /// Where the box of REFERENCE lies in TARGET.
     Locate {
@@ -128,6 +136,9 @@ pub enum GroundCommand {
         json: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "model")]
         method: MethodArg,
+        /// Replace --json when it exists.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -142,6 +153,9 @@ pub enum EvalCommand {
         predictions: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "model")]
         method: MethodArg,
+        /// Replace --predictions when it exists.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -172,6 +186,10 @@ pub struct TrainArgs {
     /// Evaluate on this task file afterwards and write the model card.
     #[arg(long, default_value = "models/validation/validation.json")]
     pub validation: PathBuf,
+    /// Replace existing weights at --out (and their metadata and card); --calibrate-only
+    /// rewrites them in place without it.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug)]
@@ -188,6 +206,9 @@ pub struct SynthArgs {
     pub seed: u64,
     #[arg(long, default_value_t = 40)]
     pub per_task: usize,
+    /// Replace an existing task file or images in --out.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
