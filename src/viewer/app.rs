@@ -255,7 +255,25 @@ impl App {
         }
     }
 
+    /// Refuses (with a visible message) a save or export that would write over one of the open
+    /// images; the native dialogs have already asked about replacing any other file.
+    fn writes_over_open_images(&mut self, path: &Path) -> bool {
+        let images: Vec<PathBuf> =
+            self.sources.iter().flatten().cloned().chain(self.doc.images.iter().map(|i| PathBuf::from(&i.path))).collect();
+        let inputs: Vec<&Path> = images.iter().map(PathBuf::as_path).collect();
+        match crate::fsutil::check_output(path, &inputs, true) {
+            Ok(()) => false,
+            Err(e) => {
+                self.prompt = Some(Prompt::Error(format!("not saved: {e}")));
+                true
+            }
+        }
+    }
+
     pub fn save_to(&mut self, path: &Path) -> bool {
+        if self.writes_over_open_images(path) {
+            return false;
+        }
         match annotation::io::save(&self.doc, path) {
             Ok(()) => {
                 annotation::io::discard_recovery(path);
@@ -645,6 +663,7 @@ impl App {
             DialogPurpose::SaveAnnotations => {
                 self.save_to(&path);
             }
+            DialogPurpose::Export(_) if self.writes_over_open_images(&path) => {}
             DialogPurpose::Export(format) => match crate::annotation::export::export(&self.doc, format, &path, false) {
                 Ok(()) => self.status = format!("exported {}", path.display()),
                 Err(e) => self.prompt = Some(Prompt::Error(e.to_string())),
