@@ -10,6 +10,7 @@ pub mod present;
 pub mod raster;
 pub mod rle;
 pub mod series;
+pub mod volume;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
