@@ -6,11 +6,15 @@ use serde::Serialize;
 
 use crate::study::dicom::{self, Attrs};
 use crate::study::pixels::{self, PixelBuf, PixelDigest, StoredPixels};
-use crate::study::{StudyError, raster};
+use crate::study::{StudyError, raster, volume};
 
 #[derive(Debug, Serialize)]
 pub struct Info {
     pub path: String,
+    /// "nifti" or "metaimage" for volumes; absent for DICOM and raster images, whose JSON
+    /// other tools already parse.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<&'static str>,
     pub modality: Option<String>,
     pub transfer_syntax: Option<String>,
     pub rows: usize,
@@ -24,14 +28,18 @@ pub struct Info {
     pub pixels: PixelDigest,
 }
 
-/// Reads `path` (DICOM, or a raster image) and describes it.
+/// Reads `path` (DICOM, NIfTI, MetaImage, or a raster image) and describes it.
 pub fn info(path: &Path) -> Result<Info, StudyError> {
+    if volume::is_volume(path) && !dicom::looks_like_dicom(path) {
+        return volume_info(path);
+    }
     if raster::is_raster(path) && !dicom::looks_like_dicom(path) {
         return raster_info(path);
     }
     let (obj, header, stored) = pixels::read_file(path)?;
     Ok(Info {
         path: path.display().to_string(),
+        format: None,
         modality: obj.str_of(dicom_dictionary_std::tags::MODALITY),
         transfer_syntax: Some(header.transfer_syntax.clone()),
         rows: header.rows,
@@ -67,6 +75,7 @@ fn raster_info(path: &Path) -> Result<Info, StudyError> {
     let stored = StoredPixels { frames: 1, rows: h, cols: w, samples, buf };
     Ok(Info {
         path: path.display().to_string(),
+        format: None,
         modality: None,
         transfer_syntax: None,
         rows: h,
@@ -78,6 +87,28 @@ fn raster_info(path: &Path) -> Result<Info, StudyError> {
         bits_stored: bits,
         pixel_representation: 0,
         pixels: stored.digest(),
+    })
+}
+
+/// A NIfTI or MetaImage volume: its first 3D volume, slices as frames, digest over the stored values.
+fn volume_info(path: &Path) -> Result<Info, StudyError> {
+    let v = volume::read(path)?;
+    let [cols, rows, frames] = v.dims;
+    let bits = 8 * v.voxels.bytes_per_value();
+    Ok(Info {
+        path: path.display().to_string(),
+        format: Some(v.format.name()),
+        modality: v.modality.clone(),
+        transfer_syntax: None,
+        rows,
+        cols,
+        frames,
+        samples_per_pixel: 1,
+        photometric: "MONOCHROME2".into(),
+        bits_allocated: bits,
+        bits_stored: bits,
+        pixel_representation: u16::from(v.voxels.is_signed()),
+        pixels: v.digest(),
     })
 }
 
@@ -95,8 +126,9 @@ pub fn human(i: &Info) -> String {
         .unwrap_or_else(|| "—".into());
     let p = &i.pixels;
     format!(
-        "file:            {}\nmodality:        {}\ntransfer syntax: {}\nsize:            {} × {} px, {} frame(s), {} sample(s)/px\nphotometric:     {}\nbits:            {} allocated, {} stored, {}\npixels:          shape {:?} {}, min {} max {} mean {:.4}\nsha256:          {}",
+        "file:            {}\n{}modality:        {}\ntransfer syntax: {}\nsize:            {} × {} px, {} frame(s), {} sample(s)/px\nphotometric:     {}\nbits:            {} allocated, {} stored, {}\npixels:          shape {:?} {}, min {} max {} mean {:.4}\nsha256:          {}",
         i.path,
+        i.format.map(|f| format!("format:          {f}\n")).unwrap_or_default(),
         opt(&i.modality),
         ts_name,
         i.cols,

@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::study::dicom;
-use crate::study::{Frame, Meta, Series, StudyError, pixels, present, raster};
+use crate::study::{Frame, Meta, Series, StudyError, pixels, present, raster, volume};
 
 /// Progress callback: fraction done (0..1) and what is happening.
 pub type LoadProgress<'a> = &'a (dyn Fn(f32, &str) + Sync);
 
-/// Loads a file (DICOM or raster) or a folder (its largest series) as one series.
+/// Loads a file (DICOM, NIfTI, MetaImage or raster) or a folder (its largest series) as one series.
 pub fn load(path: &Path, progress: LoadProgress) -> Result<Series, StudyError> {
     if path.is_dir() {
         let groups = scan_folder(path, progress)?;
@@ -31,6 +31,9 @@ pub fn load_file(path: &Path, progress: LoadProgress) -> Result<Series, StudyErr
         return Err(StudyError::Io(format!("no such file: {}", path.display())));
     }
     progress(0.05, "reading");
+    if volume::is_volume(path) && !dicom::looks_like_dicom(path) {
+        return volume::load(path, progress);
+    }
     if raster::is_raster(path) && !dicom::looks_like_dicom(path) {
         let frame = raster::load(path)?;
         let meta = frame.meta.clone();
@@ -58,6 +61,8 @@ pub struct SeriesGroup {
     pub files: Vec<PathBuf>,
     pub frames_per_file: Vec<usize>,
     pub raster: bool,
+    /// One NIfTI or MetaImage file: a series by itself.
+    pub volume: bool,
 }
 
 impl SeriesGroup {
@@ -101,6 +106,7 @@ pub fn scan_folder(dir: &Path, progress: LoadProgress) -> Result<Vec<SeriesGroup
     }
     let mut by_series: BTreeMap<(String, String), Vec<Scanned>> = BTreeMap::new();
     let mut rasters: Vec<PathBuf> = Vec::new();
+    let mut volumes: Vec<SeriesGroup> = Vec::new();
     let n = files.len();
     for (i, path) in files.into_iter().enumerate() {
         progress(0.3 * i as f32 / n as f32, "scanning folder");
@@ -121,6 +127,19 @@ pub fn scan_folder(dir: &Path, progress: LoadProgress) -> Result<Vec<SeriesGroup
             };
             let key = (meta.study_uid.clone().unwrap_or_default(), meta.series_uid.clone().unwrap_or_else(|| path.display().to_string()));
             by_series.entry(key).or_default().push(Scanned { path, meta, frames, position });
+        } else if volume::is_volume(&path) {
+            // The header alone says how many slices; an unreadable volume is left out as an
+            // unreadable DICOM file is.
+            match volume::read_header(&path) {
+                Ok(h) => volumes.push(SeriesGroup {
+                    meta: Meta { path: path.clone(), ..Meta::default() },
+                    frames_per_file: vec![h.dims[2]],
+                    files: vec![path],
+                    raster: false,
+                    volume: true,
+                }),
+                Err(e) => log::warn!("skipping {}: {e}", path.display()),
+            }
         } else if raster::is_raster(&path) {
             rasters.push(path);
         }
@@ -139,6 +158,7 @@ pub fn scan_folder(dir: &Path, progress: LoadProgress) -> Result<Vec<SeriesGroup
                 frames_per_file: items.iter().map(|s| s.frames).collect(),
                 files: items.into_iter().map(|s| s.path).collect(),
                 raster: false,
+                volume: false,
             }
         })
         .collect();
@@ -148,8 +168,10 @@ pub fn scan_folder(dir: &Path, progress: LoadProgress) -> Result<Vec<SeriesGroup
             frames_per_file: vec![1; rasters.len()],
             files: rasters,
             raster: true,
+            volume: false,
         });
     }
+    groups.extend(volumes);
     if groups.is_empty() {
         return Err(StudyError::Empty(format!("no readable images in {}", dir.display())));
     }
@@ -158,6 +180,11 @@ pub fn scan_folder(dir: &Path, progress: LoadProgress) -> Result<Vec<SeriesGroup
 
 /// Loads every file of a group as one series.
 pub fn load_group(group: &SeriesGroup, progress: LoadProgress) -> Result<Series, StudyError> {
+    if group.volume
+        && let Some(path) = group.files.first()
+    {
+        return volume::load(path, progress);
+    }
     let n = group.files.len().max(1) as f32;
     let mut frames = Vec::new();
     let mut first_error = None;

@@ -58,7 +58,10 @@ impl Dialogs {
         self.run(DialogPurpose::Open(role), move || {
             rfd::FileDialog::new()
                 .set_title(format!("Open {}", role.label()))
-                .add_filter("DICOM and images", &["dcm", "DCM", "dicom", "png", "jpg", "jpeg", "tif", "tiff"])
+                .add_filter(
+                    "DICOM, volumes and images",
+                    &["dcm", "DCM", "dicom", "nii", "gz", "mha", "mhd", "png", "jpg", "jpeg", "tif", "tiff"],
+                )
                 .add_filter("All files", &["*"])
                 .pick_file()
         });
