@@ -15,7 +15,8 @@ use crate::study::pixels;
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
-    /// Decode RG1_UNCR, RG1_J2KR and MR2_J2KR with Tandem and with pydicom 3 + pylibjpeg.
+    /// Decode RG1_UNCR, RG1_J2KR, MR2_J2KR and RG1 as JPEG-LS with Tandem and with pydicom 3 +
+    /// pylibjpeg (OpenJPEG) + pyjpegls (CharLS).
     Decode {
         #[arg(long, default_value = "../shared/data/dicom")]
         data: PathBuf,
@@ -67,12 +68,29 @@ pub fn run(cli: &Cli, what: &BenchCommand) -> Result<(), CliError> {
 }
 
 fn decode(data: &Path, runs: usize, python: &str) -> Result<(), CliError> {
-    let files: Vec<PathBuf> = DECODE_FILES.iter().map(|f| data.join(f)).collect();
+    let mut files: Vec<PathBuf> = DECODE_FILES.iter().map(|f| data.join(f)).collect();
     for f in &files {
         if !f.exists() {
             return Err(CliError(format!("benchmark file missing: {} (pass --data)", f.display())));
         }
     }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_pydicom.py");
+    // The conformance set's JPEG-LS files are 64² at most: encode the 3.6 Mpx radiograph with
+    // CharLS so that both decoders work on a realistic size.
+    let scratch = std::env::temp_dir().join(format!("tandem-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let jpegls = scratch.join("RG1_JLSL.dcm");
+    let made = std::process::Command::new(python)
+        .arg(&script)
+        .args(["--make-jpegls".as_ref(), files[0].as_os_str(), jpegls.as_os_str()])
+        .output()
+        .map_err(|e| CliError(format!("cannot run {python}: {e}")))?;
+    if !made.status.success() {
+        let _ = std::fs::remove_dir_all(&scratch);
+        return Err(CliError(format!("JPEG-LS encoding (pydicom + pyjpegls) failed: {}", String::from_utf8_lossy(&made.stderr).trim())));
+    }
+    files.push(jpegls);
+    let names: Vec<String> = DECODE_FILES.iter().map(|s| s.to_string()).chain(["RG1 as JPEG-LS lossless".to_string()]).collect();
     let mut ours = Vec::new();
     for f in &files {
         time_decode(f)?; // warm the page cache, as the Python side does
@@ -82,21 +100,17 @@ fn decode(data: &Path, runs: usize, python: &str) -> Result<(), CliError> {
         }
         ours.push(median(t));
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_pydicom.py");
-    let out = std::process::Command::new(python)
-        .arg(&script)
-        .arg(runs.to_string())
-        .args(&files)
-        .output()
-        .map_err(|e| CliError(format!("cannot run {python}: {e}")))?;
+    let out = std::process::Command::new(python).arg(&script).arg(runs.to_string()).args(&files).output();
+    let _ = std::fs::remove_dir_all(&scratch);
+    let out = out.map_err(|e| CliError(format!("cannot run {python}: {e}")))?;
     if !out.status.success() {
         return Err(CliError(format!("pydicom benchmark failed: {}", String::from_utf8_lossy(&out.stderr).trim())));
     }
     let theirs: Vec<f64> = serde_json::from_slice(&out.stdout)?;
     println!("decode: median of {runs} runs (open + decode all pixels), same machine, same command");
-    println!("| file | Tandem ms | pydicom 3 + pylibjpeg ms | pydicom / Tandem |");
+    println!("| file | Tandem ms | pydicom 3 + pylibjpeg/pyjpegls ms | pydicom / Tandem |");
     println!("|---|---:|---:|---:|");
-    for ((f, a), b) in DECODE_FILES.iter().zip(&ours).zip(&theirs) {
+    for ((f, a), b) in names.iter().zip(&ours).zip(&theirs) {
         println!("| {f} | {a:.1} | {b:.1} | {:.2}× |", b / a);
     }
     Ok(())

@@ -2,8 +2,10 @@
 
 pub mod dicom;
 pub mod gray;
+pub mod guard;
 pub mod j2k;
 pub mod jpeg12;
+pub mod jpegls;
 pub mod palette;
 pub mod pixels;
 pub mod present;

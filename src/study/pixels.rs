@@ -4,12 +4,11 @@
 use dicom_dictionary_std::tags;
 use dicom_encoding::adapters::PixelDataObject;
 use dicom_object::DefaultDicomObject;
-use dicom_pixeldata::PixelDecoder;
 use sha2::{Digest, Sha256};
 
 use crate::study::StudyError;
-use crate::study::dicom::{ImageHeader, chain, native_pixel_bytes};
-use crate::study::{j2k, jpeg12, rle};
+use crate::study::dicom::{ImageHeader, native_pixel_bytes};
+use crate::study::{guard, j2k, jpeg12, jpegls, rle};
 
 /// Typed sample storage, one variant per pydicom dtype.
 #[derive(Clone, Debug, PartialEq)]
@@ -188,14 +187,21 @@ use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
 /// Reads and decodes a DICOM file: the data set (without pixel data when the fast path took
 /// the pixels straight from the file), its image header and every frame's stored values.
 pub fn read_file(path: &std::path::Path) -> Result<(DefaultDicomObject, ImageHeader, StoredPixels), StudyError> {
+    use crate::study::dicom::{open_bytes, open_bytes_with, pixels_read_from_file};
     let bytes = crate::study::dicom::read_bytes(path)?;
-    if let Ok(head) = crate::study::dicom::open_bytes(&bytes, true)
-        && let Ok(header) = ImageHeader::from_attributes(&head)
-        && let Some(stored) = native_le_from_file(&bytes, &header)
-    {
-        return Ok((head, header, stored));
-    }
-    let obj = crate::study::dicom::open_bytes(&bytes, false)?;
+    let (obj, partial) = open_bytes_with(&bytes, pixels_read_from_file)?;
+    let obj = if partial {
+        if let Ok(header) = ImageHeader::from_attributes(&obj)
+            && let Some(stored) = native_le_from_file(&bytes, &header)
+        {
+            return Ok((obj, header, stored));
+        }
+        // Rare native layouts (YBR 4:2:2, planar colour, 1-bit) and damaged files go through the
+        // general decoder, which also says what is wrong.
+        open_bytes(&bytes, false)?
+    } else {
+        obj
+    };
     let header = ImageHeader::read(&obj)?;
     let stored = decode(&obj, &header)?;
     Ok((obj, header, stored))
@@ -238,6 +244,7 @@ fn native_le_from_file(bytes: &[u8], h: &ImageHeader) -> Option<StoredPixels> {
             break;
         }
     }
+    guard::check_cap(needed as u64).ok()?;
     let data = &bytes[found?..found? + needed];
     let signed = h.pixel_representation == 1;
     let shift = (h.bits_allocated - h.bits_stored.min(h.bits_allocated)) as u32;
@@ -280,8 +287,7 @@ pub fn decode_frames(obj: &DefaultDicomObject, header: &ImageHeader, range: std:
     let bps = header.bits_allocated.div_ceil(8);
     let pixels = header.pixels_per_frame();
     let frame_bytes = pixels * header.samples_per_pixel * bps;
-    let total =
-        frame_bytes.checked_mul(range.len()).filter(|&t| t <= 1 << 34).ok_or_else(|| StudyError::Corrupt("image too large".into()))?;
+    let total = check_sizes(obj, header, codec, range.clone())?;
     let mut raw: Vec<u8> = Vec::with_capacity(total);
     let mut ybr_from_jpeg = false;
     match codec {
@@ -312,10 +318,27 @@ pub fn decode_frames(obj: &DefaultDicomObject, header: &ImageHeader, range: std:
                         bytes
                     }
                     Codec::JpegLs => {
-                        let d = obj.decode_pixel_data_frame(f as u32).map_err(|e| StudyError::Decode(chain(&e)))?;
-                        d.data().to_vec()
+                        let expected = jpegls::FrameInfo {
+                            width: header.cols,
+                            height: header.rows,
+                            components: header.samples_per_pixel,
+                            precision: header.bits_stored as u32,
+                        };
+                        let img = jpegls::decode(&fragment, expected).map_err(|e| StudyError::Decode(e.to_string()))?;
+                        match bps {
+                            1 => img.samples.iter().map(|&v| v as u8).collect(),
+                            _ => img.samples.iter().flat_map(|&v| v.to_le_bytes()).collect(),
+                        }
                     }
                     Codec::Jpeg2000 => {
+                        if let Some((w, h)) = j2k::declared_size(&fragment)
+                            && (w > header.cols as u64 || h > header.rows as u64)
+                        {
+                            return Err(StudyError::Corrupt(format!(
+                                "the JPEG 2000 image is {w}×{h}, the header says {}×{}",
+                                header.cols, header.rows
+                            )));
+                        }
                         let img = j2k::decode(&fragment).map_err(|e| StudyError::Decode(e.to_string()))?;
                         if img.width != header.cols || img.height != header.rows || img.components != header.samples_per_pixel {
                             return Err(StudyError::Corrupt(format!(
@@ -360,6 +383,35 @@ pub fn decode_frames(obj: &DefaultDicomObject, header: &ImageHeader, range: std:
         _ => correct_unused_bits(&mut buf, header.bits_allocated, header.bits_stored),
     }
     Ok(StoredPixels { frames: range.len(), rows: header.rows, cols: header.cols, samples: header.samples_per_pixel, buf })
+}
+
+/// Decoded bytes of frames `range`, once the data behind them is known to exist: native data
+/// must hold every sample it declares, compressed data must be large enough for any codec to
+/// make the declared samples of it, and the result must fit the memory cap.
+fn check_sizes(obj: &DefaultDicomObject, header: &ImageHeader, codec: Codec, range: std::ops::Range<usize>) -> Result<usize, StudyError> {
+    let too_large = || StudyError::Corrupt(format!("image size {}×{}×{} does not fit in memory", header.cols, header.rows, header.frames));
+    let samples = header.samples_in(range.len()).ok_or_else(too_large)?;
+    let bps = header.bits_allocated.div_ceil(8) as u64;
+    let bytes = samples.checked_mul(bps).ok_or_else(too_large)?;
+    match codec {
+        Codec::Native => {
+            let upto = header.samples_in(range.end).ok_or_else(too_large)?;
+            let stored = if header.bits_allocated == 1 { upto.div_ceil(8) } else { upto.saturating_mul(bps) };
+            let have = native_pixel_bytes(obj)?.len() as u64;
+            let ybr422 = header.photometric == "YBR_FULL_422" && header.samples_per_pixel == 3 && bps == 1;
+            let stored = if ybr422 { stored / 3 * 2 } else { stored };
+            if have < stored {
+                return Err(truncated(stored as usize, have as usize));
+            }
+        }
+        _ => {
+            let compressed: u64 =
+                obj.get(tags::PIXEL_DATA).and_then(|e| e.value().fragments()).map_or(0, |f| f.iter().map(|b| b.len() as u64).sum());
+            guard::check_compressed(samples, compressed)?;
+        }
+    }
+    guard::check_cap(bytes)?;
+    usize::try_from(bytes).map_err(|_| too_large())
 }
 
 fn is_ow(obj: &DefaultDicomObject) -> bool {
@@ -429,6 +481,8 @@ pub struct JpegInfo {
     pub precision: u8,
     pub component_ids: Vec<u8>,
     pub jfif: bool,
+    pub width: usize,
+    pub height: usize,
 }
 
 pub fn jpeg_info(data: &[u8]) -> Option<JpegInfo> {
@@ -454,6 +508,8 @@ pub fn jpeg_info(data: &[u8]) -> Option<JpegInfo> {
             0xC0..=0xCF if marker != 0xC4 && marker != 0xC8 && marker != 0xCC => {
                 info.sof = marker;
                 info.precision = *body.first()?;
+                info.height = u16::from_be_bytes([*body.get(1)?, *body.get(2)?]) as usize;
+                info.width = u16::from_be_bytes([*body.get(3)?, *body.get(4)?]) as usize;
                 let n = *body.get(5)? as usize;
                 info.component_ids = (0..n).filter_map(|c| body.get(6 + 3 * c).copied()).collect();
             }
@@ -469,6 +525,13 @@ pub fn jpeg_info(data: &[u8]) -> Option<JpegInfo> {
 /// components as YBR (to be converted to RGB).
 fn decode_jpeg(data: &[u8], h: &ImageHeader) -> Result<(Vec<u8>, bool), StudyError> {
     let info = jpeg_info(data).ok_or_else(|| StudyError::Decode("JPEG header not found".into()))?;
+    // The decoders size their buffers from the frame header: one larger than the image is a lie.
+    if info.width > h.cols || info.height > h.rows {
+        return Err(StudyError::Corrupt(format!(
+            "the JPEG frame is {}×{}, the header says {}×{}",
+            info.width, info.height, h.cols, h.rows
+        )));
+    }
     let samples: Vec<u8> = if info.precision > 8 && matches!(info.sof, 0xC0 | 0xC1) {
         let img = jpeg12::decode(data).map_err(|e| StudyError::Decode(format!("JPEG: {e}")))?;
         img.samples.iter().flat_map(|s| s.to_le_bytes()).collect()
