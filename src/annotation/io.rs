@@ -46,7 +46,15 @@ pub fn parse(bytes: &[u8]) -> Result<Document, AnnotationError> {
     Ok(doc)
 }
 
+/// Documents hold boxes and labels: kilobytes to a few megabytes. A larger file is not one, and
+/// its parsed JSON tree would take many times its size.
+pub const MAX_DOCUMENT_BYTES: u64 = 256 << 20;
+
 pub fn load(path: &Path) -> Result<Document, AnnotationError> {
+    let size = std::fs::metadata(path).map_err(|e| AnnotationError::Io(format!("{e} ({})", path.display())))?.len();
+    if size > MAX_DOCUMENT_BYTES {
+        return Err(AnnotationError::Io(format!("{} is {} MB, too large for an annotation document", path.display(), size >> 20)));
+    }
     let bytes = std::fs::read(path).map_err(|e| AnnotationError::Io(format!("{e} ({})", path.display())))?;
     parse(&bytes)
 }

@@ -55,12 +55,7 @@ pub fn info(path: &Path) -> Result<Info, StudyError> {
 }
 
 fn raster_info(path: &Path) -> Result<Info, StudyError> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| StudyError::Io(e.to_string()))?
-        .with_guessed_format()
-        .map_err(|e| StudyError::Io(e.to_string()))?
-        .decode()
-        .map_err(|e| StudyError::Image(e.to_string()))?;
+    let img = raster::open_image(path)?;
     let (w, h) = (img.width() as usize, img.height() as usize);
     let colour = img.color().has_color();
     let sixteen = img.color().bits_per_pixel() / img.color().channel_count() as u16 > 8;

@@ -42,6 +42,10 @@ pub enum MedsgError {
 }
 
 pub fn read_task_file(path: &Path) -> Result<Vec<MedsgItem>, MedsgError> {
+    let size = std::fs::metadata(path).map_err(|e| MedsgError::Io { path: path.display().to_string(), msg: e.to_string() })?.len();
+    if size > crate::annotation::io::MAX_DOCUMENT_BYTES {
+        return Err(MedsgError::Io { path: path.display().to_string(), msg: format!("{} MB is too large for a task file", size >> 20) });
+    }
     let bytes = std::fs::read(path).map_err(|e| MedsgError::Io { path: path.display().to_string(), msg: e.to_string() })?;
     serde_json::from_slice(&bytes).map_err(|e| MedsgError::Json { path: path.display().to_string(), msg: e.to_string() })
 }
@@ -71,12 +75,7 @@ pub struct BenchImage {
 
 pub fn read_image(path: &Path) -> Result<BenchImage, MedsgError> {
     let err = |msg: String| MedsgError::Image { path: path.display().to_string(), msg };
-    let img = image::ImageReader::open(path)
-        .map_err(|e| err(e.to_string()))?
-        .with_guessed_format()
-        .map_err(|e| err(e.to_string()))?
-        .decode()
-        .map_err(|e| err(e.to_string()))?;
+    let img = crate::study::raster::open_image(path).map_err(|e| err(e.to_string()))?;
     let (w, h) = (img.width() as usize, img.height() as usize);
     let sixteen =
         matches!(img, image::DynamicImage::ImageLuma16(_) | image::DynamicImage::ImageRgb16(_) | image::DynamicImage::ImageRgba16(_));

@@ -12,7 +12,7 @@ use dicom_object::mem::InMemElement;
 use dicom_object::{DefaultDicomObject, FileMetaTable, InMemDicomObject, OpenFileOptions};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
-use crate::study::StudyError;
+use crate::study::{StudyError, guard};
 
 /// Where the DICOM magic sits: after a 128-byte preamble, at the start, or nowhere.
 fn magic_offset(head: &[u8]) -> Option<usize> {
@@ -68,13 +68,27 @@ pub fn open(path: &Path, header_only: bool) -> Result<DefaultDicomObject, StudyE
 
 /// Parses a DICOM file already in memory.
 pub fn open_bytes(bytes: &[u8], header_only: bool) -> Result<DefaultDicomObject, StudyError> {
+    open_bytes_with(bytes, |_| header_only).map(|(obj, _)| obj)
+}
+
+/// Transfer syntaxes whose pixels Tandem reads straight from the file's bytes, so that parsing
+/// can stop at the pixel data.
+pub fn pixels_read_from_file(ts_uid: &str) -> bool {
+    matches!(ts_uid, "1.2.840.10008.1.2" | "1.2.840.10008.1.2.1")
+}
+
+/// Parses a file once, stopping before the pixel data when `header_only(transfer syntax)` says
+/// so; returns the object and whether it stopped there.
+pub fn open_bytes_with(bytes: &[u8], header_only: impl Fn(&str) -> bool) -> Result<(DefaultDicomObject, bool), StudyError> {
     let Some(offset) = magic_offset(bytes) else {
         return Err(StudyError::NotDicom("no DICOM file meta header ('DICM' marker) was found, so its transfer syntax is unknown".into()));
     };
+    guard::check_meta_lengths(bytes.get(offset + 4..).unwrap_or_default())?;
     let mut cursor: &[u8] = &bytes[offset..];
     let meta = FileMetaTable::from_reader(&mut cursor).map_err(|e| StudyError::Parse(format!("file meta header: {e}")))?;
     let ts_uid = meta.transfer_syntax().to_string();
     let ts = TransferSyntaxRegistry.get(&ts_uid).ok_or_else(|| StudyError::Unsupported(format!("unknown transfer syntax {ts_uid}")))?;
+    let header_only = header_only(&ts_uid);
     // Some writers declare explicit VR but write the data set in implicit VR; a plain parse
     // then reads text as a gigabyte-sized length. Detect it from the first element's VR bytes.
     let declared_explicit = ts.uid() != uids::IMPLICIT_VR_LITTLE_ENDIAN && !ts.uid().ends_with(".1.2.1.99");
@@ -83,8 +97,20 @@ pub fn open_bytes(bytes: &[u8], header_only: bool) -> Result<DefaultDicomObject,
         let implicit = TransferSyntaxRegistry
             .get(uids::IMPLICIT_VR_LITTLE_ENDIAN)
             .ok_or_else(|| StudyError::Unsupported("implicit VR little endian".into()))?;
+        guard::check_element_lengths(cursor, guard::Encoding { explicit_vr: false, big_endian: false })?;
         let obj = InMemDicomObject::read_dataset_with_ts(cursor, implicit).map_err(|e| StudyError::Parse(chain(&e)))?;
-        return Ok(obj.with_exact_meta(meta));
+        return Ok((obj.with_exact_meta(meta), false));
+    }
+    // dicom-rs sizes every value from its declared length before reading it: check them all first.
+    let encoding = guard::Encoding {
+        explicit_vr: ts.uid() != uids::IMPLICIT_VR_LITTLE_ENDIAN,
+        big_endian: ts.endianness() == dicom_encoding::Endianness::Big,
+    };
+    if ts.uid() == uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN {
+        let inflated = guard::inflate_bounded(cursor, guard::max_image_bytes())?;
+        guard::check_element_lengths(&inflated, encoding)?;
+    } else if !ts.uid().ends_with(".1.2.1.99") {
+        guard::check_element_lengths(cursor, encoding)?;
     }
     // dicom-rs accepts encapsulated pixel data that ends without its sequence delimiter; such a
     // file was cut short, so say so rather than show what happens to be there.
@@ -98,7 +124,7 @@ pub fn open_bytes(bytes: &[u8], header_only: bool) -> Result<DefaultDicomObject,
     if header_only {
         options = options.read_until(tags::PIXEL_DATA);
     }
-    options.from_reader(bytes).map_err(|e| StudyError::Parse(chain(&e)))
+    options.from_reader(bytes).map(|obj| (obj, header_only)).map_err(|e| StudyError::Parse(chain(&e)))
 }
 
 /// An error and its sources on one line (dicom-rs's top-level messages are generic).
@@ -238,6 +264,11 @@ impl ImageHeader {
         if rows <= 0 || cols <= 0 || frames <= 0 {
             return Err(StudyError::Corrupt(format!("invalid image size {cols}×{rows}×{frames}")));
         }
+        // Rows and Columns are US (at most 65535) and Number of Frames an IS (at most 2^31 − 1):
+        // larger values were written by a broken tool and would wrap the size arithmetic.
+        if rows > 0xFFFF || cols > 0xFFFF || frames > i32::MAX as i64 {
+            return Err(StudyError::Corrupt(format!("image size {cols}×{rows}×{frames} is beyond what DICOM can encode")));
+        }
         if !matches!(bits_allocated, 1 | 8 | 16 | 32) {
             return Err(StudyError::Unsupported(format!("Bits Allocated {bits_allocated}")));
         }
@@ -257,6 +288,11 @@ impl ImageHeader {
 
     pub fn pixels_per_frame(&self) -> usize {
         self.rows * self.cols
+    }
+
+    /// Samples in `frames` frames, or `None` when the count does not fit.
+    pub fn samples_in(&self, frames: usize) -> Option<u64> {
+        (self.rows as u64).checked_mul(self.cols as u64)?.checked_mul(self.samples_per_pixel as u64)?.checked_mul(frames as u64)
     }
 }
 

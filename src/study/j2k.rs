@@ -169,6 +169,17 @@ fn largest_tile_pixels(data: &[u8]) -> Option<u64> {
     Some(tile_w.min(x1.saturating_sub(x0)) * tile_h.min(y1.saturating_sub(y0)))
 }
 
+/// Image width and height according to the SIZ segment, read before OpenJPEG allocates.
+pub fn declared_size(data: &[u8]) -> Option<(u64, u64)> {
+    let cs = j2k_codestream(data)?;
+    if !cs.starts_with(&J2K_MAGIC) {
+        return None;
+    }
+    let field = |i: usize| be_u32(cs, 8 + 4 * i).map(u64::from);
+    let (x1, y1, x0, y0) = (field(0)?, field(1)?, field(2)?, field(3)?);
+    Some((x1.saturating_sub(x0), y1.saturating_sub(y0)))
+}
+
 /// The raw codestream: the data itself for J2K, the contents of the `jp2c` box for JP2 (possibly cut short).
 fn j2k_codestream(data: &[u8]) -> Option<&[u8]> {
     if data.starts_with(&J2K_MAGIC) {

@@ -15,14 +15,24 @@ pub fn is_raster(path: &Path) -> bool {
     path.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
-/// Reads a raster image as one frame. Colour images whose channels are equal become grey.
-pub fn load(path: &Path) -> Result<Frame, StudyError> {
-    let img = image::ImageReader::open(path)
+/// Decodes a raster image within the memory cap: the decoder checks the declared size before
+/// it allocates (a 100-byte PNG may claim 65535 × 65535 pixels).
+pub fn open_image(path: &Path) -> Result<DynamicImage, StudyError> {
+    let mut reader = image::ImageReader::open(path)
         .map_err(|e| StudyError::Io(e.to_string()))?
         .with_guessed_format()
-        .map_err(|e| StudyError::Io(e.to_string()))?
-        .decode()
-        .map_err(|e| StudyError::Image(e.to_string()))?;
+        .map_err(|e| StudyError::Io(e.to_string()))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(0xFFFF);
+    limits.max_image_height = Some(0xFFFF);
+    limits.max_alloc = Some(crate::study::guard::max_image_bytes());
+    reader.limits(limits);
+    reader.decode().map_err(|e| StudyError::Image(e.to_string()))
+}
+
+/// Reads a raster image as one frame. Colour images whose channels are equal become grey.
+pub fn load(path: &Path) -> Result<Frame, StudyError> {
+    let img = open_image(path)?;
     let meta = Meta { path: path.to_path_buf(), sha256: file_sha256(path), ..Meta::default() };
     Ok(frame_from_image(img, Arc::new(meta)))
 }

@@ -25,6 +25,10 @@ pub fn decode_frame(frame: &[u8], rows: usize, cols: usize, samples: usize, byte
             return Err(corrupt("segment offsets out of range"));
         }
         let decoded = unpack_bits(&frame[start..end], pixels);
+        // pydicom refuses a short segment too: padding would show made-up pixels.
+        if decoded.len() < pixels {
+            return Err(corrupt(&format!("segment {} decodes to {} bytes where the frame needs {pixels}", seg + 1, decoded.len())));
+        }
         // Segments run most significant byte first within each sample.
         let sample = seg / bytes_per_sample;
         let byte_in_sample = bytes_per_sample - 1 - seg % bytes_per_sample;
@@ -35,7 +39,7 @@ pub fn decode_frame(frame: &[u8], rows: usize, cols: usize, samples: usize, byte
     Ok(out)
 }
 
-/// PackBits, stopping at `limit` bytes; a short segment is padded with zeros, as pydicom does.
+/// PackBits, stopping at `limit` bytes.
 fn unpack_bits(src: &[u8], limit: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(limit);
     let mut i = 0;
@@ -55,7 +59,8 @@ fn unpack_bits(src: &[u8], limit: usize) -> Vec<u8> {
             i += 1;
         }
     }
-    out.resize(limit, 0);
+    // A run may end past the frame: the excess is padding, as pydicom drops it.
+    out.truncate(limit);
     out
 }
 
@@ -88,5 +93,16 @@ mod tests {
         frame[0] = 1;
         frame[4] = 200;
         assert!(decode_frame(&frame, 1, 1, 1, 1).is_err());
+    }
+
+    #[test]
+    fn a_short_segment_is_an_error_not_padding() {
+        let mut frame = vec![0u8; 64];
+        frame[0] = 1;
+        frame[4] = 64;
+        // A run of 4 bytes for a 2×4 frame that needs 8.
+        frame.extend_from_slice(&[(-3i8) as u8, 7]);
+        let err = decode_frame(&frame, 2, 4, 1, 1).unwrap_err().to_string();
+        assert!(err.contains("decodes to 4 bytes"), "{err}");
     }
 }
