@@ -3,7 +3,13 @@
 use clap::Parser;
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cli = tandem::cli::Cli::parse();
+    let cli = match tandem::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => std::process::exit(tandem::cli::report_usage_error(e)),
+    };
+    // Library warnings (dicom-rs on odd but readable files, wgpu while probing) go to stderr only
+    // when asked for: other tools parse our stderr, where `error:` must mean an error.
+    let default_filter = if cli.verbose { "warn" } else { "off" };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter)).init();
     std::process::exit(tandem::cli::run(cli));
 }

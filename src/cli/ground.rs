@@ -220,12 +220,10 @@ fn method_label(engine: &Engine, method: Method) -> &'static str {
 }
 
 fn run_eval(engine: &Engine, items: &[medsg::MedsgItem], root: &Path, method: Method) -> EvalReport {
+    let progress = std::sync::Mutex::new(super::progress::Progress::new("evaluated"));
     eval::evaluate(engine, items, root, method, &|done, total| {
-        if done % 20 == 0 || done == total {
-            eprint!("\r{done}/{total}");
-            if done == total {
-                eprintln!();
-            }
+        if let Ok(mut p) = progress.lock() {
+            p.update(done, total);
         }
     })
 }

@@ -5,6 +5,7 @@ pub mod annotations;
 pub mod bench;
 pub mod ground;
 pub mod info;
+pub mod progress;
 
 use std::path::PathBuf;
 
@@ -21,14 +22,16 @@ pub struct Cli {
     #[arg(long, short, global = true)]
     pub verbose: bool,
     /// Where the grounder runs: auto (a real GPU if found, else CPU), cpu or gpu.
-    #[arg(long, global = true, default_value = "auto")]
+    #[arg(long, global = true, env = "TANDEM_DEVICE", default_value = "auto", ignore_case = true)]
     pub device: DeviceArg,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum DeviceArg {
     Auto,
+    #[value(alias = "flex")]
     Cpu,
+    #[value(alias = "wgpu")]
     Gpu,
 }
 
@@ -236,11 +239,31 @@ pub fn engine(cli: &Cli) -> Engine {
     e
 }
 
+/// Prints a command-line parsing error as one `error:` line (exit 2); help and version print
+/// as usual (exit 0). Returns the exit code.
+pub fn report_usage_error(e: clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            if e.use_stderr() { 2 } else { 0 }
+        }
+        _ => {
+            let text = e.to_string();
+            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("error: {first} (see tandem --help)");
+            2
+        }
+    }
+}
+
 /// Runs the parsed command; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
+    let device: DevicePreference = cli.device.into();
     let result = match &cli.command {
-        None => crate::viewer::run(crate::viewer::Launch::Demo).map_err(CliError::from),
-        Some(Command::View { paths, annotations }) => view(paths, annotations.clone()),
+        None => crate::viewer::run_with(crate::viewer::Launch::Demo, None, device).map_err(CliError::from),
+        Some(Command::View { paths, annotations }) => view(paths, annotations.clone(), device),
         Some(Command::Info { file, json }) => info_cmd(file, *json),
         Some(Command::Ground { what }) => ground::run(&cli, what),
         Some(Command::Eval { what }) => ground::eval(&cli, what),
@@ -259,14 +282,14 @@ pub fn run(cli: Cli) -> i32 {
     }
 }
 
-fn view(paths: &[PathBuf], annotations: Option<PathBuf>) -> Result<(), CliError> {
+fn view(paths: &[PathBuf], annotations: Option<PathBuf>, device: DevicePreference) -> Result<(), CliError> {
     let launch = match paths {
         [] => crate::viewer::Launch::Demo,
         [folder] => crate::viewer::Launch::Folder(folder.clone()),
         [prior, current] => crate::viewer::Launch::Pair(prior.clone(), current.clone()),
         _ => return Err(CliError("give a prior and a current (files or folders), or one folder".into())),
     };
-    crate::viewer::run_with(launch, annotations).map_err(CliError::from)
+    crate::viewer::run_with(launch, annotations, device).map_err(CliError::from)
 }
 
 fn info_cmd(file: &std::path::Path, json: bool) -> Result<(), CliError> {

@@ -59,8 +59,12 @@ fn probe_gpu() -> GpuProbe {
     static PROBE: OnceLock<GpuProbe> = OnceLock::new();
     PROBE
         .get_or_init(|| {
+            // Driver stacks print to stderr while they are enumerated (Mesa's "not a conformant
+            // implementation", libwayland's "XDG_RUNTIME_DIR is invalid") although nothing
+            // failed; the outcome is reported by the caller instead.
+            let _quiet = QuietStderr::new();
             // Driver stacks can panic instead of returning an error; treat that as "no GPU".
-            let result = std::panic::catch_unwind(|| Device::wgpu_options().init_with_setup());
+            let result = std::panic::catch_unwind(|| Device::wgpu_options().graphics_api(native_api()).init_with_setup());
             match result {
                 Ok(Ok((device, setup))) => {
                     let info = setup.adapter.get_info();
@@ -75,6 +79,69 @@ fn probe_gpu() -> GpuProbe {
             }
         })
         .clone()
+}
+
+/// The platform's own compute-capable API: probing OpenGL too would open a display connection
+/// for nothing (burn's kernels do not run there).
+fn native_api() -> burn::tensor::wgpu::WgpuBackend {
+    use burn::tensor::wgpu::WgpuBackend;
+    if cfg!(target_os = "macos") {
+        WgpuBackend::Metal
+    } else if cfg!(target_os = "windows") {
+        WgpuBackend::Dx12
+    } else {
+        WgpuBackend::Vulkan
+    }
+}
+
+/// Sends this process's stderr to /dev/null until dropped (Unix; a no-op elsewhere).
+struct QuietStderr {
+    #[cfg(unix)]
+    saved: Option<i32>,
+}
+
+impl QuietStderr {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            if std::env::var_os("TANDEM_GPU_LOG").is_some() {
+                return QuietStderr { saved: None };
+            }
+            // SAFETY: plain descriptor calls; every result is checked and the original stderr
+            // is restored in `drop`.
+            unsafe {
+                let saved = libc::dup(2);
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY);
+                if saved < 0 || null < 0 {
+                    if saved >= 0 {
+                        libc::close(saved);
+                    }
+                    if null >= 0 {
+                        libc::close(null);
+                    }
+                    return QuietStderr { saved: None };
+                }
+                libc::dup2(null, 2);
+                libc::close(null);
+                QuietStderr { saved: Some(saved) }
+            }
+        }
+        #[cfg(not(unix))]
+        QuietStderr {}
+    }
+}
+
+impl Drop for QuietStderr {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        if let Some(saved) = self.saved.take() {
+            // SAFETY: `saved` is the descriptor duplicated in `new`.
+            unsafe {
+                libc::dup2(saved, 2);
+                libc::close(saved);
+            }
+        }
+    }
 }
 
 /// Picks the device for `preference`. Never panics: anything unusable falls back to the CPU.

@@ -14,6 +14,8 @@ use std::sync::Arc;
 
 use eframe::egui_wgpu::{self, wgpu};
 
+use crate::grounding::DevicePreference;
+
 pub use app::App;
 
 /// What the viewer opens with.
@@ -24,8 +26,9 @@ pub enum Launch {
     Folder(PathBuf),
 }
 
+/// The viewer with the grounder's device from `TANDEM_DEVICE`.
 pub fn run(launch: Launch) -> anyhow::Result<()> {
-    run_with(launch, None)
+    run_with(launch, None, DevicePreference::from_env())
 }
 
 /// A device with the adapter's own limits (large textures) and features.
@@ -45,7 +48,7 @@ fn wgpu_setup() -> egui_wgpu::WgpuSetup {
     egui_wgpu::WgpuSetup::CreateNew(setup)
 }
 
-pub fn run_with(launch: Launch, annotations: Option<PathBuf>) -> anyhow::Result<()> {
+pub fn run_with(launch: Launch, annotations: Option<PathBuf>, device: DevicePreference) -> anyhow::Result<()> {
     let mut options = eframe::NativeOptions {
         viewport: eframe::egui::ViewportBuilder::default()
             .with_title("Tandem")
@@ -56,6 +59,6 @@ pub fn run_with(launch: Launch, annotations: Option<PathBuf>) -> anyhow::Result<
         ..Default::default()
     };
     options.wgpu_options.wgpu_setup = wgpu_setup();
-    eframe::run_native("Tandem", options, Box::new(move |cc| Ok(Box::new(App::new(cc, launch, annotations)))))
+    eframe::run_native("Tandem", options, Box::new(move |cc| Ok(Box::new(App::with_device(cc, launch, annotations, device)))))
         .map_err(|e| anyhow::anyhow!("cannot open the viewer window: {e} (is a display available? on a headless machine use xvfb-run)"))
 }
