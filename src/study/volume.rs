@@ -1,9 +1,9 @@
 //! NIfTI-1 (.nii, .nii.gz) and MetaImage (.mha, .mhd + data file) volumes as series: one frame per slice.
-//!
-//! NIfTI headers and voxel byte order go through the `nifti` crate. No maintained Rust reader of
-//! MetaImage exists, so its text header is read here; the voxels reuse the `nifti` crate's
-//! element conversion. Every size a header declares is checked against the bytes behind it and
-//! against the memory cap before a buffer is sized from it.
+
+// NIfTI headers and voxel byte order go through the `nifti` crate. No maintained Rust reader of
+// MetaImage exists, so its text header is read here; the voxels reuse the `nifti` crate's
+// element conversion. Every size a header declares is checked against the bytes behind it and
+// against the memory cap before a buffer is sized from it.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
