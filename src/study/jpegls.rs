@@ -389,11 +389,26 @@ impl<'a> BitReader<'a> {
     }
 }
 
+/// The smallest k with `n << k >= a` (T.87 A.5.1).
+fn golomb_k(n: i32, a: i32) -> Result<u32, JlsError> {
+    if n >= a {
+        return Ok(0);
+    }
+    // n ≥ 1 and a < 2^31: start from the difference of their bit lengths, off by at most one.
+    let mut k = (31 - a.leading_zeros()).saturating_sub(31 - n.leading_zeros());
+    while (n as i64) << k < a as i64 {
+        k += 1;
+    }
+    if k > 24 { err("corrupt context") } else { Ok(k) }
+}
+
 struct ScanDecoder<'a> {
     bits: BitReader<'a>,
     p: Params,
     contexts: Vec<Context>,
     run: [RunContext; 2],
+    /// Quantized gradient of every possible difference, indexed by `d + maxval`.
+    quantized: Vec<i8>,
 }
 
 impl<'a> ScanDecoder<'a> {
@@ -404,6 +419,7 @@ impl<'a> ScanDecoder<'a> {
             p,
             contexts: vec![Context { a, b: 0, c: 0, n: 1 }; 365],
             run: [RunContext { a, n: 1, nn: 0 }; 2],
+            quantized: (-p.maxval..=p.maxval).map(|d| p.quantize(d) as i8).collect(),
         }
     }
 
@@ -451,7 +467,8 @@ impl<'a> ScanDecoder<'a> {
 
     fn decode_regular(&mut self, d1: i32, d2: i32, d3: i32, ra: i32, rb: i32, rc: i32) -> Result<i32, JlsError> {
         let p = self.p;
-        let (mut q1, mut q2, mut q3) = (p.quantize(d1), p.quantize(d2), p.quantize(d3));
+        let quant = |d: i32| self.quantized[(d + p.maxval) as usize] as i32;
+        let (mut q1, mut q2, mut q3) = (quant(d1), quant(d2), quant(d3));
         let negative = q1 < 0 || (q1 == 0 && (q2 < 0 || (q2 == 0 && q3 < 0)));
         if negative {
             (q1, q2, q3) = (-q1, -q2, -q3);
@@ -466,13 +483,7 @@ impl<'a> ScanDecoder<'a> {
             ra + rb - rc
         };
         let corrected = (if negative { predicted - ctx.c } else { predicted + ctx.c }).clamp(0, p.maxval);
-        let mut k = 0;
-        while (ctx.n << k) < ctx.a {
-            k += 1;
-            if k > 24 {
-                return err("corrupt context");
-            }
-        }
+        let k = golomb_k(ctx.n, ctx.a)?;
         let mapped = self.golomb(k, p.limit)?;
         let mut errval = if p.near == 0 && k == 0 && 2 * ctx.b <= -ctx.n {
             if mapped & 1 == 1 { (mapped - 1) / 2 } else { -(mapped / 2) - 1 }
@@ -566,13 +577,7 @@ impl<'a> ScanDecoder<'a> {
         let ri_type = usize::from((ra - rb).abs() <= p.near);
         let ctx = self.run[ri_type];
         let temp = if ri_type == 0 { ctx.a } else { ctx.a + (ctx.n >> 1) };
-        let mut k = 0;
-        while (ctx.n << k) < temp {
-            k += 1;
-            if k > 24 {
-                return err("corrupt run context");
-            }
-        }
+        let k = golomb_k(ctx.n, temp)?;
         let mapped = self.golomb(k, p.limit - J[*run_index] as i32 - 1)?;
         let t = mapped + ri_type as i32;
         let map = t & 1 == 1;
