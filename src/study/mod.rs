@@ -6,6 +6,7 @@ pub mod guard;
 pub mod j2k;
 pub mod jpeg12;
 pub mod jpegls;
+pub mod pairing;
 pub mod palette;
 pub mod pixels;
 pub mod present;
