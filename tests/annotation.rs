@@ -13,7 +13,8 @@ fn image(id: &str, sop: &str, frames: u32) -> ImageRef {
         id: id.into(),
         path: format!("/data/{id}.dcm"),
         sop_instance_uid: Some(sop.into()),
-        sop_class_uid: Some("1.2.840.10008.5.1.4.1.1.2".into()),
+        // CT Image Storage holds one frame; a multi-frame CT is Enhanced CT.
+        sop_class_uid: Some(if frames > 1 { "1.2.840.10008.5.1.4.1.1.2.1" } else { "1.2.840.10008.5.1.4.1.1.2" }.into()),
         study_instance_uid: Some("1.2.3.4".into()),
         // Well formed (digits and dots), as the SR exporter requires.
         series_instance_uid: Some(format!("{sop}.9")),
@@ -249,6 +250,68 @@ fn sr_export_reads_back_with_dcmtk() {
         let ring = format!("POLYLINE,{x1}/{y1},{x2}/{y1},{x2}/{y2},{x1}/{y2},{x1}/{y1})");
         assert!(polylines.iter().any(|l| l.contains(&ring)), "no polyline {ring} in:\n{text}");
     }
+}
+
+/// dicom3tools' dciodvfy, an independent IOD validator, finds no error in the SR.
+#[test]
+fn sr_export_validates_with_dciodvfy() {
+    if Process::new("dciodvfy").arg("-help").output().is_err() {
+        eprintln!("dciodvfy (dicom3tools) not installed: SR validation skipped (.ci/run installs it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_sr(dir.path());
+    let out = Process::new("dciodvfy").arg(&p).output().unwrap();
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let errors: Vec<&str> = report.lines().filter(|l| l.starts_with("Error")).collect();
+    assert!(errors.is_empty(), "dciodvfy errors:\n{report}");
+    assert!(report.contains("ComprehensiveSR"), "dciodvfy did not recognise the IOD:\n{report}");
+}
+
+/// The observer context names the device properly and every finding keeps its tracking UID
+/// across exports; content time carries its UTC offset.
+#[test]
+fn sr_tracking_uids_are_stable_across_exports() {
+    use dicom_dictionary_std::tags;
+    fn uidrefs(obj: &dicom_object::InMemDicomObject, concept: &str, out: &mut Vec<String>) {
+        for e in obj.iter() {
+            if let Some(items) = e.items() {
+                for it in items {
+                    let name = it
+                        .get(tags::CONCEPT_NAME_CODE_SEQUENCE)
+                        .and_then(|c| c.items())
+                        .and_then(|c| c.first())
+                        .and_then(|c| c.get(tags::CODE_VALUE))
+                        .and_then(|v| v.to_str().ok())
+                        .map(|v| v.trim().to_string());
+                    if name.as_deref() == Some(concept)
+                        && let Some(uid) = it.get(tags::UID)
+                    {
+                        out.push(uid.to_str().unwrap().trim_end_matches('\0').to_string());
+                    }
+                    uidrefs(it, concept, out);
+                }
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.dcm"), dir.path().join("b.dcm"));
+    let doc = sample_document();
+    export::export(&doc, ExportFormat::Sr, &a, false).unwrap();
+    export::export(&doc, ExportFormat::Sr, &b, false).unwrap();
+    let (a, b) = (dicom_object::open_file(&a).unwrap(), dicom_object::open_file(&b).unwrap());
+    let (mut ua, mut ub) = (Vec::new(), Vec::new());
+    uidrefs(&a, "112040", &mut ua);
+    uidrefs(&b, "112040", &mut ub);
+    assert!(!ua.is_empty() && ua == ub, "{ua:?} vs {ub:?}");
+    let mut device = Vec::new();
+    uidrefs(&a, "121012", &mut device);
+    assert_eq!(device.len(), 1, "one Device Observer UID");
+    assert!(device[0].starts_with("2.25."));
+    let offset = a.element(tags::TIMEZONE_OFFSET_FROM_UTC).unwrap().to_str().unwrap().to_string();
+    assert!(offset.len() == 5 && (offset.starts_with('+') || offset.starts_with('-')), "{offset}");
+    // A new SR, but the same findings.
+    assert_ne!(a.element(tags::SOP_INSTANCE_UID).unwrap().to_str().unwrap(), b.element(tags::SOP_INSTANCE_UID).unwrap().to_str().unwrap());
 }
 
 // ----- nothing a user has is destroyed (issue 18) ---------------------------------------------

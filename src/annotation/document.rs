@@ -39,6 +39,8 @@ pub struct ImageRef {
     pub patient_birth_date: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub study_date: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub study_time: Option<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -71,6 +73,7 @@ impl ImageRef {
             patient_name: m.patient_name.clone(),
             patient_birth_date: m.patient_birth_date.clone(),
             study_date: m.study_date.clone(),
+            study_time: m.study_time.clone(),
             extra,
         }
     }

@@ -52,8 +52,41 @@ fn container(relationship: &str, concept: (&str, &str, &str), children: Vec<InMe
 }
 
 /// A fresh DICOM UID (UUID-derived, root 2.25).
+/// A UID derived from `key` (PS3.5 B.2: "2.25." and a 128-bit number): the same key always
+/// gives the same UID; a finding id that is a UUID gives exactly that UUID's UID.
+pub fn stable_uid(key: &str) -> String {
+    if let Ok(u) = uuid::Uuid::parse_str(key) {
+        return format!("2.25.{}", u.as_u128());
+    }
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(key.as_bytes());
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&h[..16]);
+    format!("2.25.{}", u128::from_be_bytes(first))
+}
+
 pub fn new_uid() -> String {
     format!("2.25.{}", uuid::Uuid::new_v4().as_u128())
+}
+
+/// Storage classes whose instances hold one frame: a reference to them must not name a frame
+/// (PS3.3 C.17.3.2.1), even when Tandem shows a folder of them as one multi-frame series.
+fn is_single_frame_class(uid: &str) -> bool {
+    matches!(
+        uid,
+        "1.2.840.10008.5.1.4.1.1.1" // CR
+            | "1.2.840.10008.5.1.4.1.1.1.1" // DX for presentation
+            | "1.2.840.10008.5.1.4.1.1.1.1.1" // DX for processing
+            | "1.2.840.10008.5.1.4.1.1.1.2" // MG for presentation
+            | "1.2.840.10008.5.1.4.1.1.1.2.1" // MG for processing
+            | "1.2.840.10008.5.1.4.1.1.1.3" // intra-oral
+            | "1.2.840.10008.5.1.4.1.1.1.3.1"
+            | "1.2.840.10008.5.1.4.1.1.2" // CT
+            | "1.2.840.10008.5.1.4.1.1.4" // MR
+            | "1.2.840.10008.5.1.4.1.1.6.1" // US
+            | "1.2.840.10008.5.1.4.1.1.7" // secondary capture
+            | "1.2.840.10008.5.1.4.1.1.128" // PET
+    )
 }
 
 /// Image region of one box: the SCOORD with its IMAGE reference.
@@ -69,7 +102,7 @@ fn region(img: &ImageRef, frame: u32, b: [f32; 4]) -> Result<InMemDicomObject, E
         DataElement::new(tags::REFERENCED_SOP_CLASS_UID, VR::UI, sop_class),
         DataElement::new(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, sop_instance),
     ];
-    if img.frames > 1 {
+    if img.frames > 1 && !is_single_frame_class(sop_class) {
         // IS holds a signed 32-bit integer; frame numbers start at 1.
         let number = frame
             .checked_add(1)
@@ -111,7 +144,8 @@ pub fn to_sr(doc: &Document) -> Result<InMemDicomObject, ExportError> {
     let mut groups = Vec::new();
     let mut referenced: Vec<&ImageRef> = Vec::new();
     for f in exported(doc) {
-        let tracking_uid = new_uid();
+        // The same finding keeps its tracking UID in every export, so a PACS links the reports.
+        let tracking_uid = stable_uid(&f.id);
         for b in &f.boxes {
             let Some(img) = doc.image(&b.image) else { continue };
             let roi = region(img, b.frame, b.bbox)?;
@@ -164,12 +198,19 @@ pub fn to_sr(doc: &Document) -> Result<InMemDicomObject, ExportError> {
                 ("en-US", "RFC5646", "English (United States)"),
             ),
             code_item("HAS OBS CONTEXT", ("121005", "DCM", "Observer Type"), ("121007", "DCM", "Device")),
-            text("HAS OBS CONTEXT", ("121013", "DCM", "Device Observer UID"), "Tandem"),
+            item(
+                "HAS OBS CONTEXT",
+                "UIDREF",
+                ("121012", "DCM", "Device Observer UID"),
+                vec![DataElement::new(tags::UID, VR::UI, stable_uid("tandem-grounder device"))],
+            ),
+            text("HAS OBS CONTEXT", ("121013", "DCM", "Device Observer Name"), "Tandem"),
             code_item("HAS CONCEPT MOD", ("121058", "DCM", "Procedure reported"), ("363679005", "SCT", "Imaging")),
             container("CONTAINS", ("126010", "DCM", "Imaging Measurements"), groups),
         ],
     );
-    let now = chrono::Utc::now();
+    // Local time with its offset: a DICOM time without TimezoneOffsetFromUTC is read as local.
+    let now = chrono::Local::now();
     let study_uid = current.study_instance_uid.clone().unwrap_or_else(new_uid);
     let sop_uid = new_uid();
     let mut root: Vec<InMemElement> = vec![
@@ -179,6 +220,9 @@ pub fn to_sr(doc: &Document) -> Result<InMemDicomObject, ExportError> {
         DataElement::new(tags::STUDY_DATE, VR::DA, current.study_date.clone().unwrap_or_default()),
         DataElement::new(tags::CONTENT_DATE, VR::DA, now.format("%Y%m%d").to_string()),
         DataElement::new(tags::CONTENT_TIME, VR::TM, now.format("%H%M%S").to_string()),
+        DataElement::new(tags::TIMEZONE_OFFSET_FROM_UTC, VR::SH, now.format("%z").to_string()),
+        // Type 2: present, empty when the images did not say.
+        DataElement::new(tags::STUDY_TIME, VR::TM, current.study_time.clone().unwrap_or_default()),
         DataElement::new(tags::ACCESSION_NUMBER, VR::SH, ""),
         DataElement::new(tags::MODALITY, VR::CS, "SR"),
         DataElement::new(tags::MANUFACTURER, VR::LO, "Tandem"),
@@ -194,6 +238,10 @@ pub fn to_sr(doc: &Document) -> Result<InMemDicomObject, ExportError> {
         DataElement::new(tags::INSTANCE_NUMBER, VR::IS, "1"),
         DataElement::new(tags::COMPLETION_FLAG, VR::CS, "COMPLETE"),
         DataElement::new(tags::VERIFICATION_FLAG, VR::CS, "UNVERIFIED"),
+        // Type 2 in the SR Document Series and SR Document General modules: no procedure step
+        // or procedure code is known to a viewer, so both are empty.
+        seq(tags::REFERENCED_PERFORMED_PROCEDURE_STEP_SEQUENCE, Vec::new()),
+        seq(tags::PERFORMED_PROCEDURE_CODE_SEQUENCE, Vec::new()),
         seq(
             tags::CONTENT_TEMPLATE_SEQUENCE,
             vec![InMemDicomObject::from_element_iter([
