@@ -66,7 +66,7 @@ probabilities that the box is right (IoU ≥ 0.5), fitted after training on item
 images with a separate seed.
 
 ## Training
-- Command: `tandem train --seed {seed} --steps {steps} --batch {batch}` (needs the pydicom test
+- Command: `tandem train --seed {seed} --steps {steps} --batch {batch} --force` (needs the pydicom test
   files in `../shared/data/dicom`, or `--data DIR`).
 - Data: MedSG-style items synthesized on the fly (`src/grounding/synth.rs`) from these real images
   and from procedural 3D phantoms: {images}.
@@ -78,7 +78,7 @@ images with a separate seed.
 Validation set: `{val}` — {n_items} items in MedSG-Bench JSON, synthesized from **held-out real
 images** (MR-SIEMENS abdomen MR, examples_overlay MR, bad_sequence CT, RG3 CR, US1 ultrasound,
 J2K_pixelrep_mismatch head CT) and held-out phantom seeds; none of these images is used in training.
-Regenerate with `tandem synth --split validation --seed 9001 --per-task 40`; reproduce the table with
+Regenerate with `tandem synth --split validation --seed 9001 --per-task 40 --force`; reproduce the table with
 `tandem eval medsg {val} --method model` and `--method baseline` (device: {device}).
 
 | task | n | model Acc@0.5 | baseline Acc@0.5 | reference box as answer | mean IoU model / baseline | ms/item model / baseline | MedSeq-Grounder-7B Acc@0.5 (MedSG-Bench) | target |
@@ -104,12 +104,12 @@ format and tasks, so they say how Tandem does on these tasks, not how it would r
   but never below the noise threshold (the rim of a change is fainter than its core; in a noisy
   image a lower level would run into the noise). A head box with no difference under it yields first place
   to the strongest difference in the image. These constants were chosen on difference items from
-  the training images (`tandem synth --split train --seed 78 --per-task 100`, `--seed 79
+  the training images (`tandem synth --split train --seed 78 --per-task 100 --out DIR`, `--seed 79
   --per-task 150`, `--seed 80 --per-task 150`). Over those 400 items per task: Acc@0.5 T1 96.5,
   T2 96.8, against 92.3 and 93.3 for the head's boxes alone (`TANDEM_SNAP=off` reproduces them)
   and 92.5 and 95.5 for the baseline, which subtracts the same way (`grounding::subtract`) and
   boxes the strongest connected difference anywhere, without the head to say where.
-  A larger held-out check, not committed (`tandem synth --split validation --seed 9002
+  A larger held-out check, not committed (`tandem synth --split validation --seed 9002 --out DIR
   --per-task 200`, the validation images with another seed, 200 items per task), gave T1 99.0
   and T2 96.0 for the model, 98.0 and 92.5 for the baseline; the method before the registration
   check, the fallback and the rim gave 99.0 and 95.0 there. That set is not untouched: it showed a
