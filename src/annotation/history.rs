@@ -14,12 +14,16 @@ pub enum Command {
     Remove { index: usize, finding: Finding },
     /// A finding replaced (move, resize, relabel, accept, reject): both states kept whole.
     Replace { before: Finding, after: Finding, description: String },
+    /// Several commands that the user made as one action (a bulk accept or reject): one undo step.
+    Group { commands: Vec<Command>, description: String },
 }
 
 impl Command {
     pub fn description(&self) -> String {
         match self {
-            Command::Add { description, .. } | Command::Replace { description, .. } => description.clone(),
+            Command::Add { description, .. } | Command::Replace { description, .. } | Command::Group { description, .. } => {
+                description.clone()
+            }
             Command::Remove { finding, .. } => format!("delete {}", finding.label),
         }
     }
@@ -39,6 +43,7 @@ impl Command {
                     doc.findings[i] = after.clone();
                 }
             }
+            Command::Group { commands, .. } => commands.iter().for_each(|c| c.apply(doc)),
         }
     }
 
@@ -57,6 +62,7 @@ impl Command {
                     doc.findings[i] = before.clone();
                 }
             }
+            Command::Group { commands, .. } => commands.iter().rev().for_each(|c| c.revert(doc)),
         }
     }
 }
@@ -168,6 +174,29 @@ mod tests {
         h.redo(&mut doc);
         assert_eq!(doc, s2);
         assert!(h.is_dirty());
+    }
+
+    #[test]
+    fn a_group_is_one_step() {
+        let mut doc = Document::default();
+        let mut h = History::default();
+        h.apply(&mut doc, Command::Add { findings: vec![finding("a"), finding("b")], description: "add".into() });
+        let before = doc.clone();
+        let commands = before
+            .findings
+            .iter()
+            .map(|f| {
+                let mut after = f.clone();
+                after.status = Status::Accepted;
+                Command::Replace { before: f.clone(), after, description: "accept".into() }
+            })
+            .collect();
+        h.apply(&mut doc, Command::Group { commands, description: "accept 2".into() });
+        assert!(doc.findings.iter().all(|f| f.status == Status::Accepted));
+        assert_eq!(h.undo(&mut doc).as_deref(), Some("accept 2"));
+        assert_eq!(doc, before);
+        h.redo(&mut doc);
+        assert!(doc.findings.iter().all(|f| f.status == Status::Accepted));
     }
 
     #[test]
