@@ -9,7 +9,8 @@ use eframe::egui::{self, Color32, Key, Modifiers, Pos2, Rect, Sense, Vec2};
 
 use crate::annotation::{self, Command, Document, Finding, FindingKind, History, ImageBox, ImageRef, Source, Status};
 use crate::grounding::{BBox, DevicePreference, Engine};
-use crate::registration::Alignment;
+use crate::registration::{Alignment, UNRELATED_NCC_FLOOR};
+use crate::study::pairing::{self, PairingIssue};
 use crate::study::{Series, Window};
 use crate::viewer::Launch;
 use crate::viewer::dialogs::{DialogPurpose, Dialogs};
@@ -199,6 +200,50 @@ impl App {
         }
     }
 
+    /// What a reader must know about the hung pair before comparing it (empty until both panes
+    /// show an image, and again whenever one of them changes).
+    pub fn pairing_issues(&self) -> Vec<PairingIssue> {
+        match (self.pane(Role::Prior).series(), self.pane(Role::Current).series()) {
+            (Some(p), Some(c)) => pairing::check(&p.meta, &c.meta),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Why prior and current cannot be swapped now, if they cannot: findings are keyed by
+    /// "prior"/"current", so swapping under them would move every box onto the other image.
+    pub fn swap_blocked(&self) -> Option<&'static str> {
+        if self.pane(Role::Prior).series().is_none() || self.pane(Role::Current).series().is_none() {
+            Some("both panes need an image")
+        } else if !self.doc.findings.is_empty() {
+            Some("the annotations refer to prior and current as they are; close or clear them first")
+        } else {
+            None
+        }
+    }
+
+    /// Hangs the current study as prior and the prior as current.
+    pub fn swap_prior_current(&mut self) {
+        if let Some(why) = self.swap_blocked() {
+            self.status = format!("cannot swap: {why}");
+            return;
+        }
+        let (Some(p), Some(c)) = (self.pane(Role::Prior).series().cloned(), self.pane(Role::Current).series().cloned()) else { return };
+        let notes = [self.pane_mut(Role::Prior).note.take(), self.pane_mut(Role::Current).note.take()];
+        self.pane_mut(Role::Prior).set_series(c);
+        self.pane_mut(Role::Current).set_series(p);
+        self.pane_mut(Role::Prior).note = notes[1].clone();
+        self.pane_mut(Role::Current).note = notes[0].clone();
+        self.sources.swap(0, 1);
+        self.registration = None;
+        // The sidecar belongs beside the current study, which is now the other one.
+        if !self.history.is_dirty() {
+            self.doc_path = None;
+        }
+        self.refresh_document_images();
+        self.open_sidecar_if_any();
+        self.status = "swapped: the older study is now the prior".into();
+    }
+
     /// Keeps the document's image list in step with what the panes show.
     fn refresh_document_images(&mut self) {
         let mut images = Vec::new();
@@ -324,9 +369,83 @@ impl App {
         self.apply(Command::Replace { before, after, description: format!("{action} {}", self_label(&self.doc, &self.selected)) });
     }
 
+    /// Accepts or rejects the selected finding, then moves on to the next undecided one, so that
+    /// a run of A/R/N keys never lands on a finding that was already decided.
     pub fn set_status_of_selected(&mut self, status: Status) {
         let action = if status == Status::Accepted { "accept" } else { "reject" };
+        let Some(decided) = self.selected.clone() else {
+            self.status = "select a finding first (click a box, or N/P)".into();
+            return;
+        };
         self.edit_selected(action, |f| f.status = status);
+        let done = self.status.clone();
+        match self.next_undecided(Some(&decided), true) {
+            Some(id) => self.select_and_reveal(&id),
+            None => {
+                self.selected = None;
+                self.status = format!("{done} — all findings reviewed");
+            }
+        }
+    }
+
+    /// A proposal nobody has accepted or rejected yet, shown at the current threshold.
+    fn is_undecided(&self, f: &Finding) -> bool {
+        f.status == Status::Proposed && self.visible(f)
+    }
+
+    /// The undecided finding after (or before) `from` in list order, wrapping; `from` itself only
+    /// when it is the one left. `from` may be decided or gone: the search starts where it was.
+    fn next_undecided(&self, from: Option<&str>, forward: bool) -> Option<String> {
+        let findings = &self.doc.findings;
+        let n = findings.len();
+        if n == 0 {
+            return None;
+        }
+        let at = from.and_then(|id| self.doc.index_of(id));
+        let order: Vec<usize> = match (at, forward) {
+            (Some(i), true) => (1..=n).map(|k| (i + k) % n).collect(),
+            (Some(i), false) => (1..=n).map(|k| (i + n - k) % n).collect(),
+            (None, true) => (0..n).collect(),
+            (None, false) => (0..n).rev().collect(),
+        };
+        order.into_iter().map(|i| &findings[i]).find(|f| self.is_undecided(f)).map(|f| f.id.clone())
+    }
+
+    /// The findings a threshold bulk action would decide: undecided proposals with a score at or
+    /// above the threshold (`above`), or below it.
+    pub fn bulk_candidates(&self, above: bool) -> Vec<usize> {
+        let t = self.threshold;
+        (0..self.doc.findings.len())
+            .filter(|&i| {
+                let f = &self.doc.findings[i];
+                f.status == Status::Proposed && f.score().is_some_and(|s| if above { s >= t } else { s < t })
+            })
+            .collect()
+    }
+
+    /// Accepts every proposal scored at or above the threshold, or rejects every one below it
+    /// (hidden ones included: that is what the threshold hid them for), as one undo step.
+    pub fn decide_by_threshold(&mut self, above: bool) {
+        let indices = self.bulk_candidates(above);
+        let (status, action) = if above { (Status::Accepted, "accept") } else { (Status::Rejected, "reject") };
+        if indices.is_empty() {
+            self.status = format!("no proposal to {action} {} {:.2}", if above { "at or above" } else { "below" }, self.threshold);
+            return;
+        }
+        let now = annotation::document::now();
+        let commands: Vec<Command> = indices
+            .iter()
+            .map(|&i| {
+                let before = self.doc.findings[i].clone();
+                let mut after = before.clone();
+                after.status = status;
+                after.touch(&now, action, Some(format!("bulk, threshold {:.2}", self.threshold)));
+                Command::Replace { description: format!("{action} {}", before.label), before, after }
+            })
+            .collect();
+        let description = format!("{action} {} proposal(s) {} {:.2}", commands.len(), if above { "≥" } else { "<" }, self.threshold);
+        self.apply(Command::Group { commands, description });
+        self.drop_hidden_selection();
     }
 
     pub fn delete_selected(&mut self) {
@@ -350,7 +469,7 @@ impl App {
             Some(d) => format!("undid: {d}"),
             None => "nothing to undo".into(),
         };
-        self.drop_dangling_selection();
+        self.drop_hidden_selection();
     }
 
     pub fn redo(&mut self) {
@@ -358,11 +477,13 @@ impl App {
             Some(d) => format!("redid: {d}"),
             None => "nothing to redo".into(),
         };
-        self.drop_dangling_selection();
+        self.drop_hidden_selection();
     }
 
-    fn drop_dangling_selection(&mut self) {
-        if self.selected.as_deref().is_some_and(|id| self.doc.finding(id).is_none()) {
+    /// A selection the reader cannot see would take the next A or R: drop it when its finding is
+    /// gone or hidden (rejected, under the threshold).
+    fn drop_hidden_selection(&mut self) {
+        if self.selected.as_deref().is_some_and(|id| !self.doc.finding(id).is_some_and(|f| self.visible(f))) {
             self.selected = None;
         }
     }
@@ -372,22 +493,16 @@ impl App {
         self.doc.findings.iter().filter(|f| self.visible(f)).map(|f| f.id.clone()).collect()
     }
 
-    /// Selects the next (or previous) visible finding and pans both panes to it.
+    /// Selects the next (or previous) undecided finding, wrapping, and pans both panes to it.
+    /// Decided findings are skipped: they are reached by a click, never by a key sequence.
     pub fn step_selection(&mut self, forward: bool) {
-        let ids = self.visible_ids();
-        if ids.is_empty() {
-            self.status = "no findings".into();
-            return;
+        match self.next_undecided(self.selected.as_deref(), forward) {
+            Some(id) => self.select_and_reveal(&id),
+            None => {
+                self.selected = None;
+                self.status = if self.doc.findings.is_empty() { "no findings".into() } else { "all findings reviewed".into() };
+            }
         }
-        let pos = self.selected.as_ref().and_then(|s| ids.iter().position(|i| i == s));
-        let next = match (pos, forward) {
-            (None, true) => 0,
-            (None, false) => ids.len() - 1,
-            (Some(p), true) => (p + 1) % ids.len(),
-            (Some(p), false) => (p + ids.len() - 1) % ids.len(),
-        };
-        let id = ids[next].clone();
-        self.select_and_reveal(&id);
     }
 
     pub fn select_and_reveal(&mut self, id: &str) {
@@ -510,6 +625,18 @@ impl App {
                     self.engine = Some(engine);
                 }
                 JobResult::Grounded { kind, proposals, millis, frames } => self.on_grounded(kind, proposals, millis, frames),
+                JobResult::Registered { alignment, generations } if alignment.score < UNRELATED_NCC_FLOOR => {
+                    self.jobs.registering = false;
+                    if generations == self.generations() {
+                        // Unrelated images reach this much; mapping positions through it would
+                        // put the other pane somewhere arbitrary. Sync stays by relative position.
+                        self.sync.registered = false;
+                        self.status = format!(
+                            "registration failed (NCC {:.2} < {UNRELATED_NCC_FLOOR:.2}): sync stays by relative position",
+                            alignment.score
+                        );
+                    }
+                }
                 JobResult::Registered { alignment, generations } => {
                     self.jobs.registering = false;
                     self.status = format!(
@@ -540,6 +667,12 @@ impl App {
 
     fn ensure_registration(&mut self) {
         if !self.sync.registered || self.jobs.registering || self.current_registration().is_some() {
+            return;
+        }
+        if let Some(issue) = self.pairing_issues().into_iter().find(PairingIssue::is_other_patient) {
+            // NCC alone does not tell two patients apart (two heads in MR reach 0.77).
+            self.sync.registered = false;
+            self.status = format!("By registration refused: {}", issue.describe());
             return;
         }
         let (Some(p), Some(c)) = (self.pane(Role::Prior).current_frame(), self.pane(Role::Current).current_frame()) else { return };
@@ -633,6 +766,7 @@ impl eframe::App for App {
             self.on_dialog(purpose, path);
         }
         self.ensure_registration();
+        self.drop_hidden_selection();
         self.handle_dropped_files(ui);
         if self.prompt.is_none() && !ui.ctx().egui_wants_keyboard_input() {
             self.handle_keys(ui);
@@ -644,6 +778,7 @@ impl eframe::App for App {
         crate::viewer::panels::status_bar(self, ui);
         crate::viewer::panels::side_panel(self, ui);
         crate::viewer::panels::findings_panel(self, ui);
+        crate::viewer::panels::pairing_banner(self, ui);
         egui::CentralPanel::default().frame(egui::Frame::NONE.fill(Color32::from_gray(20))).show(ui, |ui| {
             self.panes_ui(ui, frame);
         });

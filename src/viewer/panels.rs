@@ -5,6 +5,7 @@ use eframe::egui::{self, Color32, RichText, Vec2};
 
 use crate::annotation::Status;
 use crate::annotation::export::ExportFormat;
+use crate::study::pairing::PairingIssue;
 use crate::viewer::app::{App, Prompt, image_id};
 use crate::viewer::overlay::kind_color;
 use crate::viewer::pane::{Preset, Role};
@@ -73,7 +74,7 @@ pub fn menu_bar(app: &mut App, ui: &mut egui::Ui) {
 /// The keyboard and mouse reference (also in the README).
 pub const KEYS: &str = "Mouse: wheel zoom · left-drag pan / move box · right-drag window/level · Ctrl+wheel frames\n\
 Keys: ↑↓ ←→ frames · PgUp/PgDn ±10 frames · Home reset · I invert · 1–5 W/L presets\n\
-F find changes · G find in other image · B draw box · A accept · R reject · L relabel · Delete · N/P next/previous\n\
+F find changes · G find in other image · B draw box · A accept · R reject (then the next undecided) · L relabel · Delete · N/P next/previous undecided\n\
 Ctrl+Z undo · Ctrl+Shift+Z / Ctrl+Y redo · Ctrl+S save · Esc cancel";
 
 pub fn status_bar(app: &mut App, ui: &mut egui::Ui) {
@@ -165,6 +166,25 @@ pub fn findings_panel(app: &mut App, ui: &mut egui::Ui) {
     egui::Panel::right("findings").resizable(true).default_size(250.0).show(ui, |ui| {
         let visible = app.visible_ids();
         ui.heading(format!("Findings ({}/{})", visible.len(), app.doc.findings.len()));
+        let t = app.threshold;
+        ui.horizontal_wrapped(|ui| {
+            let above = app.bulk_candidates(true).len();
+            if ui
+                .add_enabled(above > 0, egui::Button::new(format!("Accept all ≥ {t:.2} ({above})")))
+                .on_hover_text("Accept every undecided proposal scored at or above the minimum score (one undo step)")
+                .clicked()
+            {
+                app.decide_by_threshold(true);
+            }
+            let below = app.bulk_candidates(false).len();
+            if ui
+                .add_enabled(below > 0, egui::Button::new(format!("Reject all < {t:.2} ({below})")))
+                .on_hover_text("Reject every undecided proposal scored below the minimum score, hidden ones included (one undo step)")
+                .clicked()
+            {
+                app.decide_by_threshold(false);
+            }
+        });
         if let Some(id) = app.selected.clone()
             && let Some(f) = app.doc.finding(&id).cloned()
         {
@@ -238,6 +258,41 @@ fn thumbnail(app: &mut App, ctx: &egui::Context, f: &crate::annotation::Finding)
     let tex = ctx.load_texture(format!("thumb-{}", f.id), crop, egui::TextureOptions::LINEAR);
     app.thumbnails.insert(f.id.clone(), (key, tex.clone()));
     Some(tex)
+}
+
+/// A warning across the top of the panes while the hung pair looks wrong (another patient, the
+/// current older than the prior, another modality); it goes when the pair changes.
+pub fn pairing_banner(app: &mut App, ui: &mut egui::Ui) {
+    let issues = app.pairing_issues();
+    if issues.is_empty() {
+        return;
+    }
+    let frame = egui::Frame::new().fill(Color32::from_rgb(110, 60, 0)).inner_margin(egui::Margin::symmetric(10, 6));
+    egui::Panel::top("pairing").frame(frame).show(ui, |ui| {
+        ui.horizontal(|ui| {
+            ui.vertical(|ui| {
+                let other_patient = issues.iter().any(|i| i.is_other_patient());
+                let heading =
+                    if other_patient { "Check this pairing: these images may be of two different patients" } else { "Check this pairing" };
+                ui.label(RichText::new(heading).strong().color(Color32::WHITE));
+                for issue in &issues {
+                    ui.label(RichText::new(issue.describe()).color(Color32::from_rgb(255, 225, 170)));
+                }
+            });
+            if issues.iter().any(|i| matches!(i, PairingIssue::CurrentOlder { .. })) {
+                ui.add_space(16.0);
+                let blocked = app.swap_blocked();
+                let button = ui.add_enabled(blocked.is_none(), egui::Button::new("Swap prior/current"));
+                let button = match blocked {
+                    Some(why) => button.on_disabled_hover_text(why),
+                    None => button.on_hover_text("Hang the older study as prior"),
+                };
+                if button.clicked() {
+                    app.swap_prior_current();
+                }
+            }
+        });
+    });
 }
 
 pub fn prompts(app: &mut App, ui: &mut egui::Ui) {
