@@ -127,11 +127,7 @@ fn parse(data: &[u8]) -> Result<(FrameInfo, Presets, Vec<Scan>), JlsError> {
                 Some(id) => return err(format!("preset parameters of kind {id} (mapping tables) are not supported")),
                 None => return err("empty preset parameter segment"),
             },
-            0xDD => {
-                if be16(body, 0).unwrap_or(0) != 0 {
-                    return err("restart intervals are not supported");
-                }
-            }
+            0xDD if be16(body, 0).unwrap_or(0) != 0 => return err("restart intervals are not supported"),
             0xDA => {
                 let Some((_, ids)) = &frame else { return err("a scan comes before the frame header") };
                 let ns = *body.first().unwrap_or(&0) as usize;
@@ -234,7 +230,8 @@ impl Params {
         let clamp = |i: i32, j: i32| if i > maxval || i < j { j } else { i };
         let (d1, d2, d3) = if maxval >= 128 {
             let factor = (maxval.min(4095) + 128) / 256;
-            let t1 = clamp(factor * (3 - 2) + 2 + 3 * near, near + 1);
+            // BASIC_T1 − 2 is 1: the factor itself.
+            let t1 = clamp(factor + 2 + 3 * near, near + 1);
             let t2 = clamp(factor * (7 - 3) + 3 + 5 * near, t1);
             (t1, t2, clamp(factor * (21 - 4) + 4 + 7 * near, t2))
         } else {
