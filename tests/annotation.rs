@@ -233,7 +233,11 @@ fn sr_export_reads_back_with_dicom_object() {
 #[test]
 fn sr_export_reads_back_with_dcmtk() {
     if Process::new("dsrdump").arg("--version").output().is_err() {
-        eprintln!("dsrdump (dcmtk) not installed: peer check skipped (.ci/run installs it)");
+        {
+            // Written to the process's stderr, past the test harness's capture, so that the skip shows.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "SKIPPED: dsrdump (dcmtk) not installed: peer check skipped (.ci/run installs it)");
+        }
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -256,7 +260,12 @@ fn sr_export_reads_back_with_dcmtk() {
 #[test]
 fn sr_export_validates_with_dciodvfy() {
     if Process::new("dciodvfy").arg("-help").output().is_err() {
-        eprintln!("dciodvfy (dicom3tools) not installed: SR validation skipped (.ci/run installs it)");
+        {
+            // Written to the process's stderr, past the test harness's capture, so that the skip shows.
+            use std::io::Write;
+            let _ =
+                writeln!(std::io::stderr(), "SKIPPED: dciodvfy (dicom3tools) not installed: SR validation skipped (.ci/run installs it)");
+        }
         return;
     }
     let dir = tempfile::tempdir().unwrap();

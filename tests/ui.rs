@@ -146,7 +146,11 @@ fn broken_file_dropped_on_a_pane_shows_an_error_there_only() {
 fn gpu_renderer() -> Option<egui_kittest::wgpu::WgpuTestRenderer> {
     let r = std::panic::catch_unwind(egui_kittest::wgpu::WgpuTestRenderer::new).ok();
     if r.is_none() {
-        eprintln!("no wgpu adapter: GPU rendering test skipped (install mesa-vulkan-drivers)");
+        {
+            // Written to the process's stderr, past the test harness's capture, so that the skip shows.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "SKIPPED: no wgpu adapter: GPU rendering test skipped (install mesa-vulkan-drivers)");
+        }
     }
     r
 }
