@@ -10,7 +10,8 @@ use crate::study::StudyError;
 use crate::study::dicom::{ImageHeader, native_pixel_bytes};
 use crate::study::{guard, j2k, jpeg12, jpegls, rle};
 
-/// Typed sample storage, one variant per pydicom dtype.
+/// Typed sample storage, one variant per numpy dtype (DICOM's integers; the floats come from
+/// NIfTI and MetaImage volumes).
 #[derive(Clone, Debug, PartialEq)]
 pub enum PixelBuf {
     U8(Vec<u8>),
@@ -19,6 +20,8 @@ pub enum PixelBuf {
     I16(Vec<i16>),
     U32(Vec<u32>),
     I32(Vec<i32>),
+    F32(Vec<f32>),
+    F64(Vec<f64>),
 }
 
 impl PixelBuf {
@@ -30,6 +33,8 @@ impl PixelBuf {
             PixelBuf::I16(v) => v.len(),
             PixelBuf::U32(v) => v.len(),
             PixelBuf::I32(v) => v.len(),
+            PixelBuf::F32(v) => v.len(),
+            PixelBuf::F64(v) => v.len(),
         }
     }
 
@@ -45,7 +50,23 @@ impl PixelBuf {
             PixelBuf::I16(_) => "int16",
             PixelBuf::U32(_) => "uint32",
             PixelBuf::I32(_) => "int32",
+            PixelBuf::F32(_) => "float32",
+            PixelBuf::F64(_) => "float64",
         }
+    }
+
+    pub fn bytes_per_value(&self) -> usize {
+        match self {
+            PixelBuf::U8(_) | PixelBuf::I8(_) => 1,
+            PixelBuf::U16(_) | PixelBuf::I16(_) => 2,
+            PixelBuf::U32(_) | PixelBuf::I32(_) | PixelBuf::F32(_) => 4,
+            PixelBuf::F64(_) => 8,
+        }
+    }
+
+    /// Whether values below zero can be stored (DICOM's Pixel Representation 1).
+    pub fn is_signed(&self) -> bool {
+        !matches!(self, PixelBuf::U8(_) | PixelBuf::U16(_) | PixelBuf::U32(_))
     }
 
     /// Sample `i` widened to f64.
@@ -57,6 +78,8 @@ impl PixelBuf {
             PixelBuf::I16(v) => v[i] as f64,
             PixelBuf::U32(v) => v[i] as f64,
             PixelBuf::I32(v) => v[i] as f64,
+            PixelBuf::F32(v) => v[i] as f64,
+            PixelBuf::F64(v) => v[i],
         }
     }
 
@@ -69,6 +92,8 @@ impl PixelBuf {
             PixelBuf::I16(v) => v[range].iter().map(|&x| x as f32).collect(),
             PixelBuf::U32(v) => v[range].iter().map(|&x| x as f32).collect(),
             PixelBuf::I32(v) => v[range].iter().map(|&x| x as f32).collect(),
+            PixelBuf::F32(v) => v[range].to_vec(),
+            PixelBuf::F64(v) => v[range].iter().map(|&x| x as f32).collect(),
         }
     }
 
@@ -80,6 +105,30 @@ impl PixelBuf {
             PixelBuf::I16(v) => v.iter().for_each(|x| h.update(x.to_le_bytes())),
             PixelBuf::U32(v) => v.iter().for_each(|x| h.update(x.to_le_bytes())),
             PixelBuf::I32(v) => v.iter().for_each(|x| h.update(x.to_le_bytes())),
+            PixelBuf::F32(v) => v.iter().for_each(|x| h.update(x.to_le_bytes())),
+            PixelBuf::F64(v) => v.iter().for_each(|x| h.update(x.to_le_bytes())),
+        }
+    }
+
+    /// Shape, dtype, sha256 of the little-endian values, and their range and mean.
+    pub fn digest(&self, shape: Vec<usize>) -> PixelDigest {
+        let mut h = Sha256::new();
+        self.hash_le(&mut h);
+        let n = self.len();
+        let (mut min, mut max, mut sum) = (f64::INFINITY, f64::NEG_INFINITY, 0.0f64);
+        for i in 0..n {
+            let v = self.get(i);
+            min = min.min(v);
+            max = max.max(v);
+            sum += v;
+        }
+        PixelDigest {
+            shape,
+            dtype: self.dtype().into(),
+            sha256: h.finalize().iter().map(|b| format!("{b:02x}")).collect(),
+            min: if n == 0 { 0.0 } else { min },
+            max: if n == 0 { 0.0 } else { max },
+            mean: if n == 0 { 0.0 } else { sum / n as f64 },
         }
     }
 }
@@ -126,24 +175,7 @@ impl StoredPixels {
     }
 
     pub fn digest(&self) -> PixelDigest {
-        let mut h = Sha256::new();
-        self.buf.hash_le(&mut h);
-        let n = self.buf.len();
-        let (mut min, mut max, mut sum) = (f64::INFINITY, f64::NEG_INFINITY, 0.0f64);
-        for i in 0..n {
-            let v = self.buf.get(i);
-            min = min.min(v);
-            max = max.max(v);
-            sum += v;
-        }
-        PixelDigest {
-            shape: self.shape(),
-            dtype: self.buf.dtype().into(),
-            sha256: h.finalize().iter().map(|b| format!("{b:02x}")).collect(),
-            min: if n == 0 { 0.0 } else { min },
-            max: if n == 0 { 0.0 } else { max },
-            mean: if n == 0 { 0.0 } else { sum / n as f64 },
-        }
+        self.buf.digest(self.shape())
     }
 }
 

@@ -11,10 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use nifti::{DataElement, Endianness, NiftiHeader, NiftiType};
-use sha2::{Digest, Sha256};
 
 use crate::study::guard::{self, human_bytes};
-use crate::study::pixels::PixelDigest;
+use crate::study::pixels::{PixelBuf, PixelDigest};
 use crate::study::present::percentile_window;
 use crate::study::series::LoadProgress;
 use crate::study::{Frame, Meta, Samples, Series, StudyError, Window, file_sha256};
@@ -61,93 +60,6 @@ pub fn is_volume(path: &Path) -> bool {
     format_of(path).is_some()
 }
 
-/// Stored voxel values of one volume as the file holds them, before any scaling, laid out
-/// `[slice][row][col]` (the first index varies fastest, as both formats store it).
-#[derive(Clone, Debug, PartialEq)]
-pub enum Voxels {
-    U8(Vec<u8>),
-    I8(Vec<i8>),
-    U16(Vec<u16>),
-    I16(Vec<i16>),
-    U32(Vec<u32>),
-    I32(Vec<i32>),
-    F32(Vec<f32>),
-    F64(Vec<f64>),
-}
-
-impl Voxels {
-    pub fn len(&self) -> usize {
-        match self {
-            Voxels::U8(v) => v.len(),
-            Voxels::I8(v) => v.len(),
-            Voxels::U16(v) => v.len(),
-            Voxels::I16(v) => v.len(),
-            Voxels::U32(v) => v.len(),
-            Voxels::I32(v) => v.len(),
-            Voxels::F32(v) => v.len(),
-            Voxels::F64(v) => v.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// numpy's name of the stored type, as `tandem info` reports DICOM's.
-    pub fn dtype(&self) -> &'static str {
-        match self {
-            Voxels::U8(_) => "uint8",
-            Voxels::I8(_) => "int8",
-            Voxels::U16(_) => "uint16",
-            Voxels::I16(_) => "int16",
-            Voxels::U32(_) => "uint32",
-            Voxels::I32(_) => "int32",
-            Voxels::F32(_) => "float32",
-            Voxels::F64(_) => "float64",
-        }
-    }
-
-    pub fn bytes_per_value(&self) -> usize {
-        match self {
-            Voxels::U8(_) | Voxels::I8(_) => 1,
-            Voxels::U16(_) | Voxels::I16(_) => 2,
-            Voxels::U32(_) | Voxels::I32(_) | Voxels::F32(_) => 4,
-            Voxels::F64(_) => 8,
-        }
-    }
-
-    /// Whether values below zero can be stored (DICOM's Pixel Representation 1).
-    pub fn is_signed(&self) -> bool {
-        !matches!(self, Voxels::U8(_) | Voxels::U16(_) | Voxels::U32(_))
-    }
-
-    pub fn get(&self, i: usize) -> f64 {
-        match self {
-            Voxels::U8(v) => v[i] as f64,
-            Voxels::I8(v) => v[i] as f64,
-            Voxels::U16(v) => v[i] as f64,
-            Voxels::I16(v) => v[i] as f64,
-            Voxels::U32(v) => v[i] as f64,
-            Voxels::I32(v) => v[i] as f64,
-            Voxels::F32(v) => v[i] as f64,
-            Voxels::F64(v) => v[i],
-        }
-    }
-
-    fn hash_le(&self, h: &mut Sha256) {
-        match self {
-            Voxels::U8(v) => h.update(v),
-            Voxels::I8(v) => h.update(bytemuck::cast_slice::<i8, u8>(v)),
-            Voxels::U16(v) => v.iter().for_each(|x| h.update(x.to_le_bytes())),
-            Voxels::I16(v) => v.iter().for_each(|x| h.update(x.to_le_bytes())),
-            Voxels::U32(v) => v.iter().for_each(|x| h.update(x.to_le_bytes())),
-            Voxels::I32(v) => v.iter().for_each(|x| h.update(x.to_le_bytes())),
-            Voxels::F32(v) => v.iter().for_each(|x| h.update(x.to_le_bytes())),
-            Voxels::F64(v) => v.iter().for_each(|x| h.update(x.to_le_bytes())),
-        }
-    }
-}
-
 /// A stored element type both formats share.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Element {
@@ -172,17 +84,17 @@ impl Element {
     }
 
     /// Typed values from raw bytes in `order` (the byte swapping is the `nifti` crate's).
-    fn decode(self, raw: Vec<u8>, order: Endianness) -> Result<Voxels, StudyError> {
+    fn decode(self, raw: Vec<u8>, order: Endianness) -> Result<PixelBuf, StudyError> {
         let bad = |e: nifti::NiftiError| StudyError::Decode(format!("voxel values: {e}"));
         Ok(match self {
-            Element::U8 => Voxels::U8(raw),
-            Element::I8 => Voxels::I8(i8::from_raw_vec(raw, order).map_err(bad)?),
-            Element::U16 => Voxels::U16(u16::from_raw_vec(raw, order).map_err(bad)?),
-            Element::I16 => Voxels::I16(i16::from_raw_vec(raw, order).map_err(bad)?),
-            Element::U32 => Voxels::U32(u32::from_raw_vec(raw, order).map_err(bad)?),
-            Element::I32 => Voxels::I32(i32::from_raw_vec(raw, order).map_err(bad)?),
-            Element::F32 => Voxels::F32(f32::from_raw_vec(raw, order).map_err(bad)?),
-            Element::F64 => Voxels::F64(f64::from_raw_vec(raw, order).map_err(bad)?),
+            Element::U8 => PixelBuf::U8(raw),
+            Element::I8 => PixelBuf::I8(i8::from_raw_vec(raw, order).map_err(bad)?),
+            Element::U16 => PixelBuf::U16(u16::from_raw_vec(raw, order).map_err(bad)?),
+            Element::I16 => PixelBuf::I16(i16::from_raw_vec(raw, order).map_err(bad)?),
+            Element::U32 => PixelBuf::U32(u32::from_raw_vec(raw, order).map_err(bad)?),
+            Element::I32 => PixelBuf::I32(i32::from_raw_vec(raw, order).map_err(bad)?),
+            Element::F32 => PixelBuf::F32(f32::from_raw_vec(raw, order).map_err(bad)?),
+            Element::F64 => PixelBuf::F64(f64::from_raw_vec(raw, order).map_err(bad)?),
         })
     }
 }
@@ -195,7 +107,8 @@ pub struct Volume {
     pub dims: [usize; 3],
     /// Volumes in the file (time points of a 4D file); only the first is read.
     pub volumes: usize,
-    pub voxels: Voxels,
+    /// Stored values as the file holds them, before any scaling, laid out `[slice][row][col]`.
+    pub voxels: PixelBuf,
     /// Value = stored × slope + intercept (NIfTI scl_slope/scl_inter; 1 and 0 otherwise).
     pub slope: f64,
     pub intercept: f64,
@@ -220,30 +133,13 @@ impl Volume {
 
     /// Digest of the stored values, shaped `[slices, rows, cols]` as DICOM's `[frames, rows, cols]`.
     pub fn digest(&self) -> PixelDigest {
-        let mut h = Sha256::new();
-        self.voxels.hash_le(&mut h);
-        let n = self.voxels.len();
-        let (mut min, mut max, mut sum) = (f64::INFINITY, f64::NEG_INFINITY, 0.0f64);
-        for i in 0..n {
-            let v = self.voxels.get(i);
-            min = min.min(v);
-            max = max.max(v);
-            sum += v;
-        }
         let [cols, rows, slices] = self.dims;
         let mut shape = Vec::with_capacity(3);
         if slices > 1 {
             shape.push(slices);
         }
         shape.extend([rows, cols]);
-        PixelDigest {
-            shape,
-            dtype: self.voxels.dtype().into(),
-            sha256: h.finalize().iter().map(|b| format!("{b:02x}")).collect(),
-            min: if n == 0 { 0.0 } else { min },
-            max: if n == 0 { 0.0 } else { max },
-            mean: if n == 0 { 0.0 } else { sum / n as f64 },
-        }
+        self.voxels.digest(shape)
     }
 }
 
