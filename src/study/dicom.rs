@@ -109,7 +109,7 @@ pub fn open_bytes_with(bytes: &[u8], header_only: impl Fn(&str) -> bool) -> Resu
     if ts.uid() == uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN {
         let inflated = guard::inflate_bounded(cursor, guard::max_image_bytes())?;
         guard::check_element_lengths(&inflated, encoding)?;
-    } else if !ts.uid().ends_with(".1.2.1.99") {
+    } else {
         guard::check_element_lengths(cursor, encoding)?;
     }
     // dicom-rs accepts encapsulated pixel data that ends without its sequence delimiter; such a

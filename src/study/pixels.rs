@@ -319,12 +319,14 @@ pub fn decode_frames(obj: &DefaultDicomObject, header: &ImageHeader, range: std:
     let bps = header.bits_allocated.div_ceil(8);
     let pixels = header.pixels_per_frame();
     let frame_bytes = pixels * header.samples_per_pixel * bps;
-    let total = check_sizes(obj, header, codec, range.clone())?;
+    // Native data is read once: its length is what the size check needs.
+    let native = if codec == Codec::Native { Some(native_pixel_bytes(obj)?) } else { None };
+    let total = check_sizes(obj, header, native.as_ref().map(|b| b.len()), range.clone())?;
     let mut raw: Vec<u8> = Vec::with_capacity(total);
     let mut ybr_from_jpeg = false;
     match codec {
         Codec::Native => {
-            let bytes = native_pixel_bytes(obj)?;
+            let bytes = native.unwrap_or_default();
             for f in range.clone() {
                 raw.extend_from_slice(&native_frame(&bytes, header, f)?);
             }
@@ -418,25 +420,30 @@ pub fn decode_frames(obj: &DefaultDicomObject, header: &ImageHeader, range: std:
 }
 
 /// Decoded bytes of frames `range`, once the data behind them is known to exist: native data
-/// must hold every sample it declares, compressed data must be large enough for any codec to
-/// make the declared samples of it, and the result must fit the memory cap.
-fn check_sizes(obj: &DefaultDicomObject, header: &ImageHeader, codec: Codec, range: std::ops::Range<usize>) -> Result<usize, StudyError> {
+/// (`native_len` bytes) must hold every sample it declares, compressed data must be large
+/// enough for any codec to make the declared samples of it, and the result must fit the cap.
+fn check_sizes(
+    obj: &DefaultDicomObject,
+    header: &ImageHeader,
+    native_len: Option<usize>,
+    range: std::ops::Range<usize>,
+) -> Result<usize, StudyError> {
     let too_large = || StudyError::Corrupt(format!("image size {}×{}×{} does not fit in memory", header.cols, header.rows, header.frames));
     let samples = header.samples_in(range.len()).ok_or_else(too_large)?;
     let bps = header.bits_allocated.div_ceil(8) as u64;
     let bytes = samples.checked_mul(bps).ok_or_else(too_large)?;
-    match codec {
-        Codec::Native => {
+    match native_len {
+        Some(have) => {
             let upto = header.samples_in(range.end).ok_or_else(too_large)?;
             let stored = if header.bits_allocated == 1 { upto.div_ceil(8) } else { upto.saturating_mul(bps) };
-            let have = native_pixel_bytes(obj)?.len() as u64;
+            let have = have as u64;
             let ybr422 = header.photometric == "YBR_FULL_422" && header.samples_per_pixel == 3 && bps == 1;
             let stored = if ybr422 { stored / 3 * 2 } else { stored };
             if have < stored {
                 return Err(truncated(stored as usize, have as usize));
             }
         }
-        _ => {
+        None => {
             let compressed: u64 =
                 obj.get(tags::PIXEL_DATA).and_then(|e| e.value().fragments()).map_or(0, |f| f.iter().map(|b| b.len() as u64).sum());
             guard::check_compressed(samples, compressed)?;
