@@ -4,7 +4,10 @@
 
 use crate::grounding::geometry::BBox;
 use crate::grounding::phantom::{Noise3, Phantom, Plane};
+use std::sync::Arc;
+
 use crate::grounding::rng::Rng;
+use crate::grounding::sources::VolumeSource;
 use crate::grounding::task::Task;
 use crate::registration::Transform;
 use crate::study::gray::GrayImage;
@@ -59,6 +62,30 @@ pub struct Synth {
     pub size: usize,
     /// Probability that a 2D view is a phantom slice rather than a real image.
     pub phantom_fraction: f32,
+    /// Real volumes for multi-view and slice-tracking items (phantoms when empty).
+    pub volumes: Vec<Arc<VolumeSource>>,
+    /// How views are cut, resampled, windowed and degraded.
+    pub rendering: Rendering,
+}
+
+/// The image pipeline items are rendered with. Training uses `Train` only; `Second` is a
+/// different pipeline (other resampling, crops, windowing, noise) that measures whether the
+/// grounder learned the task rather than its renderer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Rendering {
+    #[default]
+    Train,
+    Second,
+}
+
+impl Rendering {
+    pub fn parse(s: &str) -> Option<Rendering> {
+        match s {
+            "train" => Some(Rendering::Train),
+            "second" => Some(Rendering::Second),
+            _ => None,
+        }
+    }
 }
 
 /// Visible-change threshold on 0..1 intensities (about 10 grey levels of an 8-bit PNG).
@@ -67,7 +94,7 @@ const VISIBLE: f32 = 0.04;
 impl Synth {
     pub fn new(pool: SourcePool, size: usize) -> Self {
         let phantom_fraction = if pool.is_empty() { 1.0 } else { 0.25 };
-        Self { pool, size, phantom_fraction }
+        Self { pool, size, phantom_fraction, volumes: Vec::new(), rendering: Rendering::Train }
     }
 
     /// One item of `task`; retries internally until the item is well formed.
@@ -78,8 +105,8 @@ impl Synth {
                 Task::NonRegisteredDiff => self.diff_item(rng, true),
                 Task::Patch => self.patch_item(rng),
                 Task::Crossmodal => self.crossmodal_item(rng),
-                Task::ObjectTracking => self.tracking_item(rng),
-                Task::MultiView => self.multiview_item(rng),
+                Task::ObjectTracking => crate::grounding::synth_tracking::tracking_item(self, rng),
+                Task::MultiView => crate::grounding::synth_multiview::multiview_item(self, rng),
                 Task::Concept => self.concept_item(rng),
                 Task::Referring => None,
             };
@@ -199,108 +226,6 @@ impl Synth {
         }
         let a = photometric(rng, &a, 0.5);
         Some(SynthItem { task: Task::Crossmodal, images: vec![a, b], reference: Some(reference), answer, change_mask: None })
-    }
-
-    // ----- tracking (T4) -------------------------------------------------------------------------
-
-    fn tracking_item(&self, rng: &mut Rng) -> Option<SynthItem> {
-        let frames = rng.int(3, 6) as usize;
-        if rng.chance(0.35) { self.tracking_volume(rng, frames) } else { self.tracking_motion(rng, frames) }
-    }
-
-    /// Frames of a moving, slowly deforming scene (a cine loop or follow-up series).
-    fn tracking_motion(&self, rng: &mut Rng, frames: usize) -> Option<SynthItem> {
-        let size = self.size;
-        let margin = 48;
-        let big = self.view(rng, size + 2 * margin);
-        let m = margin as f32;
-        let first = big.crop(margin as isize, margin as isize, size, size, 0.0);
-        let reference = salient_box(rng, &first, 24.0, 90.0)?;
-        let centre = ((size as f64 - 1.0) / 2.0, (size as f64 - 1.0) / 2.0);
-        let mut big_from_frame = Transform::IDENTITY; // frame pixel → first-frame pixel
-        let mut images = vec![photometric(rng, &first, 0.5)];
-        let (vx, vy) = (rng.range(-6.0, 6.0) as f64, rng.range(-6.0, 6.0) as f64);
-        for _ in 1..frames {
-            let step = Transform::similarity(
-                (rng.range(-2.0, 2.0) as f64).to_radians(),
-                rng.range(0.98, 1.02) as f64,
-                centre,
-                vx + rng.range(-3.0, 3.0) as f64,
-                vy + rng.range(-3.0, 3.0) as f64,
-            );
-            big_from_frame = big_from_frame.compose(&step);
-            let warp = big_from_frame;
-            let elastic = Elastic::random(rng, 3.0);
-            let frame = big.warp(size, size, 0.0, |x, y| {
-                let (ex, ey) = elastic.displace(x, y);
-                let (sx, sy) = warp.apply((x + ex) as f64, (y + ey) as f64);
-                (sx as f32 + m, sy as f32 + m)
-            });
-            images.push(photometric(rng, &frame, 0.5));
-        }
-        let answer = map_box(&big_from_frame.inverse()?, &reference);
-        let frame = BBox::new(0.0, 0.0, size as f32, size as f32);
-        if !frame.contains_box(&answer) {
-            return None;
-        }
-        Some(SynthItem { task: Task::ObjectTracking, images, reference: Some(reference), answer, change_mask: None })
-    }
-
-    /// Consecutive parallel slices through a phantom organ.
-    fn tracking_volume(&self, rng: &mut Rng, frames: usize) -> Option<SynthItem> {
-        let size = self.size;
-        let extent = size as f32;
-        let ph = Phantom::random(rng, extent);
-        let organ = 1 + rng.index(ph.organs.len() - 1);
-        let plane = Plane::ALL[rng.index(3)];
-        let (lo, hi) = ph.organ_depth_range(organ, plane);
-        let spacing = rng.range(2.0, 6.0) * rng.sign();
-        let span = spacing.abs() * (frames - 1) as f32;
-        if hi - lo < span * 0.9 {
-            return None;
-        }
-        let start = if spacing > 0.0 { rng.range(lo + 0.05 * (hi - lo), hi - span) } else { rng.range(lo + span, hi - 0.05 * (hi - lo)) };
-        let mut images = Vec::with_capacity(frames);
-        let mut boxes = Vec::with_capacity(frames);
-        for k in 0..frames {
-            let depth = start + spacing * k as f32;
-            let b = ph.organ_box(organ, plane, depth, size)?;
-            if b.width() < 12.0 || b.height() < 12.0 || b.width() > 160.0 || b.height() > 160.0 {
-                return None;
-            }
-            boxes.push(b);
-            images.push(photometric(rng, &ph.slice(plane, depth, size), 0.5));
-        }
-        Some(SynthItem { task: Task::ObjectTracking, images, reference: Some(boxes[0]), answer: *boxes.last()?, change_mask: None })
-    }
-
-    // ----- multi-view (T3) -------------------------------------------------------------------------
-
-    fn multiview_item(&self, rng: &mut Rng) -> Option<SynthItem> {
-        let size = self.size;
-        let ph = Phantom::random(rng, size as f32);
-        let organ = 1 + rng.index(ph.organs.len() - 1);
-        let plane_a = Plane::ALL[rng.index(3)];
-        let plane_b = loop {
-            let p = Plane::ALL[rng.index(3)];
-            if p != plane_a {
-                break p;
-            }
-        };
-        let centre = ph.organs[organ].centre;
-        let r = ph.organs[organ].radii.iter().copied().fold(f32::MAX, f32::min);
-        let depth_a = plane_a.depth_of(centre) + rng.range(-0.4, 0.4) * r;
-        let depth_b = plane_b.depth_of(centre) + rng.range(-0.4, 0.4) * r;
-        let box_a = ph.organ_box(organ, plane_a, depth_a, size)?;
-        let box_b = ph.organ_box(organ, plane_b, depth_b, size)?;
-        for b in [box_a, box_b] {
-            if b.width() < 12.0 || b.height() < 12.0 || b.width() > 180.0 || b.height() > 180.0 {
-                return None;
-            }
-        }
-        let a = photometric(rng, &ph.slice(plane_a, depth_a, size), 0.5);
-        let b = photometric(rng, &ph.slice(plane_b, depth_b, size), 0.5);
-        Some(SynthItem { task: Task::MultiView, images: vec![a, b], reference: Some(box_a), answer: box_b, change_mask: None })
     }
 
     // ----- concept (T5) ------------------------------------------------------------------------------
@@ -672,7 +597,7 @@ fn local_intensity(rng: &mut Rng, img: &GrayImage, cx: f32, cy: f32, radius: f32
 }
 
 /// A smooth random displacement field of amplitude up to `amp` pixels.
-struct Elastic {
+pub(crate) struct Elastic {
     noise_x: Noise3,
     noise_y: Noise3,
     amp: f32,
@@ -680,7 +605,7 @@ struct Elastic {
 }
 
 impl Elastic {
-    fn random(rng: &mut Rng, amp: f32) -> Self {
+    pub(crate) fn random(rng: &mut Rng, amp: f32) -> Self {
         Elastic {
             noise_x: Noise3::new(rng.next_u64()),
             noise_y: Noise3::new(rng.next_u64()),
@@ -689,7 +614,7 @@ impl Elastic {
         }
     }
 
-    fn displace(&self, x: f32, y: f32) -> (f32, f32) {
+    pub(crate) fn displace(&self, x: f32, y: f32) -> (f32, f32) {
         let (fx, fy) = (x * self.freq, y * self.freq);
         (self.amp * self.noise_x.value(fx, fy, 0.0), self.amp * self.noise_y.value(fx, fy, 3.7))
     }

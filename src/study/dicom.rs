@@ -301,3 +301,20 @@ pub fn native_pixel_bytes(obj: &DefaultDicomObject) -> Result<Cow<'_, [u8]>, Stu
     let e = obj.get(tags::PIXEL_DATA).ok_or(StudyError::NoPixelData)?;
     e.to_bytes().map_err(|e| StudyError::Corrupt(format!("pixel data: {e}")))
 }
+
+/// The number of slices tiled in a Siemens mosaic image (Image Type containing MOSAIC and the
+/// private Number of Images in Mosaic, (0019,100A)); `None` for any other file.
+pub fn mosaic_tiles(path: &Path) -> Option<usize> {
+    let obj = open(path, true).ok()?;
+    let image_type = obj.str_of(tags::IMAGE_TYPE)?;
+    if !image_type.to_ascii_uppercase().contains("MOSAIC") {
+        return None;
+    }
+    // Implicit VR files leave this private element as raw bytes (a little-endian US).
+    let e = obj.elem(Tag(0x0019, 0x100A))?;
+    let n = e.to_int::<i64>().ok().or_else(|| {
+        let b = e.to_bytes().ok()?;
+        (b.len() >= 2).then(|| u16::from_le_bytes([b[0], b[1]]) as i64)
+    })?;
+    (n > 1).then_some(n as usize)
+}
