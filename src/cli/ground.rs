@@ -9,7 +9,8 @@ use crate::cli::{Cli, CliError, EvalCommand, GroundCommand, Split, SynthArgs, Tr
 use crate::fsutil::{check_distinct_outputs, check_output};
 use crate::grounding::eval::{self, EvalReport};
 use crate::grounding::rng::Rng;
-use crate::grounding::synth::Synth;
+use crate::grounding::splits;
+use crate::grounding::synth::Rendering;
 use crate::grounding::task::Task;
 use crate::grounding::train::{self, TrainOptions};
 use crate::grounding::{BBox, Engine, LocateHint, Method, Proposal, hints, medsg};
@@ -184,7 +185,9 @@ pub fn run(cli: &Cli, what: &GroundCommand) -> Result<(), CliError> {
 }
 
 pub fn eval(cli: &Cli, what: &EvalCommand) -> Result<(), CliError> {
-    let EvalCommand::Medsg { task_file, images_root, predictions, method, force } = what;
+    let EvalCommand::Medsg { task_file, images_root, predictions, method, force } = what else {
+        return Err(CliError("not a task-file evaluation".into()));
+    };
     let items = medsg::read_task_file(task_file)?;
     let root = images_root.clone().unwrap_or_else(|| task_file.parent().map(Path::to_path_buf).unwrap_or_default());
     if let Some(p) = predictions {
@@ -248,6 +251,8 @@ pub fn train(cli: &Cli, args: &TrainArgs) -> Result<(), CliError> {
         batch: args.batch,
         gpu: args.gpu,
         minutes: args.minutes,
+        images_dir: (args.images.as_os_str() != "none").then(|| args.images.clone()),
+        without_family: args.without_family,
         ..TrainOptions::default()
     };
     let run = if args.calibrate_only { train::recalibrate } else { train::train };
@@ -287,24 +292,42 @@ pub fn train(cli: &Cli, args: &TrainArgs) -> Result<(), CliError> {
 }
 
 pub fn synth(args: &SynthArgs) -> Result<(), CliError> {
-    let files: &[(&str, &[usize])] = match args.split {
-        Split::Validation => &train::VALIDATION_FILES,
-        Split::Train => &train::TRAIN_FILES,
+    let split = match args.split {
+        Split::Validation => splits::Split::Validation,
+        Split::Train => splits::Split::Train,
+        Split::HeldoutSource => splits::Split::HeldOutSource,
     };
-    let name = match args.split {
-        Split::Validation => "validation",
-        Split::Train => "train_sample",
+    let rendering: Rendering = args.rendering.into();
+    let mut name = match split {
+        splits::Split::Train => "train_sample".to_string(),
+        other => other.name().to_string(),
     };
-    check_synth_output(args, name)?;
-    let pool = train::load_pool(&args.data, files);
-    if pool.is_empty() {
+    if rendering == Rendering::Second {
+        name.push_str("_second");
+    }
+    if let Some(family) = args.family {
+        name.push('_');
+        name.push_str(family.name());
+    }
+    check_synth_output(args, &name)?;
+    let images = (args.images.as_os_str() != "none").then_some(args.images.as_path());
+    let sources = splits::read(split, &args.data, images).map_err(|e| CliError(format!("{e:#}")))?;
+    if sources.pool.is_empty() {
         return Err(CliError(format!("none of the source images were found in {}", args.data.display())));
     }
-    eprintln!("{} source images: {}", pool.images.len(), pool.names.join(", "));
-    let synth = Synth::new(pool, 336);
+    eprintln!("{} source images, {} volumes", sources.pool.images.len(), sources.volumes.len());
+    let mut synth = splits::synth(&sources, 336, rendering);
+    let tasks: Vec<Task> = match args.family {
+        Some(family) => {
+            synth.families = vec![family];
+            vec![Task::RegisteredDiff, Task::NonRegisteredDiff]
+        }
+        None => Task::TRAINED.to_vec(),
+    };
     let root = Rng::new(args.seed);
     let mut items = Vec::new();
-    for (t, task) in Task::TRAINED.iter().enumerate() {
+    for task in &tasks {
+        let t = Task::TRAINED.iter().position(|x| x == task).unwrap_or(0);
         for k in 0..args.per_task {
             let mut rng = root.fork((t * 100_000 + k) as u64);
             let item = synth.item(*task, &mut rng);
@@ -312,7 +335,7 @@ pub fn synth(args: &SynthArgs) -> Result<(), CliError> {
         }
         eprintln!("{}: {} items", task.medsg_name(), args.per_task);
     }
-    let path: PathBuf = medsg::write_items(&args.out, name, &items).map_err(|e| CliError(format!("{e:#}")))?;
+    let path: PathBuf = medsg::write_items(&args.out, &name, &items).map_err(|e| CliError(format!("{e:#}")))?;
     println!("wrote {}", path.display());
     Ok(())
 }

@@ -5,10 +5,12 @@ pub mod annotations;
 pub mod bench;
 pub mod ground;
 pub mod info;
+pub mod ood;
 pub mod progress;
 
 use std::path::PathBuf;
 
+use crate::grounding::synth::ChangeKind;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::grounding::{DevicePreference, Engine, Method, WeightsSource};
@@ -160,6 +162,9 @@ pub enum EvalCommand {
         #[arg(long)]
         force: bool,
     },
+    /// The out-of-distribution report: items from images and a source never trained on, a
+    /// second rendering pipeline and each change family, model beside baseline.
+    Ood(ood::OodArgs),
 }
 
 #[derive(Args, Debug)]
@@ -176,6 +181,13 @@ pub struct TrainArgs {
     /// Folder with the pydicom / pydicom-data test files the training images come from.
     #[arg(long, default_value = "../shared/data/dicom")]
     pub data: PathBuf,
+    /// Folder of further training images (DICOM, NIfTI, MetaImage; one subfolder per source);
+    /// its held-out sources are never read. "none" trains without it.
+    #[arg(long, default_value = "../shared/data/train-images")]
+    pub images: PathBuf,
+    /// Leave one change family out of training (lesion, cutpaste, growth, intensity, removal).
+    #[arg(long, value_parser = parse_family)]
+    pub without_family: Option<ChangeKind>,
     /// Train on a GPU through wgpu.
     #[arg(long)]
     pub gpu: bool,
@@ -202,9 +214,21 @@ pub struct SynthArgs {
     pub out: PathBuf,
     #[arg(long, default_value = "../shared/data/dicom")]
     pub data: PathBuf,
-    /// held-out (validation) images, or the training images.
+    /// Folder of further training images (train split; the heldout-source split reads its
+    /// held-out source folders).
+    #[arg(long, default_value = "../shared/data/train-images")]
+    pub images: PathBuf,
+    /// validation: DICOM test files held out from training; train: the training images;
+    /// heldout-source: a source folder of --images never trained on.
     #[arg(long, value_enum, default_value = "validation")]
     pub split: Split,
+    /// The rendering pipeline: train (the one training uses) or second (another resampling,
+    /// cropping, windowing and noise, never trained on).
+    #[arg(long, value_enum, default_value = "train")]
+    pub rendering: RenderingArg,
+    /// Difference items of this change family only.
+    #[arg(long, value_parser = parse_family)]
+    pub family: Option<ChangeKind>,
     #[arg(long, default_value_t = 9001)]
     pub seed: u64,
     #[arg(long, default_value_t = 40)]
@@ -218,6 +242,26 @@ pub struct SynthArgs {
 pub enum Split {
     Validation,
     Train,
+    HeldoutSource,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum RenderingArg {
+    Train,
+    Second,
+}
+
+impl From<RenderingArg> for crate::grounding::synth::Rendering {
+    fn from(r: RenderingArg) -> Self {
+        match r {
+            RenderingArg::Train => crate::grounding::synth::Rendering::Train,
+            RenderingArg::Second => crate::grounding::synth::Rendering::Second,
+        }
+    }
+}
+
+fn parse_family(s: &str) -> Result<ChangeKind, String> {
+    ChangeKind::parse(s).ok_or_else(|| format!("unknown change family {s:?}; one of {}", ChangeKind::ALL.map(|k| k.name()).join(", ")))
 }
 
 /// A failure to report as `error: …` with exit code 2.
@@ -266,6 +310,7 @@ pub fn run(cli: Cli) -> i32 {
         Some(Command::View { paths, annotations }) => view(paths, annotations.clone(), device),
         Some(Command::Info { file, json }) => info_cmd(file, *json),
         Some(Command::Ground { what }) => ground::run(&cli, what),
+        Some(Command::Eval { what: EvalCommand::Ood(args) }) => ood::run(&cli, args),
         Some(Command::Eval { what }) => ground::eval(&cli, what),
         Some(Command::Train(args)) => ground::train(&cli, args),
         Some(Command::Synth(args)) => ground::synth(args),

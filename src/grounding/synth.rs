@@ -66,6 +66,8 @@ pub struct Synth {
     pub volumes: Vec<Arc<VolumeSource>>,
     /// How views are cut, resampled, windowed and degraded.
     pub rendering: Rendering,
+    /// Change families difference items are drawn from (all, unless one is left out).
+    pub families: Vec<ChangeKind>,
 }
 
 /// The image pipeline items are rendered with. Training uses `Train` only; `Second` is a
@@ -88,13 +90,16 @@ impl Rendering {
     }
 }
 
-/// Visible-change threshold on 0..1 intensities (about 10 grey levels of an 8-bit PNG).
-const VISIBLE: f32 = 0.04;
+/// A pixel is visibly changed when its value moved by at least this much of the display range
+/// (5 grey levels of an 8-bit PNG): the answer box spans all such pixels of a change.
+pub const VISIBLE: f32 = 0.02;
+/// A change is kept only when enough of it moved by this much (clearly noticeable).
+const NOTICEABLE: f32 = 0.06;
 
 impl Synth {
     pub fn new(pool: SourcePool, size: usize) -> Self {
         let phantom_fraction = if pool.is_empty() { 1.0 } else { 0.25 };
-        Self { pool, size, phantom_fraction, volumes: Vec::new(), rendering: Rendering::Train }
+        Self { pool, size, phantom_fraction, volumes: Vec::new(), rendering: Rendering::Train, families: ChangeKind::ALL.to_vec() }
     }
 
     /// One item of `task`; retries internally until the item is well formed.
@@ -129,7 +134,10 @@ impl Synth {
                 phantom_view(rng, size)
             } else {
                 let src = &self.pool.images[rng.index(self.pool.images.len())];
-                real_view(rng, src, size)
+                match self.rendering {
+                    Rendering::Train => real_view(rng, src, size),
+                    Rendering::Second => real_view_second(rng, src, size),
+                }
             };
             let (_, std) = v.mean_std();
             if std > 0.08 {
@@ -139,6 +147,14 @@ impl Synth {
         phantom_view(rng, size)
     }
 
+    /// Acquisition differences of one image, as this item's rendering pipeline makes them.
+    pub fn degrade(&self, rng: &mut Rng, img: &GrayImage, strength: f32) -> GrayImage {
+        match self.rendering {
+            Rendering::Train => photometric(rng, img, strength),
+            Rendering::Second => photometric_second(rng, img, strength),
+        }
+    }
+
     // ----- difference grounding (T1, T2) -------------------------------------------------------
 
     fn diff_item(&self, rng: &mut Rng, shifted: bool) -> Option<SynthItem> {
@@ -146,7 +162,9 @@ impl Synth {
         let margin = if shifted { 20 } else { 0 };
         let big = size + 2 * margin;
         let before = self.view(rng, big);
-        let (after, region) = apply_change(rng, &before, margin)?;
+        let kind = ChangeKind::draw(rng, &self.families);
+        let donor = (kind == ChangeKind::CutPaste && rng.chance(0.5)).then(|| self.view(rng, big));
+        let (after, region) = apply_change_of(rng, &before, margin, Some(kind), donor.as_ref())?;
         let (dx, dy) = if shifted {
             loop {
                 let d = (rng.int(-20, 20), rng.int(-20, 20));
@@ -169,8 +187,9 @@ impl Synth {
         if !frame.contains_box(&answer) || !frame.contains_box(&in_prior) || answer.area() < 64.0 {
             return None;
         }
-        let prior = photometric(rng, &prior, 1.0);
-        let current = photometric(rng, &current, 1.0);
+        let (prior, current) = nuisance(rng, &prior, &current);
+        let prior = self.degrade(rng, &prior, 1.0);
+        let current = self.degrade(rng, &current, 1.0);
         let task = if shifted { Task::NonRegisteredDiff } else { Task::RegisteredDiff };
         Some(SynthItem { task, images: vec![prior, current], reference: None, answer, change_mask: Some(mask) })
     }
@@ -312,6 +331,122 @@ fn phantom_view(rng: &mut Rng, size: usize) -> GrayImage {
     img.blur(rng.range(0.0, 1.0)).map(|v| (v + noise_sigma * nrng.noise()).clamp(0.0, 1.0))
 }
 
+/// The second pipeline's view: a crop of other proportions (anisotropic), nearest-neighbour or
+/// cubic resampling without prefiltering, a linear window with clipping, any of the eight
+/// orientations.
+fn real_view_second(rng: &mut Rng, src: &GrayImage, size: usize) -> GrayImage {
+    let min_side = src.width.min(src.height) as f32;
+    let side = min_side * rng.range(0.4, 1.0);
+    let aspect = rng.log_range(0.7, 1.43);
+    let (w, h) = ((side * aspect).min(src.width as f32), (side / aspect).min(src.height as f32));
+    let x0 = rng.range(0.0, src.width as f32 - w + 1e-3);
+    let y0 = rng.range(0.0, src.height as f32 - h + 1e-3);
+    let (flip_x, flip_y, transpose) = (rng.chance(0.5), rng.chance(0.5), rng.chance(0.5));
+    let nearest = rng.chance(0.5);
+    let (sx, sy) = (w / size as f32, h / size as f32);
+    let lo = rng.range(0.0, 0.25);
+    let hi = rng.range(0.65, 1.0);
+    GrayImage::from_fn(size, size, |x, y| {
+        let (x, y) = if transpose { (y, x) } else { (x, y) };
+        let xf = if flip_x { size - 1 - x } else { x } as f32;
+        let yf = if flip_y { size - 1 - y } else { y } as f32;
+        let (px, py) = (x0 + (xf + 0.5) * sx - 0.5, y0 + (yf + 0.5) * sy - 0.5);
+        let v = if nearest { src.get_clamped(px.round() as isize, py.round() as isize) } else { cubic(src, px, py) };
+        ((v - lo) / (hi - lo)).clamp(0.0, 1.0)
+    })
+}
+
+/// Catmull-Rom bicubic sample (edges clamped).
+fn cubic(img: &GrayImage, x: f32, y: f32) -> f32 {
+    let (xi, yi) = (x.floor() as isize, y.floor() as isize);
+    let (fx, fy) = (x - xi as f32, y - yi as f32);
+    let weights = |t: f32| {
+        let (t2, t3) = (t * t, t * t * t);
+        [(-t3 + 2.0 * t2 - t) / 2.0, (3.0 * t3 - 5.0 * t2 + 2.0) / 2.0, (-3.0 * t3 + 4.0 * t2 + t) / 2.0, (t3 - t2) / 2.0]
+    };
+    let (wx, wy) = (weights(fx), weights(fy));
+    let mut sum = 0.0;
+    for (j, wyj) in wy.iter().enumerate() {
+        for (i, wxi) in wx.iter().enumerate() {
+            sum += wxi * wyj * img.get_clamped(xi + i as isize - 1, yi + j as isize - 1);
+        }
+    }
+    sum
+}
+
+/// The second pipeline's acquisition differences: speckle (multiplicative) or Rician noise,
+/// box blur or sharpening, a sigmoid contrast curve, coarse quantization.
+pub fn photometric_second(rng: &mut Rng, img: &GrayImage, strength: f32) -> GrayImage {
+    let gain = 1.0 + rng.normal() * 0.1 * strength;
+    let offset = rng.normal() * 0.05 * strength;
+    let contrast = rng.range(0.0, 4.0) * strength;
+    let sigma = rng.range(0.0, 0.04) * strength;
+    let speckle = rng.chance(0.5);
+    let levels = if rng.chance(0.3) { rng.range(24.0, 64.0) } else { 0.0 };
+    let filtered = match rng.index(3) {
+        0 => img.clone(),
+        1 => box_blur(img),
+        _ => {
+            let soft = img.blur(1.0);
+            GrayImage::from_fn(img.width, img.height, |x, y| img.get(x, y) * 1.6 - soft.get(x, y) * 0.6)
+        }
+    };
+    let mut nrng = rng.fork(0x2d2d);
+    filtered.map(|v| {
+        let v = v * gain + offset;
+        let v = if contrast > 0.05 {
+            let s = |t: f32| 1.0 / (1.0 + (-(contrast + 1.0) * 4.0 * (t - 0.5)).exp());
+            (s(v) - s(0.0)) / (s(1.0) - s(0.0))
+        } else {
+            v
+        };
+        let v = if speckle {
+            v * (1.0 + 1.5 * sigma * nrng.normal())
+        } else {
+            ((v + sigma * nrng.normal()).powi(2) + (sigma * nrng.normal()).powi(2)).sqrt()
+        };
+        let v = v.clamp(0.0, 1.0);
+        if levels > 0.0 { (v * levels).round() / levels } else { v }
+    })
+}
+
+/// A 3×3 mean filter.
+fn box_blur(img: &GrayImage) -> GrayImage {
+    GrayImage::from_fn(img.width, img.height, |x, y| {
+        let mut sum = 0.0;
+        for dy in -1..=1 {
+            for dx in -1..=1 {
+                sum += img.get_clamped(x as isize + dx, y as isize + dy);
+            }
+        }
+        sum / 9.0
+    })
+}
+
+/// Differences between two acquisitions that are not the answer: a slight misregistration
+/// (under a pixel, a fraction of a degree) or clipping of the brightest values in one of them.
+fn nuisance(rng: &mut Rng, prior: &GrayImage, current: &GrayImage) -> (GrayImage, GrayImage) {
+    let mut current = current.clone();
+    let mut prior = prior.clone();
+    if rng.chance(0.3) {
+        let (dx, dy) = (rng.range(-0.6, 0.6), rng.range(-0.6, 0.6));
+        let angle = rng.range(-0.4, 0.4).to_radians();
+        let (s, c) = angle.sin_cos();
+        let (cx, cy) = (current.width as f32 / 2.0, current.height as f32 / 2.0);
+        let src = current.clone();
+        current = GrayImage::from_fn(src.width, src.height, |x, y| {
+            let (u, v) = (x as f32 - cx, y as f32 - cy);
+            src.sample(cx + c * u - s * v + dx, cy + s * u + c * v + dy)
+        });
+    }
+    if rng.chance(0.15) {
+        let ceiling = rng.range(0.75, 0.95);
+        let target = if rng.chance(0.5) { &mut prior } else { &mut current };
+        *target = target.map(|v| v.min(ceiling) / ceiling);
+    }
+    (prior, current)
+}
+
 /// Global acquisition differences: gain/offset, gamma, blur and noise, scaled by `strength`.
 pub fn photometric(rng: &mut Rng, img: &GrayImage, strength: f32) -> GrayImage {
     let gain = 1.0 + rng.normal() * 0.08 * strength;
@@ -380,25 +515,82 @@ pub struct ChangeRegion {
     pub bbox: BBox,
 }
 
-/// The kinds of local change the synthesizer makes.
+/// The families of local change the synthesizer makes; training can leave one out and the
+/// evaluation can ask for one, to measure changes of a kind never trained on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChangeKind {
+    /// A textured blob, brighter or darker, with a hard or feathered edge.
     Lesion,
+    /// A region pasted from elsewhere in the same image or from another image.
     CutPaste,
+    /// Growth or shrinkage of whatever lies there, by a local warp.
     Growth,
+    /// Enhancement or wash-out of the tissue in place.
     Intensity,
+    /// A structure removed and filled in with the texture around it.
+    Removal,
+}
+
+impl ChangeKind {
+    pub const ALL: [ChangeKind; 5] =
+        [ChangeKind::Lesion, ChangeKind::CutPaste, ChangeKind::Growth, ChangeKind::Intensity, ChangeKind::Removal];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ChangeKind::Lesion => "lesion",
+            ChangeKind::CutPaste => "cutpaste",
+            ChangeKind::Growth => "growth",
+            ChangeKind::Intensity => "intensity",
+            ChangeKind::Removal => "removal",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ChangeKind> {
+        ChangeKind::ALL.into_iter().find(|k| k.name() == s)
+    }
+
+    /// How often the family is drawn when all are allowed.
+    fn weight(self) -> f32 {
+        match self {
+            ChangeKind::Lesion => 0.3,
+            ChangeKind::CutPaste => 0.2,
+            ChangeKind::Growth => 0.2,
+            ChangeKind::Intensity => 0.15,
+            ChangeKind::Removal => 0.15,
+        }
+    }
+
+    /// One of `allowed`, by weight.
+    pub fn draw(rng: &mut Rng, allowed: &[ChangeKind]) -> ChangeKind {
+        let total: f32 = allowed.iter().map(|k| k.weight()).sum();
+        let mut pick = rng.f32() * total;
+        for &k in allowed {
+            pick -= k.weight();
+            if pick <= 0.0 {
+                return k;
+            }
+        }
+        *allowed.last().unwrap_or(&ChangeKind::Lesion)
+    }
 }
 
 /// Applies one random local change to `img`, away from a `margin` border; returns the changed
 /// image and the visible-change region, or `None` when the change would not be visible.
 pub fn apply_change(rng: &mut Rng, img: &GrayImage, margin: usize) -> Option<(GrayImage, ChangeRegion)> {
-    apply_change_of(rng, img, margin, None)
+    apply_change_of(rng, img, margin, None, None)
 }
 
-/// `apply_change` with the kind chosen by the caller (`None`: at random).
-pub fn apply_change_of(rng: &mut Rng, img: &GrayImage, margin: usize, kind: Option<ChangeKind>) -> Option<(GrayImage, ChangeRegion)> {
+/// `apply_change` with the kind chosen by the caller (`None`: any family) and, for CutPaste,
+/// another image to take the pasted region from (`None`: the same image).
+pub fn apply_change_of(
+    rng: &mut Rng,
+    img: &GrayImage,
+    margin: usize,
+    kind: Option<ChangeKind>,
+    donor: Option<&GrayImage>,
+) -> Option<(GrayImage, ChangeRegion)> {
     let (w, h) = (img.width as f32, img.height as f32);
-    let radius = rng.log_range(7.0, 38.0);
+    let radius = rng.log_range(6.0, 40.0);
     let pad = margin as f32 + radius * 1.6 + 4.0;
     if w - 2.0 * pad < 8.0 || h - 2.0 * pad < 8.0 {
         return None;
@@ -412,55 +604,41 @@ pub fn apply_change_of(rng: &mut Rng, img: &GrayImage, margin: usize, kind: Opti
             break;
         }
     }
-    let pick = rng.f32();
-    let kind = kind.unwrap_or(if pick < 0.35 {
-        ChangeKind::Lesion
-    } else if pick < 0.55 {
-        ChangeKind::CutPaste
-    } else if pick < 0.75 {
-        ChangeKind::Growth
-    } else {
-        ChangeKind::Intensity
-    });
+    let kind = kind.unwrap_or_else(|| ChangeKind::draw(rng, &ChangeKind::ALL));
     let after = match kind {
         ChangeKind::Lesion => insert_lesion(rng, img, cx, cy, radius),
-        ChangeKind::CutPaste => cut_paste(rng, img, cx, cy, radius),
+        ChangeKind::CutPaste => cut_paste(rng, img, donor.unwrap_or(img), cx, cy, radius),
         ChangeKind::Growth => local_warp(rng, img, cx, cy, radius),
         ChangeKind::Intensity => local_intensity(rng, img, cx, cy, radius),
+        ChangeKind::Removal => remove_structure(rng, img, cx, cy, radius),
     };
-    // Visible change: a thresholded, lightly smoothed difference, limited to the change's
-    // neighbourhood and reduced to its largest connected part.
-    let reach = radius * 1.8 + 3.0;
-    let diff = GrayImage::from_fn(img.width, img.height, |x, y| {
+    let region = visible_change(img, &after, cx, cy, radius * 3.0 + 16.0)?;
+    Some((after, region))
+}
+
+/// The visible part of a change made around (`cx`, `cy`): every pixel within `reach` whose
+/// value moved by at least `VISIBLE`, soft rims included, as a reader would box it. `None`
+/// when the change as a whole would not be noticed.
+pub fn visible_change(before: &GrayImage, after: &GrayImage, cx: f32, cy: f32, reach: f32) -> Option<ChangeRegion> {
+    let mut count_strong = 0usize;
+    let mut strong_sum = 0.0f32;
+    let mask = GrayImage::from_fn(before.width, before.height, |x, y| {
         let d2 = (x as f32 - cx).powi(2) + (y as f32 - cy).powi(2);
-        if d2 > reach * reach { 0.0 } else { (after.get(x, y) - img.get(x, y)).abs() }
-    })
-    .blur(0.7);
-    let raw = diff.map(|v| if v > VISIBLE { 1.0 } else { 0.0 });
-    let (labels, comps) = crate::grounding::geometry::components(&raw, 0.5, &diff);
-    let (best, comp) = comps.iter().enumerate().max_by(|a, b| a.1.weight.total_cmp(&b.1.weight))?;
-    let label = best as u32 + 1;
-    let mask = GrayImage::from_fn(img.width, img.height, |x, y| {
-        let inside = comp.bbox.expand(2.0);
-        if labels[y * img.width + x] == label
-            || (raw.get(x, y) > 0.5
-                && (x as f32) >= inside.x1
-                && (x as f32) < inside.x2
-                && (y as f32) >= inside.y1
-                && (y as f32) < inside.y2)
-        {
-            1.0
-        } else {
-            0.0
+        if d2 > reach * reach {
+            return 0.0;
         }
+        let d = (after.get(x, y) - before.get(x, y)).abs();
+        if d >= NOTICEABLE {
+            count_strong += 1;
+            strong_sum += d;
+        }
+        if d >= VISIBLE { 1.0 } else { 0.0 }
     });
     let bbox = BBox::of_mask(&mask, 0.5)?;
-    let count = mask.data.iter().filter(|&&v| v > 0.5).count();
-    let mean_change = mask.data.iter().zip(&diff.data).filter(|(m, _)| **m > 0.5).map(|(_, d)| *d).sum::<f32>() / count.max(1) as f32;
-    if count < 60 || mean_change < 0.08 || bbox.width() < 8.0 || bbox.height() < 8.0 {
+    if count_strong < 40 || strong_sum / (count_strong as f32) < 0.1 || bbox.width() < 8.0 || bbox.height() < 8.0 {
         return None;
     }
-    Some((after, ChangeRegion { mask, bbox }))
+    Some(ChangeRegion { mask, bbox })
 }
 
 /// A soft irregular blob: 1 inside, 0 outside, feathered over `edge` px.
@@ -480,7 +658,9 @@ impl Blob {
     fn random(rng: &mut Rng, cx: f32, cy: f32, radius: f32) -> Self {
         let harmonics = (2..6).map(|k| (rng.range(0.0, 0.28) / k as f32 * 2.0, rng.range(0.0, 6.283))).collect();
         let a = rng.range(0.0, std::f32::consts::PI);
-        Blob { cx, cy, radius, aspect: rng.range(0.6, 1.6), angle: a.sin_cos(), harmonics, edge: rng.range(1.0, 3.5) }
+        // Hard edges (a pixel or two) to wide feathered rims.
+        let edge = rng.log_range(0.8, 14.0);
+        Blob { cx, cy, radius, aspect: rng.range(0.6, 1.6), angle: a.sin_cos(), harmonics, edge }
     }
 
     fn weight(&self, x: f32, y: f32) -> f32 {
@@ -542,10 +722,10 @@ fn insert_lesion(rng: &mut Rng, img: &GrayImage, cx: f32, cy: f32, radius: f32) 
     })
 }
 
-fn cut_paste(rng: &mut Rng, img: &GrayImage, cx: f32, cy: f32, radius: f32) -> GrayImage {
+fn cut_paste(rng: &mut Rng, img: &GrayImage, donor: &GrayImage, cx: f32, cy: f32, radius: f32) -> GrayImage {
     let blob = Blob::random(rng, cx, cy, radius);
     // Source patch from elsewhere in the image, far enough to look different.
-    let (w, h) = (img.width as f32, img.height as f32);
+    let (w, h) = (donor.width as f32, donor.height as f32);
     let r = blob.extent();
     let (mut sx, mut sy) = (cx, cy);
     for _ in 0..20 {
@@ -562,7 +742,7 @@ fn cut_paste(rng: &mut Rng, img: &GrayImage, cx: f32, cy: f32, radius: f32) -> G
             return v;
         }
         let dx = x as f32 - cx;
-        let src = img.sample(sx + if flip { -dx } else { dx }, sy + (y as f32 - cy));
+        let src = donor.sample(sx + if flip { -dx } else { dx }, sy + (y as f32 - cy));
         v + (src - v) * m
     })
 }
@@ -593,6 +773,38 @@ fn local_intensity(rng: &mut Rng, img: &GrayImage, cx: f32, cy: f32, radius: f32
     blend_local(img, cx, cy, blob.extent(), |x, y, v| {
         let m = blob.weight(x as f32, y as f32);
         v + m * (v * gain + offset)
+    })
+}
+
+/// Removes what lies under a blob: the smooth background is filled in from around it
+/// (normalized convolution) and fine texture is borrowed from a nearby patch.
+fn remove_structure(rng: &mut Rng, img: &GrayImage, cx: f32, cy: f32, radius: f32) -> GrayImage {
+    let blob = Blob::random(rng, cx, cy, radius);
+    let reach = blob.extent() * 2.0 + 8.0;
+    let x0 = (cx - reach).floor().max(0.0) as isize;
+    let y0 = (cy - reach).floor().max(0.0) as isize;
+    let (cw, ch) = ((2.0 * reach).ceil() as usize, (2.0 * reach).ceil() as usize);
+    let local = img.crop(x0, y0, cw, ch, 0.0);
+    let outside = GrayImage::from_fn(cw, ch, |x, y| 1.0 - blob.weight(x as f32 + x0 as f32, y as f32 + y0 as f32).min(1.0));
+    let sigma = radius * 0.6 + 2.0;
+    let weighted = GrayImage::from_fn(cw, ch, |x, y| local.get(x, y) * outside.get(x, y)).blur(sigma);
+    let norm = outside.blur(sigma);
+    let detail_sigma = rng.range(1.0, 3.0);
+    let smooth = local.blur(detail_sigma);
+    // Texture from beside the structure, so the fill is not suspiciously flat.
+    let angle = rng.range(0.0, std::f32::consts::TAU);
+    let (dx, dy) = (angle.cos() * blob.extent() * 1.3, angle.sin() * blob.extent() * 1.3);
+    let texture_gain = rng.range(0.5, 1.0);
+    blend_local(img, cx, cy, blob.extent(), |x, y, v| {
+        let m = blob.weight(x as f32, y as f32);
+        if m <= 0.0 {
+            return v;
+        }
+        let (lx, ly) = (x as f32 - x0 as f32, y as f32 - y0 as f32);
+        let n = norm.sample(lx, ly);
+        let fill = if n > 1e-3 { weighted.sample(lx, ly) / n } else { v };
+        let detail = local.sample(lx + dx, ly + dy) - smooth.sample(lx + dx, ly + dy);
+        v + (fill + texture_gain * detail - v) * m
     })
 }
 

@@ -15,7 +15,8 @@ use crate::grounding::geometry::BBox;
 use crate::grounding::infer::{NetRunner, antialias, batch_tensor, scaled_crop, template_scales};
 use crate::grounding::model::{GrounderConfig, GrounderNet, STRIDE, TEMPLATE_CROP_PX, TEMPLATE_PX};
 use crate::grounding::rng::Rng;
-use crate::grounding::synth::{SourcePool, Synth, SynthItem, normalize_for_pool};
+use crate::grounding::splits::Split;
+use crate::grounding::synth::{ChangeKind, Rendering, SourcePool, Synth, SynthItem, normalize_for_pool};
 use crate::grounding::task::Task;
 use crate::grounding::weights::{Calibration, ModelMeta};
 use crate::registration::{self, AlignOptions, Transform};
@@ -82,6 +83,11 @@ pub struct TrainOptions {
     /// Train for as many steps as fit in this many minutes (measured on a short probe run)
     /// instead of `steps`; the report records the count, so `--steps` reruns it exactly.
     pub minutes: Option<f64>,
+    /// Folder of further training images (NIfTI, MetaImage, DICOM; `None`: none), whose
+    /// held-out sources (`splits::HELD_OUT_SOURCES`) are never read.
+    pub images_dir: Option<PathBuf>,
+    /// A change family left out of training (to measure changes of an unseen kind).
+    pub without_family: Option<ChangeKind>,
 }
 
 impl Default for TrainOptions {
@@ -96,6 +102,8 @@ impl Default for TrainOptions {
             item_size: 256,
             gpu: false,
             minutes: None,
+            images_dir: Some(PathBuf::from("../shared/data/train-images")),
+            without_family: None,
         }
     }
 }
@@ -351,13 +359,25 @@ pub fn train(opts: &TrainOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Tra
         (Device::flex(), "flex (CPU)".to_string(), false)
     };
     let device = base.clone().autodiff();
-    let pool = load_pool(&opts.data_dir, &TRAIN_FILES);
-    progress(&format!("{} training images from {}", pool.images.len(), opts.data_dir.display()));
+    let sources = crate::grounding::splits::read(Split::Train, &opts.data_dir, opts.images_dir.as_deref())?;
+    let pool = sources.pool.clone();
+    progress(&format!(
+        "{} training images ({} volumes) from {}{}",
+        pool.images.len(),
+        sources.volumes.len(),
+        opts.data_dir.display(),
+        opts.images_dir.as_ref().map_or(String::new(), |d| format!(" and {}", d.display()))
+    ));
     if pool.is_empty() {
         progress("no real training images found: training on phantoms only");
     }
-    let train_images = pool.names.clone();
-    let synth = Synth::new(pool.clone(), opts.item_size);
+    let mut train_images = pool.names.clone();
+    train_images.extend(sources.volumes.iter().map(|v| format!("{} (volume)", v.name)));
+    let mut synth = crate::grounding::splits::synth(&sources, opts.item_size, Rendering::Train);
+    if let Some(left_out) = opts.without_family {
+        synth.families.retain(|&k| k != left_out);
+        progress(&format!("change family left out: {}", left_out.name()));
+    }
     let cfg = GrounderConfig::new();
     let steps = match opts.minutes {
         Some(minutes) => {
@@ -506,7 +526,7 @@ pub fn recalibrate(opts: &TrainOptions, progress: &dyn Fn(&str)) -> anyhow::Resu
     let mut report: TrainReport =
         serde_json::from_value(meta.training.clone()).map_err(|e| anyhow::anyhow!("{} has no training record: {e}", opts.out.display()))?;
     report.recalibrated = true;
-    let pool = load_pool(&opts.data_dir, &TRAIN_FILES);
+    let pool = crate::grounding::splits::read(Split::Train, &opts.data_dir, opts.images_dir.as_deref())?.pool;
     finish(NetRunner::new(net, device, meta), report, &pool, opts, progress)
 }
 

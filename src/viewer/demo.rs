@@ -45,7 +45,7 @@ pub fn demo_pair() -> Result<DemoPair, StudyError> {
     // A new dense nodule (brighter, as on a radiograph), not at the border.
     let (changed, region) = (0..500)
         .find_map(|_| {
-            let (after, region) = apply_change_of(&mut rng, &prior, 60, Some(ChangeKind::Lesion))?;
+            let (after, region) = apply_change_of(&mut rng, &prior, 60, Some(ChangeKind::Lesion), None)?;
             let b = region.bbox;
             let denser = region
                 .mask
