@@ -252,6 +252,8 @@ pub fn locate_orthogonal(reference: &GrayImage, reference_box: BBox, target: &Gr
     for &shared in hypotheses {
         let ta = shared.axes().1;
         let (centre, extent, across) = shared.along(reference_box.to_array());
+        // The shared axis's range, mapped through the planes' scale and offset when known.
+        let (centre, extent) = planes.map_or((centre, extent), |p| (p.to_target(centre), extent * p.scale.abs()));
         let line = planes.filter(|p| p.crosses(reference_box.to_array())).map(|p| p.line_in_target);
         let length = if ta == 0 { th } else { tw };
         let mut t = across / 2.0;

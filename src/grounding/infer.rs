@@ -123,15 +123,20 @@ struct Band {
 }
 
 impl Band {
-    /// The bands for a reference box: the one the planes' common line shows, else all four
-    /// (x↔x, y↔y, y↔x, x↔y). The line also fixes `across` when it crosses the reference box.
+    /// The bands for a reference box: the one the planes' common line shows (its range mapped
+    /// through the line's scale and offset), else all four (x↔x, y↔y, y↔x, x↔y) at equal field
+    /// of view. The line also fixes `across` when it crosses the reference box.
     fn for_hint(reference: &BBox, planes: Option<&Intersection>) -> Vec<Band> {
         let band = |shared: SharedAxes, across: Option<f32>| {
             let (centre, extent, _) = shared.along(reference.to_array());
             Band { target_axis: shared.axes().1, centre, extent, across }
         };
         match planes {
-            Some(p) => vec![band(p.shared, p.crosses(reference.to_array()).then_some(p.line_in_target))],
+            Some(p) => {
+                let mut b = band(p.shared, p.crosses(reference.to_array()).then_some(p.line_in_target));
+                (b.centre, b.extent) = (p.to_target(b.centre), b.extent * p.scale.abs());
+                vec![b]
+            }
             None => SharedAxes::ALL.iter().map(|&s| band(s, None)).collect(),
         }
     }

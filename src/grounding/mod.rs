@@ -326,7 +326,7 @@ impl Engine {
             sigma_px: hint.sigma_px / t.scale,
             known_size: hint.known_size.map(|(w, h)| (w / t.scale, h / t.scale)),
             orthogonal_to: hint.orthogonal_to.map(|b| b.scale(1.0 / t.scale, 1.0 / t.scale)),
-            planes: hint.orthogonal_to.and_then(|_| registration::planes::intersect(&r.image, &t.image)),
+            planes: hint.orthogonal_to.and_then(|_| registration::planes::intersect_near(&r.image, &t.image, Some(rb))),
             ..hint.clone()
         };
         let found = match method {

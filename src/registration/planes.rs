@@ -1,11 +1,27 @@
 //! Where two orthogonal planes of one volume meet: each shows the same line of voxels, so
-//! one row or column of the first equals one row or column of the second. Finding that pair
-//! says which axis the planes share and where each lies in the other.
+//! one row or column of the first shows what one row or column of the second shows. Each view
+//! may have been cropped, resampled (to another pixel size along each axis) and windowed on its
+//! own, so the two lines agree only up to a scale and an offset along them and a monotone
+//! intensity map: they are compared by normalized correlation over their overlap, for every
+//! scale and offset in a plausible range, coarse to fine. Finding that pair says which axis the
+//! planes share, where each lies in the other, and how positions along the shared axis map.
 
+use crate::grounding::geometry::BBox;
 use crate::study::gray::GrayImage;
 
-/// Both images are compared at this many lines per axis (field of view assumed equal).
+/// Lines per axis at the finest level of the search.
 const LINES: usize = 112;
+/// Search levels, coarse to fine (lines per axis).
+const LEVELS: [usize; 3] = [28, 56, LINES];
+/// Scales between the views along the shared axis (target extent per reference extent, both
+/// as fractions of their images): 0.5..2.0 on a geometric grid.
+const SCALE_MIN: f32 = 0.5;
+const SCALE_STEPS: usize = 16;
+const SCALE_RATIO: f32 = 4.0;
+/// The lines must overlap over this fraction of each image's extent.
+const MIN_OVERLAP: f32 = 0.4;
+/// Candidates kept per hypothesis after the coarse level, and after the middle one.
+const KEEP: [usize; 2] = [48, 12];
 
 /// Which axis of the reference recurs on which axis of the target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,9 +65,16 @@ pub struct Intersection {
     pub line_in_target: f32,
     /// Where it lies across the reference's other axis, in reference pixels.
     pub line_in_reference: f32,
+    /// Along the shared axis, target pixel = `scale` · reference pixel + `offset` (pixel-edge
+    /// coordinates); 1 and 0 when both views show the same field of view at one pixel size.
+    pub scale: f32,
+    pub offset: f32,
     /// Correlation of the two lines, and of the best line pair under any other hypothesis.
     pub ncc: f32,
     pub runner_up_ncc: f32,
+    /// 0..1: how clearly the line pair stands out (its correlation, and its margin over the best
+    /// pair under another hypothesis); callers fall back to a softer prior when it is low.
+    pub confidence: f32,
 }
 
 impl Intersection {
@@ -61,60 +84,261 @@ impl Intersection {
         let (lo, hi) = if self.shared.axes().0 == 0 { (y1, y2) } else { (x1, x2) };
         self.line_in_reference > lo && self.line_in_reference < hi
     }
+
+    /// A reference position along the shared axis, in target pixels.
+    pub fn to_target(&self, along_reference: f32) -> f32 {
+        self.scale * along_reference + self.offset
+    }
 }
 
-/// Zero-mean, unit-norm profiles of the rows (`along_x`) or columns of `img`; `None` for flat
-/// lines (background), which match anything.
-fn profiles(img: &GrayImage, along_x: bool) -> Vec<Option<Vec<f32>>> {
-    (0..LINES)
+/// A profile along the shared axis, `None` where the line is flat (background).
+type Profile = Option<Vec<f32>>;
+
+/// Profiles of `img` (already `n` × `n`) along x (`along_x`: one per row) or along y.
+fn profiles(img: &GrayImage, along_x: bool) -> Vec<Profile> {
+    let n = img.width;
+    (0..n)
         .map(|k| {
-            let v: Vec<f32> = (0..LINES).map(|t| if along_x { img.get(t, k) } else { img.get(k, t) }).collect();
-            let mean = v.iter().sum::<f32>() / LINES as f32;
-            let centred: Vec<f32> = v.iter().map(|x| x - mean).collect();
-            let norm = centred.iter().map(|x| x * x).sum::<f32>().sqrt();
+            let v: Vec<f32> = (0..n).map(|t| if along_x { img.get(t, k) } else { img.get(k, t) }).collect();
+            let (lo, hi) = v.iter().fold((f32::MAX, f32::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
             // A line whose spread is under 5 % of the range is background.
-            (norm > 0.05 * (LINES as f32).sqrt()).then(|| centred.iter().map(|x| x / norm).collect())
+            (hi - lo > 0.05).then_some(v)
         })
         .collect()
 }
 
-/// The best (correlation, reference line, target line) between two profile sets.
-fn best_pair(a: &[Option<Vec<f32>>], b: &[Option<Vec<f32>>]) -> Option<(f32, usize, usize)> {
-    let mut best: Option<(f32, usize, usize)> = None;
-    for (i, pa) in a.iter().enumerate() {
-        let Some(pa) = pa else { continue };
-        for (j, pb) in b.iter().enumerate() {
-            let Some(pb) = pb else { continue };
-            let c: f32 = pa.iter().zip(pb).map(|(x, y)| x * y).sum();
-            if best.is_none_or(|(bc, _, _)| c > bc) {
-                best = Some((c, i, j));
+/// One hypothesis of the search: reference line `i`, target line `j` (at the level's
+/// resolution), and target fraction = `a` · reference fraction + `b` along the shared axis.
+#[derive(Clone, Copy, Debug)]
+struct Candidate {
+    i: usize,
+    j: usize,
+    a: f32,
+    b: f32,
+    score: f32,
+    ncc: f32,
+}
+
+/// Running sums for a normalized correlation.
+#[derive(Default, Clone, Copy)]
+struct Sums {
+    x: f32,
+    y: f32,
+    xx: f32,
+    yy: f32,
+    xy: f32,
+    m: f32,
+}
+
+impl Sums {
+    fn add(&mut self, x: f32, y: f32) {
+        self.x += x;
+        self.y += y;
+        self.xx += x * x;
+        self.yy += y * y;
+        self.xy += x * y;
+        self.m += 1.0;
+    }
+
+    fn ncc(&self) -> Option<f32> {
+        let m = self.m;
+        let (vx, vy) = (self.xx - self.x * self.x / m, self.yy - self.y * self.y / m);
+        (m >= 3.0 && vx > 1e-4 * m && vy > 1e-4 * m).then(|| (self.xy - self.x * self.y / m) / (vx * vy).sqrt())
+    }
+}
+
+/// Normalized correlation of `r` against `t` under the map (fractions) `a`, `b`, over their
+/// overlap, and over the part of it near the reference box (`window`, fractions along the
+/// line); `None` when the overlap is too short. Returns (score, correlation over the overlap):
+/// the score weighs the window as much as the whole line (the box's own section must recur)
+/// and discounts short overlaps, which correlate well by chance.
+fn overlap_ncc(r: &[f32], t: &[f32], a: f32, b: f32, window: (f32, f32)) -> Option<(f32, f32)> {
+    let n = r.len();
+    let nf = n as f32;
+    let (mut all, mut near) = (Sums::default(), Sums::default());
+    for (k, &x) in r.iter().enumerate() {
+        let u = (k as f32 + 0.5) / nf;
+        let v = (a * u + b) * nf - 0.5;
+        if v < 0.0 || v > nf - 1.0 {
+            continue;
+        }
+        let v0 = (v as usize).min(n - 2);
+        let f = v - v0 as f32;
+        let y = t[v0] + (t[v0 + 1] - t[v0]) * f;
+        all.add(x, y);
+        if u >= window.0 && u <= window.1 {
+            near.add(x, y);
+        }
+    }
+    let frac_r = all.m / nf;
+    if frac_r < MIN_OVERLAP || frac_r * a < MIN_OVERLAP {
+        return None;
+    }
+    let ncc = all.ncc()?;
+    let local = near.ncc().unwrap_or(0.0);
+    let overlap = frac_r.min(frac_r * a).min(1.0);
+    Some((0.5 * (ncc + local) - 0.15 * (1.0 - overlap), ncc))
+}
+
+/// The lines of an `n`-line level within a fractional range (at least the nearest one).
+fn lines_in(n: usize, range: Option<(f32, f32)>) -> Vec<usize> {
+    match range {
+        None => (0..n).collect(),
+        Some((lo, hi)) => {
+            let v: Vec<usize> = (0..n).filter(|&k| ((k as f32 + 0.5) / n as f32) > lo && ((k as f32 + 0.5) / n as f32) < hi).collect();
+            if v.is_empty() { vec![(((lo + hi) / 2.0 * n as f32) as usize).min(n - 1)] } else { v }
+        }
+    }
+}
+
+fn scales() -> Vec<f32> {
+    (0..=SCALE_STEPS).map(|k| SCALE_MIN * SCALE_RATIO.powf(k as f32 / SCALE_STEPS as f32)).collect()
+}
+
+/// The profile sets of both images at one level, for one hypothesis.
+struct Level {
+    n: usize,
+    /// The reference box's range along the shared axis, widened, as fractions.
+    window: (f32, f32),
+    reference: Vec<Profile>,
+    target: Vec<Profile>,
+}
+
+impl Level {
+    fn new(reference: &GrayImage, target: &GrayImage, n: usize, shared: SharedAxes, window: (f32, f32)) -> Level {
+        let (r, t) = (reference.resize(n, n), target.resize(n, n));
+        let (ra, ta) = shared.axes();
+        Level { n, window, reference: profiles(&r, ra == 0), target: profiles(&t, ta == 0) }
+    }
+
+    fn score(&self, i: usize, j: usize, a: f32, b: f32) -> Option<Candidate> {
+        let (r, t) = (self.reference.get(i)?.as_ref()?, self.target.get(j)?.as_ref()?);
+        overlap_ncc(r, t, a, b, self.window).map(|(score, ncc)| Candidate { i, j, a, b, score, ncc })
+    }
+}
+
+/// The best candidates, at most `keep`, that are not each other's neighbours.
+fn keep_best(mut found: Vec<Candidate>, keep: usize) -> Vec<Candidate> {
+    found.sort_by(|x, y| y.score.total_cmp(&x.score));
+    let mut kept: Vec<Candidate> = Vec::new();
+    for c in found {
+        let near = kept.iter().any(|k| k.i == c.i && k.j.abs_diff(c.j) <= 1 && (k.a / c.a - 1.0).abs() < 0.05 && (k.b - c.b).abs() < 0.03);
+        if !near {
+            kept.push(c);
+            if kept.len() == keep {
+                break;
             }
         }
     }
-    best
+    kept
+}
+
+/// The best line pair under one hypothesis, coarse to fine; reference lines are restricted to
+/// `across` (fractions of the reference's extent across the shared axis) when given.
+fn search(
+    reference: &GrayImage,
+    target: &GrayImage,
+    shared: SharedAxes,
+    across: Option<(f32, f32)>,
+    window: (f32, f32),
+) -> Option<Candidate> {
+    let levels: Vec<Level> = LEVELS.iter().map(|&n| Level::new(reference, target, n, shared, window)).collect();
+    // Coarse: every scale and offset.
+    let coarse = &levels[0];
+    let n = coarse.n;
+    let mut found = Vec::new();
+    for &i in &lines_in(n, across) {
+        for j in 0..n {
+            for &a in &scales() {
+                let mut b = -a;
+                while b < 1.0 {
+                    found.extend(coarse.score(i, j, a, b));
+                    b += 1.0 / n as f32;
+                }
+            }
+        }
+    }
+    let mut kept = keep_best(found, KEEP[0]);
+    // Finer levels: around each survivor (lines double, steps halve).
+    for (k, level) in levels.iter().enumerate().skip(1) {
+        let n = level.n;
+        let allowed = lines_in(n, across);
+        let step_a = SCALE_RATIO.powf(1.0 / SCALE_STEPS as f32).powf(0.5f32.powi(k as i32));
+        let step_b = 1.0 / n as f32;
+        let mut refined = Vec::new();
+        for c in &kept {
+            let mut best: Option<Candidate> = None;
+            for i in (2 * c.i).saturating_sub(1)..=(2 * c.i + 2) {
+                if !allowed.contains(&i) {
+                    continue;
+                }
+                for j in (2 * c.j).saturating_sub(1)..=(2 * c.j + 2) {
+                    for da in [-1i32, 0, 1] {
+                        let a = c.a * step_a.powi(da);
+                        for db in -2i32..=2 {
+                            if let Some(s) = level.score(i, j, a, c.b + db as f32 * step_b)
+                                && best.is_none_or(|b| s.score > b.score)
+                            {
+                                best = Some(s);
+                            }
+                        }
+                    }
+                }
+            }
+            refined.extend(best);
+        }
+        kept = keep_best(refined, if k + 1 < levels.len() { KEEP[1] } else { 1 });
+    }
+    kept.into_iter().next()
 }
 
 /// Finds the line two orthogonal planes share, or `None` when either image is blank.
 pub fn intersect(reference: &GrayImage, target: &GrayImage) -> Option<Intersection> {
-    let (r, t) = (reference.resize(LINES, LINES), target.resize(LINES, LINES));
-    let (r_rows, r_cols, t_rows, t_cols) = (profiles(&r, true), profiles(&r, false), profiles(&t, true), profiles(&t, false));
-    let mut found: Vec<(SharedAxes, f32, usize, usize)> = SharedAxes::ALL
+    intersect_near(reference, target, None)
+}
+
+/// Like `intersect`, for planes that both pass through the structure boxed in the reference:
+/// their common line then crosses that box, so only reference lines through it are tried.
+pub fn intersect_near(reference: &GrayImage, target: &GrayImage, reference_box: Option<BBox>) -> Option<Intersection> {
+    let mut found: Vec<(SharedAxes, Candidate)> = SharedAxes::ALL
         .iter()
         .filter_map(|&s| {
-            // Profiles along the shared axis: rows run along x, columns along y.
-            let (ra, ta) = s.axes();
-            let (rp, tp) = (if ra == 0 { &r_rows } else { &r_cols }, if ta == 0 { &t_rows } else { &t_cols });
-            best_pair(rp, tp).map(|(c, i, j)| (s, c, i, j))
+            let ra = s.axes().0;
+            let across = reference_box.map(|b| {
+                // The box's range across the shared axis, as fractions, its outer tenth left out.
+                let (lo, hi, extent) = if ra == 0 { (b.y1, b.y2, reference.height) } else { (b.x1, b.x2, reference.width) };
+                let m = 0.1 * (hi - lo);
+                ((lo + m) / extent as f32, (hi - m) / extent as f32)
+            });
+            // Near the box along the shared axis: its extent again on either side.
+            let window = reference_box.map_or((0.0, 1.0), |b| {
+                let (c, e, _) = s.along(b.to_array());
+                let extent = if ra == 0 { reference.width } else { reference.height } as f32;
+                ((c - 1.5 * e) / extent, (c + 1.5 * e) / extent)
+            });
+            search(reference, target, s, across, window).map(|c| (s, c))
         })
         .collect();
-    found.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let &(shared, ncc, i, j) = found.first()?;
-    let to_pixels = |k: usize, extent: usize| (k as f32 + 0.5) * extent as f32 / LINES as f32;
+    found.sort_by(|a, b| b.1.score.total_cmp(&a.1.score));
+    let &(shared, best) = found.first()?;
+    let runner_up = found.get(1).map_or(-1.0, |f| f.1.ncc);
     let (ra, ta) = shared.axes();
-    // The line runs along the shared axis; its position is across it.
-    let line_in_reference = to_pixels(i, if ra == 0 { reference.height } else { reference.width });
-    let line_in_target = to_pixels(j, if ta == 0 { target.height } else { target.width });
-    Some(Intersection { shared, line_in_target, line_in_reference, ncc, runner_up_ncc: found.get(1).map_or(-1.0, |f| f.1) })
+    let n = LINES as f32;
+    let (r_along, r_across) = if ra == 0 { (reference.width, reference.height) } else { (reference.height, reference.width) };
+    let (t_along, t_across) = if ta == 0 { (target.width, target.height) } else { (target.height, target.width) };
+    let margin = found.get(1).map_or(0.3, |f| best.score - f.1.score);
+    let confidence = (((best.ncc - 0.5) / 0.4).clamp(0.0, 1.0) * (margin / 0.1).clamp(0.0, 1.0)).sqrt();
+    Some(Intersection {
+        shared,
+        // The line runs along the shared axis; its position is across it.
+        line_in_reference: (best.i as f32 + 0.5) / n * r_across as f32,
+        line_in_target: (best.j as f32 + 0.5) / n * t_across as f32,
+        scale: best.a * t_along as f32 / r_along as f32,
+        offset: best.b * t_along as f32,
+        ncc: best.ncc,
+        runner_up_ncc: runner_up,
+        confidence,
+    })
 }
 
 #[cfg(test)]
@@ -147,5 +371,42 @@ mod tests {
         assert_eq!(found.shared, SharedAxes::YtoX);
         assert!((found.line_in_reference - x0).abs() < 2.0, "{found:?}");
         assert!((found.line_in_target - z0).abs() < 2.0, "{found:?}");
+    }
+
+    /// How often the search finds the answer's band in a MedSG task file (`TANDEM_PLANES_FILE`):
+    /// `cargo test --release --lib planes_on_items -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn planes_on_items() {
+        use crate::grounding::medsg;
+        let file = std::path::PathBuf::from(std::env::var("TANDEM_PLANES_FILE").unwrap());
+        let root = file.parent().unwrap();
+        let items = medsg::read_task_file(&file).unwrap();
+        let (mut hits, mut n) = (0, 0);
+        let start = std::time::Instant::now();
+        for item in items.iter().filter(|i| i.task == "multi_view") {
+            let r = medsg::read_image(&root.join(&item.images[0])).unwrap();
+            let t = medsg::read_image(&root.join(&item.images[1])).unwrap().image;
+            let rb = medsg::question_box(&item.question).unwrap();
+            let truth = item.answer_box().unwrap();
+            let Some(p) = intersect_near(&r.image, &t, Some(rb)) else { continue };
+            let (c, e, _) = p.shared.along(rb.to_array());
+            let ta = p.shared.axes().1;
+            let (tc, te, lo, hi) = if ta == 0 {
+                ((truth.x1 + truth.x2) / 2.0, truth.width(), truth.y1, truth.y2)
+            } else {
+                ((truth.y1 + truth.y2) / 2.0, truth.height(), truth.x1, truth.x2)
+            };
+            let along_ok = (p.to_target(c) - tc).abs() < 0.3 * te && (p.scale * e / te - 1.0).abs() < 0.35;
+            let across_ok = p.line_in_target > lo - 3.0 && p.line_in_target < hi + 3.0;
+            let hit = along_ok && across_ok;
+            n += 1;
+            hits += hit as usize;
+            eprintln!(
+                "{} {:?} hit={} along={} across={} ncc={:.2} runner={:.2} conf={:.2} scale={:.2}",
+                item.id, p.shared, hit as u8, along_ok as u8, across_ok as u8, p.ncc, p.runner_up_ncc, p.confidence, p.scale
+            );
+        }
+        eprintln!("{hits}/{n} bands found, {:.0} ms/item", start.elapsed().as_secs_f64() * 1e3 / n.max(1) as f64);
     }
 }
