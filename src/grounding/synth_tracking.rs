@@ -28,16 +28,58 @@ use crate::registration::Transform;
 use crate::study::gray::GrayImage;
 
 pub fn tracking_item(synth: &Synth, rng: &mut Rng) -> Option<SynthItem> {
+    tracking_item_of(synth, rng, None)
+}
+
+/// The kinds of tracking sequence (for reports by kind).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrackingKind {
+    /// A scene in motion with a lesion-like object inserted.
+    MotionLesion,
+    /// A scene in motion, the object a patch of its own anatomy.
+    MotionAnatomy,
+    /// Slices through a real volume with a 3D lesion inserted.
+    RealSlices,
+    /// Slices through a phantom organ.
+    PhantomSlices,
+}
+
+impl TrackingKind {
+    pub fn parse(s: &str) -> Option<TrackingKind> {
+        match s {
+            "motion-lesion" => Some(TrackingKind::MotionLesion),
+            "motion-anatomy" => Some(TrackingKind::MotionAnatomy),
+            "real-slices" => Some(TrackingKind::RealSlices),
+            "phantom-slices" => Some(TrackingKind::PhantomSlices),
+            _ => None,
+        }
+    }
+}
+
+/// One tracking item of `kind` (`None`: at random); `None` when this draw is unusable.
+pub fn tracking_item_of(synth: &Synth, rng: &mut Rng, kind: Option<TrackingKind>) -> Option<SynthItem> {
     let frames = rng.int(3, 6) as usize;
-    let pick = rng.f32();
-    let (real, phantom) = if synth.volumes.is_empty() { (0.0, 0.25) } else { (0.3, 0.42) };
-    if pick < real {
-        let vol = &synth.volumes[rng.index(synth.volumes.len())];
-        tracking_real_volume(synth, vol, rng, frames)
-    } else if pick < phantom {
-        tracking_volume(synth, rng, frames)
-    } else {
-        tracking_motion(synth, rng, frames)
+    let kind = kind.unwrap_or_else(|| {
+        let pick = rng.f32();
+        let (real, phantom) = if synth.volumes.is_empty() { (0.0, 0.25) } else { (0.3, 0.42) };
+        if pick < real {
+            TrackingKind::RealSlices
+        } else if pick < phantom {
+            TrackingKind::PhantomSlices
+        } else if rng.chance(0.5) {
+            TrackingKind::MotionLesion
+        } else {
+            TrackingKind::MotionAnatomy
+        }
+    });
+    match kind {
+        TrackingKind::RealSlices => {
+            let vol = synth.volumes.get(rng.index(synth.volumes.len()))?;
+            tracking_real_volume(synth, vol, rng, frames)
+        }
+        TrackingKind::PhantomSlices => tracking_volume(synth, rng, frames),
+        TrackingKind::MotionLesion => tracking_motion(synth, rng, frames, true),
+        TrackingKind::MotionAnatomy => tracking_motion(synth, rng, frames, false),
     }
 }
 
@@ -386,7 +428,7 @@ impl Occluder {
 // ----- scene in motion ------------------------------------------------------------------------
 
 /// Frames of a moving, deforming scene (a cine loop or follow-up series).
-fn tracking_motion(synth: &Synth, rng: &mut Rng, frames: usize) -> Option<SynthItem> {
+fn tracking_motion(synth: &Synth, rng: &mut Rng, frames: usize, inserted: bool) -> Option<SynthItem> {
     let size = synth.size;
     let rendering = synth.rendering;
     let second = rendering == Rendering::Second;
@@ -396,7 +438,6 @@ fn tracking_motion(synth: &Synth, rng: &mut Rng, frames: usize) -> Option<SynthI
     let s = size as f32;
     // The object, in scene pixels (without the margin): an inserted lesion-like blob or a
     // patch of the anatomy itself (an elliptic region of the scene).
-    let inserted = rng.chance(0.5);
     let (cx, cy) = (rng.range(0.22 * s, 0.78 * s), rng.range(0.22 * s, 0.78 * s));
     let (rx, ry) = (rng.log_range(7.0, 45.0), rng.log_range(7.0, 45.0));
     let (rx, ry) = (rx.clamp(0.5 * ry, 2.0 * ry), ry);
@@ -704,9 +745,14 @@ mod tests {
         let mut synth = Synth::new(sources.pool, 336);
         synth.volumes = sources.volumes;
         synth.rendering = Rendering::parse(&env("TANDEM_T4_RENDERING", "train")).unwrap();
+        let kind = std::env::var("TANDEM_T4_KIND").ok().map(|k| TrackingKind::parse(&k).expect("kind"));
         let mut rng = Rng::new(seed);
-        let items: Vec<(String, SynthItem)> =
-            (0..count).map(|k| (format!("T4/{k:04}"), synth.item(Task::ObjectTracking, &mut rng))).collect();
+        let mut items: Vec<(String, SynthItem)> = Vec::new();
+        while items.len() < count {
+            if let Some(item) = tracking_item_of(&synth, &mut rng, kind) {
+                items.push((format!("T4/{:04}", items.len()), item));
+            }
+        }
         let path = crate::grounding::medsg::write_items(&out, "tracking", &items).unwrap();
         eprintln!("{} items ({} volumes) → {}", items.len(), synth.volumes.len(), path.display());
     }
