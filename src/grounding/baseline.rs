@@ -271,13 +271,300 @@ pub fn locate_orthogonal(reference: &GrayImage, reference_box: BBox, target: &Gr
     best
 }
 
-/// Tracks `reference_box` from the first frame to the last, one frame at a time.
+/// Tracks `reference_box` from the first frame to the last, one frame at a time (see
+/// `track_with`; the classical tracker proposes no places of its own beyond its search window).
 pub fn track(frames: &[GrayImage], reference_box: BBox) -> Option<Scored> {
-    let mut current = Scored { bbox: reference_box, score: 1.0 };
-    for pair in frames.windows(2) {
-        current = locate(&pair[0], current.bbox, &pair[1])?;
+    track_with(frames, reference_box, &mut |_, _| Vec::new())
+}
+
+/// The box `b` of `img` resampled to `w` × `h` pixels.
+fn region_resized(img: &GrayImage, b: BBox, w: usize, h: usize) -> GrayImage {
+    let (sx, sy) = (b.width() / w as f32, b.height() / h as f32);
+    let src = if sx.min(sy) > 1.6 { img.blur(0.45 * sx.min(sy)) } else { img.clone() };
+    GrayImage::from_fn(w, h, |u, v| src.sample(b.x1 + (u as f32 + 0.5) * sx - 0.5, b.y1 + (v as f32 + 0.5) * sy - 0.5))
+}
+
+/// Where equally sized `templates` match best together (their NCCs summed with the weights) in
+/// `image`, with the top-left corner within `xs` × `ys` (inclusive, clamped to the image):
+/// searched coarse to fine like `match_template`. (x, y, weighted NCC).
+fn match_weighted(
+    image: &GrayImage,
+    templates: &[(&GrayImage, f32)],
+    xs: (isize, isize),
+    ys: (isize, isize),
+) -> Option<(usize, usize, f32)> {
+    let (tw, th) = (templates[0].0.width, templates[0].0.height);
+    if tw < 6 || th < 6 || tw > image.width || th > image.height || xs.1 < xs.0 || ys.1 < ys.0 {
+        return None;
     }
-    Some(current)
+    let (max_x, max_y) = ((image.width - tw) as isize, (image.height - th) as isize);
+    let (x0, x1) = (xs.0.clamp(0, max_x) as usize, xs.1.clamp(0, max_x) as usize);
+    let (y0, y1) = (ys.0.clamp(0, max_y) as usize, ys.1.clamp(0, max_y) as usize);
+    let region = image.crop(x0 as isize, y0 as isize, x1 - x0 + tw, y1 - y0 + th, 0.0);
+    let scores = |img: &GrayImage, tpls: &[(GrayImage, f32)], positions: &[(usize, usize)]| -> Vec<f32> {
+        let integral = Integral::new(img);
+        let mut total = vec![0.0f32; positions.len()];
+        for (t, w) in tpls {
+            for (k, (_, _, s)) in ncc_at(img, &integral, t, positions.iter().copied()).into_iter().enumerate() {
+                total[k] += w * s;
+            }
+        }
+        total
+    };
+    let full: Vec<(GrayImage, f32)> = templates.iter().map(|(t, w)| ((*t).clone(), *w)).collect();
+    let factor = (tw.min(th) / 10).clamp(1, 4);
+    let (rw, rh) = (region.width, region.height);
+    let seeds: Vec<(usize, usize)> = if factor > 1 {
+        let small = region.resize(rw / factor, rh / factor);
+        let (stw, sth) = ((tw / factor).max(2), (th / factor).max(2));
+        if stw > small.width || sth > small.height {
+            return None;
+        }
+        let tpls: Vec<(GrayImage, f32)> = templates.iter().map(|(t, w)| (t.resize(stw, sth), *w)).collect();
+        let positions: Vec<(usize, usize)> = (0..=small.height - sth).flat_map(|y| (0..=small.width - stw).map(move |x| (x, y))).collect();
+        let s = scores(&small, &tpls, &positions);
+        let mut order: Vec<usize> = (0..positions.len()).collect();
+        order.sort_by(|&a, &b| s[b].total_cmp(&s[a]));
+        let mut kept: Vec<(usize, usize)> = Vec::new();
+        for k in order {
+            let (x, y) = positions[k];
+            if kept.iter().all(|&(a, b)| (a as isize - x as isize).abs().max((b as isize - y as isize).abs()) >= 2) {
+                kept.push((x, y));
+                if kept.len() == 8 {
+                    break;
+                }
+            }
+        }
+        kept.into_iter().map(|(x, y)| (x * factor, y * factor)).collect()
+    } else {
+        vec![]
+    };
+    let (mx, my) = (rw - tw, rh - th);
+    let positions: Vec<(usize, usize)> = if seeds.is_empty() {
+        (0..=my).flat_map(|y| (0..=mx).map(move |x| (x, y))).collect()
+    } else {
+        let r = factor as isize + 1;
+        let mut p: Vec<(usize, usize)> = seeds
+            .iter()
+            .flat_map(|&(sx, sy)| {
+                let xs = (sx as isize - r).max(0) as usize..=((sx as isize + r) as usize).min(mx);
+                let ys = (sy as isize - r).max(0) as usize..=((sy as isize + r) as usize).min(my);
+                ys.flat_map(move |y| xs.clone().map(move |x| (x, y)))
+            })
+            .collect();
+        p.sort_unstable();
+        p.dedup();
+        p
+    };
+    let s = scores(&region, &full, &positions);
+    let best = (0..positions.len()).max_by(|&a, &b| s[a].total_cmp(&s[b]))?;
+    Some((positions[best].0 + x0, positions[best].1 + y0, s[best]))
+}
+
+/// A two-class intensity rule for an object that stands out from its surroundings: the
+/// midpoint between the medians of the box's core and of a ring around it.
+#[derive(Clone, Copy, Debug)]
+struct ObjectRule {
+    threshold: f32,
+    bright: bool,
+}
+
+impl ObjectRule {
+    fn learn(img: &GrayImage, b: BBox) -> Option<ObjectRule> {
+        let (cx, cy) = b.centre();
+        let core = BBox::from_centre(cx, cy, b.width() / 2.0, b.height() / 2.0);
+        let ring = b.expand(0.35 * b.width().max(b.height()) + 4.0);
+        let (mut inner, mut outer) = (Vec::new(), Vec::new());
+        let (x0, y0) = (ring.x1.max(0.0) as usize, ring.y1.max(0.0) as usize);
+        let (x1, y1) = ((ring.x2.max(0.0) as usize).min(img.width), (ring.y2.max(0.0) as usize).min(img.height));
+        for y in y0..y1 {
+            for x in x0..x1 {
+                let (px, py) = (x as f32 + 0.5, y as f32 + 0.5);
+                let inside = |r: &BBox| px >= r.x1 && px < r.x2 && py >= r.y1 && py < r.y2;
+                if inside(&core) {
+                    inner.push(img.get(x, y));
+                } else if !inside(&b) {
+                    outer.push(img.get(x, y));
+                }
+            }
+        }
+        if inner.len() < 16 || outer.len() < 16 {
+            return None;
+        }
+        let p = |v: &[f32]| crate::study::gray::percentiles(v, &[0.5])[0];
+        let (a, o) = (p(&inner), p(&outer));
+        ((a - o).abs() >= 0.06).then_some(ObjectRule { threshold: (a + o) / 2.0, bright: a > o })
+    }
+
+    /// The object's box near `seed` in `img`: the connected region on the object's side of the
+    /// threshold that covers most of the seed's core, searched within a margin around the seed;
+    /// `None` when there is none or it runs into the margin's edge (not separated from its
+    /// surroundings).
+    fn extent(&self, img: &GrayImage, seed: BBox) -> Option<BBox> {
+        let side = seed.width().max(seed.height());
+        let area = seed.expand(0.6 * side + 6.0).clamp_to(img.width as f32, img.height as f32);
+        let (x0, y0) = (area.x1.floor() as usize, area.y1.floor() as usize);
+        let (w, h) = ((area.x2.ceil() as usize).saturating_sub(x0), (area.y2.ceil() as usize).saturating_sub(y0));
+        if w < 4 || h < 4 {
+            return None;
+        }
+        let mask = GrayImage::from_fn(w, h, |x, y| {
+            let v = img.get(x + x0, y + y0);
+            if (v > self.threshold) == self.bright { 1.0 } else { 0.0 }
+        });
+        let (labels, comps) = components(&mask, 0.5, &mask);
+        let (cx, cy) = seed.centre();
+        let core = BBox::from_centre(cx - x0 as f32, cy - y0 as f32, seed.width() / 2.0, seed.height() / 2.0);
+        let mut votes = vec![0usize; comps.len() + 1];
+        for y in core.y1.max(0.0) as usize..(core.y2.max(0.0) as usize).min(h) {
+            for x in core.x1.max(0.0) as usize..(core.x2.max(0.0) as usize).min(w) {
+                votes[labels[y * w + x] as usize] += 1;
+            }
+        }
+        let (label, &count) = votes.iter().enumerate().skip(1).max_by_key(|(_, c)| **c)?;
+        let core_pixels = (core.width() * core.height()).max(1.0);
+        if (count as f32) < 0.3 * core_pixels {
+            return None;
+        }
+        let b = comps[label - 1].bbox;
+        let touches = b.x1 <= 0.0 && area.x1 > 0.5
+            || b.y1 <= 0.0 && area.y1 > 0.5
+            || b.x2 >= w as f32 && area.x2 < img.width as f32 - 0.5
+            || b.y2 >= h as f32 && area.y2 < img.height as f32 - 0.5;
+        (!touches).then(|| b.translate(x0 as f32, y0 as f32))
+    }
+
+    /// Boxes of the regions on the object's side of the threshold within `area`.
+    fn regions(&self, img: &GrayImage, area: BBox) -> Vec<BBox> {
+        let area = area.clamp_to(img.width as f32, img.height as f32);
+        let (x0, y0) = (area.x1.floor() as usize, area.y1.floor() as usize);
+        let (w, h) = ((area.x2.ceil() as usize).saturating_sub(x0), (area.y2.ceil() as usize).saturating_sub(y0));
+        if w < 4 || h < 4 {
+            return Vec::new();
+        }
+        let mask = GrayImage::from_fn(w, h, |x, y| {
+            let v = img.get(x + x0, y + y0);
+            if (v > self.threshold) == self.bright { 1.0 } else { 0.0 }
+        });
+        components(&mask, 0.5, &mask).1.into_iter().filter(|c| c.pixels >= 12).map(|c| c.bbox.translate(x0 as f32, y0 as f32)).collect()
+    }
+}
+
+/// NCC of two images of the same size (0 when either is flat).
+fn ncc_same(a: &GrayImage, b: &GrayImage) -> f32 {
+    let (ma, _) = a.mean_std();
+    let (mb, _) = b.mean_std();
+    let (mut dot, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
+    for (x, y) in a.data.iter().zip(&b.data) {
+        let (p, q) = ((x - ma) as f64, (y - mb) as f64);
+        dot += p * q;
+        na += p * p;
+        nb += q * q;
+    }
+    if na < 1e-9 || nb < 1e-9 { 0.0 } else { (dot / (na * nb).sqrt()) as f32 }
+}
+
+/// A search window: centre and reach (pixels).
+type Window = ((f32, f32), f32);
+
+/// Weight of the squared move (in box sides) against a tracking match's correlation.
+const MOTION_PRIOR: f32 = 0.1;
+
+/// Tracks `reference_box` from the first frame to the last, one frame at a time. At each step
+/// the previous frame's region and the first frame's (brought to the same size) are matched
+/// together, so that a slowly changing object is followed and drift stays bounded, at three
+/// scales (the object grows, shrinks, or the slice cuts it wider), within a window around the
+/// previous box and around any places `propose(frame, previous box)` adds. When the object
+/// stands out from its surroundings by intensity, as checked on the first frame (the rule
+/// redraws the reference box), its box is then redrawn around its extent in each frame.
+pub fn track_with(frames: &[GrayImage], reference_box: BBox, propose: &mut dyn FnMut(usize, BBox) -> Vec<BBox>) -> Option<Scored> {
+    let first = frames.first()?;
+    let smooth: Vec<GrayImage> = frames.iter().map(|f| f.blur(1.0)).collect();
+    let validated = ObjectRule::learn(&smooth[0], reference_box)
+        .and_then(|r| r.extent(&smooth[0], reference_box))
+        .is_some_and(|b| b.iou(&reference_box) >= 0.7);
+    let mut current = reference_box;
+    let mut score = 1.0f32;
+    for t in 1..frames.len() {
+        let (prev, next) = (&frames[t - 1], &frames[t]);
+        let (cx, cy) = current.centre();
+        let side = current.width().max(current.height());
+        let reach = (0.8 * side).max(24.0) + 16.0;
+        let near = (0.25 * side).max(6.0);
+        let proposed = propose(t, current);
+        // Proposals beyond the search window widen it.
+        let mut windows = vec![((cx, cy), reach)];
+        for p in &proposed {
+            let (px, py) = p.centre();
+            if (px - cx).abs().max((py - cy).abs()) > reach {
+                windows.push(((px, py), near));
+            }
+        }
+        // Sizes tried: three scales of the previous box everywhere, and each proposal's own
+        // size (damped towards the previous one: sizes change slowly) around it.
+        let mut sizes: Vec<(f32, f32, f32, Vec<Window>)> = [0.88f32, 1.0, 1.0 / 0.88]
+            .iter()
+            .map(|&s| (current.width() * s, current.height() * s, if s == 1.0 { 0.0 } else { 0.02 }, windows.clone()))
+            .collect();
+        for p in &proposed {
+            sizes.push(((current.width() * p.width()).sqrt(), (current.height() * p.height()).sqrt(), 0.01, vec![(p.centre(), near)]));
+        }
+        let mut best: Option<(BBox, f32)> = None;
+        for (sw, sh, penalty, windows) in &sizes {
+            let (w, h) = (sw.round().max(6.0) as usize, sh.round().max(6.0) as usize);
+            let a = region_resized(prev, current, w, h);
+            let b = region_resized(first, reference_box, w, h);
+            let templates = [(&a, 0.5f32), (&b, 0.5f32)];
+            for &((wx, wy), r) in windows {
+                let (lx, ly) = (wx - w as f32 / 2.0, wy - h as f32 / 2.0);
+                let xs = ((lx - r).floor() as isize, (lx + r).ceil() as isize);
+                let ys = ((ly - r).floor() as isize, (ly + r).ceil() as isize);
+                if let Some((x, y, sc)) = match_weighted(next, &templates, xs, ys) {
+                    // A mild motion prior: far moves must match clearly better.
+                    let d = ((x as f32 + w as f32 / 2.0 - cx).powi(2) + (y as f32 + h as f32 / 2.0 - cy).powi(2)).sqrt();
+                    let sc = sc - penalty - MOTION_PRIOR * (d / (side + 24.0)).powi(2);
+                    if best.is_none_or(|(_, bs)| sc > bs) {
+                        best = Some((BBox::new(x as f32, y as f32, (x + w) as f32, (y + h) as f32), sc));
+                    }
+                }
+            }
+        }
+        let (mut found, mut sc) = best?;
+        // An object that stands out: each region of its intensity nearby, of a plausible size,
+        // is a candidate with its own extent, scored by the same templates at that size.
+        if validated && let Some(rule) = ObjectRule::learn(&smooth[t - 1], current) {
+            let area = current.expand((0.8 * side).max(24.0) + 16.0);
+            for c in rule.regions(&smooth[t], area) {
+                let ratio = (c.area() / current.area().max(1.0)).sqrt();
+                let (w, h) = (c.width().round() as usize, c.height().round() as usize);
+                if !(0.6..=1.7).contains(&ratio) || w < 6 || h < 6 {
+                    continue;
+                }
+                let here = region_resized(next, c, w, h);
+                let (ux, uy) = c.centre();
+                let d = ((ux - cx).powi(2) + (uy - cy).powi(2)).sqrt();
+                let s = 0.5 * ncc_same(&region_resized(prev, current, w, h), &here)
+                    + 0.5 * ncc_same(&region_resized(first, reference_box, w, h), &here)
+                    - MOTION_PRIOR * (d / (side + 24.0)).powi(2);
+                if s > sc {
+                    (found, sc) = (c, s);
+                }
+            }
+        }
+        score = score.min(sc.clamp(0.0, 1.0));
+        let previous = current;
+        current = found;
+        if validated {
+            let rule = ObjectRule::learn(&smooth[t - 1], previous);
+            if let Some(b) = rule.and_then(|r| r.extent(&smooth[t], current)) {
+                let ratio = (b.area() / current.area().max(1.0)).sqrt();
+                if (0.55..=1.8).contains(&ratio) && b.iou(&current) >= 0.25 {
+                    current = b;
+                }
+            }
+        }
+    }
+    Some(Scored { bbox: current, score })
 }
 
 #[cfg(test)]

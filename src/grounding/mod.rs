@@ -386,30 +386,33 @@ impl Engine {
                 source: self.source(method),
             });
         }
-        let mut current = reference_box;
-        let mut score = 1.0f32;
-        for pair in frames.windows(2) {
-            let (cx, cy) = current.centre();
-            let hint = LocateHint {
-                expected_centre: Some((cx, cy)),
-                sigma_px: 0.6 * current.width().max(current.height()) + 12.0,
-                same_scale: true,
-                refine: true,
-                ..Default::default()
-            };
-            let p = self.locate(&pair[0], current, &pair[1], &hint, method)?;
-            score = score.min(p.score);
-            // Sizes change slowly between frames: damp the size head's frame-to-frame noise.
-            let (nx, ny) = p.target_box.centre();
-            let w = (current.width() * p.target_box.width()).sqrt();
-            let h = (current.height() * p.target_box.height()).sqrt();
-            current = BBox::from_centre(nx, ny, w, h);
-        }
+        // The classical tracker's search, with the model's places (and sizes) near the previous
+        // box as further hypotheses at every step.
+        let ws: Vec<GrayImage> = frames.iter().map(|f| working(f).image).collect();
+        let scale = working(&frames[0]).scale;
+        let found = self.with_runner(|n| {
+            baseline::track_with(&ws, reference_box.scale(1.0 / scale, 1.0 / scale), &mut |t, prev| {
+                let (cx, cy) = prev.centre();
+                let hint = LocateHint {
+                    expected_centre: Some((cx, cy)),
+                    sigma_px: 0.6 * prev.width().max(prev.height()) + 12.0,
+                    same_scale: true,
+                    ..Default::default()
+                };
+                match n.candidates(&ws[t - 1], prev, &ws[t], &hint, 5) {
+                    Ok(c) => c.into_iter().map(|s| s.bbox).collect(),
+                    Err(e) => {
+                        log::error!("{e}");
+                        Vec::new()
+                    }
+                }
+            })
+        })??;
         Some(Proposal {
             kind: ProposalKind::Correspondence,
-            target_box: current,
+            target_box: found.bbox.scale(scale, scale),
             reference_box: Some(reference_box),
-            score,
+            score: found.score,
             source: self.source(method),
         })
     }
