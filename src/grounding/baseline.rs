@@ -43,19 +43,27 @@ pub fn diff(prior: &GrayImage, current: &GrayImage) -> (Vec<Scored>, Transform) 
     // align gives current_from_prior; we need prior_from_current to resample the prior.
     let prior_from_current = align.fixed_from_moving.inverse().unwrap_or(Transform::IDENTITY);
     let (warped, covered) = prior_on_current_covering(prior, current, &prior_from_current);
-    let MatchedDifference { difference, threshold, .. } = MatchedDifference::new(&warped, current, &covered, &[]);
-    let (_, mut comps) = components(&difference, threshold, &difference);
+    let matched = MatchedDifference::new(&warped, current, &covered, &[]);
+    let (difference, threshold) = (&matched.difference, matched.threshold);
+    let (_, mut comps) = components(difference, threshold, difference);
     if comps.is_empty() {
         // Nothing stands out: report the strongest difference anyway, at half its height.
         let max = difference.data.iter().copied().fold(0.0f32, f32::max);
-        comps = components(&difference, 0.5 * max, &difference).1;
+        comps = components(difference, 0.5 * max, difference).1;
     }
     // Slivers along edges (resampling, a sharper acquisition) are not findings: a proposal must
     // carry a twentieth of the strongest difference's weight.
     let strongest = comps.iter().map(|c| c.weight).fold(0.0f64, f64::max);
     comps.retain(|c| c.pixels >= 4 && c.weight >= 0.05 * strongest);
     let total: f64 = comps.iter().map(|c| c.weight).sum::<f64>().max(1e-9);
-    let mut out: Vec<Scored> = comps.iter().map(|c| Scored { bbox: c.bbox, score: (c.weight / total) as f32 }).collect();
+    // A change's feathered rim is part of it (the same rule the model's boxes are snapped by).
+    let mut out: Vec<Scored> = comps
+        .iter()
+        .map(|c| {
+            let limit = c.bbox.expand(12.0f32.max(c.bbox.width().max(c.bbox.height())));
+            Scored { bbox: matched.grow_through_rim(c.bbox, c.peak_at, limit, |_, _| true), score: (c.weight / total) as f32 }
+        })
+        .collect();
     out.sort_by(|a, b| b.score.total_cmp(&a.score));
     (out, prior_from_current)
 }

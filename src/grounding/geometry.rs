@@ -67,6 +67,11 @@ impl BBox {
         BBox { x1: self.x1 * sx, y1: self.y1 * sy, x2: self.x2 * sx, y2: self.y2 * sy }
     }
 
+    /// The smallest box holding both.
+    pub fn union(&self, o: &BBox) -> BBox {
+        BBox { x1: self.x1.min(o.x1), y1: self.y1.min(o.y1), x2: self.x2.max(o.x2), y2: self.y2.max(o.y2) }
+    }
+
     /// Grows (or shrinks, for negative `m`) every side by `m` pixels.
     pub fn expand(&self, m: f32) -> BBox {
         BBox::new(self.x1 - m, self.y1 - m, self.x2 + m, self.y2 + m)

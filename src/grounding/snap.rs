@@ -40,20 +40,17 @@ fn supported_box(difference: &MatchedDifference, change_logits: &GrayImage, head
     });
     let (_, comps) = components(&local, difference.threshold, &local);
     let local_head = head_box.translate(-(x0 as f32), -(y0 as f32));
-    // The rim of a change is fainter than its core: the box spans the component grown
-    // (hysteresis) through the rim's pixels.
+    // The rim of a change is fainter than its core: the box spans the component grown through
+    // the rim, where the head agrees.
     let grow = |c: &Component| -> BBox {
-        let (labels, grown) = components(&local, difference.rim_threshold, &local);
-        match labels[c.peak_at.1 * ww + c.peak_at.0] {
-            0 => c.bbox,
-            l => grown[l as usize - 1].bbox,
-        }
+        let core = c.bbox.translate(x0 as f32, y0 as f32);
+        difference.grow_through_rim(core, (c.peak_at.0 + x0, c.peak_at.1 + y0), window, |x, y| change_logits.get(x, y) > HEAD_GATE_LOGIT)
     };
     comps
         .iter()
         .filter(|c| c.bbox.intersection(&local_head) > 0.0)
         .max_by(|a, b| a.weight.total_cmp(&b.weight))
-        .map(|c| grow(c).translate(x0 as f32, y0 as f32))
+        .map(grow)
         .filter(|b| b.iou(&head_box) >= MIN_IOU)
 }
 
