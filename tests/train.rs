@@ -9,7 +9,8 @@ use tandem::study::GrayImage;
 
 fn train(dir: &std::path::Path) {
     let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["train", "--steps", "3", "--batch", "2", "--seed", "11", "--data", "tests/data/dicom", "--validation", "none.json", "--out"])
+        .args(["train", "--steps", "3", "--batch", "2", "--seed", "11", "--data", "tests/data/dicom", "--images", "tests/data/volume"])
+        .args(["--validation", "none.json", "--out"])
         .arg(dir.join("g.bpk"))
         .output()
         .unwrap();
@@ -63,4 +64,33 @@ fn committed_validation_set_regenerates() {
             );
         }
     }
+}
+
+/// Training data that cannot be used stops training with one clear line: an empty images folder,
+/// or an image file in it that does not read.
+#[test]
+fn bad_training_images_are_a_clear_error() {
+    let run = |images: &std::path::Path, out: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .args(["train", "--steps", "1", "--batch", "1", "--data", "tests/data/dicom", "--validation", "none.json", "--images"])
+            .arg(images)
+            .arg("--out")
+            .arg(out.join("g.bpk"))
+            .output()
+            .unwrap()
+    };
+    let out = tempfile::tempdir().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let o = run(empty.path(), out.path());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("no readable images"), "{err}");
+    let broken = tempfile::tempdir().unwrap();
+    std::fs::create_dir(broken.path().join("source")).unwrap();
+    std::fs::write(broken.path().join("source/slice.nii"), b"not a NIfTI file at all").unwrap();
+    let o = run(broken.path(), out.path());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("slice.nii"), "{err}");
+    assert!(!out.path().join("g.bpk").exists());
 }

@@ -276,6 +276,7 @@ pub fn train(cli: &Cli, args: &TrainArgs) -> Result<(), CliError> {
             &engine.device.label,
             (meta.change_calibration, meta.match_calibration),
             meta.change_extent_logit,
+            Some(args.out.with_file_name("ood.json")).as_deref().filter(|p| p.exists()),
         );
         let card_path = args.out.with_file_name("README.md");
         crate::fsutil::write_atomic(&card_path, card.as_bytes())?;

@@ -19,6 +19,70 @@ fn reference_row(task: Task) -> (&'static str, &'static str) {
     }
 }
 
+/// The training images as "file (n frames)", one entry per file, volumes marked.
+fn grouped_images(names: &[String]) -> String {
+    let mut groups: Vec<(String, usize, bool)> = Vec::new();
+    for name in names {
+        let (file, volume) = match name.strip_suffix(" (volume)") {
+            Some(f) => (f.to_string(), true),
+            None => (name.split('#').next().unwrap_or(name).to_string(), false),
+        };
+        match groups.iter_mut().find(|g| g.0 == file) {
+            Some(g) => {
+                if volume {
+                    g.2 = true
+                } else {
+                    g.1 += 1
+                }
+            }
+            None => groups.push((file, usize::from(!volume), volume)),
+        }
+    }
+    groups
+        .iter()
+        .map(|(f, n, v)| match (n, v) {
+            (0, _) => format!("{f} (volume)"),
+            (n, true) => format!("{f} ({n} slices, and as a volume)"),
+            (1, false) => f.clone(),
+            (n, false) => format!("{f} ({n} frames)"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The out-of-distribution table from `tandem eval ood --json FILE`, when that file exists.
+fn ood_section(ood: Option<&Path>) -> String {
+    let Some(path) = ood else { return String::new() };
+    let Ok(text) = std::fs::read_to_string(path) else { return String::new() };
+    let Ok(rows) = serde_json::from_str::<Vec<serde_json::Value>>(&text) else { return String::new() };
+    let mut s = format!(
+        "\n## Out of distribution\nItems the model never saw the like of, from `{}`, written by `tandem eval ood --per-task 40 --json {}`\n\
+         (rerun it to reproduce; each row is a MedSG-format set scored like `tandem eval medsg`):\n\
+         - **second rendering**: another resampling (nearest or cubic, no prefilter), crops of other\n  proportions, linear windows with clipping, sigmoid contrast, speckle or Rician noise,\n  quantization, any orientation; never used in training;\n\
+         - **held-out source**: the `heudiconv` folder of the training images (Siemens EPI and diffusion\n  brain MR mosaics, split into slices and volumes), never read by training;\n\
+         - **family X**: difference items of one change family only, on the validation images; with\n  weights trained `--without-family X`, this row is the leave-one-family-out measure.\n\n\
+         | items | task | n | model Acc@0.5 | baseline Acc@0.5 | mean IoU model / baseline |\n|---|---|---:|---:|---:|---:|\n",
+        path.display(),
+        path.display()
+    );
+    for r in &rows {
+        let g = |k: &str| r.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+        let (m, b) = (g("model_acc05"), g("baseline_acc05"));
+        let bold = |v: f64, other: f64| if v > other { format!("**{v:.1}**") } else { format!("{v:.1}") };
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {:.3} / {:.3} |\n",
+            r.get("row").and_then(|v| v.as_str()).unwrap_or("?"),
+            r.get("task").and_then(|v| v.as_str()).unwrap_or("?"),
+            r.get("n").and_then(|v| v.as_u64()).unwrap_or(0),
+            bold(m, b),
+            bold(b, m),
+            g("model_iou"),
+            g("baseline_iou"),
+        ));
+    }
+    s
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn model_card(
     train: &TrainReport,
@@ -29,6 +93,7 @@ pub fn model_card(
     device: &str,
     calibration: (crate::grounding::weights::Calibration, crate::grounding::weights::Calibration),
     extent: f32,
+    ood: Option<&Path>,
 ) -> String {
     let mut rows = String::new();
     for task in Task::TRAINED {
@@ -67,9 +132,16 @@ images with a separate seed.
 
 ## Training
 - Command: `tandem train --seed {seed} --steps {steps} --batch {batch} --force` (needs the pydicom test
-  files in `../shared/data/dicom`, or `--data DIR`).
-- Data: MedSG-style items synthesized on the fly (`src/grounding/synth.rs`) from these real images
-  and from procedural 3D phantoms: {images}.
+  files in `../shared/data/dicom` and the training images in `../shared/data/train-images`, or
+  `--data DIR` and `--images DIR`){commit}.
+- Data: MedSG-style items synthesized on the fly (`src/grounding/synth.rs`, `synth_multiview.rs`,
+  `synth_tracking.rs`) from procedural 3D phantoms and these real images, nothing else: {images}.
+  The `heudiconv` source of the training images is never read (it is the held-out source below).
+- Difference items draw one of five change families (a textured lesion with a hard or feathered
+  edge, a region pasted from the same or another image, growth or shrinkage by a local warp,
+  enhancement or wash-out, a structure removed and filled with the texture around it) over
+  nuisance differences that are not the answer (noise, blur, gamma, gain, sub-pixel
+  misregistration, clipping); the answer box spans every visibly changed pixel.
 - {steps} steps × {batch} difference pairs + {batch} reference/target pairs, items of {size} px.
 - Wall time {minutes:.1} min on {device_train}; machine: {machine}.
 - Final smoothed losses: change {l0:.4}, match {l1:.4}, size {l2:.4} (curve: `models/loss.csv`).{recal}
@@ -87,7 +159,7 @@ Regenerate with `tandem synth --split validation --seed 9001 --per-task 40 --for
 MedSeq-Grounder's figures are on MedSG-Bench itself; ours are on a synthetic benchmark of the same
 format and tasks, so they say how Tandem does on these tasks, not how it would rank on MedSG-Bench.
 "Reference box as answer" is the null model for the consistency tasks (the marked box, unmoved).
-
+{ood}
 ## How each task is answered
 - **T1, T2** (`grounding::Engine::diff`): translation registration by phase correlation (its
   strongest peak, unless the normalized cross-correlation of the overlap is clearly higher, by
@@ -98,29 +170,20 @@ format and tasks, so they say how Tandem does on these tasks, not how it would r
   The head works at stride 4, so each box is then snapped to the pixels (`grounding::snap`): a
   monotone map of the prior's intensities onto the current's, fitted on paired pixels by
   per-level medians (clipped values treated as bounds, not values) away from the head's boxes
-  (but never on less than half the image), gives a registered subtraction, and the box is redrawn around the strongest connected difference it overlaps,
-  counting only pixels where the head's logit exceeds -5 (it says which structure changed; the
-  subtraction says where its edges are), grown through its rim down to 0.9 of the visibility floor
-  but never below the noise threshold (the rim of a change is fainter than its core; in a noisy
-  image a lower level would run into the noise). A head box with no difference under it yields first place
-  to the strongest difference in the image. These constants were chosen on difference items from
-  the training images (`tandem synth --split train --seed 78 --per-task 100 --out DIR`, `--seed 79
-  --per-task 150`, `--seed 80 --per-task 150`). Over those 400 items per task: Acc@0.5 T1 96.5,
-  T2 96.8, against 92.3 and 93.3 for the head's boxes alone (`TANDEM_SNAP=off` reproduces them)
-  and 92.5 and 95.5 for the baseline, which subtracts the same way (`grounding::subtract`) and
-  boxes the strongest connected difference anywhere, without the head to say where.
-  A larger held-out check, not committed (`tandem synth --split validation --seed 9002 --out DIR
-  --per-task 200`, the validation images with another seed, 200 items per task), gave T1 99.0
-  and T2 96.0 for the model, 98.0 and 92.5 for the baseline; the method before the registration
-  check, the fallback and the rim gave 99.0 and 95.0 there. That set is not untouched: it showed a
-  first version of the check, which polished the shift by cross-correlation, moving registered
-  pairs of repetitive content by up to 40 px (hence the margin), and looking at its misses led to
-  holding the rim above the noise threshold (no change on the training-image items; on this set
-  T1 +2 items, T2 -3, against a rim at 0.9 of the threshold). One validation item led to a fix:
-  T2/0000, where a head box spanning most of the image had left the intensity map to be fitted
-  on a corner (now a box is kept out of the fit only while half the image remains); the fix
-  gains one item on each task of the training-image items and changes nothing on the held-out
-  check.
+  (but never on less than half the image), gives a registered subtraction, and the box is redrawn
+  around the strongest connected difference it overlaps, counting only pixels where the head's
+  logit exceeds -5 (it says which structure changed; the subtraction says where its edges are).
+  The answer spans every visibly changed pixel (changed by at least 0.02 of the display range,
+  feathered rims included; `synth::VISIBLE`), so the box is then grown through the change's rim:
+  the region of a more smoothed difference (σ 1.2 px) above 0.02 or 3 robust σ of the unchanged
+  pixels, connected to the core and still where the head agrees, adds its pixels whose lightly
+  smoothed difference reaches that level (a sharp edge is not widened). A head box with no
+  difference under it yields first place to the strongest difference in the image. The baseline
+  subtracts the same way (`grounding::subtract`), boxes the strongest connected difference
+  anywhere, without the head to say where, and grows it through its rim the same way. The rim
+  constants were chosen on difference items from the training images (`tandem synth --split
+  train --seed 78 --per-task 80` and `--seed 79 --family F --per-task 40` for each family), never on
+  the validation or out-of-distribution sets.
 - **T3** (`Engine::locate` with `orthogonal_to`): two planes of one volume share a line of voxels,
   so some row or column of the one equals some row or column of the other; the best-correlating
   pair (`registration::planes`) says which axis the planes share and where they meet. The model's
@@ -163,9 +226,11 @@ format and tasks, so they say how Tandem does on these tasks, not how it would r
         mb = calibration.1.b,
         params = train.parameters,
         seed = train.seed,
+        commit = train.source_commit.as_ref().map_or(String::new(), |c| format!(", run with the code of commit `{c}`")),
         steps = train.steps,
         batch = train.batch,
-        images = train.train_images.join(", "),
+        images = grouped_images(&train.train_images),
+        ood = ood_section(ood),
         size = train.item_size,
         device_train = train.device,
         machine = train.machine,

@@ -345,6 +345,9 @@ pub struct TrainReport {
     /// Calibration was redone later with `--calibrate-only` (same weights).
     #[serde(default)]
     pub recalibrated: bool,
+    /// The git commit of the working directory training ran in, when it was one.
+    #[serde(default)]
+    pub source_commit: Option<String>,
 }
 
 /// Trains, calibrates and writes `opts.out` (+ .json) and `loss.csv` beside it.
@@ -441,6 +444,7 @@ pub fn train(opts: &TrainOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Tra
         final_loss: smooth,
         machine: machine_description(),
         recalibrated: false,
+        source_commit: source_commit(),
     };
     if let Some(dir) = opts.out.parent() {
         std::fs::create_dir_all(dir)?;
@@ -528,6 +532,15 @@ pub fn recalibrate(opts: &TrainOptions, progress: &dyn Fn(&str)) -> anyhow::Resu
     report.recalibrated = true;
     let pool = crate::grounding::splits::read(Split::Train, &opts.data_dir, opts.images_dir.as_deref())?.pool;
     finish(NetRunner::new(net, device, meta), report, &pool, opts, progress)
+}
+
+/// `git rev-parse --short HEAD` of the working directory, with "+changes" when it has
+/// uncommitted changes to tracked files; `None` outside a checkout.
+fn source_commit() -> Option<String> {
+    let run = |args: &[&str]| std::process::Command::new("git").args(args).output().ok().filter(|o| o.status.success());
+    let head = String::from_utf8(run(&["rev-parse", "--short", "HEAD"])?.stdout).ok()?.trim().to_string();
+    let dirty = run(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|o| !o.stdout.is_empty());
+    Some(if dirty { format!("{head}+changes") } else { head })
 }
 
 fn cosine_lr(base: f64, step: usize, steps: usize) -> f64 {
