@@ -23,7 +23,7 @@ pub struct VolumeSource {
 
 impl VolumeSource {
     pub fn new(name: String, dims: [usize; 3], spacing: [f32; 3], raw: Vec<f32>) -> Option<Self> {
-        if dims.iter().product::<usize>() != raw.len() || dims.iter().any(|&d| d == 0) {
+        if dims.iter().product::<usize>() != raw.len() || dims.contains(&0) {
             return None;
         }
         let mut sorted: Vec<f32> = raw.iter().copied().step_by((raw.len() / 200_000).max(1)).filter(|v| v.is_finite()).collect();
