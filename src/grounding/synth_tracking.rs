@@ -730,6 +730,24 @@ mod tests {
         check(&synth, 4);
     }
 
+    #[test]
+    fn classical_tracker_follows_moving_growing_lesions() {
+        let synth = Synth::new(SourcePool::default(), 192);
+        let mut rng = Rng::new(21);
+        let mut hits = 0;
+        for _ in 0..10 {
+            let item = loop {
+                if let Some(i) = tracking_item_of(&synth, &mut rng, Some(TrackingKind::MotionLesion)) {
+                    break i;
+                }
+            };
+            let found = crate::grounding::baseline::track(&item.images, item.reference.unwrap()).unwrap();
+            hits += (found.bbox.iou(&item.answer) >= 0.5) as usize;
+        }
+        eprintln!("{hits}/10 tracked");
+        assert!(hits >= 7, "{hits}/10");
+    }
+
     /// Writes tracking items from the held-out images as MedSG JSON for `tandem eval medsg`:
     /// `TANDEM_T4_OUT=DIR TANDEM_T4_SEED=S TANDEM_T4_N=N TANDEM_T4_RENDERING=second
     /// cargo test --release --lib write_tracking_items -- --ignored`.
