@@ -244,31 +244,41 @@ pub fn region_similarity(a: &GrayImage, box_a: BBox, b: &GrayImage, box_b: BBox)
     }
 }
 
+/// Similarity units per unit of the planes search's score below the best hypothesis: only a
+/// near tie stays open (softer weights lost items on training-volume items).
+const PLANE_SCORE_WEIGHT: f32 = 100.0;
+
 /// Finds `reference_box` of `reference` in an orthogonal plane of the same volume, classically:
-/// boxes of the reference's extents slid along the shared-axis band (the one `planes` found,
-/// else all four; see `LocateHint::orthogonal_to`), ranked by intensity similarity to the
-/// reference region. When the planes' common line crosses the reference box, the answer must
-/// straddle it too.
-pub fn locate_orthogonal(reference: &GrayImage, reference_box: BBox, target: &GrayImage, planes: Option<&Intersection>) -> Option<Scored> {
+/// boxes of the reference's extents slid along the shared-axis band of each hypothesis in
+/// `planes` (the box's range mapped through that line's scale and offset; all four at equal
+/// field of view when there are none; see `LocateHint::orthogonal_to`), ranked by intensity
+/// similarity to the reference region (each image through its own cumulative histogram, which
+/// undoes its window), less a penalty for hypotheses whose line matched worse. When a line
+/// crosses the reference box, the answer must straddle it too.
+pub fn locate_orthogonal(reference: &GrayImage, reference_box: BBox, target: &GrayImage, planes: &[Intersection]) -> Option<Scored> {
     let (tw, th) = (target.width as f32, target.height as f32);
-    let all = SharedAxes::ALL;
-    let hypotheses = match planes {
-        Some(p) => std::slice::from_ref(&p.shared),
-        None => &all[..],
+    let (reference, target) = (&crate::registration::planes::equalized(reference), &crate::registration::planes::equalized(target));
+    let hypotheses: Vec<(SharedAxes, Option<&Intersection>)> = if planes.is_empty() {
+        SharedAxes::ALL.iter().map(|&s| (s, None)).collect()
+    } else {
+        planes.iter().map(|p| (p.shared, Some(p))).collect()
     };
+    let best_score = planes.first().map_or(0.0, |p| p.score);
     let mut best: Option<Scored> = None;
-    for &shared in hypotheses {
+    for (shared, plane) in hypotheses {
         let ta = shared.axes().1;
         let (centre, extent, across) = shared.along(reference_box.to_array());
         // The shared axis's range, mapped through the planes' scale and offset when known.
-        let (centre, extent) = planes.map_or((centre, extent), |p| (p.to_target(centre), extent * p.scale.abs()));
-        let line = planes.filter(|p| p.crosses(reference_box.to_array())).map(|p| p.line_in_target);
+        let (centre, extent) = plane.map_or((centre, extent), |p| (p.to_target(centre), extent * p.scale.abs()));
+        let line = plane.filter(|p| p.crosses(reference_box.to_array())).map(|p| p.line_in_target);
+        let penalty = plane.map_or(0.0, |p| PLANE_SCORE_WEIGHT * (best_score - p.score));
         let length = if ta == 0 { th } else { tw };
         let mut t = across / 2.0;
         while t <= length - across / 2.0 {
             if line.is_none_or(|l| (t - l).abs() < across / 2.0) {
                 let b = if ta == 0 { BBox::from_centre(centre, t, extent, across) } else { BBox::from_centre(t, centre, across, extent) };
-                let score = region_similarity(reference, reference_box, target, b);
+                let similarity = region_similarity(reference, reference_box, target, b);
+                let score = similarity - penalty;
                 if best.is_none_or(|s| score > s.score) {
                     best = Some(Scored { bbox: b.clamp_to(tw, th), score });
                 }
@@ -276,7 +286,7 @@ pub fn locate_orthogonal(reference: &GrayImage, reference_box: BBox, target: &Gr
             t += 4.0;
         }
     }
-    best
+    best.map(|s| Scored { score: s.score.clamp(0.0, 1.0), ..s })
 }
 
 /// Tracks `reference_box` from the first frame to the last, one frame at a time (see

@@ -102,9 +102,10 @@ pub struct LocateHint {
     /// (multi-view), and this is the reference box: one of its axes recurs on one of the
     /// target's (as a viewer's reference lines show), so the answer lies on one of four bands.
     pub orthogonal_to: Option<BBox>,
-    /// Where those planes meet, in working pixels: set by the engine from the images
-    /// themselves (a value given here is replaced).
-    pub planes: Option<Intersection>,
+    /// Where those planes meet, in working pixels, under each hypothesis of which axes they
+    /// share, best first: set by the engine from the images themselves (a value given here is
+    /// replaced).
+    pub planes: Vec<Intersection>,
     /// Reference and target show the same field of view (another time, contrast or modality):
     /// register them first (mutual information, which holds across contrasts) and answer with
     /// the mapped box when the registration is convincing.
@@ -120,25 +121,37 @@ struct Band {
     centre: f32,
     extent: f32,
     across: Option<f32>,
+    /// Log-weight of this hypothesis against the best one (0 for the best).
+    log_weight: f32,
 }
 
+/// Log-weight per unit of the planes search's score below the best hypothesis: only a near tie
+/// stays open for the match map to decide (softer weights, down to 20, lost items on
+/// training-volume items: the match map is less reliable than the line).
+const PLANE_SCORE_WEIGHT: f32 = 1000.0;
+
 impl Band {
-    /// The bands for a reference box: the one the planes' common line shows (its range mapped
-    /// through the line's scale and offset), else all four (x↔x, y↔y, y↔x, x↔y) at equal field
-    /// of view. The line also fixes `across` when it crosses the reference box.
-    fn for_hint(reference: &BBox, planes: Option<&Intersection>) -> Vec<Band> {
+    /// The bands for a reference box: one per hypothesis of where the planes meet (the box's
+    /// range mapped through that line's scale and offset, weighted by how the line matched),
+    /// else all four (x↔x, y↔y, y↔x, x↔y) at equal field of view. A line also fixes `across`
+    /// when it crosses the reference box.
+    fn for_hint(reference: &BBox, planes: &[Intersection]) -> Vec<Band> {
         let band = |shared: SharedAxes, across: Option<f32>| {
             let (centre, extent, _) = shared.along(reference.to_array());
-            Band { target_axis: shared.axes().1, centre, extent, across }
+            Band { target_axis: shared.axes().1, centre, extent, across, log_weight: 0.0 }
         };
-        match planes {
-            Some(p) => {
+        let Some(best) = planes.first() else {
+            return SharedAxes::ALL.iter().map(|&s| band(s, None)).collect();
+        };
+        planes
+            .iter()
+            .map(|p| {
                 let mut b = band(p.shared, p.crosses(reference.to_array()).then_some(p.line_in_target));
                 (b.centre, b.extent) = (p.to_target(b.centre), b.extent * p.scale.abs());
-                vec![b]
-            }
-            None => SharedAxes::ALL.iter().map(|&s| band(s, None)).collect(),
-        }
+                b.log_weight = -PLANE_SCORE_WEIGHT * (best.score - p.score);
+                b
+            })
+            .collect()
     }
 
     /// Band half-width: narrow (tuned on training items); the model's map is coarse anyway.
@@ -149,7 +162,7 @@ impl Band {
     /// Log-prior of a target point under this hypothesis.
     fn log_prior(&self, x: f32, y: f32) -> f32 {
         let (v, w) = if self.target_axis == 0 { (x, y) } else { (y, x) };
-        let mut l = -(v - self.centre).powi(2) / (2.0 * self.sigma().powi(2));
+        let mut l = self.log_weight - (v - self.centre).powi(2) / (2.0 * self.sigma().powi(2));
         if let Some(a) = self.across {
             // Tight (tuned on training items): near-central cuts meet near the section's middle.
             let s = 0.2 * self.extent + 3.0;
@@ -237,7 +250,7 @@ impl NetRunner {
         };
         // The match map with the prior applied; cells whose centre falls outside the target
         // cannot hold the answer.
-        let bands = hint.orthogonal_to.map_or_else(Vec::new, |r| Band::for_hint(&r, hint.planes.as_ref()));
+        let bands = hint.orthogonal_to.map_or_else(Vec::new, |r| Band::for_hint(&r, &hint.planes));
         let mut ranked = GrayImage::filled(score.width, score.height, f32::NEG_INFINITY);
         for i in 0..score.height {
             for j in 0..score.width {

@@ -326,12 +326,16 @@ impl Engine {
             sigma_px: hint.sigma_px / t.scale,
             known_size: hint.known_size.map(|(w, h)| (w / t.scale, h / t.scale)),
             orthogonal_to: hint.orthogonal_to.map(|b| b.scale(1.0 / t.scale, 1.0 / t.scale)),
-            planes: hint.orthogonal_to.and_then(|_| registration::planes::intersect_near(&r.image, &t.image, Some(rb))),
+            planes: if hint.orthogonal_to.is_some() {
+                registration::planes::intersect_all(&r.image, &t.image, Some(rb))
+            } else {
+                Vec::new()
+            },
             ..hint.clone()
         };
         let found = match method {
             Method::Baseline => match hint_w.orthogonal_to {
-                Some(_) => baseline::locate_orthogonal(&r.image, rb, &t.image, hint_w.planes.as_ref()),
+                Some(_) => baseline::locate_orthogonal(&r.image, rb, &t.image, &hint_w.planes),
                 None => baseline::locate(&r.image, rb, &t.image),
             },
             // Same appearance expected: the model proposes a few places and pixel correlation
