@@ -492,9 +492,9 @@ const MOTION_PRIOR: f32 = 0.1;
 /// the previous frame's region and the first frame's (brought to the same size) are matched
 /// together, so that a slowly changing object is followed and drift stays bounded, at three
 /// scales (the object grows, shrinks, or the slice cuts it wider), within a window around the
-/// previous box and around any places `propose(frame, previous box)` adds. When the object
-/// stands out from its surroundings by intensity, as checked on the first frame (the rule
-/// redraws the reference box), its box is then redrawn around its extent in each frame.
+/// previous box and around any places beyond it that `propose(frame, previous box)` adds. When
+/// the object stands out from its surroundings by intensity, as checked on the first frame (the
+/// rule redraws the reference box), its box is then redrawn around its extent in each frame.
 pub fn track_with(frames: &[GrayImage], reference_box: BBox, propose: &mut dyn FnMut(usize, BBox) -> Vec<BBox>) -> Option<Scored> {
     let first = frames.first()?;
     let smooth: Vec<GrayImage> = frames.iter().map(|f| f.blur(1.0)).collect();
@@ -518,14 +518,15 @@ pub fn track_with(frames: &[GrayImage], reference_box: BBox, propose: &mut dyn F
                 windows.push(((px, py), near));
             }
         }
-        // Sizes tried: three scales of the previous box everywhere, and each proposal's own
-        // size (damped towards the previous one: sizes change slowly) around it.
+        // Sizes tried: three scales of the previous box everywhere, and the previous size again
+        // in a small window around each proposal (a local search there, where the coarse pass
+        // over the whole window may have passed the peak by).
         let mut sizes: Vec<(f32, f32, f32, Vec<Window>)> = [0.88f32, 1.0, 1.0 / 0.88]
             .iter()
             .map(|&s| (current.width() * s, current.height() * s, if s == 1.0 { 0.0 } else { 0.02 }, windows.clone()))
             .collect();
-        for p in &proposed {
-            sizes.push(((current.width() * p.width()).sqrt(), (current.height() * p.height()).sqrt(), 0.01, vec![(p.centre(), near)]));
+        if !proposed.is_empty() {
+            sizes.push((current.width(), current.height(), 0.01, proposed.iter().map(|p| (p.centre(), near)).collect()));
         }
         let mut best: Option<(BBox, f32)> = None;
         for (sw, sh, penalty, windows) in &sizes {
