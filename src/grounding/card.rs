@@ -184,23 +184,30 @@ format and tasks, so they say how Tandem does on these tasks, not how it would r
   constants were chosen on difference items from the training images (`tandem synth --split
   train --seed 78 --per-task 80` and `--seed 79 --family F --per-task 40` for each family), never on
   the validation or out-of-distribution sets.
-- **T3** (`Engine::locate` with `orthogonal_to`): two planes of one volume share a line of voxels,
-  so some row or column of the one equals some row or column of the other; the best-correlating
-  pair (`registration::planes`) says which axis the planes share and where they meet. The model's
-  correlation map is then restricted to the band where the shared axis spans the reference box's
-  range (and, when the common line crosses the reference box, to boxes straddling that line in the
-  target), and its best place there and size head give the box (its extent along the shared axis
-  pulled halfway to the reference's). The baseline gets the same geometry (boxes of the
-  reference's size slid along the band, ranked by how alike the tissue's intensities are in both
-  boxes), so the gap between the columns is what the model adds.
+- **T3** (`Engine::locate` with `orthogonal_to`): two planes through one structure of a volume
+  share a line of voxels, but each view may be cropped, resampled to 336² (anisotropic) and windowed
+  on its own, so that line appears at its own scale and offset in each. `registration::planes`
+  searches, for each of the four ways the planes can share an axis, a line of the reference through
+  the reference box, a line of the target, and a scale (0.5–2) and offset along the shared axis,
+  coarse to fine, comparing the profiles as they are and through each view's cumulative histogram
+  (which undoes its window). Every hypothesis keeps its score; only near ties stay open. The model's
+  correlation map is restricted to the band where the shared axis spans the reference box's range
+  mapped through that scale and offset (and, when the line crosses the reference box, to boxes
+  straddling it in the target), and its best place there and size head give the box. The baseline
+  gets the same geometry (boxes of the mapped size slid along the band, ranked by how alike the
+  equalized intensities are in both boxes), so the gap between the columns is what the model adds.
 - **T7** (`Engine::locate` with `register_first`): the pair is registered by normalized mutual
   information (shift, rotation, scale; `registration::mutual`) and the reference box mapped
   through it — for **both** columns, since the model's local matching only added noise to it on
   training items. The T7 row therefore measures the registration, not the network; the model
   (correlation with a Gaussian prior of σ = 12 px + 0.375 × box side around the reference box)
   answers only when registration fails (NMI − 1 < 0.08).
-- **T4** (`Engine::track`): frame to frame, the model proposes 5 places near the previous box and
-  normalized cross-correlation of the previous frame's region picks among them and refines.
+- **T4** (`Engine::track`): frame to frame, the previous frame's region and the first frame's
+  region are matched together at three scales (0.88, 1, 1.14) around the previous box, coarse to
+  fine with a mild motion prior, so drift stays bounded and the size follows growth; when the object
+  stands out by intensity on the first frame, same-intensity regions nearby are candidates too and
+  the box is redrawn around the object's extent. The model adds its 5 best places per frame as
+  hypotheses to the same search; the baseline is that search without them.
 - **T6**: the model matches the crop's inner half and proposes 16 places; pixel correlation of the
   whole crop picks among them and a whole-image correlation search, so this task is answered at
   least as well as the classical baseline by construction.
@@ -209,9 +216,10 @@ format and tasks, so they say how Tandem does on these tasks, not how it would r
 ## Limits
 - Trained on synthetic changes and phantom volumes; real pathology progression looks different.
 - Difference grounding assumes the pair is related by a translation (registration runs first).
-- Multi-view assumes both planes cover the same field of view at the same pixel size (MedSG's
-  336² renderings of one volume do); cross-modal registration assumes one rigid map between the
-  images (no breathing or bowel motion between acquisitions).
+- Multi-view assumes both planes pass through the boxed structure and that the line they share is
+  visible in both; under very different windows or nearest-neighbour resampling the search can
+  miss it. Cross-modal registration assumes one rigid map between the images (no breathing or
+  bowel motion between acquisitions).
 - Not a medical device.
 "#,
         extent = extent,
