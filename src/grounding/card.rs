@@ -60,7 +60,7 @@ fn ood_section(ood: Option<&Path>) -> String {
          (rerun it to reproduce; each row is a MedSG-format set scored like `tandem eval medsg`):\n\
          - **second rendering**: another resampling (nearest or cubic, no prefilter), crops of other\n  proportions, linear windows with clipping, sigmoid contrast, speckle or Rician noise,\n  quantization, any orientation; never used in training;\n\
          - **held-out source**: the `heudiconv` folder of the training images (Siemens EPI and diffusion\n  brain MR mosaics, split into slices and volumes), never read by training;\n\
-         - **family X**: difference items of one change family only, on the validation images; with\n  weights trained `--without-family X`, this row is the leave-one-family-out measure.\n\n\
+         - **family X**: difference items of one change family only, on the validation images; with\n  weights trained `--without-family X`, this row is the leave-one-family-out measure; the\n  shipped weights were trained on every family, so below it is per-family accuracy only.\n\n\
          | items | task | n | model Acc@0.5 | baseline Acc@0.5 | mean IoU model / baseline |\n|---|---|---:|---:|---:|---:|\n",
         path.display(),
         path.display()
