@@ -138,11 +138,11 @@ pub struct Phantom {
     noise: Noise3,
 }
 
+/// A random rotation from three Euler angles, the middle one (the tilt) within ±`max_tilt` rad.
 // 6.283 is a sampling bound, not τ: changing it would change every seeded phantom.
 #[allow(clippy::approx_constant)]
-fn random_axes(rng: &mut Rng) -> [[f32; 3]; 3] {
-    // Random rotation from three Euler angles.
-    let (a, b, c) = (rng.range(0.0, 6.283), rng.range(-0.6, 0.6), rng.range(0.0, 6.283));
+pub(crate) fn random_axes(rng: &mut Rng, max_tilt: f32) -> [[f32; 3]; 3] {
+    let (a, b, c) = (rng.range(0.0, 6.283), rng.range(-max_tilt, max_tilt), rng.range(0.0, 6.283));
     let (sa, ca) = a.sin_cos();
     let (sb, cb) = b.sin_cos();
     let (sc, cc) = c.sin_cos();
@@ -202,7 +202,7 @@ impl Phantom {
             organs.push(Organ {
                 centre,
                 radii,
-                axes: random_axes(rng),
+                axes: random_axes(rng, 0.6),
                 intensity,
                 texture_amp,
                 texture_freq: rng.range(0.04, 0.2),

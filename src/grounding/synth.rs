@@ -694,18 +694,23 @@ fn blend_local(img: &GrayImage, cx: f32, cy: f32, reach: f32, f: impl Fn(usize, 
     out
 }
 
+/// Whether an object inserted where the image is `local` is brighter (+1) or darker (−1): darker
+/// on bright tissue, brighter on dark, either in between.
+pub(crate) fn contrast_sign(rng: &mut Rng, local: f32) -> f32 {
+    if local > 0.7 {
+        -1.0
+    } else if local < 0.2 {
+        1.0
+    } else {
+        rng.sign()
+    }
+}
+
 fn insert_lesion(rng: &mut Rng, img: &GrayImage, cx: f32, cy: f32, radius: f32) -> GrayImage {
     let blob = Blob::random(rng, cx, cy, radius);
     let local = img.sample(cx, cy);
     // Brighter or darker than the surroundings, textured, sometimes with a rim.
-    let contrast = rng.range(0.15, 0.5)
-        * if local > 0.7 {
-            -1.0
-        } else if local < 0.2 {
-            1.0
-        } else {
-            rng.sign()
-        };
+    let contrast = rng.range(0.15, 0.5) * contrast_sign(rng, local);
     let texture = Noise3::new(rng.next_u64());
     let (freq, amp) = (rng.range(0.05, 0.25), rng.range(0.0, 0.4));
     let rim = if rng.chance(0.3) { rng.range(0.2, 0.6) } else { 0.0 };

@@ -10,7 +10,7 @@
 //! along it, and up to a monotone intensity map.
 
 use crate::grounding::geometry::BBox;
-use crate::grounding::phantom::{Noise3, Phantom, Plane};
+use crate::grounding::phantom::{Noise3, Phantom, Plane, random_axes};
 use crate::grounding::rng::Rng;
 use crate::grounding::sources::VolumeSource;
 use crate::grounding::synth::{Rendering, Synth, SynthItem, photometric};
@@ -136,19 +136,6 @@ struct Lesion {
     noise: Noise3,
 }
 
-#[allow(clippy::approx_constant)]
-fn random_axes(rng: &mut Rng) -> [[f32; 3]; 3] {
-    let (a, b, c) = (rng.range(0.0, 6.283), rng.range(-1.2, 1.2), rng.range(0.0, 6.283));
-    let (sa, ca) = a.sin_cos();
-    let (sb, cb) = b.sin_cos();
-    let (sc, cc) = c.sin_cos();
-    [
-        [ca * cc - sa * cb * sc, sa * cc + ca * cb * sc, sb * sc],
-        [-ca * sc - sa * cb * cc, -sa * sc + ca * cb * cc, sb * cc],
-        [sa * sb, -ca * sb, cb],
-    ]
-}
-
 impl Lesion {
     /// A lesion somewhere inside the body of `vol`, large enough to see in a slice.
     fn random(rng: &mut Rng, vol: &VolumeSource) -> Option<Lesion> {
@@ -199,7 +186,7 @@ impl Lesion {
             return Some(Lesion {
                 centre,
                 radii,
-                axes: random_axes(rng),
+                axes: random_axes(rng, 1.2),
                 bump: rng.range(0.0, 0.3),
                 bump_freq: rng.range(0.6, 2.0) / r,
                 soft: if rng.chance(0.5) { rng.range(0.01, 0.06) } else { rng.range(0.08, 0.3) },

@@ -22,7 +22,7 @@ use crate::grounding::geometry::BBox;
 use crate::grounding::phantom::{Noise3, Phantom, Plane};
 use crate::grounding::rng::Rng;
 use crate::grounding::sources::VolumeSource;
-use crate::grounding::synth::{Elastic, Rendering, Synth, SynthItem, photometric};
+use crate::grounding::synth::{Elastic, Rendering, Synth, SynthItem, contrast_sign, photometric};
 use crate::grounding::task::Task;
 use crate::registration::Transform;
 use crate::study::gray::GrayImage;
@@ -452,14 +452,7 @@ fn tracking_motion(synth: &Synth, rng: &mut Rng, frames: usize, inserted: bool) 
             return None;
         }
     }
-    let contrast = rng.range(0.12, 0.45)
-        * if local > 0.7 {
-            -1.0
-        } else if local < 0.2 {
-            1.0
-        } else {
-            rng.sign()
-        };
+    let contrast = rng.range(0.12, 0.45) * contrast_sign(rng, local);
     let texture = Noise3::new(rng.next_u64());
     let (tex_freq, tex_amp) = (rng.range(0.05, 0.25), rng.range(0.0, 0.4));
     // Contrast wash-in/out of the object (or of the anatomy under it) over the sequence.
