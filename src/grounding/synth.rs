@@ -179,7 +179,18 @@ impl Synth {
         let prior = before.crop(m, m, size, size, 0.0);
         let (cx, cy) = (m + dx as isize, m + dy as isize);
         let current = after.crop(cx, cy, size, size, 0.0);
-        let mask = region.mask.crop(cx, cy, size, size, 0.0);
+        let unchanged = before.crop(cx, cy, size, size, 0.0);
+        // The acquisition differences, replayed on the unchanged scene: the same draws render it
+        // as the current would have looked without the change.
+        let mut replay = rng.clone();
+        let (prior, current) = nuisance(rng, &prior, &current);
+        let prior = self.degrade(rng, &prior, 1.0);
+        let current = self.degrade(rng, &current, 1.0);
+        let (replayed_prior, unchanged) = nuisance(&mut replay, &prior, &unchanged);
+        let _ = self.degrade(&mut replay, &replayed_prior, 1.0);
+        let unchanged = self.degrade(&mut replay, &unchanged, 1.0);
+        let near_change = dilate(&region.mask.crop(cx, cy, size, size, 0.0), RENDER_SPREAD_PX);
+        let mask = visible_in_rendering(&unchanged, &current, &near_change)?;
         let answer = BBox::of_mask(&mask, 0.5)?;
         // The whole change must be visible in both frames.
         let in_prior = region.bbox.translate(-(m as f32), -(m as f32));
@@ -187,9 +198,6 @@ impl Synth {
         if !frame.contains_box(&answer) || !frame.contains_box(&in_prior) || answer.area() < 64.0 {
             return None;
         }
-        let (prior, current) = nuisance(rng, &prior, &current);
-        let prior = self.degrade(rng, &prior, 1.0);
-        let current = self.degrade(rng, &current, 1.0);
         let task = if shifted { Task::NonRegisteredDiff } else { Task::RegisteredDiff };
         Some(SynthItem { task, images: vec![prior, current], reference: None, answer, change_mask: Some(mask) })
     }
@@ -639,6 +647,37 @@ pub fn visible_change(before: &GrayImage, after: &GrayImage, cx: f32, cy: f32, r
         return None;
     }
     Some(ChangeRegion { mask, bbox })
+}
+
+/// How far (px) a rendering's blur may carry a change beyond the pixels it changed.
+const RENDER_SPREAD_PX: usize = 3;
+
+/// `mask` (0/1) grown by `radius` px (a square neighbourhood).
+fn dilate(mask: &GrayImage, radius: usize) -> GrayImage {
+    let (w, h) = (mask.width, mask.height);
+    let rows = GrayImage::from_fn(w, h, |x, y| {
+        (x.saturating_sub(radius)..(x + radius + 1).min(w)).map(|i| mask.get(i, y)).fold(0.0, f32::max)
+    });
+    GrayImage::from_fn(w, h, |x, y| (y.saturating_sub(radius)..(y + radius + 1).min(h)).map(|j| rows.get(x, j)).fold(0.0, f32::max))
+}
+
+/// The pixels near a change (`near`) that the current's rendering shows visibly changed from
+/// the same rendering of the unchanged scene; `None` when the rendering leaves the change too
+/// faint to notice (a window that clips it, noise that drowns it).
+fn visible_in_rendering(unchanged: &GrayImage, current: &GrayImage, near: &GrayImage) -> Option<GrayImage> {
+    let (mut count_strong, mut strong_sum) = (0usize, 0.0f32);
+    let mask = GrayImage::from_fn(current.width, current.height, |x, y| {
+        if near.get(x, y) < 0.5 {
+            return 0.0;
+        }
+        let d = (current.get(x, y) - unchanged.get(x, y)).abs();
+        if d >= NOTICEABLE {
+            count_strong += 1;
+            strong_sum += d;
+        }
+        if d >= VISIBLE { 1.0 } else { 0.0 }
+    });
+    (count_strong >= 40 && strong_sum / count_strong as f32 >= 0.1).then_some(mask)
 }
 
 /// A soft irregular blob: 1 inside, 0 outside, feathered over `edge` px.
