@@ -141,7 +141,9 @@ images with a separate seed.
   edge, a region pasted from the same or another image, growth or shrinkage by a local warp,
   enhancement or wash-out, a structure removed and filled with the texture around it) over
   nuisance differences that are not the answer (noise, blur, gamma, gain, sub-pixel
-  misregistration, clipping); the answer box spans every visibly changed pixel.
+  misregistration, clipping); the answer box spans every pixel the current image shows visibly
+  changed (the acquisition differences replayed on the unchanged scene, so a window or noise that
+  hides part of a change hides it from the answer too).
 - {steps} steps × {batch} difference pairs + {batch} reference/target pairs, items of {size} px.
 - Wall time {minutes:.1} min on {device_train}; machine: {machine}.
 - Final smoothed losses: change {l0:.4}, match {l1:.4}, size {l2:.4} (curve: `models/loss.csv`).{recal}

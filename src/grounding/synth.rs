@@ -655,9 +655,8 @@ const RENDER_SPREAD_PX: usize = 3;
 /// `mask` (0/1) grown by `radius` px (a square neighbourhood).
 fn dilate(mask: &GrayImage, radius: usize) -> GrayImage {
     let (w, h) = (mask.width, mask.height);
-    let rows = GrayImage::from_fn(w, h, |x, y| {
-        (x.saturating_sub(radius)..(x + radius + 1).min(w)).map(|i| mask.get(i, y)).fold(0.0, f32::max)
-    });
+    let rows =
+        GrayImage::from_fn(w, h, |x, y| (x.saturating_sub(radius)..(x + radius + 1).min(w)).map(|i| mask.get(i, y)).fold(0.0, f32::max));
     GrayImage::from_fn(w, h, |x, y| (y.saturating_sub(radius)..(y + radius + 1).min(h)).map(|j| rows.get(x, j)).fold(0.0, f32::max))
 }
 
