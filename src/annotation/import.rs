@@ -78,7 +78,7 @@ pub fn import(obj: &InMemDicomObject, local: &[crate::study::Series]) -> Result<
         for r in &g.regions {
             let key = (r.sop_instance.clone(), r.frame);
             let (image_id, frame) = match placed.iter().find(|p| p.0 == key.0) {
-                Some((_, id, offset)) => (id.clone(), offset + key.1),
+                Some((_, id, offset)) => (id.clone(), offset.saturating_add(key.1)),
                 None => {
                     let wanted_id = ours.as_ref().map(|o| o.image.clone());
                     let (img, offset, is_local) = image_for(&r.sop_instance, &r.sop_class, local, &evidence, obj);
@@ -98,13 +98,22 @@ pub fn import(obj: &InMemDicomObject, local: &[crate::study::Series]) -> Result<
                         }
                     };
                     placed.push((r.sop_instance.clone(), id.clone(), offset));
-                    (id, offset + key.1)
+                    (id, offset.saturating_add(key.1))
                 }
             };
             let Some(img) = images.iter_mut().find(|i| i.id == image_id) else { continue };
             if img.width == 0 {
                 // Known by UID only: the frame count is at least what the SR refers to.
-                img.frames = img.frames.max(frame + 1);
+                img.frames = img.frames.max(frame.saturating_add(1));
+            } else if frame >= img.frames {
+                report.skipped.push(format!(
+                    "a {} on frame {} of {}, which has {} frame(s)",
+                    r.graphic_type,
+                    frame.saturating_add(1),
+                    r.sop_instance,
+                    img.frames
+                ));
+                continue;
             }
             let Some(bbox) = clip(r.bbox, img) else {
                 report.skipped.push(format!("a {} on {} lies outside the image", r.graphic_type, r.sop_instance));
@@ -308,7 +317,7 @@ fn bbox_of(graphic_type: &str, d: &[f32]) -> Result<[f32; 4], ImportError> {
             [d[0] - h, d[1] - h, d[0] + h, d[1] + h]
         }
         "POLYLINE" | "MULTIPOINT" => {
-            if d.len() < 2 || d.len() % 2 != 0 {
+            if d.len() < 2 || !d.len().is_multiple_of(2) {
                 return Err(bad("an even number"));
             }
             let b = hull(d);
