@@ -287,6 +287,20 @@ fn search_get_ground_push_and_import_against_orthanc() {
     assert_eq!(current_study["series_count"], 2, "{current_study}");
     assert!(current_study["modalities"].as_array().unwrap().iter().any(|m| m == "SR"), "{current_study}");
 
+    // `tandem view --pacs URL --patient ID` opens these two folders: the image series of the
+    // latest study and of the previous one, not the SR.
+    let client = tandem::pacs::Client::new(
+        &url,
+        tandem::pacs::Auth::Basic { user: USER.into(), password: PASSWORD.into() },
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let view_cache = w("view-cache");
+    let (prior_dir, current_dir) = tandem::cli::pacs::fetch_pair(&client, PATIENT, &view_cache).unwrap();
+    assert_eq!(files_under(&prior_dir), [prior_dir.join(format!("{PRIOR_STUDY}.1.1.dcm"))]);
+    assert_eq!(files_under(&current_dir), [current_dir.join(format!("{CURRENT_STUDY}.1.1.dcm"))]);
+    assert_eq!(files_under(&view_cache).len(), 2, "the SR series is not fetched for viewing");
+
     // Back from the PACS, the SR imports to the document that was pushed.
     let from_pacs = w("from-pacs");
     ok(&tandem(&["pacs", "get", &url, CURRENT_STUDY, "--out", &s(&from_pacs)], true));
@@ -314,11 +328,11 @@ fn search_get_ground_push_and_import_against_orthanc() {
 /// request; the token never shows.
 #[test]
 fn orthanc_refuses_bad_credentials_cleanly() {
-    let (Some(binary), Some(plugin)) = (orthanc_binary(), dicomweb_plugin()) else {
-        let _ =
-            writeln!(std::io::stderr(), "SKIPPED: Orthanc (with orthanc-dicomweb) is not installed: the PACS credentials test did not run");
+    let Some(binary) = orthanc_binary() else {
+        let _ = writeln!(std::io::stderr(), "SKIPPED: Orthanc is not installed: the PACS credentials test did not run");
         return;
     };
+    let plugin = dicomweb_plugin().expect("Orthanc is installed but its DICOMweb plugin is not (apt-get install orthanc-dicomweb)");
     let orthanc = Orthanc::start(&binary, &plugin);
     let url = orthanc.url();
     let mut c = Command::new(env!("CARGO_BIN_EXE_tandem"));
@@ -331,4 +345,18 @@ fn orthanc_refuses_bad_credentials_cleanly() {
     assert!(one_error_line(&c.output().unwrap()).contains("401"));
     let err = one_error_line(&tandem(&["pacs", "get", &url, "../../etc", "--out", "/tmp/never"], true));
     assert!(err.contains("not a DICOM UID"), "{err}");
+}
+
+/// `view --pacs` fails before any window opens when the PACS cannot be reached, and its
+/// arguments go together.
+#[test]
+fn view_pacs_reports_an_unreachable_pacs() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}/dicom-web");
+    let cache = tempfile::tempdir().unwrap();
+    let err = one_error_line(&tandem(&["view", "--pacs", &url, "--patient", PATIENT, "--cache", cache.path().to_str().unwrap()], true));
+    assert!(err.contains("connection refused"), "{err}");
+    assert!(files_under(cache.path()).is_empty());
+    one_error_line(&tandem(&["view", "--patient", PATIENT], false));
+    one_error_line(&tandem(&["view", "a.dcm", "--pacs", &url, "--patient", PATIENT], false));
 }

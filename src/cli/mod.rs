@@ -372,7 +372,7 @@ fn view_pacs(
 ) -> Result<(), CliError> {
     #[cfg(feature = "pacs")]
     {
-        let (prior, current) = pacs::fetch_pair(url, patient, cache)?;
+        let (prior, current) = pacs::open_pair(url, patient, cache)?;
         crate::viewer::run_with(crate::viewer::Launch::Pair(prior, current), annotations, device).map_err(CliError::from)
     }
     #[cfg(not(feature = "pacs"))]

@@ -143,15 +143,21 @@ fn default_cache() -> Result<PathBuf, CliError> {
     Ok(base.join("tandem").join("pacs"))
 }
 
-/// For `tandem view --pacs URL --patient ID`: finds the patient's current and prior studies,
+/// For `tandem view --pacs URL --patient ID` (credentials from the environment, cache by
+/// default under ~/.cache): finds the patient's current and prior studies,
 /// retrieves the image series of each (the one with most instances) into the cache, and returns
 /// the two series folders (prior, current).
-pub fn fetch_pair(url: &str, patient: &str, cache: Option<&std::path::Path>) -> Result<(PathBuf, PathBuf), CliError> {
+pub fn open_pair(url: &str, patient: &str, cache: Option<&std::path::Path>) -> Result<(PathBuf, PathBuf), CliError> {
     let client = Client::from_env(url)?;
     let cache = match cache {
         Some(c) => c.to_path_buf(),
         None => default_cache()?,
     };
+    fetch_pair(&client, patient, &cache)
+}
+
+/// `open_pair` with a given client and cache folder.
+pub fn fetch_pair(client: &Client, patient: &str, cache: &std::path::Path) -> Result<(PathBuf, PathBuf), CliError> {
     let studies = client.search(&Query { patient_id: Some(patient.to_string()), ..Query::default() })?;
     let (prior, current) = hang(&studies).map_err(CliError)?;
     let mut folders = Vec::new();
@@ -170,7 +176,7 @@ pub fn fetch_pair(url: &str, patient: &str, cache: Option<&std::path::Path>) -> 
             series.modality.as_deref().unwrap_or("?")
         );
         let mut progress = crate::cli::progress::Progress::new("retrieving instances");
-        let r = client.retrieve(&study.study_uid, Some(&series.series_uid), &cache, &mut |d, t| progress.update(d, t))?;
+        let r = client.retrieve(&study.study_uid, Some(&series.series_uid), cache, &mut |d, t| progress.update(d, t))?;
         folders.push(r.folder.join(&series.series_uid));
     }
     let current_folder = folders.pop().unwrap_or_default();

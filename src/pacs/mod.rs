@@ -118,6 +118,8 @@ pub enum PacsError {
     Forbidden(String),
     #[error("not found on the PACS (HTTP 404) ({0})")]
     NotFound(String),
+    #[error("nothing to retrieve: {0}")]
+    Empty(String),
     #[error("the PACS answered HTTP {status}{detail} ({url})")]
     Status { status: u16, detail: String, url: String },
     #[error("the PACS did not answer within {secs} s ({url})")]
@@ -354,7 +356,7 @@ impl Client {
             }
         }
         if wanted.is_empty() {
-            return Err(PacsError::NotFound(format!("{}/studies/{study} has no instances", self.base)));
+            return Err(PacsError::Empty(format!("the PACS lists no instances ({}/studies/{study})", self.base)));
         }
         let mut done = Retrieved { folder: out.join(study), files: Vec::new(), fetched: 0, kept: 0 };
         progress(0, wanted.len());

@@ -213,7 +213,7 @@ fn retrieve_writes_verified_files_and_resumes() {
 fn bad_answers_leave_the_cache_as_it_was() {
     let a = dicom_file("1.2.3.1.1");
     let b = dicom_file("1.2.3.1.2");
-    let (body, ct) = multipart::build_dicom(&[b.clone()]);
+    let (body, ct) = multipart::build_dicom(std::slice::from_ref(&b));
     let cut = http("200 OK", &ct, &body[..body.len() - 30]);
     // A Content-Length longer than what comes: the connection closes mid-answer.
     let mut short = format!("HTTP/1.1 200 OK\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
