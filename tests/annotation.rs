@@ -487,7 +487,14 @@ fn sr_import_refuses_what_it_cannot_read() {
     let truncated = dir.path().join("cut.dcm");
     let full = std::fs::read(write_sr(dir.path())).unwrap();
     std::fs::write(&truncated, &full[..full.len() / 2]).unwrap();
-    for input in ["tests/data/dicom/CT_small.dcm", "tests/data/dicom/no_meta.dcm", truncated.to_str().unwrap(), "no/such.sr"] {
+    // test-SR.dcm: a real Basic Text SR whose one CIRCLE names no image.
+    for input in [
+        "tests/data/dicom/CT_small.dcm",
+        "tests/data/dicom/no_meta.dcm",
+        truncated.to_str().unwrap(),
+        "no/such.sr",
+        "tests/data/dicom/test-SR.dcm",
+    ] {
         let run = Process::new(env!("CARGO_BIN_EXE_tandem"))
             .args(["annotations", "import", input, "--out", out.to_str().unwrap()])
             .output()

@@ -20,8 +20,8 @@ pub enum ImportError {
     NotSr(String),
     #[error("malformed SR: {0}")]
     Malformed(String),
-    #[error("the SR holds no planar region of interest (SCOORD) to import")]
-    NoRegions,
+    #[error("the SR holds no planar region of interest (SCOORD on an image) to import{0}")]
+    NoRegions(String),
 }
 
 /// What an import made, beside the document.
@@ -63,8 +63,10 @@ pub fn import(obj: &InMemDicomObject, local: &[crate::study::Series]) -> Result<
     let mut groups = Vec::new();
     let mut report = ImportReport::default();
     walk(obj, None, &mut groups, &mut report)?;
+    // What was left out says why nothing is there.
+    let why = |skipped: &[String]| if skipped.is_empty() { String::new() } else { format!(": left out {}", skipped.join("; ")) };
     if groups.iter().all(|g| g.regions.is_empty()) {
-        return Err(ImportError::NoRegions);
+        return Err(ImportError::NoRegions(why(&report.skipped)));
     }
     let evidence = evidence(obj);
     let now = crate::annotation::document::now();
@@ -153,7 +155,7 @@ pub fn import(obj: &InMemDicomObject, local: &[crate::study::Series]) -> Result<
         }
     }
     if findings.is_empty() {
-        return Err(ImportError::NoRegions);
+        return Err(ImportError::NoRegions(why(&report.skipped)));
     }
     report.findings = findings.len();
     let mut doc = Document::new(images);
@@ -228,10 +230,13 @@ fn walk_at(
                 continue;
             }
             "SCOORD" => {
-                let region = region(it)?;
-                match group.as_deref_mut() {
-                    Some(g) => g.regions.push(region),
-                    None => out.push(Group { regions: vec![region], ..Group::default() }),
+                match region(it)? {
+                    Ok(region) => match group.as_deref_mut() {
+                        Some(g) => g.regions.push(region),
+                        None => out.push(Group { regions: vec![region], ..Group::default() }),
+                    },
+                    // One ROI Tandem cannot place does not cost the others.
+                    Err(skip) => report.skipped.push(skip),
                 }
                 continue;
             }
@@ -262,8 +267,9 @@ fn walk_at(
     Ok(())
 }
 
-/// A SCOORD item: its bounding box and the image (and frame) it is drawn on.
-fn region(it: &InMemDicomObject) -> Result<Region, ImportError> {
+/// A SCOORD item: its bounding box and the image (and frame) it is drawn on; `Ok(Err(why))` for
+/// a well-formed ROI that names no image directly (by-reference relationships are not followed).
+fn region(it: &InMemDicomObject) -> Result<Result<Region, String>, ImportError> {
     let graphic_type = text(it, tags::GRAPHIC_TYPE).ok_or_else(|| ImportError::Malformed("a SCOORD without Graphic Type".into()))?;
     let data = it
         .get(tags::GRAPHIC_DATA)
@@ -279,8 +285,8 @@ fn region(it: &InMemDicomObject) -> Result<Region, ImportError> {
         .and_then(|c| c.iter().find(|i| text(i, tags::VALUE_TYPE).as_deref() == Some("IMAGE")))
         .and_then(|img| img.get(tags::REFERENCED_SOP_SEQUENCE))
         .and_then(|e| e.items())
-        .and_then(|s| s.first())
-        .ok_or_else(|| ImportError::Malformed(format!("a {graphic_type} SCOORD that refers to no image")))?;
+        .and_then(|s| s.first());
+    let Some(reference) = reference else { return Ok(Err(format!("a {graphic_type} SCOORD that refers to no image"))) };
     let sop_instance = text(reference, tags::REFERENCED_SOP_INSTANCE_UID)
         .ok_or_else(|| ImportError::Malformed("an image reference without Referenced SOP Instance UID".into()))?;
     let frame = match reference.get(tags::REFERENCED_FRAME_NUMBER) {
@@ -292,7 +298,7 @@ fn region(it: &InMemDicomObject) -> Result<Region, ImportError> {
         }
         None => 0,
     };
-    Ok(Region { graphic_type, bbox, sop_instance, sop_class: text(reference, tags::REFERENCED_SOP_CLASS_UID), frame })
+    Ok(Ok(Region { graphic_type, bbox, sop_instance, sop_class: text(reference, tags::REFERENCED_SOP_CLASS_UID), frame }))
 }
 
 /// The bounding box of a planar ROI (PS3.3 C.18.6.1.2), in pixel coordinates.
@@ -680,6 +686,24 @@ mod tests {
     }
 
     #[test]
+    fn an_roi_on_no_image_is_left_out_not_fatal() {
+        let unplaced = named(
+            "SCOORD",
+            ("111030", "Image Region"),
+            vec![
+                DataElement::new(tags::GRAPHIC_TYPE, VR::CS, "CIRCLE"),
+                DataElement::new(tags::GRAPHIC_DATA, VR::FL, PrimitiveValue::F32(C::from_vec(vec![5.0, 5.0, 8.0, 9.0]))),
+            ],
+        );
+        let obj = third_party(vec![scoord("POINT", vec![10.0, 10.0], "1.2.826.0.5", None), unplaced.clone()]);
+        let (doc, report) = import(&obj, &[]).unwrap();
+        assert_eq!((doc.findings.len(), report.skipped.len()), (1, 1), "{:?}", report.skipped);
+        let only = third_party(vec![unplaced]);
+        let e = import(&only, &[]).unwrap_err();
+        assert!(matches!(&e, ImportError::NoRegions(why) if why.contains("refers to no image")), "{e}");
+    }
+
+    #[test]
     fn rotated_ellipse_box_holds_the_ellipse() {
         // Major axis along the diagonal, semi-axes 10 and 5.
         let s = 10.0 / 2f32.sqrt();
@@ -700,7 +724,7 @@ mod tests {
         let frame0 = third_party(vec![scoord("POINT", vec![3.0, 2.0], "1.2.5", Some("0"))]);
         assert!(matches!(import(&frame0, &[]), Err(ImportError::Malformed(_))));
         let empty = third_party(vec![]);
-        assert!(matches!(import(&empty, &[]), Err(ImportError::NoRegions)));
+        assert!(matches!(import(&empty, &[]), Err(ImportError::NoRegions(_))));
         let mut image = third_party(vec![]);
         image.put(DataElement::new(tags::SOP_CLASS_UID, VR::UI, "1.2.840.10008.5.1.4.1.1.2"));
         assert!(matches!(import(&image, &[]), Err(ImportError::NotSr(_))));
