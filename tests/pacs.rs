@@ -278,6 +278,10 @@ fn search_get_ground_push_and_import_against_orthanc() {
         let errors: Vec<&str> = report.lines().filter(|l| l.starts_with("Error")).collect();
         assert!(errors.is_empty(), "dciodvfy errors:\n{report}");
     }
+    if let Ok(out) = Command::new("dsrdump").arg(&sr).output() {
+        assert!(out.status.success(), "dsrdump failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Imaging Measurement Report"));
+    }
     let pushed = ok(&tandem(&["pacs", "push", &url, &s(&sr)], true));
     assert!(pushed.contains("stored 1 instance"), "{pushed}");
 
