@@ -8,6 +8,8 @@ pub mod annotation;
 pub mod cli;
 pub mod fsutil;
 pub mod grounding;
+#[cfg(feature = "pacs")]
+pub mod pacs;
 pub mod registration;
 pub mod study;
 #[cfg(test)]

@@ -441,3 +441,68 @@ fn saves_sweep_what_killed_saves_left_and_keep_mode_and_links() {
     assert_eq!(io::load(&link).unwrap(), io::load(&real).unwrap());
     assert!(io::load(&real).unwrap().extra.get("version").is_none(), "the last save is the one on disk");
 }
+
+// ----- SR import (issue 16) --------------------------------------------------------------------
+
+/// Export → `tandem annotations import` gives back every exported finding: boxes, labels, kinds,
+/// status, sources and scores; rejected findings are not exported, so not imported.
+#[test]
+fn sr_export_then_import_is_lossless() {
+    let dir = tempfile::tempdir().unwrap();
+    let doc = sample_document();
+    let sr = dir.path().join("report.dcm");
+    export::export(&doc, ExportFormat::Sr, &sr, false).unwrap();
+    let out = dir.path().join("imported.json");
+    let run = Process::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["annotations", "import", sr.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let back = io::load(&out).unwrap();
+    let exported: Vec<&Finding> = doc.findings.iter().filter(|f| f.status != Status::Rejected).collect();
+    assert_eq!(back.findings.len(), exported.len());
+    for f in exported {
+        let g = back.finding(&f.id).unwrap_or_else(|| panic!("finding {} lost", f.id));
+        assert_eq!((&g.label, g.kind, g.status, &g.source, &g.boxes), (&f.label, f.kind, f.status, &f.source, &f.boxes));
+    }
+    for i in &doc.images {
+        let j = back.image(&i.id).unwrap();
+        assert_eq!(
+            (&j.sop_instance_uid, &j.series_instance_uid, &j.patient_id),
+            (&i.sop_instance_uid, &i.series_instance_uid, &i.patient_id)
+        );
+    }
+    // The imported document exports again, with the same tracking UIDs.
+    let again = dir.path().join("again.dcm");
+    export::export(&back, ExportFormat::Sr, &again, false).unwrap();
+    let (a, b) = (dicom_object::open_file(&sr).unwrap(), dicom_object::open_file(&again).unwrap());
+    assert_eq!(export::sr::read_boxes(&a), export::sr::read_boxes(&b));
+}
+
+/// A file that is not an SR, or an SR whose ROI is malformed: exit 2, one error line, no output.
+#[test]
+fn sr_import_refuses_what_it_cannot_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("imported.json");
+    let truncated = dir.path().join("cut.dcm");
+    let full = std::fs::read(write_sr(dir.path())).unwrap();
+    std::fs::write(&truncated, &full[..full.len() / 2]).unwrap();
+    // test-SR.dcm: a real Basic Text SR whose one CIRCLE names no image.
+    for input in [
+        "tests/data/dicom/CT_small.dcm",
+        "tests/data/dicom/no_meta.dcm",
+        truncated.to_str().unwrap(),
+        "no/such.sr",
+        "tests/data/dicom/test-SR.dcm",
+    ] {
+        let run = Process::new(env!("CARGO_BIN_EXE_tandem"))
+            .args(["annotations", "import", input, "--out", out.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(run.status.code(), Some(2), "{input}");
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(err.lines().count(), 1, "{input}: {err}");
+        assert!(err.starts_with("error: "), "{input}: {err}");
+        assert!(!out.exists(), "{input}: nothing written");
+    }
+}

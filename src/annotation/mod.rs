@@ -3,6 +3,7 @@
 pub mod document;
 pub mod export;
 pub mod history;
+pub mod import;
 pub mod io;
 
 pub use document::{Document, Finding, FindingKind, ImageBox, ImageRef, Source, Status};

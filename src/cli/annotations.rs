@@ -1,4 +1,4 @@
-//! `tandem annotations validate|export`, and building a document from the CLI's proposals.
+//! `tandem annotations validate|export|import`, and building a document from the CLI's proposals.
 
 use std::path::{Path, PathBuf};
 
@@ -23,6 +23,19 @@ pub enum AnnotationsCommand {
         /// Keep patient name, id and birth date, file names and UIDs in ML exports (COCO, MedSG).
         #[arg(long)]
         keep_phi: bool,
+        /// Replace --out when it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Read a DICOM SR (TID 1500: Tandem's, or another viewer's planar ROIs) into a document.
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// The images the SR refers to (files or folders): referenced instances found there
+        /// become those images, with their paths and sizes; others are kept by UID only.
+        #[arg(long, num_args = 1..)]
+        images: Vec<PathBuf>,
         /// Replace --out when it exists.
         #[arg(long)]
         force: bool,
@@ -60,8 +73,38 @@ pub fn run(what: &AnnotationsCommand) -> Result<(), CliError> {
             println!("wrote {} ({})", out.display(), format.label());
             Ok(())
         }
+        AnnotationsCommand::Import { file, out, images, force } => import(file, out, images, *force),
         AnnotationsCommand::SaveLoop { file } => save_loop(file),
     }
+}
+
+fn import(file: &Path, out: &Path, images: &[PathBuf], force: bool) -> Result<(), CliError> {
+    let mut inputs: Vec<&Path> = vec![file];
+    inputs.extend(images.iter().map(PathBuf::as_path));
+    crate::fsutil::check_output(out, &inputs, force).map_err(CliError)?;
+    let quiet = |_: f32, _: &str| {};
+    let mut local = Vec::new();
+    for p in images {
+        let at = |e: crate::study::StudyError| CliError(format!("{e} ({})", p.display()));
+        if p.is_dir() {
+            // Every series of the folder: an SR may refer to several.
+            for group in crate::study::series::scan_folder(p, &quiet).map_err(at)? {
+                local.push(crate::study::series::load_group(&group, &quiet).map_err(at)?);
+            }
+        } else {
+            local.push(crate::study::load(p, &quiet).map_err(at)?);
+        }
+    }
+    let (doc, report) = crate::annotation::import::import_file(file, &local).map_err(|e| CliError(format!("{e} ({})", file.display())))?;
+    for s in &report.skipped {
+        eprintln!("note: left out {s}");
+    }
+    if report.images_unresolved > 0 {
+        eprintln!("note: {} referenced image(s) not among --images: kept by UID only (no path or size)", report.images_unresolved);
+    }
+    io::save(&doc, out)?;
+    println!("wrote {} ({} finding(s), {} box(es) on {} image(s))", out.display(), report.findings, report.boxes, doc.images.len());
+    Ok(())
 }
 
 /// Saves versions 0, 1, 2, … of a document forever; each version's findings count is its number

@@ -6,6 +6,8 @@ pub mod bench;
 pub mod ground;
 pub mod info;
 pub mod ood;
+#[cfg(feature = "pacs")]
+pub mod pacs;
 pub mod progress;
 
 use std::path::PathBuf;
@@ -71,6 +73,16 @@ pub enum Command {
         /// Annotation document to open with the pair.
         #[arg(long)]
         annotations: Option<PathBuf>,
+        /// Open the patient's latest study and the previous one with the same modality from
+        /// this PACS (DICOMweb root URL), retrieved into the cache first.
+        #[arg(long, requires = "patient", conflicts_with = "paths")]
+        pacs: Option<String>,
+        /// Patient ID for --pacs.
+        #[arg(long, requires = "pacs")]
+        patient: Option<String>,
+        /// Where --pacs keeps retrieved studies (default: ~/.cache/tandem/pacs).
+        #[arg(long, requires = "pacs")]
+        cache: Option<PathBuf>,
     },
     /// Header facts and a digest of the decoded pixels.
     Info {
@@ -98,10 +110,17 @@ pub enum Command {
         #[command(subcommand)]
         what: bench::BenchCommand,
     },
-    /// Check and export annotation documents.
+    /// Check, export and import annotation documents.
     Annotations {
         #[command(subcommand)]
         what: annotations::AnnotationsCommand,
+    },
+    /// Search, retrieve from and store to a PACS over DICOMweb (credentials from
+    /// TANDEM_PACS_TOKEN[_FILE] or TANDEM_PACS_USER and TANDEM_PACS_PASSWORD[_FILE]).
+    #[cfg(feature = "pacs")]
+    Pacs {
+        #[command(subcommand)]
+        what: pacs::PacsCommand,
     },
 }
 
@@ -307,7 +326,10 @@ pub fn run(cli: Cli) -> i32 {
     let device: DevicePreference = cli.device.into();
     let result = match &cli.command {
         None => crate::viewer::run_with(crate::viewer::Launch::Demo, None, device).map_err(CliError::from),
-        Some(Command::View { paths, annotations }) => view(paths, annotations.clone(), device),
+        Some(Command::View { annotations, pacs: Some(url), patient, cache, .. }) => {
+            view_pacs(url, patient.as_deref().unwrap_or_default(), cache.as_deref(), annotations.clone(), device)
+        }
+        Some(Command::View { paths, annotations, .. }) => view(paths, annotations.clone(), device),
         Some(Command::Info { file, json }) => info_cmd(file, *json),
         Some(Command::Ground { what }) => ground::run(&cli, what),
         Some(Command::Eval { what: EvalCommand::Ood(args) }) => ood::run(&cli, args),
@@ -316,6 +338,8 @@ pub fn run(cli: Cli) -> i32 {
         Some(Command::Synth(args)) => ground::synth(args),
         Some(Command::Bench { what }) => bench::run(&cli, what),
         Some(Command::Annotations { what }) => annotations::run(what),
+        #[cfg(feature = "pacs")]
+        Some(Command::Pacs { what }) => pacs::run(what),
     };
     match result {
         Ok(()) => 0,
@@ -335,6 +359,27 @@ fn view(paths: &[PathBuf], annotations: Option<PathBuf>, device: DevicePreferenc
         _ => return Err(CliError("give a prior and a current (files or folders), or one folder".into())),
     };
     crate::viewer::run_with(launch, annotations, device).map_err(CliError::from)
+}
+
+/// `tandem view --pacs URL --patient ID`: the pair is fetched into the cache, then opened as
+/// local folders.
+fn view_pacs(
+    url: &str,
+    patient: &str,
+    cache: Option<&std::path::Path>,
+    annotations: Option<PathBuf>,
+    device: DevicePreference,
+) -> Result<(), CliError> {
+    #[cfg(feature = "pacs")]
+    {
+        let (prior, current) = pacs::open_pair(url, patient, cache)?;
+        crate::viewer::run_with(crate::viewer::Launch::Pair(prior, current), annotations, device).map_err(CliError::from)
+    }
+    #[cfg(not(feature = "pacs"))]
+    {
+        let _ = (url, patient, cache, annotations, device);
+        Err(CliError("this build has no PACS support (built without the cargo feature `pacs`)".into()))
+    }
 }
 
 fn info_cmd(file: &std::path::Path, json: bool) -> Result<(), CliError> {

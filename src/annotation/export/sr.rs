@@ -51,10 +51,14 @@ fn container(relationship: &str, concept: (&str, &str, &str), children: Vec<InMe
     )
 }
 
-/// A fresh DICOM UID (UUID-derived, root 2.25).
 /// A UID derived from `key` (PS3.5 B.2: "2.25." and a 128-bit number): the same key always
-/// gives the same UID; a finding id that is a UUID gives exactly that UUID's UID.
+/// gives the same UID; a finding id that is a UUID gives exactly that UUID's UID, and one that
+/// is a DICOM UID (a finding imported from another viewer's SR, keyed by its tracking UID) is
+/// kept as it is, so the finding keeps its tracking UID across systems.
 pub fn stable_uid(key: &str) -> String {
+    if crate::annotation::document::is_valid_uid(key) {
+        return key.to_string();
+    }
     if let Ok(u) = uuid::Uuid::parse_str(key) {
         return format!("2.25.{}", u.as_u128());
     }
@@ -65,6 +69,7 @@ pub fn stable_uid(key: &str) -> String {
     format!("2.25.{}", u128::from_be_bytes(first))
 }
 
+/// A fresh DICOM UID (UUID-derived, root 2.25).
 pub fn new_uid() -> String {
     format!("2.25.{}", uuid::Uuid::new_v4().as_u128())
 }
@@ -152,11 +157,14 @@ pub fn to_sr(doc: &Document) -> Result<InMemDicomObject, ExportError> {
             if !referenced.iter().any(|r| r.id == img.id) {
                 referenced.push(img);
             }
-            let score = f.score().map(|s| format!("; score {s:.3}")).unwrap_or_default();
+            // The shortest text that parses back to the same f32: import restores it exactly.
+            let score = f.score().map(|s| format!("; score {s}")).unwrap_or_default();
             let source = match &f.source {
                 crate::annotation::Source::Model { id, version, .. } => format!("{id} {version}"),
-                crate::annotation::Source::Human { .. } => "human".into(),
+                crate::annotation::Source::Human { user: None } => "human".into(),
+                crate::annotation::Source::Human { user: Some(u) } => format!("human {u}"),
             };
+            // `annotation::import::parse_comment` reads this text back: change both together.
             groups.push(container(
                 "CONTAINS",
                 ("125007", "DCM", "Measurement Group"),
