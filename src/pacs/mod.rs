@@ -168,6 +168,8 @@ impl Client {
             .timeout_per_read(Some(timeout))
             .timeout_per_write(Some(timeout))
             .user_agent(format!("tandem/{}", env!("CARGO_PKG_VERSION")))
+            // The system's roots: a PACS is often behind the hospital's own CA.
+            .tls_config(ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::PlatformVerifier).build())
             .build();
         Ok(Client { base, auth, agent: config.into(), timeout })
     }
