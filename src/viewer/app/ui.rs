@@ -1,66 +1,68 @@
-//! The app's panels: menu bar, status bar, the view/sync/grounding panel, the findings list
-//! with thumbnails and threshold, and modal prompts.
+//! What the app draws: the menu bar, status bar, the view/sync/grounding panel, the findings list
+//! with thumbnails and threshold, the pairing banner, modal prompts, and the two panes. Panels
+//! read the app and emit `AppCommand`s; they change nothing themselves.
 
-use eframe::egui::{self, Color32, RichText, Vec2};
+use eframe::egui::{self, Color32, RichText, Sense, Vec2};
 
+use super::{App, AppCommand, DialogRequest, Prompt, SyncSettings, image_id};
 use crate::annotation::Status;
 use crate::annotation::export::ExportFormat;
 use crate::study::pairing::PairingIssue;
-use crate::viewer::app::{App, Prompt, image_id};
-use crate::viewer::overlay::kind_color;
-use crate::viewer::pane::{Preset, Role};
+use crate::viewer::overlay::{self, OverlayState, kind_color};
+use crate::viewer::pane::{PaneId, Preset, Role};
 
-pub fn menu_bar(app: &mut App, ui: &mut egui::Ui) {
+type Commands = Vec<AppCommand>;
+
+pub(super) fn menu_bar_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands) {
     egui::Panel::top("menu").show(ui, |ui| {
         egui::MenuBar::new().ui(ui, |ui| {
             ui.menu_button("File", |ui| {
                 if ui.button("Open prior…").clicked() {
-                    app.dialogs.open_study(Role::Prior);
+                    out.push(AppCommand::Dialog(DialogRequest::OpenStudy(Role::Prior)));
                     ui.close();
                 }
                 if ui.add(egui::Button::new("Open current…").shortcut_text("Ctrl+O")).clicked() {
-                    app.dialogs.open_study(Role::Current);
+                    out.push(AppCommand::Dialog(DialogRequest::OpenStudy(Role::Current)));
                     ui.close();
                 }
                 if ui.button("Open folder with two studies…").clicked() {
-                    app.dialogs.open_folder();
+                    out.push(AppCommand::Dialog(DialogRequest::OpenFolder));
                     ui.close();
                 }
                 ui.separator();
                 if ui.button("Open annotations…").clicked() {
-                    app.dialogs.open_annotations();
+                    out.push(AppCommand::Dialog(DialogRequest::OpenAnnotations));
                     ui.close();
                 }
                 if ui.add(egui::Button::new("Save annotations").shortcut_text("Ctrl+S")).clicked() {
-                    app.save();
+                    out.push(AppCommand::Save);
                     ui.close();
                 }
                 if ui.button("Save annotations as…").clicked() {
-                    let suggested = app.default_doc_path();
-                    app.dialogs.save_annotations(suggested);
+                    out.push(AppCommand::Dialog(DialogRequest::SaveAnnotationsAs));
                     ui.close();
                 }
                 ui.menu_button("Export", |ui| {
                     for f in [ExportFormat::Coco, ExportFormat::Medsg, ExportFormat::Sr] {
                         if ui.button(f.label()).clicked() {
-                            app.dialogs.export(f);
+                            out.push(AppCommand::Dialog(DialogRequest::Export(f)));
                             ui.close();
                         }
                     }
                 });
                 ui.separator();
                 if ui.button("Quit").clicked() {
-                    ui.send_viewport_cmd(egui::ViewportCommand::Close);
+                    out.push(AppCommand::Quit);
                     ui.close();
                 }
             });
             ui.menu_button("Edit", |ui| {
                 if ui.add_enabled(app.history.can_undo(), egui::Button::new("Undo").shortcut_text("Ctrl+Z")).clicked() {
-                    app.undo();
+                    out.push(AppCommand::Undo);
                     ui.close();
                 }
                 if ui.add_enabled(app.history.can_redo(), egui::Button::new("Redo").shortcut_text("Ctrl+Shift+Z")).clicked() {
-                    app.redo();
+                    out.push(AppCommand::Redo);
                     ui.close();
                 }
             });
@@ -77,14 +79,14 @@ Keys: ↑↓ ←→ frames · PgUp/PgDn ±10 frames · Home reset · I invert ·
 F find changes · G find in other image · B draw box · A accept · R reject (then the next undecided) · L relabel · Delete · N/P next/previous undecided\n\
 Ctrl+Z undo · Ctrl+Shift+Z / Ctrl+Y redo · Ctrl+S save · Esc cancel";
 
-pub fn status_bar(app: &mut App, ui: &mut egui::Ui) {
+pub(super) fn status_bar_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands) {
     egui::Panel::bottom("status").show(ui, |ui| {
         ui.horizontal(|ui| {
             if let Some(g) = &app.jobs.grounding {
                 ui.spinner();
                 ui.label(format!("{}… {:.1} s", g.label, g.started.elapsed().as_secs_f32()));
                 if ui.button("Cancel").clicked() {
-                    app.jobs.cancel_grounding();
+                    out.push(AppCommand::CancelGrounding);
                 }
                 ui.separator();
             }
@@ -100,69 +102,77 @@ pub fn status_bar(app: &mut App, ui: &mut egui::Ui) {
     });
 }
 
-pub fn side_panel(app: &mut App, ui: &mut egui::Ui) {
+pub(super) fn side_panel_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands) {
     egui::Panel::left("controls").resizable(true).default_size(210.0).show(ui, |ui| {
         ui.heading("View");
         ui.horizontal(|ui| {
             if ui.button("Reset").on_hover_text("Fit and default window (Home)").clicked() {
-                for p in &mut app.panes {
-                    p.reset();
-                }
+                out.push(AppCommand::ResetViews);
             }
-            let active = app.active;
-            let mut inv = app.pane(active).invert;
-            if ui.checkbox(&mut inv, "Invert").changed() {
-                app.pane_mut(active).invert = inv;
+            let role = app.active_role();
+            let mut on = app.pane(role).invert;
+            if ui.checkbox(&mut on, "Invert").changed() {
+                out.push(AppCommand::SetInvert { role, on });
             }
         });
         ui.label("Window presets");
         ui.horizontal_wrapped(|ui| {
             for (k, p) in Preset::ALL.iter().enumerate() {
                 if ui.button(p.label()).on_hover_text(format!("key {}", k + 1)).clicked() {
-                    app.apply_preset(*p);
+                    out.push(AppCommand::ApplyPreset(*p));
                 }
             }
         });
         ui.separator();
         ui.heading("Sync");
-        ui.checkbox(&mut app.sync.scroll, "Scroll");
-        ui.checkbox(&mut app.sync.zoom_pan, "Zoom / pan");
-        ui.checkbox(&mut app.sync.window, "Window / level");
-        ui.checkbox(&mut app.sync.registered, "By registration")
+        let mut sync: SyncSettings = app.sync;
+        ui.checkbox(&mut sync.scroll, "Scroll");
+        ui.checkbox(&mut sync.zoom_pan, "Zoom / pan");
+        ui.checkbox(&mut sync.window, "Window / level");
+        ui.checkbox(&mut sync.registered, "By registration")
             .on_hover_text("Map positions through a rigid registration of current onto prior, for different frames of reference");
+        if sync != app.sync {
+            out.push(AppCommand::SetSync(sync));
+        }
         ui.separator();
         ui.heading("Grounding");
         let busy = app.jobs.grounding.is_some();
         let ready = app.engine.is_some() && !busy;
         if ui.add_enabled(ready, egui::Button::new("Find changes").shortcut_text("F")).clicked() {
-            app.find_changes();
+            out.push(AppCommand::FindChanges);
         }
         if ui.add_enabled(ready && app.selected.is_some(), egui::Button::new("Find in other image").shortcut_text("G")).clicked() {
-            app.find_in_other();
+            out.push(AppCommand::FindInOther);
         }
         if ui.add(egui::Button::new("Draw box").shortcut_text("B").selected(app.drawing)).clicked() {
-            app.drawing = !app.drawing;
+            out.push(AppCommand::SetDrawing(!app.drawing));
         }
         ui.separator();
         ui.heading("Review");
-        ui.add(egui::Slider::new(&mut app.threshold, 0.0..=1.0).text("Min. score"));
-        ui.checkbox(&mut app.show_rejected, "Show rejected");
+        let mut threshold = app.threshold;
+        if ui.add(egui::Slider::new(&mut threshold, 0.0..=1.0).text("Min. score")).changed() {
+            out.push(AppCommand::SetThreshold(threshold));
+        }
+        let mut show_rejected = app.show_rejected;
+        if ui.checkbox(&mut show_rejected, "Show rejected").changed() {
+            out.push(AppCommand::SetShowRejected(show_rejected));
+        }
         ui.horizontal(|ui| {
             let has = app.selected.is_some();
             if ui.add_enabled(has, egui::Button::new("Accept")).on_hover_text("A").clicked() {
-                app.set_status_of_selected(Status::Accepted);
+                out.push(AppCommand::Decide(Status::Accepted));
             }
             if ui.add_enabled(has, egui::Button::new("Reject")).on_hover_text("R").clicked() {
-                app.set_status_of_selected(Status::Rejected);
+                out.push(AppCommand::Decide(Status::Rejected));
             }
             if ui.add_enabled(has, egui::Button::new("Delete")).on_hover_text("Delete").clicked() {
-                app.delete_selected();
+                out.push(AppCommand::DeleteSelected);
             }
         });
     });
 }
 
-pub fn findings_panel(app: &mut App, ui: &mut egui::Ui) {
+pub(super) fn findings_panel_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands) {
     egui::Panel::right("findings").resizable(true).default_size(250.0).show(ui, |ui| {
         let visible = app.visible_ids();
         ui.heading(format!("Findings ({}/{})", visible.len(), app.doc.findings.len()));
@@ -174,7 +184,7 @@ pub fn findings_panel(app: &mut App, ui: &mut egui::Ui) {
                 .on_hover_text("Accept every undecided proposal scored at or above the minimum score (one undo step)")
                 .clicked()
             {
-                app.decide_by_threshold(true);
+                out.push(AppCommand::DecideByThreshold { above: true });
             }
             let below = app.bulk_candidates(false).len();
             if ui
@@ -182,7 +192,7 @@ pub fn findings_panel(app: &mut App, ui: &mut egui::Ui) {
                 .on_hover_text("Reject every undecided proposal scored below the minimum score, hidden ones included (one undo step)")
                 .clicked()
             {
-                app.decide_by_threshold(false);
+                out.push(AppCommand::DecideByThreshold { above: false });
             }
         });
         if let Some(id) = app.selected.clone()
@@ -191,7 +201,7 @@ pub fn findings_panel(app: &mut App, ui: &mut egui::Ui) {
             ui.horizontal(|ui| {
                 ui.label(format!("Selected: {}", f.label));
                 if ui.button("Relabel…").on_hover_text("L").clicked() {
-                    app.prompt = Some(Prompt::Relabel { finding: id.clone(), text: f.label.clone() });
+                    out.push(AppCommand::SetPrompt(Some(Prompt::Relabel { finding: id.clone(), text: f.label.clone() })));
                 }
             });
         }
@@ -221,7 +231,7 @@ pub fn findings_panel(app: &mut App, ui: &mut egui::Ui) {
                     .response
                     .interact(egui::Sense::click());
                 if resp.clicked() {
-                    app.select_and_reveal(&id);
+                    out.push(AppCommand::Reveal(id.clone()));
                 }
             }
         });
@@ -229,7 +239,7 @@ pub fn findings_panel(app: &mut App, ui: &mut egui::Ui) {
 }
 
 /// A small crop of the current (or prior) image under the finding's box.
-fn thumbnail(app: &mut App, ctx: &egui::Context, f: &crate::annotation::Finding) -> Option<egui::TextureHandle> {
+fn thumbnail(app: &App, ctx: &egui::Context, f: &crate::annotation::Finding) -> Option<egui::TextureHandle> {
     let role = if f.box_on("current").is_some() { Role::Current } else { Role::Prior };
     let b = f.box_on(image_id(role))?;
     let pane = app.pane(role);
@@ -243,7 +253,7 @@ fn thumbnail(app: &mut App, ctx: &egui::Context, f: &crate::annotation::Finding)
         pane.window.width.to_bits().hash(&mut h);
         h.finish()
     };
-    if let Some((k, t)) = app.thumbnails.get(&f.id)
+    if let Some((k, t)) = app.thumbnails.borrow().get(&f.id)
         && *k == key
     {
         return Some(t.clone());
@@ -256,13 +266,13 @@ fn thumbnail(app: &mut App, ctx: &egui::Context, f: &crate::annotation::Finding)
         return None;
     }
     let tex = ctx.load_texture(format!("thumb-{}", f.id), crop, egui::TextureOptions::LINEAR);
-    app.thumbnails.insert(f.id.clone(), (key, tex.clone()));
+    app.thumbnails.borrow_mut().insert(f.id.clone(), (key, tex.clone()));
     Some(tex)
 }
 
 /// A warning across the top of the panes while the hung pair looks wrong (another patient, the
 /// current older than the prior, another modality); it goes when the pair changes.
-pub fn pairing_banner(app: &mut App, ui: &mut egui::Ui) {
+pub(super) fn pairing_banner_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands) {
     let issues = app.pairing_issues();
     if issues.is_empty() {
         return;
@@ -288,14 +298,14 @@ pub fn pairing_banner(app: &mut App, ui: &mut egui::Ui) {
                     None => button.on_hover_text("Hang the older study as prior"),
                 };
                 if button.clicked() {
-                    app.swap_prior_current();
+                    out.push(AppCommand::SwapPriorCurrent);
                 }
             }
         });
     });
 }
 
-pub fn prompts(app: &mut App, ui: &mut egui::Ui) {
+pub(super) fn prompt_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands) {
     let Some(prompt) = app.prompt.clone() else { return };
     let modal = egui::Modal::new(egui::Id::unique("prompt")).show(ui.ctx(), |ui| match prompt {
         Prompt::UnsavedOnQuit => {
@@ -303,15 +313,13 @@ pub fn prompts(app: &mut App, ui: &mut egui::Ui) {
             ui.label("Save the changes before quitting?");
             ui.horizontal(|ui| {
                 if ui.button("Save and quit").clicked() {
-                    app.prompt = None;
-                    app.quit_saving(ui);
+                    out.push(AppCommand::QuitSaving);
                 }
                 if ui.button("Quit without saving").clicked() {
-                    app.prompt = None;
-                    app.quit_discarding(ui);
+                    out.push(AppCommand::QuitDiscarding);
                 }
                 if ui.button("Cancel").clicked() {
-                    app.prompt = None;
+                    out.push(AppCommand::SetPrompt(None));
                 }
             });
         }
@@ -324,16 +332,10 @@ pub fn prompts(app: &mut App, ui: &mut egui::Ui) {
             ));
             ui.horizontal(|ui| {
                 if ui.button("Recover").clicked() {
-                    app.doc = *document;
-                    app.history.reset();
-                    // Recovered work is unsaved work.
-                    app.history.mark_unsaved();
-                    app.doc_path = Some(doc_path.clone());
-                    app.prompt = None;
+                    out.push(AppCommand::Recover { document: document.clone(), doc_path: doc_path.clone() });
                 }
                 if ui.button("Discard").clicked() {
-                    let _ = std::fs::remove_file(&recovery);
-                    app.prompt = None;
+                    out.push(AppCommand::DiscardRecovery(recovery.clone()));
                 }
             });
         }
@@ -343,16 +345,15 @@ pub fn prompts(app: &mut App, ui: &mut egui::Ui) {
             r.request_focus();
             let enter = ui.input(|i| i.key_pressed(egui::Key::Enter));
             if r.changed() {
-                app.prompt = Some(Prompt::Relabel { finding: finding.clone(), text: text.clone() });
+                out.push(AppCommand::SetPrompt(Some(Prompt::Relabel { finding: finding.clone(), text: text.clone() })));
             }
             ui.horizontal(|ui| {
                 if ui.button("Apply").clicked() || enter {
-                    app.selected = Some(finding.clone());
-                    app.relabel_selected(&text);
-                    app.prompt = None;
+                    out.push(AppCommand::Relabel { finding: finding.clone(), label: text.clone() });
+                    out.push(AppCommand::SetPrompt(None));
                 }
                 if ui.button("Cancel").clicked() || ui.input(|i| i.key_pressed(egui::Key::Escape)) {
-                    app.prompt = None;
+                    out.push(AppCommand::SetPrompt(None));
                 }
             });
         }
@@ -360,11 +361,60 @@ pub fn prompts(app: &mut App, ui: &mut egui::Ui) {
             ui.heading("Something went wrong");
             ui.label(msg);
             if ui.button("OK").clicked() {
-                app.prompt = None;
+                out.push(AppCommand::SetPrompt(None));
             }
         }
     });
     if modal.should_close() && matches!(app.prompt, Some(Prompt::Error(_)) | Some(Prompt::Relabel { .. })) {
-        app.prompt = None;
+        out.push(AppCommand::SetPrompt(None));
+    }
+}
+
+impl App {
+    /// The two panes side by side: input first (tools, navigation), then image, boxes and corners.
+    pub(super) fn panes_ui(&mut self, ui: &mut egui::Ui, frame: &eframe::Frame) {
+        let full = ui.max_rect();
+        let gap = 3.0;
+        let n = self.panes.len().max(1) as f32;
+        let width = (full.width() - gap * (n - 1.0)) / n;
+        let rects: Vec<egui::Rect> = (0..self.panes.len())
+            .map(|i| egui::Rect::from_min_size(full.min + Vec2::new(i as f32 * (width + gap), 0.0), Vec2::new(width, full.height())))
+            .collect();
+        let render_state = if self.cpu_rendering { None } else { frame.wgpu_render_state() };
+        self.hovered = None;
+        for (i, rect) in rects.iter().enumerate() {
+            let id = PaneId(i);
+            let cursor = if self.drawing { egui::CursorIcon::Crosshair } else { egui::CursorIcon::Default };
+            let response = ui.allocate_rect(*rect, Sense::click_and_drag()).on_hover_cursor(cursor);
+            let response = response.accessible_name(format!("{} pane", self.panes[i].role.label()));
+            self.panes[i].rect = *rect;
+            if response.hovered() {
+                self.active = id;
+            }
+            self.pane_interaction(ui, id, &response);
+        }
+        for (i, rect) in rects.iter().enumerate() {
+            self.panes[i].paint(ui, *rect, render_state);
+            let painter = ui.painter_at(*rect);
+            let pane = &self.panes[i];
+            let visible = |f: &crate::annotation::Finding| self.visible(f);
+            let st = OverlayState {
+                image_id: image_id(pane.role),
+                frame: pane.frame as u32,
+                selected: self.selected.as_deref(),
+                hovered: self.hovered.as_deref(),
+                preview: self.drag_preview(pane.role),
+            };
+            overlay::draw(&painter, pane, &self.doc, &visible, &st);
+            pane.paint_corners(&painter, *rect);
+            if self.active == PaneId(i) {
+                painter.rect_stroke(
+                    rect.shrink(0.5),
+                    0.0,
+                    egui::Stroke::new(1.0, Color32::from_rgb(70, 110, 170)),
+                    egui::StrokeKind::Inside,
+                );
+            }
+        }
     }
 }

@@ -1,0 +1,424 @@
+//! The application: its state, the `AppCommand`s that change it, and the per-frame flow
+//! (poll jobs → input → panels and panes → apply the frame's commands).
+//!
+//! Split by job, as rerun's `re_viewer/src/app/` is: `logic` is the one place that changes the
+//! state (it applies commands and job results), `input` turns keys, dropped files and pointer
+//! gestures into commands, `ui` lays out the panels and panes and emits commands, and `sync`
+//! mirrors one pane's navigation onto the other.
+
+mod input;
+mod logic;
+mod sync;
+mod ui;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use eframe::egui;
+
+use crate::annotation::export::ExportFormat;
+use crate::annotation::{Command, Document, Finding, History, Status};
+use crate::grounding::{BBox, DevicePreference, Engine};
+use crate::registration::Alignment;
+use crate::study::Window;
+use crate::study::pairing::{self, PairingIssue};
+use crate::viewer::Launch;
+use crate::viewer::dialogs::Dialogs;
+use crate::viewer::jobs::{Jobs, Stamp};
+use crate::viewer::overlay::Handle;
+use crate::viewer::pane::{Pane, PaneChanges, PaneId, Preset, Role};
+
+pub use ui::KEYS;
+
+/// Which actions mirror from one pane to the other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncSettings {
+    pub scroll: bool,
+    pub zoom_pan: bool,
+    pub window: bool,
+    /// Map positions through the registration transform instead of relative position.
+    pub registered: bool,
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        SyncSettings { scroll: true, zoom_pan: true, window: true, registered: false }
+    }
+}
+
+/// A box being moved, resized or drawn (committed as one undo step on release).
+#[derive(Clone, Debug)]
+pub enum Drag {
+    Edit { finding: String, role: Role, handle: Handle, start: BBox, grab: egui::Pos2, current: BBox },
+    Draw { role: Role, start: egui::Pos2, current: egui::Pos2 },
+}
+
+/// A question the app is asking in a modal.
+#[derive(Clone, Debug)]
+pub enum Prompt {
+    UnsavedOnQuit,
+    Recover { recovery: PathBuf, document: Box<Document>, doc_path: PathBuf },
+    Relabel { finding: String, text: String },
+    Error(String),
+}
+
+/// A native dialog a menu entry or key asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DialogRequest {
+    OpenStudy(Role),
+    OpenFolder,
+    OpenAnnotations,
+    SaveAnnotationsAs,
+    Export(ExportFormat),
+}
+
+/// Everything the panels, keys and tests may ask of the app. Nothing outside `logic` changes the
+/// app's state; it emits one of these, and `App::run` applies it.
+#[derive(Clone, Debug)]
+pub enum AppCommand {
+    /// Load a file or folder into the pane that shows `role`.
+    Open {
+        role: Role,
+        path: PathBuf,
+    },
+    /// Replace both panes (the demo, a pair, a folder with two studies).
+    Launch(Launch),
+    OpenAnnotations(PathBuf),
+    Dialog(DialogRequest),
+    /// Save where Ctrl+S saves (asks for a path when there is none yet).
+    Save,
+    SaveTo(PathBuf),
+    Export {
+        format: ExportFormat,
+        path: PathBuf,
+    },
+    /// Where the next plain save goes.
+    SetDocumentPath(PathBuf),
+    Undo,
+    Redo,
+    /// One annotation edit (one undo step); boxed, as a command may carry whole findings.
+    Edit(Box<Command>),
+    /// Select a finding (or nothing), as a click on a box does.
+    Select(Option<String>),
+    /// Select a finding and bring its boxes into view in both panes.
+    Reveal(String),
+    /// Accept or reject the selected finding, then move on to the next undecided one.
+    Decide(Status),
+    /// Accept every undecided proposal at or above the threshold, or reject every one below it.
+    DecideByThreshold {
+        above: bool,
+    },
+    /// Select the next (or previous) undecided finding.
+    Step {
+        forward: bool,
+    },
+    DeleteSelected,
+    Relabel {
+        finding: String,
+        label: String,
+    },
+    FindChanges,
+    FindInOther,
+    CancelGrounding,
+    SetDrawing(bool),
+    /// Finish a box move, resize or drawing.
+    CommitDrag(Drag),
+    SetThreshold(f32),
+    SetShowRejected(bool),
+    SetSync(SyncSettings),
+    ApplyPreset(Preset),
+    SetInvert {
+        role: Role,
+        on: bool,
+    },
+    /// A window for one pane, as a preset would set it (not mirrored).
+    SetWindow {
+        role: Role,
+        window: Window,
+    },
+    /// Frames forward (or back) in the active pane, mirrored when scroll sync is on.
+    StepFrame(i32),
+    /// Mirror what input did to one pane onto the other, as the sync settings say.
+    Mirror {
+        role: Role,
+        changes: PaneChanges,
+    },
+    ResetViews,
+    SwapPriorCurrent,
+    Escape,
+    SetPrompt(Option<Prompt>),
+    Recover {
+        document: Box<Document>,
+        doc_path: PathBuf,
+    },
+    DiscardRecovery(PathBuf),
+    Quit,
+    QuitSaving,
+    QuitDiscarding,
+    /// Window/level on the CPU even when a GPU renderer exists (benchmarks compare the paths).
+    SetCpuRendering(bool),
+}
+
+pub struct App {
+    /// Left to right; `PaneId(i)` is `panes[i]`.
+    panes: Vec<Pane>,
+    sync: SyncSettings,
+    /// The registration between the shown images, with the stamp of the images it was made on.
+    registration: Option<(Alignment, Stamp)>,
+    engine: Option<Arc<Engine>>,
+    jobs: Jobs,
+    doc: Document,
+    history: History,
+    doc_path: Option<PathBuf>,
+    selected: Option<String>,
+    hovered: Option<String>,
+    drawing: bool,
+    drag: Option<Drag>,
+    show_rejected: bool,
+    threshold: f32,
+    status: String,
+    prompt: Option<Prompt>,
+    dialogs: Dialogs,
+    /// The pane keyboard actions apply to (last hovered).
+    active: PaneId,
+    cpu_rendering: bool,
+    allow_close: bool,
+    title: String,
+    last_autosave: Instant,
+    /// Finding thumbnails, cached by what they show; filled while the findings list is drawn.
+    thumbnails: RefCell<HashMap<String, (u64, egui::TextureHandle)>>,
+    /// Study paths by role (prior, current), for the default sidecar location and the title.
+    sources: [Option<PathBuf>; 2],
+    /// Commands emitted this frame, applied once the panels and panes are laid out.
+    queued: Vec<AppCommand>,
+    /// Window commands (close, title) sent at the end of the frame.
+    viewport: Vec<egui::ViewportCommand>,
+}
+
+/// The document's key for the image a role shows.
+pub fn image_id(role: Role) -> &'static str {
+    role.image_key()
+}
+
+fn role_slot(role: Role) -> usize {
+    match role {
+        Role::Prior => 0,
+        Role::Current => 1,
+    }
+}
+
+impl App {
+    /// The app as eframe creates it; the grounder's device comes from `TANDEM_DEVICE`.
+    pub fn new(cc: &eframe::CreationContext<'_>, launch: Launch, annotations: Option<PathBuf>) -> Self {
+        Self::with_device(cc, launch, annotations, DevicePreference::from_env())
+    }
+
+    /// The app with an explicit grounder device (UI tests use the CPU).
+    pub fn with_device(cc: &eframe::CreationContext<'_>, launch: Launch, annotations: Option<PathBuf>, device: DevicePreference) -> Self {
+        if let Some(rs) = cc.wgpu_render_state.as_ref() {
+            let renderer = crate::viewer::gpu::ImageRenderer::new(&rs.device, rs.target_format);
+            rs.renderer.write().callback_resources.insert(renderer);
+        }
+        cc.egui_ctx.options_mut(|o| o.zoom_with_keyboard = false);
+        let mut app = App::empty(cc.egui_ctx.clone());
+        app.jobs.start_engine(device);
+        app.run(AppCommand::Launch(launch));
+        if let Some(p) = annotations {
+            app.run(AppCommand::OpenAnnotations(p));
+        }
+        app
+    }
+
+    fn empty(ctx: egui::Context) -> Self {
+        App {
+            panes: vec![Pane::new(PaneId(0), Role::Prior), Pane::new(PaneId(1), Role::Current)],
+            sync: SyncSettings::default(),
+            registration: None,
+            engine: None,
+            jobs: Jobs::new(ctx),
+            doc: Document::default(),
+            history: History::default(),
+            doc_path: None,
+            selected: None,
+            hovered: None,
+            drawing: false,
+            drag: None,
+            show_rejected: false,
+            threshold: 0.0,
+            status: "Ready".into(),
+            prompt: None,
+            dialogs: Dialogs::default(),
+            active: PaneId(1),
+            cpu_rendering: false,
+            allow_close: false,
+            title: String::new(),
+            last_autosave: Instant::now(),
+            thumbnails: RefCell::default(),
+            sources: [None, None],
+            queued: Vec::new(),
+            viewport: Vec::new(),
+        }
+    }
+
+    // ----- read access (tests, panels) -----------------------------------------------------
+
+    fn pane_index(&self, role: Role) -> usize {
+        // Both roles always have a pane; the fallback only keeps this total.
+        self.panes.iter().position(|p| p.role == role).unwrap_or(0)
+    }
+
+    /// The pane that shows `role`.
+    pub fn pane(&self, role: Role) -> &Pane {
+        &self.panes[self.pane_index(role)]
+    }
+
+    fn pane_mut(&mut self, role: Role) -> &mut Pane {
+        let i = self.pane_index(role);
+        &mut self.panes[i]
+    }
+
+    pub fn panes(&self) -> &[Pane] {
+        &self.panes
+    }
+
+    /// The role of the pane keyboard actions apply to.
+    pub fn active_role(&self) -> Role {
+        self.panes.get(self.active.0).map_or(Role::Current, |p| p.role)
+    }
+
+    pub fn sync(&self) -> SyncSettings {
+        self.sync
+    }
+
+    pub fn doc(&self) -> &Document {
+        &self.doc
+    }
+
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    pub fn selected(&self) -> Option<&str> {
+        self.selected.as_deref()
+    }
+
+    pub fn status(&self) -> &str {
+        &self.status
+    }
+
+    pub fn threshold(&self) -> f32 {
+        self.threshold
+    }
+
+    pub fn prompt(&self) -> Option<&Prompt> {
+        self.prompt.as_ref()
+    }
+
+    pub fn title(&self) -> &str {
+        &self.title
+    }
+
+    /// True while anything runs in the background (tests wait on this).
+    pub fn is_busy(&self) -> bool {
+        self.panes.iter().any(|p| p.is_loading()) || self.jobs.grounding.is_some() || self.jobs.engine_loading || self.jobs.registering
+    }
+
+    /// Shown at the current threshold and rejected-filter.
+    pub fn visible(&self, f: &Finding) -> bool {
+        (f.status != Status::Rejected || self.show_rejected) && (f.status != Status::Proposed || f.score().unwrap_or(1.0) >= self.threshold)
+    }
+
+    /// Visible findings in list order.
+    pub fn visible_ids(&self) -> Vec<String> {
+        self.doc.findings.iter().filter(|f| self.visible(f)).map(|f| f.id.clone()).collect()
+    }
+
+    /// What a reader must know about the hung pair before comparing it (empty until both panes
+    /// show an image, and again whenever one of them changes).
+    pub fn pairing_issues(&self) -> Vec<PairingIssue> {
+        match (self.pane(Role::Prior).series(), self.pane(Role::Current).series()) {
+            (Some(p), Some(c)) => pairing::check(&p.meta, &c.meta),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Why prior and current cannot be swapped now, if they cannot: findings are keyed by
+    /// "prior"/"current", so swapping under them would move every box onto the other image.
+    pub fn swap_blocked(&self) -> Option<&'static str> {
+        if self.pane(Role::Prior).series().is_none() || self.pane(Role::Current).series().is_none() {
+            Some("both panes need an image")
+        } else if !self.doc.findings.is_empty() {
+            Some("the annotations refer to prior and current as they are; close or clear them first")
+        } else {
+            None
+        }
+    }
+
+    /// Where Ctrl+S saves by default: beside the current study.
+    pub fn default_doc_path(&self) -> Option<PathBuf> {
+        self.doc_path.clone().or_else(|| self.sources[role_slot(Role::Current)].as_deref().map(crate::annotation::io::sidecar_for))
+    }
+
+    /// The generations of every pane now, to stamp a job with.
+    fn stamp_all(&self) -> Stamp {
+        Stamp(self.panes.iter().map(|p| (p.id, p.generation)).collect())
+    }
+
+    fn is_current(&self, stamp: &Stamp) -> bool {
+        stamp.is_current(|id| self.panes.get(id.0).map(|p| p.generation))
+    }
+
+    fn source(&self, role: Role) -> Option<&Path> {
+        self.sources[role_slot(role)].as_deref()
+    }
+
+    /// Queues a command for the end of this frame (panels and keys use this).
+    fn emit(&mut self, command: AppCommand) {
+        self.queued.push(command);
+    }
+}
+
+impl eframe::App for App {
+    fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
+        self.poll_jobs();
+        for (purpose, path) in self.dialogs.poll() {
+            self.on_dialog(purpose, path);
+        }
+        self.ensure_registration();
+        self.drop_hidden_selection();
+        self.handle_dropped_files(ui);
+        if self.prompt.is_none() && !ui.ctx().egui_wants_keyboard_input() {
+            self.handle_keys(ui);
+        }
+        self.handle_close(ui);
+        self.autosave();
+        let mut commands = std::mem::take(&mut self.queued);
+        ui::menu_bar_ui(self, ui, &mut commands);
+        ui::status_bar_ui(self, ui, &mut commands);
+        ui::side_panel_ui(self, ui, &mut commands);
+        ui::findings_panel_ui(self, ui, &mut commands);
+        ui::pairing_banner_ui(self, ui, &mut commands);
+        egui::CentralPanel::default().frame(egui::Frame::NONE.fill(egui::Color32::from_gray(20))).show(ui, |ui| {
+            self.panes_ui(ui, frame);
+        });
+        ui::prompt_ui(self, ui, &mut commands);
+        commands.append(&mut self.queued);
+        let any = !commands.is_empty();
+        for c in commands {
+            self.run(c);
+        }
+        self.update_title();
+        for c in self.viewport.drain(..) {
+            ui.send_viewport_cmd(c);
+        }
+        if any {
+            // What the commands changed is drawn next frame.
+            ui.ctx().request_repaint();
+        } else if self.is_busy() {
+            ui.ctx().request_repaint_after(Duration::from_millis(100));
+        }
+    }
+}
