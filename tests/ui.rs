@@ -483,3 +483,56 @@ fn a_stale_grounding_result_is_dropped() {
     settle(&mut h);
     assert!(!h.state().doc().findings.is_empty(), "{}", h.state().status());
 }
+
+fn gray_at(h: &Harness<'_, App>, role: Role, x: usize, y: usize) -> f32 {
+    let frame = h.state().pane(role).current_frame().unwrap();
+    match &frame.samples {
+        tandem::study::Samples::Gray(v) => v[y * frame.width + x],
+        tandem::study::Samples::Rgb(_) => panic!("a grey image was expected"),
+    }
+}
+
+/// The pointer over the current CT reads its pixel in HU, and the prior (a 64² MR beside a 128²
+/// CT) at the synced position; a ruler reads mm from Pixel Spacing, and px, said so, without it.
+#[test]
+fn value_read_out_in_both_panes_and_a_ruler_in_mm() {
+    use tandem::study::measure::{SpacingSource, Value};
+    let mut h = harness_for(Launch::Pair(dicom("MR_small.dcm"), dicom("CT_small.dcm")), None);
+    settle(&mut h);
+    h.hover_at(screen_of(&h, Role::Current, (40.5, 70.5)));
+    h.run_steps(3);
+    let current = h.state().readout(Role::Current).expect("a read-out under the pointer");
+    assert_eq!((current.x, current.y, current.unit), (40, 70, Some("HU")));
+    assert_eq!(current.value, Value::Gray(gray_at(&h, Role::Current, 40, 70)));
+    let prior = h.state().readout(Role::Prior).expect("a read-out at the synced position");
+    assert_eq!((prior.x, prior.y, prior.unit), (20, 35, None), "MR has no fixed unit");
+    assert_eq!(prior.value, Value::Gray(gray_at(&h, Role::Prior, 20, 35)));
+    h.get_by_label_contains(&format!("current {}", current.describe()));
+    h.get_by_label_contains(&format!("prior {}", prior.describe()));
+
+    // A ruler from (10, 10) to (40, 50) on the CT.
+    let meta = h.state().pane(Role::Current).series().unwrap().meta.clone();
+    let [row, col] = meta.pixel_spacing_mm.expect("CT_small has Pixel Spacing");
+    assert_eq!(meta.pixel_spacing_source, Some(SpacingSource::PixelSpacing));
+    let expected = ((30.0 * col).powi(2) + (40.0 * row).powi(2)).sqrt();
+    press(&mut h, egui::Key::M);
+    let (a, b) = (screen_of(&h, Role::Current, (10.0, 10.0)), screen_of(&h, Role::Current, (40.0, 50.0)));
+    drag(&mut h, PointerButton::Primary, a, b);
+    let rulers: Vec<(f64, bool)> = h.state().rulers().iter().map(|r| (r.length.value, r.length.is_mm())).collect();
+    assert_eq!(rulers.len(), 1, "{}", h.state().status());
+    assert!(rulers[0].1 && (rulers[0].0 - expected).abs() < 0.05, "{rulers:?}, expected {expected:.2} mm");
+    h.get_by_label(&format!("current: {expected:.1} mm"));
+
+    // An image without spacing: the ruler reads pixels and says why; the CT's ruler goes with it.
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("plain.png");
+    image::GrayImage::from_fn(100, 100, |x, _| image::Luma([x as u8])).save(&png).unwrap();
+    h.state_mut().run(AppCommand::Open { role: Role::Current, path: png });
+    h.run_steps(1);
+    settle(&mut h);
+    let (a, b) = (screen_of(&h, Role::Current, (10.0, 10.0)), screen_of(&h, Role::Current, (40.0, 50.0)));
+    drag(&mut h, PointerButton::Primary, a, b);
+    let rulers: Vec<String> = h.state().rulers().iter().map(|r| r.length.describe()).collect();
+    assert_eq!(rulers, ["50.0 px (no pixel spacing in the file)"]);
+    h.get_by_label("current: 50.0 px (no pixel spacing in the file)");
+}

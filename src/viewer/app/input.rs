@@ -61,6 +61,7 @@ impl App {
             (Key::N, AppCommand::Step { forward: true }),
             (Key::P, AppCommand::Step { forward: false }),
             (Key::B, AppCommand::SetDrawing(!self.drawing)),
+            (Key::M, AppCommand::SetMeasuring(!self.measuring)),
             (Key::Home, AppCommand::ResetViews),
             (Key::I, AppCommand::SetInvert { role: self.active_role(), on: !self.pane(self.active_role()).invert }),
             (Key::Num1, AppCommand::ApplyPreset(Preset::Auto)),
@@ -112,7 +113,9 @@ impl App {
         if response.drag_started_by(egui::PointerButton::Primary) && self.drag.is_none() {
             let press = ui.input(|i| i.pointer.press_origin()).or(pointer);
             if let Some(p) = press.and_then(to_image) {
-                if self.drawing {
+                if self.measuring {
+                    self.drag = Some(Drag::Ruler { role, start: p, current: p });
+                } else if self.drawing {
                     self.drag = Some(Drag::Draw { role, start: p, current: p });
                 } else if let Some((fid, handle)) = press.and_then(|pp| hit_at(self, pp))
                     && let Some(b) = self.doc.finding(&fid).and_then(|f| f.box_on(key)).map(|b| b.rect())
@@ -128,7 +131,7 @@ impl App {
             if let Some(p) = pointer.and_then(to_image) {
                 match drag {
                     Drag::Edit { role: r, handle, start, grab, current, .. } if *r == role => *current = handle.drag(start, p - *grab),
-                    Drag::Draw { role: r, current, .. } if *r == role => *current = p,
+                    Drag::Draw { role: r, current, .. } | Drag::Ruler { role: r, current, .. } if *r == role => *current = p,
                     _ => {}
                 }
             }
@@ -138,10 +141,13 @@ impl App {
                 self.emit(AppCommand::CommitDrag(done));
             }
         }
-        if response.clicked_by(egui::PointerButton::Primary) && !self.drawing {
+        if let Some(p) = response.hover_pos().and_then(to_image) {
+            self.cursor = Some((role, p));
+        }
+        if response.clicked_by(egui::PointerButton::Primary) && !self.drawing && !self.measuring {
             self.emit(AppCommand::Select(hit.map(|(fid, _)| fid)));
         }
-        let pan_with_primary = !editing && !self.drawing;
+        let pan_with_primary = !editing && !self.drawing && !self.measuring;
         let changes: PaneChanges = self.pane_mut(role).handle_input(ui, response, pan_with_primary);
         if changes.window.is_some() || changes.view || changes.frame_delta != 0 {
             self.emit(AppCommand::Mirror { role, changes });

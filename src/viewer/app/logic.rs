@@ -62,8 +62,15 @@ impl App {
                 self.jobs.cancel_grounding();
                 self.status = "cancelled".into();
             }
+            AppCommand::SetMeasuring(on) => {
+                self.measuring = on;
+                self.drawing &= !on;
+                self.status = if on { "ruler: drag on an image (Esc ends)".into() } else { "ruler off".into() };
+            }
+            AppCommand::ClearRulers => self.rulers.clear(),
             AppCommand::SetDrawing(on) => {
                 self.drawing = on;
+                self.measuring &= !on;
                 self.status = if on { "draw a box: drag on an image (Esc cancels)".into() } else { "drawing off".into() };
             }
             AppCommand::CommitDrag(drag) => self.commit_drag(drag),
@@ -133,8 +140,9 @@ impl App {
         if self.drag.is_some() {
             self.drag = None;
             self.status = "cancelled".into();
-        } else if self.drawing {
+        } else if self.drawing || self.measuring {
             self.drawing = false;
+            self.measuring = false;
         } else if self.jobs.grounding.is_some() {
             self.jobs.cancel_grounding();
             self.status = "cancelled".into();
@@ -533,6 +541,19 @@ impl App {
                 after.touch(&now, action, Some(format!("{id}: {:?}", after.box_on(id).map(|b| b.bbox))));
                 let description = format!("{action} {}", before.label);
                 self.apply(Command::Replace { before, after, description });
+            }
+            Drag::Ruler { role, start, current } => {
+                let pane = self.pane(role);
+                let Some(frame) = pane.current_frame() else { return };
+                let length =
+                    crate::study::measure::distance(&frame.meta, (start.x as f64, start.y as f64), (current.x as f64, current.y as f64));
+                if (current - start).length() < 1.0 {
+                    self.status = "ruler too short; drag from one point to the other".into();
+                    return;
+                }
+                let ruler = super::Ruler { role, generation: pane.generation, frame: pane.frame, a: start, b: current, length };
+                self.status = format!("ruler on {}: {}", role.label(), length.describe());
+                self.rulers.push(ruler);
             }
             Drag::Draw { role, start, current } => {
                 let b = BBox::new(start.x, start.y, current.x, current.y);

@@ -24,6 +24,7 @@ use crate::annotation::{Command, Document, Finding, History, Status};
 use crate::grounding::{BBox, DevicePreference, Engine};
 use crate::registration::Alignment;
 use crate::study::Window;
+use crate::study::measure::{self, Length, Readout};
 use crate::study::pairing::{self, PairingIssue};
 use crate::viewer::Launch;
 use crate::viewer::dialogs::Dialogs;
@@ -52,8 +53,38 @@ impl Default for SyncSettings {
 /// A box being moved, resized or drawn (committed as one undo step on release).
 #[derive(Clone, Debug)]
 pub enum Drag {
-    Edit { finding: String, role: Role, handle: Handle, start: BBox, grab: egui::Pos2, current: BBox },
-    Draw { role: Role, start: egui::Pos2, current: egui::Pos2 },
+    Edit {
+        finding: String,
+        role: Role,
+        handle: Handle,
+        start: BBox,
+        grab: egui::Pos2,
+        current: BBox,
+    },
+    Draw {
+        role: Role,
+        start: egui::Pos2,
+        current: egui::Pos2,
+    },
+    /// A ruler being laid (image points of the pane showing `role`).
+    Ruler {
+        role: Role,
+        start: egui::Pos2,
+        current: egui::Pos2,
+    },
+}
+
+/// A distance laid on one frame of one pane; it is shown while that pane shows that frame of the
+/// same image (the pane's generation).
+#[derive(Clone, Debug)]
+pub struct Ruler {
+    pub role: Role,
+    pub generation: u64,
+    pub frame: usize,
+    /// Image points (pixel-edge coordinates).
+    pub a: egui::Pos2,
+    pub b: egui::Pos2,
+    pub length: Length,
 }
 
 /// A question the app is asking in a modal.
@@ -124,6 +155,9 @@ pub enum AppCommand {
     FindInOther,
     CancelGrounding,
     SetDrawing(bool),
+    /// The ruler tool: a drag on a pane lays a ruler.
+    SetMeasuring(bool),
+    ClearRulers,
     /// Finish a box move, resize or drawing.
     CommitDrag(Drag),
     SetThreshold(f32),
@@ -176,6 +210,10 @@ pub struct App {
     selected: Option<String>,
     hovered: Option<String>,
     drawing: bool,
+    measuring: bool,
+    rulers: Vec<Ruler>,
+    /// The image point under the pointer, in the pane showing that role.
+    cursor: Option<(Role, egui::Pos2)>,
     drag: Option<Drag>,
     show_rejected: bool,
     threshold: f32,
@@ -245,6 +283,9 @@ impl App {
             selected: None,
             hovered: None,
             drawing: false,
+            measuring: false,
+            rulers: Vec::new(),
+            cursor: None,
             drag: None,
             show_rejected: false,
             threshold: 0.0,
@@ -319,6 +360,24 @@ impl App {
 
     pub fn title(&self) -> &str {
         &self.title
+    }
+
+    /// The rulers shown now (on the frames the panes show).
+    pub fn rulers(&self) -> Vec<&Ruler> {
+        self.rulers.iter().filter(|r| self.ruler_shown(r)).collect()
+    }
+
+    fn ruler_shown(&self, r: &Ruler) -> bool {
+        let pane = self.pane(r.role);
+        pane.generation == r.generation && pane.frame == r.frame
+    }
+
+    /// The pixel under the pointer in the pane showing `role`, or, when the pointer is over the
+    /// other pane, at the synced position there (through the registration when sync uses it).
+    pub fn readout(&self, role: Role) -> Option<Readout> {
+        let (from, p) = self.cursor?;
+        let p = if from == role { p } else { self.map_point(from, p)? };
+        measure::value_at(self.pane(role).current_frame()?, p.x, p.y)
     }
 
     /// True while anything runs in the background (tests wait on this).

@@ -1,7 +1,7 @@
 //! Mirrors one pane's navigation (window/level, frame, zoom and pan) onto the other, by relative
 //! position or through the registration transform when "By registration" is on.
 
-use eframe::egui::Vec2;
+use eframe::egui::{Pos2, Vec2};
 
 use super::App;
 use crate::study::Window;
@@ -39,6 +39,23 @@ impl App {
         if changes.view && self.sync.zoom_pan {
             self.sync_view(from);
         }
+    }
+
+    /// Where the image point `p` of the pane showing `from` lies in the other pane: through the
+    /// registration when sync uses it, else at the same relative position.
+    pub(super) fn map_point(&self, from: Role, p: Pos2) -> Option<Pos2> {
+        let to = from.other();
+        let (src, dst) = (self.pane(from).current_frame()?, self.pane(to).current_frame()?);
+        if self.sync.registered
+            && let Some(a) = self.current_registration()
+        {
+            // prior = T(current)
+            let t = a.fixed_from_moving;
+            let map = if from == Role::Current { Some(t) } else { t.inverse() }?;
+            let (x, y) = map.apply(p.x as f64 - 0.5, p.y as f64 - 0.5);
+            return Some(Pos2::new(x as f32 + 0.5, y as f32 + 0.5));
+        }
+        Some(Pos2::new(p.x / src.width as f32 * dst.width as f32, p.y / src.height as f32 * dst.height as f32))
     }
 
     fn sync_view(&mut self, from: Role) {
