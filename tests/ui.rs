@@ -536,3 +536,54 @@ fn value_read_out_in_both_panes_and_a_ruler_in_mm() {
     assert_eq!(rulers, ["50.0 px (no pixel spacing in the file)"]);
     h.get_by_label("current: 50.0 px (no pixel spacing in the file)");
 }
+
+fn wait_for_prompt(h: &mut Harness<'_, App>) {
+    let start = Instant::now();
+    while h.state().prompt().is_none() {
+        h.step();
+        assert!(start.elapsed() < Duration::from_secs(10), "no prompt: {}", h.state().status());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    h.run_steps(2);
+}
+
+/// Where no file dialog can open, Ctrl+S on the demo and File → Open current say so in the app and
+/// ask for the path there, instead of doing nothing.
+#[test]
+fn a_file_dialog_that_cannot_open_is_shown_and_replaced_by_a_path_prompt() {
+    use tandem::viewer::dialogs::Dialogs;
+    let mut h = Harness::builder().with_size(Vec2::new(1400.0, 800.0)).with_step_dt(1.0 / 30.0).with_max_steps(20).build_eframe(|cc| {
+        App::with_device(cc, Launch::Demo, None, DevicePreference::Cpu).with_dialogs(Dialogs::unavailable("no desktop portal here"))
+    });
+    settle(&mut h);
+    add_scored_proposals(&mut h, &[0.7]);
+
+    // The demo has no folder to save beside: Save asks for a path.
+    cmd(&mut h, egui::Key::S, false);
+    wait_for_prompt(&mut h);
+    h.get_by_label("The file dialog could not open: no desktop portal here.");
+    assert!(h.state().status().contains("type the path instead"), "{}", h.state().status());
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("typed.tandem.json");
+    h.event(Event::Text(saved.display().to_string()));
+    h.run_steps(2);
+    h.get_by_label("Save").click();
+    h.run_steps(3);
+    assert!(h.state().prompt().is_none());
+    assert_eq!(tandem::annotation::io::load(&saved).expect("saved where typed").findings.len(), 1);
+    assert!(!h.state().history().is_dirty(), "{}", h.state().status());
+
+    // File → Open current…: the same prompt opens the typed file into the current pane.
+    h.get_by_label("File").click();
+    h.run_steps(2);
+    h.get_by_label_contains("Open current…").click();
+    wait_for_prompt(&mut h);
+    h.get_by_label("Open current");
+    h.event(Event::Text(dicom("CT_small.dcm").display().to_string()));
+    h.run_steps(2);
+    h.get_by_label("Open").click();
+    h.run_steps(2);
+    settle(&mut h);
+    assert!(h.state().prompt().is_none());
+    assert_eq!(h.state().pane(Role::Current).series().unwrap().meta.modality.as_deref(), Some("CT"));
+}

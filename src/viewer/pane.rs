@@ -468,8 +468,12 @@ pub fn render_cpu_region(frame: &Frame, window: Window, invert: bool, use_lut: b
     egui::ColorImage::new([x1 - x0, y1 - y0], pixels)
 }
 
+/// A message centred in the pane, wrapped to its width so that a long error stays inside it.
 fn centered_message(painter: &egui::Painter, rect: Rect, text: &str, color: Color32) {
-    painter.text(rect.center(), Align2::CENTER_CENTER, text, FontId::proportional(15.0), color);
+    let wrap = (rect.width() - 40.0).max(60.0);
+    let galley = painter.layout(text.to_string(), FontId::proportional(15.0), color, wrap);
+    let at = rect.center() - galley.size() / 2.0;
+    painter.galley(at, galley, color);
 }
 
 fn corner(painter: &egui::Painter, at: Pos2, align: Align2, lines: &[String], font: &FontId) {

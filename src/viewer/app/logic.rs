@@ -14,7 +14,7 @@ use crate::registration::UNRELATED_NCC_FLOOR;
 use crate::study::Series;
 use crate::study::pairing::PairingIssue;
 use crate::viewer::Launch;
-use crate::viewer::dialogs::DialogPurpose;
+use crate::viewer::dialogs::{DialogPurpose, DialogSpec, Picked};
 use crate::viewer::jobs::{GroundKind, JobResult, Stamp, progress_cell};
 use crate::viewer::overlay::Handle;
 use crate::viewer::pane::{Preset, Role};
@@ -28,6 +28,7 @@ impl App {
             AppCommand::Launch(launch) => self.open(launch),
             AppCommand::OpenAnnotations(path) => self.open_annotations(&path),
             AppCommand::Dialog(request) => self.show_dialog(request),
+            AppCommand::DialogChosen { purpose, path } => self.on_path_chosen(purpose, path),
             AppCommand::Save => {
                 self.save();
             }
@@ -271,19 +272,31 @@ impl App {
     // ----- dialogs ---------------------------------------------------------------------------
 
     fn show_dialog(&mut self, request: DialogRequest) {
-        match request {
-            DialogRequest::OpenStudy(role) => self.dialogs.open_study(role),
-            DialogRequest::OpenFolder => self.dialogs.open_folder(),
-            DialogRequest::OpenAnnotations => self.dialogs.open_annotations(),
-            DialogRequest::SaveAnnotationsAs => {
-                let suggested = self.default_doc_path();
-                self.dialogs.save_annotations(suggested);
+        let (purpose, suggested) = match request {
+            DialogRequest::OpenStudy(role) => (DialogPurpose::Open(role), None),
+            DialogRequest::OpenFolder => (DialogPurpose::OpenFolder, None),
+            DialogRequest::OpenAnnotations => (DialogPurpose::OpenAnnotations, None),
+            DialogRequest::SaveAnnotationsAs => (DialogPurpose::SaveAnnotations, self.default_doc_path()),
+            DialogRequest::Export(format) => (DialogPurpose::Export(format), None),
+        };
+        self.dialogs.show(DialogSpec { purpose, suggested });
+    }
+
+    /// A dialog ended: a chosen path is used, a cancel changes nothing, and a dialog that could
+    /// not open says so and asks for the path in the app.
+    pub(super) fn on_dialog(&mut self, spec: DialogSpec, picked: Picked) {
+        match picked {
+            Picked::Chosen(path) => self.on_path_chosen(spec.purpose, path),
+            Picked::Cancelled => {}
+            Picked::Unavailable(why) => {
+                self.status = format!("{}: {why}; type the path instead", spec.purpose.title());
+                let text = spec.suggested.map(|p| p.display().to_string()).unwrap_or_default();
+                self.prompt = Some(Prompt::Path { purpose: spec.purpose, text, why });
             }
-            DialogRequest::Export(format) => self.dialogs.export(format),
         }
     }
 
-    pub(super) fn on_dialog(&mut self, purpose: DialogPurpose, path: PathBuf) {
+    fn on_path_chosen(&mut self, purpose: DialogPurpose, path: PathBuf) {
         let command = match purpose {
             DialogPurpose::Open(role) => AppCommand::Open { role, path },
             DialogPurpose::OpenFolder => AppCommand::Launch(Launch::Folder(path)),
@@ -300,7 +313,7 @@ impl App {
         match self.default_doc_path() {
             Some(path) => self.save_to(&path),
             None => {
-                self.dialogs.save_annotations(None);
+                self.show_dialog(DialogRequest::SaveAnnotationsAs);
                 false
             }
         }

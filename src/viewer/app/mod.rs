@@ -27,7 +27,7 @@ use crate::study::Window;
 use crate::study::measure::{self, Length, Readout};
 use crate::study::pairing::{self, PairingIssue};
 use crate::viewer::Launch;
-use crate::viewer::dialogs::Dialogs;
+use crate::viewer::dialogs::{DialogPurpose, Dialogs};
 use crate::viewer::jobs::{Jobs, Stamp};
 use crate::viewer::overlay::Handle;
 use crate::viewer::pane::{Pane, PaneChanges, PaneId, Preset, Role};
@@ -91,9 +91,22 @@ pub struct Ruler {
 #[derive(Clone, Debug)]
 pub enum Prompt {
     UnsavedOnQuit,
-    Recover { recovery: PathBuf, document: Box<Document>, doc_path: PathBuf },
-    Relabel { finding: String, text: String },
+    Recover {
+        recovery: PathBuf,
+        document: Box<Document>,
+        doc_path: PathBuf,
+    },
+    Relabel {
+        finding: String,
+        text: String,
+    },
     Error(String),
+    /// The file dialog could not open (`why`): the path is typed instead.
+    Path {
+        purpose: DialogPurpose,
+        text: String,
+        why: String,
+    },
 }
 
 /// A native dialog a menu entry or key asks for.
@@ -119,6 +132,11 @@ pub enum AppCommand {
     Launch(Launch),
     OpenAnnotations(PathBuf),
     Dialog(DialogRequest),
+    /// A path chosen for a dialog's purpose (by the dialog, or typed when it could not open).
+    DialogChosen {
+        purpose: DialogPurpose,
+        path: PathBuf,
+    },
     /// Save where Ctrl+S saves (asks for a path when there is none yet).
     Save,
     SaveTo(PathBuf),
@@ -268,6 +286,12 @@ impl App {
             app.run(AppCommand::OpenAnnotations(p));
         }
         app
+    }
+
+    /// The app with other file dialogs (tests; a machine without a dialog backend).
+    pub fn with_dialogs(mut self, dialogs: Dialogs) -> Self {
+        self.dialogs = dialogs;
+        self
     }
 
     fn empty(ctx: egui::Context) -> Self {
@@ -443,8 +467,8 @@ impl App {
 impl eframe::App for App {
     fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
         self.poll_jobs();
-        for (purpose, path) in self.dialogs.poll() {
-            self.on_dialog(purpose, path);
+        for (spec, picked) in self.dialogs.poll() {
+            self.on_dialog(spec, picked);
         }
         self.ensure_registration();
         self.drop_hidden_selection();

@@ -377,6 +377,38 @@ pub(super) fn prompt_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands) {
                 }
             });
         }
+        Prompt::Path { purpose, mut text, why } => {
+            ui.heading(purpose.title());
+            ui.label(RichText::new(format!("The file dialog could not open: {why}.")).color(Color32::from_rgb(255, 190, 120)));
+            ui.label(if purpose.saves() { "Type the path to write:" } else { "Type the path to open:" });
+            let r = ui.add(egui::TextEdit::singleline(&mut text).desired_width(420.0).hint_text("/path/to/file"));
+            r.request_focus();
+            let mut chosen = None;
+            // Completion: entries of the typed folder that start with what follows its last '/'.
+            for candidate in crate::viewer::dialogs::completions(&text, 6) {
+                if ui.small_button(&candidate).clicked() {
+                    chosen = Some(candidate);
+                }
+            }
+            let enter = r.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+            if let Some(c) = chosen {
+                text = c;
+            }
+            if text != *prompt_text(app) {
+                out.push(AppCommand::SetPrompt(Some(Prompt::Path { purpose, text: text.clone(), why: why.clone() })));
+            }
+            ui.horizontal(|ui| {
+                let label = if purpose.saves() { "Save" } else { "Open" };
+                let ok = ui.add_enabled(!text.trim().is_empty(), egui::Button::new(label)).clicked();
+                if (ok || enter) && !text.trim().is_empty() {
+                    out.push(AppCommand::SetPrompt(None));
+                    out.push(AppCommand::DialogChosen { purpose, path: std::path::PathBuf::from(text.trim()) });
+                }
+                if ui.button("Cancel").clicked() {
+                    out.push(AppCommand::SetPrompt(None));
+                }
+            });
+        }
         Prompt::Error(msg) => {
             ui.heading("Something went wrong");
             ui.label(msg);
@@ -385,7 +417,7 @@ pub(super) fn prompt_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands) {
             }
         }
     });
-    if modal.should_close() && matches!(app.prompt, Some(Prompt::Error(_)) | Some(Prompt::Relabel { .. })) {
+    if modal.should_close() && matches!(app.prompt, Some(Prompt::Error(_)) | Some(Prompt::Relabel { .. }) | Some(Prompt::Path { .. })) {
         out.push(AppCommand::SetPrompt(None));
     }
 }
@@ -480,5 +512,13 @@ impl App {
             painter.line_segment([s - Vec2::new(8.0, 0.0), s + Vec2::new(8.0, 0.0)], stroke);
             painter.line_segment([s - Vec2::new(0.0, 8.0), s + Vec2::new(0.0, 8.0)], stroke);
         }
+    }
+}
+
+/// The text of the path prompt now shown (empty when another prompt is).
+fn prompt_text(app: &App) -> &str {
+    match &app.prompt {
+        Some(Prompt::Path { text, .. }) => text,
+        _ => "",
     }
 }
