@@ -587,3 +587,56 @@ fn a_file_dialog_that_cannot_open_is_shown_and_replaced_by_a_path_prompt() {
     assert!(h.state().prompt().is_none());
     assert_eq!(h.state().pane(Role::Current).series().unwrap().meta.modality.as_deref(), Some("CT"));
 }
+
+/// Mean |difference| inside and outside a box (NaN, where the prior does not reach, left out).
+fn inside_outside(d: &tandem::study::gray::GrayImage, b: &tandem::grounding::BBox) -> (f64, f64) {
+    let (mut s, mut n) = ([0.0f64; 2], [0usize; 2]);
+    for y in 0..d.height {
+        for x in 0..d.width {
+            let v = d.data[y * d.width + x];
+            if v.is_nan() {
+                continue;
+            }
+            let k = usize::from(!((x as f32) >= b.x1 && (x as f32) < b.x2 && (y as f32) >= b.y1 && (y as f32) < b.y2));
+            s[k] += v.abs() as f64;
+            n[k] += 1;
+        }
+    }
+    (s[0] / n[0].max(1) as f64, s[1] / n[1].max(1) as f64)
+}
+
+/// D shows current − prior in the current pane; with "By registration" the demo's small shift is
+/// taken out and what remains is the synthetic change.
+#[test]
+fn subtraction_shows_the_change_and_uses_the_registration() {
+    use tandem::viewer::app::ViewMode;
+    let mut h = harness(None);
+    settle(&mut h);
+    let truth = tandem::viewer::demo::demo_pair().unwrap().change;
+    h.hover_at(pane_rect(&h, Role::Current).center());
+    h.run_steps(2);
+    press(&mut h, egui::Key::D);
+    h.run_steps(2);
+    assert_eq!(h.state().view_mode(), ViewMode::Subtraction);
+    let (w, ht) = {
+        let f = h.state().pane(Role::Current).current_frame().unwrap();
+        (f.width, f.height)
+    };
+    let plain = h.state().subtraction().expect("a subtraction image");
+    assert_eq!((plain.difference.width, plain.difference.height), (w, ht));
+    let (_, plain_outside) = inside_outside(&plain.difference, &truth);
+
+    let sync = SyncSettings { registered: true, ..h.state().sync() };
+    h.state_mut().run(AppCommand::SetSync(sync));
+    h.run_steps(1);
+    settle(&mut h);
+    assert!(h.state().sync().registered, "{}", h.state().status());
+    let registered = h.state().subtraction().expect("a subtraction image");
+    let (inside, outside) = inside_outside(&registered.difference, &truth);
+    assert!(inside > 3.0 * outside, "the change does not stand out: inside {inside:.2}, outside {outside:.2}");
+    assert!(outside < plain_outside, "registration did not reduce the residual: {outside:.2} vs {plain_outside:.2}");
+
+    press(&mut h, egui::Key::D);
+    assert_eq!(h.state().view_mode(), ViewMode::SideBySide);
+    assert!(h.state().subtraction().is_none());
+}

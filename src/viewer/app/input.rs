@@ -5,7 +5,7 @@
 
 use eframe::egui::{self, Key, Modifiers, Pos2};
 
-use super::{App, AppCommand, DialogRequest, Drag, Prompt, image_id};
+use super::{App, AppCommand, DialogRequest, Drag, Prompt, ViewMode, image_id};
 use crate::annotation::{Finding, Status};
 use crate::grounding::BBox;
 use crate::viewer::overlay;
@@ -62,6 +62,10 @@ impl App {
             (Key::P, AppCommand::Step { forward: false }),
             (Key::B, AppCommand::SetDrawing(!self.drawing)),
             (Key::M, AppCommand::SetMeasuring(!self.measuring)),
+            (
+                Key::D,
+                AppCommand::SetViewMode(if self.view_mode == ViewMode::Subtraction { ViewMode::SideBySide } else { ViewMode::Subtraction }),
+            ),
             (Key::Home, AppCommand::ResetViews),
             (Key::I, AppCommand::SetInvert { role: self.active_role(), on: !self.pane(self.active_role()).invert }),
             (Key::Num1, AppCommand::ApplyPreset(Preset::Auto)),

@@ -84,6 +84,12 @@ impl App {
                 self.drop_hidden_selection();
             }
             AppCommand::SetSync(sync) => self.sync = sync,
+            AppCommand::SetViewMode(mode) => {
+                self.view_mode = mode;
+                if mode == super::ViewMode::Subtraction && self.pane(Role::Prior).series().is_none() {
+                    self.status = "subtraction needs a prior and a current image".into();
+                }
+            }
             AppCommand::ApplyPreset(preset) => self.apply_preset(preset),
             AppCommand::SetInvert { role, on } => self.pane_mut(role).invert = on,
             AppCommand::SetWindow { role, window } => {
@@ -761,6 +767,29 @@ impl App {
     /// The registration between the shown series, if it was made on them.
     pub(super) fn current_registration(&self) -> Option<&crate::registration::Alignment> {
         self.registration.as_ref().filter(|(_, stamp)| self.is_current(stamp)).map(|(a, _)| a)
+    }
+
+    /// Computes the subtraction of the shown frames when the mode asks for it and they (or the
+    /// registration) changed since. On the UI thread: one resampling pass, a few ms for 512².
+    pub(super) fn ensure_subtraction(&mut self, ctx: &egui::Context) {
+        if self.view_mode != super::ViewMode::Subtraction {
+            return;
+        }
+        let (prior, current) = (self.pane(Role::Prior), self.pane(Role::Current));
+        let (Some(pf), Some(cf)) = (prior.current_frame(), current.current_frame()) else {
+            self.subtraction = None;
+            return;
+        };
+        let registration = if self.sync.registered { self.current_registration().map(|a| a.fixed_from_moving) } else { None };
+        let key = ((prior.generation, prior.frame), (current.generation, current.frame), registration.is_some());
+        if self.subtraction.as_ref().is_some_and(|s| s.key == key) {
+            return;
+        }
+        let difference = crate::registration::difference::current_minus_prior(&pf.to_gray(), &cf.to_gray(), registration.as_ref());
+        let window = crate::registration::difference::symmetric_window(&difference);
+        let image = super::ui::diverging_image(&difference, window);
+        let texture = ctx.load_texture("subtraction", image, egui::TextureOptions::LINEAR);
+        self.subtraction = Some(super::Subtraction { key, difference, window, texture });
     }
 
     pub(super) fn update_title(&mut self) {

@@ -50,6 +50,25 @@ impl Default for SyncSettings {
     }
 }
 
+/// How the two images are compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ViewMode {
+    SideBySide,
+    /// The current pane shows current − prior (registered when "By registration" is on) in a
+    /// diverging colour map with its own symmetric window; boxes stay on the current's pixels.
+    Subtraction,
+}
+
+/// The subtraction image of the shown frames and what it was computed from.
+pub struct Subtraction {
+    /// Prior and current (pane generation, frame), and whether the registration was used.
+    key: ((u64, usize), (u64, usize), bool),
+    pub difference: crate::study::gray::GrayImage,
+    /// ± this maps to the ends of the colour map.
+    pub window: f32,
+    texture: egui::TextureHandle,
+}
+
 /// A box being moved, resized or drawn (committed as one undo step on release).
 #[derive(Clone, Debug)]
 pub enum Drag {
@@ -181,6 +200,7 @@ pub enum AppCommand {
     SetThreshold(f32),
     SetShowRejected(bool),
     SetSync(SyncSettings),
+    SetViewMode(ViewMode),
     ApplyPreset(Preset),
     SetInvert {
         role: Role,
@@ -230,6 +250,8 @@ pub struct App {
     drawing: bool,
     measuring: bool,
     rulers: Vec<Ruler>,
+    view_mode: ViewMode,
+    subtraction: Option<Subtraction>,
     /// The image point under the pointer, in the pane showing that role.
     cursor: Option<(Role, egui::Pos2)>,
     drag: Option<Drag>,
@@ -309,6 +331,8 @@ impl App {
             drawing: false,
             measuring: false,
             rulers: Vec::new(),
+            view_mode: ViewMode::SideBySide,
+            subtraction: None,
             cursor: None,
             drag: None,
             show_rejected: false,
@@ -384,6 +408,15 @@ impl App {
 
     pub fn title(&self) -> &str {
         &self.title
+    }
+
+    pub fn view_mode(&self) -> ViewMode {
+        self.view_mode
+    }
+
+    /// The subtraction image the current pane shows (subtraction mode only).
+    pub fn subtraction(&self) -> Option<&Subtraction> {
+        self.subtraction.as_ref().filter(|_| self.view_mode == ViewMode::Subtraction)
     }
 
     /// The rulers shown now (on the frames the panes show).
@@ -471,6 +504,7 @@ impl eframe::App for App {
             self.on_dialog(spec, picked);
         }
         self.ensure_registration();
+        self.ensure_subtraction(ui.ctx());
         self.drop_hidden_selection();
         self.handle_dropped_files(ui);
         if self.prompt.is_none() && !ui.ctx().egui_wants_keyboard_input() {

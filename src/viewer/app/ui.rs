@@ -4,7 +4,7 @@
 
 use eframe::egui::{self, Color32, RichText, Sense, Vec2};
 
-use super::{App, AppCommand, DialogRequest, Prompt, SyncSettings, image_id};
+use super::{App, AppCommand, DialogRequest, Prompt, SyncSettings, ViewMode, image_id};
 use crate::annotation::Status;
 use crate::annotation::export::ExportFormat;
 use crate::study::pairing::PairingIssue;
@@ -76,7 +76,7 @@ pub(super) fn menu_bar_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands) {
 /// The keyboard and mouse reference (also in the README).
 pub const KEYS: &str = "Mouse: wheel zoom · left-drag pan / move box · right-drag window/level · Ctrl+wheel frames\n\
 Keys: ↑↓ ←→ frames · PgUp/PgDn ±10 frames · Home reset · I invert · 1–5 W/L presets\n\
-F find changes · G find in other image · B draw box · M ruler · A accept · R reject (then the next undecided) · L relabel · Delete · N/P next/previous undecided\n\
+F find changes · G find in other image · B draw box · M ruler · D subtraction · A accept · R reject (then the next undecided) · L relabel · Delete · N/P next/previous undecided\n\
 Ctrl+Z undo · Ctrl+Shift+Z / Ctrl+Y redo · Ctrl+S save · Esc cancel";
 
 pub(super) fn status_bar_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands) {
@@ -90,21 +90,33 @@ pub(super) fn status_bar_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands) {
                 }
                 ui.separator();
             }
-            ui.label(&app.status);
+            // Right to left: the read-outs keep their room, the grounder line gets a bounded
+            // share, and the status message takes what is left (cut short, whole on hover).
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                 let readouts: Vec<String> = [Role::Prior, Role::Current]
                     .into_iter()
                     .filter_map(|role| app.readout(role).map(|r| format!("{} {}", role.label(), r.describe())))
                     .collect();
+                if !readouts.is_empty() {
+                    ui.label(RichText::new(readouts.join("   ·   ")).monospace());
+                    ui.separator();
+                }
                 let grounder = match &app.engine {
                     Some(e) => format!("Grounder: {}", e.status),
                     None => "Grounder: starting…".into(),
                 };
-                ui.label(RichText::new(grounder).small());
-                if !readouts.is_empty() {
-                    ui.separator();
-                    ui.label(RichText::new(readouts.join("   ·   ")).monospace());
-                }
+                let width = (ui.available_width() * 0.3).min(320.0);
+                ui.allocate_ui_with_layout(
+                    Vec2::new(width, ui.available_height()),
+                    egui::Layout::right_to_left(egui::Align::Center),
+                    |ui| {
+                        ui.add(egui::Label::new(RichText::new(&grounder).small()).truncate()).on_hover_text(&grounder);
+                    },
+                );
+                ui.separator();
+                ui.with_layout(egui::Layout::left_to_right(egui::Align::Center), |ui| {
+                    ui.add(egui::Label::new(&app.status).truncate()).on_hover_text(&app.status);
+                });
             });
         });
     });
@@ -128,6 +140,18 @@ pub(super) fn side_panel_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands) {
             for (k, p) in Preset::ALL.iter().enumerate() {
                 if ui.button(p.label()).on_hover_text(format!("key {}", k + 1)).clicked() {
                     out.push(AppCommand::ApplyPreset(*p));
+                }
+            }
+        });
+        ui.separator();
+        ui.heading("Compare");
+        ui.horizontal(|ui| {
+            for (mode, label, hover) in [
+                (ViewMode::SideBySide, "Side by side", "prior | current"),
+                (ViewMode::Subtraction, "Subtraction", "current − prior in the current pane (D); registered when By registration is on"),
+            ] {
+                if ui.selectable_label(app.view_mode == mode, label).on_hover_text(hover).clicked() && app.view_mode != mode {
+                    out.push(AppCommand::SetViewMode(mode));
                 }
             }
         });
@@ -449,6 +473,9 @@ impl App {
         for (i, rect) in rects.iter().enumerate() {
             self.panes[i].paint(ui, *rect, render_state);
             let painter = ui.painter_at(*rect);
+            if self.panes[i].role == Role::Current {
+                self.paint_subtraction(&painter, PaneId(i));
+            }
             let pane = &self.panes[i];
             let visible = |f: &crate::annotation::Finding| self.visible(f);
             let st = OverlayState {
@@ -520,5 +547,47 @@ fn prompt_text(app: &App) -> &str {
     match &app.prompt {
         Some(Prompt::Path { text, .. }) => text,
         _ => "",
+    }
+}
+
+/// Blue (current darker) through black (no change) to orange (current brighter), ±`window`;
+/// dark grey where the prior does not reach.
+pub(super) fn diverging_image(difference: &crate::study::gray::GrayImage, window: f32) -> egui::ColorImage {
+    let pixels = difference
+        .data
+        .iter()
+        .map(|&d| {
+            if d.is_nan() {
+                return Color32::from_gray(40);
+            }
+            let t = (d / window).clamp(-1.0, 1.0);
+            let a = t.abs();
+            let (hi, lo) = ((255.0 * a) as u8, (255.0 * a * a) as u8);
+            if t >= 0.0 { Color32::from_rgb(hi, (200.0 * a) as u8, lo / 3) } else { Color32::from_rgb(lo / 3, (160.0 * a) as u8, hi) }
+        })
+        .collect();
+    egui::ColorImage::new([difference.width, difference.height], pixels)
+}
+
+impl App {
+    /// In subtraction mode, the difference over the current image, in the same place, so that
+    /// the current's boxes (drawn after) stay on their pixels.
+    fn paint_subtraction(&self, painter: &egui::Painter, id: PaneId) {
+        let (Some(sub), Some(pane)) = (self.subtraction(), self.panes.get(id.0)) else { return };
+        let Some(view) = pane.view else { return };
+        let (w, h) = (sub.difference.width as f32, sub.difference.height as f32);
+        let image_rect = egui::Rect::from_min_max(
+            view.screen_from_image(pane.rect, egui::Pos2::ZERO),
+            view.screen_from_image(pane.rect, egui::Pos2::new(w, h)),
+        );
+        let uv = egui::Rect::from_min_max(egui::Pos2::ZERO, egui::Pos2::new(1.0, 1.0));
+        painter.image(sub.texture.id(), image_rect, uv, Color32::WHITE);
+        let how = if sub.key.2 { "registered" } else { "by relative position" };
+        let text = format!("SUBTRACTION  current − prior ({how}), ±{:.0}", sub.window);
+        // Bottom centre: the corners hold the pane's own text.
+        let at = pane.rect.center_bottom() - Vec2::new(0.0, 40.0);
+        let font = egui::FontId::proportional(13.0);
+        painter.text(at + Vec2::new(1.0, 1.0), egui::Align2::CENTER_BOTTOM, &text, font.clone(), Color32::BLACK);
+        painter.text(at, egui::Align2::CENTER_BOTTOM, text, font, Color32::from_rgb(255, 200, 120));
     }
 }
