@@ -640,3 +640,51 @@ fn subtraction_shows_the_change_and_uses_the_registration() {
     assert_eq!(h.state().view_mode(), ViewMode::SideBySide);
     assert!(h.state().subtraction().is_none());
 }
+
+fn mean_luma_in(img: &image::RgbaImage, r: egui::Rect, ppp: f32) -> f64 {
+    let (mut sum, mut n) = (0.0f64, 0.0f64);
+    for y in (r.min.y * ppp) as u32..((r.max.y * ppp) as u32).min(img.height()) {
+        for x in (r.min.x * ppp) as u32..((r.max.x * ppp) as u32).min(img.width()) {
+            sum += img.get_pixel(x, y)[0] as f64;
+            n += 1.0;
+        }
+    }
+    sum / n.max(1.0)
+}
+
+/// Fade drawn on the GPU path: at 0 the current pane shows the registered prior, at 1 the current;
+/// only the synthetic change differs between the two, and it is where the box is. Flicker
+/// alternates the same two pictures.
+#[test]
+fn fade_and_flicker_show_the_registered_prior_over_the_current() {
+    use tandem::viewer::app::ViewMode;
+    let Some(renderer) = gpu_renderer() else { return };
+    let mut h = harness(Some(renderer));
+    settle(&mut h);
+    let sync = SyncSettings { registered: true, ..h.state().sync() };
+    h.state_mut().run(AppCommand::SetSync(sync));
+    h.run_steps(1);
+    settle(&mut h);
+    h.state_mut().run(AppCommand::SetViewMode(ViewMode::Fade));
+    let truth = tandem::viewer::demo::demo_pair().unwrap().change;
+    let ppp = h.ctx.pixels_per_point();
+    let change =
+        egui::Rect::from_min_max(screen_of(&h, Role::Current, (truth.x1, truth.y1)), screen_of(&h, Role::Current, (truth.x2, truth.y2)));
+    // A patch of unchanged anatomy of the same size, below the change.
+    let elsewhere = change.translate(Vec2::new(0.0, change.height() * 3.0));
+    let mut lumas = Vec::new();
+    for t in [0.0, 1.0] {
+        h.state_mut().run(AppCommand::SetFade(t));
+        h.run_steps(3);
+        let img = h.render().expect("render");
+        lumas.push((mean_luma_in(&img, change, ppp), mean_luma_in(&img, elsewhere, ppp)));
+    }
+    let (at_change, elsewhere_diff) = ((lumas[0].0 - lumas[1].0).abs(), (lumas[0].1 - lumas[1].1).abs());
+    assert!(at_change > 8.0 && at_change > 4.0 * elsewhere_diff, "fade 0 vs 1: {lumas:?}");
+    assert_eq!(h.state().prior_opacity(0.0), 0.0, "fade 1 shows only the current");
+
+    h.state_mut().run(AppCommand::SetViewMode(ViewMode::Flicker));
+    h.state_mut().run(AppCommand::SetFlickerHz(2.0));
+    let app = h.state();
+    assert_eq!([app.prior_opacity(0.1), app.prior_opacity(0.35), app.prior_opacity(0.6)], [1.0, 0.0, 1.0], "2 Hz: 0.25 s each");
+}

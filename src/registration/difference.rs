@@ -8,14 +8,25 @@ use crate::study::gray::{GrayImage, percentiles};
 /// the prior's (the registration's `fixed_from_moving`); without it, positions map by relative
 /// position, as unregistered sync does.
 pub fn current_minus_prior(prior: &GrayImage, current: &GrayImage, prior_from_current: Option<&Transform>) -> GrayImage {
-    let (sx, sy) = (prior.width as f32 / current.width.max(1) as f32, prior.height as f32 / current.height.max(1) as f32);
-    let prior_on_current = prior.warp(current.width, current.height, f32::NAN, |x, y| match prior_from_current {
+    let prior_on_current = prior_on_current(prior, current.width, current.height, prior_from_current);
+    minus(current, &prior_on_current)
+}
+
+/// The prior resampled onto a `width` × `height` current grid (NaN where it does not reach), for
+/// flicker, fade and subtraction.
+pub fn prior_on_current(prior: &GrayImage, width: usize, height: usize, prior_from_current: Option<&Transform>) -> GrayImage {
+    let (sx, sy) = (prior.width as f32 / width.max(1) as f32, prior.height as f32 / height.max(1) as f32);
+    prior.warp(width, height, f32::NAN, |x, y| match prior_from_current {
         Some(t) => {
             let (px, py) = t.apply(x as f64, y as f64);
             (px as f32, py as f32)
         }
         None => ((x + 0.5) * sx - 0.5, (y + 0.5) * sy - 0.5),
-    });
+    })
+}
+
+/// `current − prior_on_current`, pixel by pixel (same grid).
+pub fn minus(current: &GrayImage, prior_on_current: &GrayImage) -> GrayImage {
     let data = current.data.iter().zip(&prior_on_current.data).map(|(c, p)| c - p).collect();
     GrayImage { width: current.width, height: current.height, data }
 }

@@ -62,6 +62,7 @@ impl App {
             (Key::P, AppCommand::Step { forward: false }),
             (Key::B, AppCommand::SetDrawing(!self.drawing)),
             (Key::M, AppCommand::SetMeasuring(!self.measuring)),
+            (Key::V, AppCommand::SetViewMode(next_mode(self.view_mode))),
             (
                 Key::D,
                 AppCommand::SetViewMode(if self.view_mode == ViewMode::Subtraction { ViewMode::SideBySide } else { ViewMode::Subtraction }),
@@ -166,4 +167,10 @@ impl App {
             _ => None,
         }
     }
+}
+
+/// The view mode after `mode` in the V key's cycle.
+fn next_mode(mode: ViewMode) -> ViewMode {
+    let i = ViewMode::ALL.iter().position(|m| *m == mode).unwrap_or(0);
+    ViewMode::ALL[(i + 1) % ViewMode::ALL.len()]
 }

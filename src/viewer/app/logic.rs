@@ -86,10 +86,12 @@ impl App {
             AppCommand::SetSync(sync) => self.sync = sync,
             AppCommand::SetViewMode(mode) => {
                 self.view_mode = mode;
-                if mode == super::ViewMode::Subtraction && self.pane(Role::Prior).series().is_none() {
-                    self.status = "subtraction needs a prior and a current image".into();
+                if mode != super::ViewMode::SideBySide && self.pane(Role::Prior).series().is_none() {
+                    self.status = format!("{} needs a prior and a current image", mode.label());
                 }
             }
+            AppCommand::SetFade(t) => self.fade = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.5 },
+            AppCommand::SetFlickerHz(hz) => self.flicker_hz = if hz.is_finite() { hz.clamp(0.25, 10.0) } else { 2.0 },
             AppCommand::ApplyPreset(preset) => self.apply_preset(preset),
             AppCommand::SetInvert { role, on } => self.pane_mut(role).invert = on,
             AppCommand::SetWindow { role, window } => {
@@ -772,7 +774,7 @@ impl App {
     /// Computes the subtraction of the shown frames when the mode asks for it and they (or the
     /// registration) changed since. On the UI thread: one resampling pass, a few ms for 512².
     pub(super) fn ensure_subtraction(&mut self, ctx: &egui::Context) {
-        if self.view_mode != super::ViewMode::Subtraction {
+        if self.view_mode == super::ViewMode::SideBySide {
             return;
         }
         let (prior, current) = (self.pane(Role::Prior), self.pane(Role::Current));
@@ -785,11 +787,33 @@ impl App {
         if self.subtraction.as_ref().is_some_and(|s| s.key == key) {
             return;
         }
-        let difference = crate::registration::difference::current_minus_prior(&pf.to_gray(), &cf.to_gray(), registration.as_ref());
-        let window = crate::registration::difference::symmetric_window(&difference);
-        let image = super::ui::diverging_image(&difference, window);
+        use crate::registration::difference;
+        let current_gray = cf.to_gray();
+        let prior_on_current = difference::prior_on_current(&pf.to_gray(), cf.width, cf.height, registration.as_ref());
+        let diff = difference::minus(&current_gray, &prior_on_current);
+        let window = difference::symmetric_window(&diff);
+        let image = super::ui::diverging_image(&diff, window);
         let texture = ctx.load_texture("subtraction", image, egui::TextureOptions::LINEAR);
-        self.subtraction = Some(super::Subtraction { key, difference, window, texture });
+        self.subtraction = Some(super::Subtraction { key, difference: diff, prior_on_current, prior_texture: None, window, texture });
+    }
+
+    /// The resampled prior drawn with the current pane's window, for flicker and fade (redrawn
+    /// when that window changes).
+    pub(super) fn ensure_prior_texture(&mut self, ctx: &egui::Context) {
+        let current = self.pane(Role::Current);
+        // `to_gray` negated a MONOCHROME1 image's values; the negated window shows them as the
+        // pane shows the current.
+        let (window, invert) = match current.current_frame() {
+            Some(f) if f.invert => (crate::study::Window { center: -current.window.center, width: current.window.width }, current.invert),
+            _ => (current.window, current.invert),
+        };
+        let key = (window.center.to_bits(), window.width.to_bits(), invert);
+        let Some(sub) = self.subtraction.as_mut() else { return };
+        if sub.prior_texture.as_ref().is_some_and(|(k, _)| *k == key) {
+            return;
+        }
+        let image = super::ui::windowed_image(&sub.prior_on_current, window, invert);
+        sub.prior_texture = Some((key, ctx.load_texture("prior on current", image, egui::TextureOptions::LINEAR)));
     }
 
     pub(super) fn update_title(&mut self) {

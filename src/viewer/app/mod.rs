@@ -54,16 +54,38 @@ impl Default for SyncSettings {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ViewMode {
     SideBySide,
+    /// The current pane alternates between the prior (resampled onto the current's grid, same
+    /// window) and the current.
+    Flicker,
+    /// The current pane blends the resampled prior into the current.
+    Fade,
     /// The current pane shows current − prior (registered when "By registration" is on) in a
     /// diverging colour map with its own symmetric window; boxes stay on the current's pixels.
     Subtraction,
 }
 
-/// The subtraction image of the shown frames and what it was computed from.
+impl ViewMode {
+    pub const ALL: [ViewMode; 4] = [ViewMode::SideBySide, ViewMode::Flicker, ViewMode::Fade, ViewMode::Subtraction];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ViewMode::SideBySide => "Side by side",
+            ViewMode::Flicker => "Flicker",
+            ViewMode::Fade => "Fade",
+            ViewMode::Subtraction => "Subtraction",
+        }
+    }
+}
+
+/// The prior on the current's grid and the subtraction of the shown frames, with what they were
+/// computed from.
 pub struct Subtraction {
     /// Prior and current (pane generation, frame), and whether the registration was used.
     key: ((u64, usize), (u64, usize), bool),
     pub difference: crate::study::gray::GrayImage,
+    pub prior_on_current: crate::study::gray::GrayImage,
+    /// The prior drawn with the current pane's window: (window and invert it was drawn with).
+    prior_texture: Option<((u32, u32, bool), egui::TextureHandle)>,
     /// ± this maps to the ends of the colour map.
     pub window: f32,
     texture: egui::TextureHandle,
@@ -201,6 +223,9 @@ pub enum AppCommand {
     SetShowRejected(bool),
     SetSync(SyncSettings),
     SetViewMode(ViewMode),
+    /// Fade position: 0 shows the prior, 1 the current.
+    SetFade(f32),
+    SetFlickerHz(f32),
     ApplyPreset(Preset),
     SetInvert {
         role: Role,
@@ -252,6 +277,8 @@ pub struct App {
     rulers: Vec<Ruler>,
     view_mode: ViewMode,
     subtraction: Option<Subtraction>,
+    fade: f32,
+    flicker_hz: f32,
     /// The image point under the pointer, in the pane showing that role.
     cursor: Option<(Role, egui::Pos2)>,
     drag: Option<Drag>,
@@ -333,6 +360,8 @@ impl App {
             rulers: Vec::new(),
             view_mode: ViewMode::SideBySide,
             subtraction: None,
+            fade: 0.5,
+            flicker_hz: 2.0,
             cursor: None,
             drag: None,
             show_rejected: false,
@@ -417,6 +446,26 @@ impl App {
     /// The subtraction image the current pane shows (subtraction mode only).
     pub fn subtraction(&self) -> Option<&Subtraction> {
         self.subtraction.as_ref().filter(|_| self.view_mode == ViewMode::Subtraction)
+    }
+
+    pub fn fade(&self) -> f32 {
+        self.fade
+    }
+
+    /// How opaque the resampled prior is over the current pane at `time_secs` (0 in side by side
+    /// and subtraction; flicker alternates 1 and 0 at the flicker rate; fade is 1 − fade).
+    pub fn prior_opacity(&self, time_secs: f64) -> f32 {
+        match self.view_mode {
+            ViewMode::Flicker => {
+                if (time_secs * 2.0 * self.flicker_hz as f64).floor() as i64 % 2 == 0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            ViewMode::Fade => 1.0 - self.fade,
+            ViewMode::SideBySide | ViewMode::Subtraction => 0.0,
+        }
     }
 
     /// The rulers shown now (on the frames the panes show).
@@ -505,6 +554,12 @@ impl eframe::App for App {
         }
         self.ensure_registration();
         self.ensure_subtraction(ui.ctx());
+        if matches!(self.view_mode, ViewMode::Flicker | ViewMode::Fade) {
+            self.ensure_prior_texture(ui.ctx());
+        }
+        if self.view_mode == ViewMode::Flicker {
+            ui.ctx().request_repaint_after(Duration::from_secs_f32(0.5 / self.flicker_hz));
+        }
         self.drop_hidden_selection();
         self.handle_dropped_files(ui);
         if self.prompt.is_none() && !ui.ctx().egui_wants_keyboard_input() {

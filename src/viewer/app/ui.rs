@@ -76,7 +76,7 @@ pub(super) fn menu_bar_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands) {
 /// The keyboard and mouse reference (also in the README).
 pub const KEYS: &str = "Mouse: wheel zoom · left-drag pan / move box · right-drag window/level · Ctrl+wheel frames\n\
 Keys: ↑↓ ←→ frames · PgUp/PgDn ±10 frames · Home reset · I invert · 1–5 W/L presets\n\
-F find changes · G find in other image · B draw box · M ruler · D subtraction · A accept · R reject (then the next undecided) · L relabel · Delete · N/P next/previous undecided\n\
+F find changes · G find in other image · B draw box · M ruler · D subtraction · V cycle side by side / flicker / fade / subtraction · A accept · R reject (then the next undecided) · L relabel · Delete · N/P next/previous undecided\n\
 Ctrl+Z undo · Ctrl+Shift+Z / Ctrl+Y redo · Ctrl+S save · Esc cancel";
 
 pub(super) fn status_bar_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands) {
@@ -145,16 +145,37 @@ pub(super) fn side_panel_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands) {
         });
         ui.separator();
         ui.heading("Compare");
-        ui.horizontal(|ui| {
-            for (mode, label, hover) in [
-                (ViewMode::SideBySide, "Side by side", "prior | current"),
-                (ViewMode::Subtraction, "Subtraction", "current − prior in the current pane (D); registered when By registration is on"),
-            ] {
-                if ui.selectable_label(app.view_mode == mode, label).on_hover_text(hover).clicked() && app.view_mode != mode {
+        ui.horizontal_wrapped(|ui| {
+            for mode in ViewMode::ALL {
+                let hover = match mode {
+                    ViewMode::SideBySide => "prior | current",
+                    ViewMode::Flicker => "the current pane alternates prior and current (V cycles the modes)",
+                    ViewMode::Fade => "the current pane blends prior into current",
+                    ViewMode::Subtraction => "current − prior in the current pane (D)",
+                };
+                if ui.selectable_label(app.view_mode == mode, mode.label()).on_hover_text(hover).clicked() && app.view_mode != mode {
                     out.push(AppCommand::SetViewMode(mode));
                 }
             }
         });
+        match app.view_mode {
+            ViewMode::Fade => {
+                let mut t = app.fade;
+                if ui.add(egui::Slider::new(&mut t, 0.0..=1.0).text("prior ... current")).changed() {
+                    out.push(AppCommand::SetFade(t));
+                }
+            }
+            ViewMode::Flicker => {
+                let mut hz = app.flicker_hz;
+                if ui.add(egui::Slider::new(&mut hz, 0.25..=10.0).logarithmic(true).text("Hz")).changed() {
+                    out.push(AppCommand::SetFlickerHz(hz));
+                }
+            }
+            ViewMode::SideBySide | ViewMode::Subtraction => {}
+        }
+        if app.view_mode != ViewMode::SideBySide {
+            ui.label(RichText::new("Prior on the current's grid: registered when By registration is on").small());
+        }
         ui.separator();
         ui.heading("Sync");
         let mut sync: SyncSettings = app.sync;
@@ -474,7 +495,9 @@ impl App {
             self.panes[i].paint(ui, *rect, render_state);
             let painter = ui.painter_at(*rect);
             if self.panes[i].role == Role::Current {
+                let time = ui.input(|inp| inp.time);
                 self.paint_subtraction(&painter, PaneId(i));
+                self.paint_prior_over_current(&painter, PaneId(i), time);
             }
             let pane = &self.panes[i];
             let visible = |f: &crate::annotation::Finding| self.visible(f);
@@ -585,6 +608,50 @@ impl App {
         let how = if sub.key.2 { "registered" } else { "by relative position" };
         let text = format!("SUBTRACTION  current − prior ({how}), ±{:.0}", sub.window);
         // Bottom centre: the corners hold the pane's own text.
+        let at = pane.rect.center_bottom() - Vec2::new(0.0, 40.0);
+        let font = egui::FontId::proportional(13.0);
+        painter.text(at + Vec2::new(1.0, 1.0), egui::Align2::CENTER_BOTTOM, &text, font.clone(), Color32::BLACK);
+        painter.text(at, egui::Align2::CENTER_BOTTOM, text, font, Color32::from_rgb(255, 200, 120));
+    }
+}
+
+/// A grey image through a window (NaN, where the prior does not reach, black).
+pub(super) fn windowed_image(image: &crate::study::gray::GrayImage, window: crate::study::Window, invert: bool) -> egui::ColorImage {
+    let (lo, scale) = (window.lower(), 255.0 / window.width.max(1e-6));
+    let pixels = image
+        .data
+        .iter()
+        .map(|&v| {
+            if v.is_nan() {
+                return Color32::BLACK;
+            }
+            let g = ((v - lo) * scale).clamp(0.0, 255.0) as u8;
+            Color32::from_gray(if invert { 255 - g } else { g })
+        })
+        .collect();
+    egui::ColorImage::new([image.width, image.height], pixels)
+}
+
+impl App {
+    /// Flicker and fade: the resampled prior over the current image, as opaque as the mode says.
+    fn paint_prior_over_current(&self, painter: &egui::Painter, id: PaneId, time_secs: f64) {
+        let opacity = self.prior_opacity(time_secs);
+        let (Some(sub), Some(pane)) = (self.subtraction.as_ref(), self.panes.get(id.0)) else { return };
+        let (Some((_, texture)), Some(view)) = (&sub.prior_texture, pane.view) else { return };
+        let (w, h) = (sub.prior_on_current.width as f32, sub.prior_on_current.height as f32);
+        let image_rect = egui::Rect::from_min_max(
+            view.screen_from_image(pane.rect, egui::Pos2::ZERO),
+            view.screen_from_image(pane.rect, egui::Pos2::new(w, h)),
+        );
+        if opacity > 0.0 {
+            let uv = egui::Rect::from_min_max(egui::Pos2::ZERO, egui::Pos2::new(1.0, 1.0));
+            painter.image(texture.id(), image_rect, uv, Color32::from_white_alpha((opacity * 255.0).round() as u8));
+        }
+        let text = match self.view_mode {
+            ViewMode::Flicker => format!("FLICKER  {} ({:.1} Hz)", if opacity > 0.5 { "prior" } else { "current" }, self.flicker_hz),
+            ViewMode::Fade => format!("FADE  prior {:.0} % · current {:.0} %", opacity * 100.0, (1.0 - opacity) * 100.0),
+            ViewMode::SideBySide | ViewMode::Subtraction => return,
+        };
         let at = pane.rect.center_bottom() - Vec2::new(0.0, 40.0);
         let font = egui::FontId::proportional(13.0);
         painter.text(at + Vec2::new(1.0, 1.0), egui::Align2::CENTER_BOTTOM, &text, font.clone(), Color32::BLACK);
