@@ -8,7 +8,7 @@ use eframe::egui::Vec2;
 use egui_kittest::Harness;
 use tandem::grounding::DevicePreference;
 use tandem::viewer::pane::Role;
-use tandem::viewer::{App, Launch};
+use tandem::viewer::{App, AppCommand, Launch};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -38,16 +38,17 @@ fn run(path: &std::path::Path, cpu: bool, frames: usize) -> Option<f64> {
         h.step();
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    h.state_mut().cpu_rendering = cpu;
+    h.state_mut().run(AppCommand::SetCpuRendering(cpu));
     h.run_steps(2);
     h.render().ok()?;
     let mut times = Vec::with_capacity(frames);
     for k in 0..frames {
         let start = Instant::now();
         // What a right-drag does each frame: move the window, mirrored to the other pane.
-        let w = h.state().pane(Role::Current).window;
-        h.state_mut().pane_mut(Role::Current).window.center = w.center + if k % 2 == 0 { 7.0 } else { -5.0 };
-        h.state_mut().pane_mut(Role::Prior).window.center = w.center + if k % 2 == 0 { 7.0 } else { -5.0 };
+        let mut w = h.state().pane(Role::Current).window;
+        w.center += if k % 2 == 0 { 7.0 } else { -5.0 };
+        h.state_mut().run(AppCommand::SetWindow { role: Role::Current, window: w });
+        h.state_mut().run(AppCommand::SetWindow { role: Role::Prior, window: w });
         h.step();
         h.render().ok()?;
         times.push(start.elapsed().as_secs_f64() * 1e3);

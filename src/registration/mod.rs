@@ -1,6 +1,7 @@
 //! Registration: where a point of one image lies in another (translation → rigid), with a
 //! quality score. Used before difference grounding and by the viewer's geometric sync.
 
+pub mod difference;
 pub mod mutual;
 pub mod phase;
 pub mod planes;

@@ -6,6 +6,7 @@ pub mod guard;
 pub mod j2k;
 pub mod jpeg12;
 pub mod jpegls;
+pub mod measure;
 pub mod pairing;
 pub mod palette;
 pub mod pixels;
@@ -99,6 +100,9 @@ pub struct Meta {
     pub photometric: Option<String>,
     /// Row spacing, column spacing (mm).
     pub pixel_spacing_mm: Option<[f64; 2]>,
+    /// Which attribute `pixel_spacing_mm` came from (not serialized: `tandem info` keeps its keys).
+    #[serde(skip)]
+    pub pixel_spacing_source: Option<measure::SpacingSource>,
     pub image_orientation: Option<[f64; 6]>,
     /// sha256 of the file (raster images: what identifies the pixels).
     pub sha256: Option<String>,

@@ -8,18 +8,25 @@ use dicom_dictionary_std::tags;
 use dicom_object::{DefaultDicomObject, InMemDicomObject};
 
 use crate::study::dicom::{Attrs, ImageHeader};
+use crate::study::measure::SpacingSource;
 use crate::study::palette::{ModalityLut, Palette, voi_lut};
 use crate::study::pixels::{PixelBuf, StoredPixels};
 use crate::study::{Frame, Meta, Samples, StudyError, VoiLut, Window, gray};
 
 /// Identifying and geometric attributes of a DICOM object.
 pub fn read_meta(obj: &DefaultDicomObject, path: &Path) -> Meta {
-    let spacing = obj
+    let valid = |v: &Vec<f64>| v.len() >= 2 && v[0] > 0.0 && v[1] > 0.0;
+    let (spacing, spacing_source) = match obj
         .floats_of(tags::PIXEL_SPACING)
         .or_else(|| functional(obj, None, tags::PIXEL_MEASURES_SEQUENCE, tags::PIXEL_SPACING))
-        .or_else(|| obj.floats_of(tags::IMAGER_PIXEL_SPACING))
-        .filter(|v| v.len() >= 2 && v[0] > 0.0 && v[1] > 0.0)
-        .map(|v| [v[0], v[1]]);
+        .filter(valid)
+    {
+        Some(v) => (Some([v[0], v[1]]), Some(SpacingSource::PixelSpacing)),
+        None => match obj.floats_of(tags::IMAGER_PIXEL_SPACING).filter(valid) {
+            Some(v) => (Some([v[0], v[1]]), Some(SpacingSource::ImagerPixelSpacing)),
+            None => (None, None),
+        },
+    };
     let orientation = obj
         .floats_of(tags::IMAGE_ORIENTATION_PATIENT)
         .or_else(|| functional(obj, None, tags::PLANE_ORIENTATION_SEQUENCE, tags::IMAGE_ORIENTATION_PATIENT))
@@ -45,6 +52,7 @@ pub fn read_meta(obj: &DefaultDicomObject, path: &Path) -> Meta {
         transfer_syntax: Some(obj.meta().transfer_syntax().to_string()),
         photometric: obj.str_of(tags::PHOTOMETRIC_INTERPRETATION),
         pixel_spacing_mm: spacing,
+        pixel_spacing_source: spacing_source,
         image_orientation: orientation,
         sha256: None,
     }

@@ -210,6 +210,7 @@ pub fn series_from_volume(volume: &Volume, path: &Path) -> Series {
         modality: volume.modality.clone(),
         photometric: Some("MONOCHROME2".into()),
         pixel_spacing_mm: Some([spacing[1], spacing[0]]).filter(|s| s.iter().all(|v| v.is_finite() && *v > 0.0)),
+        pixel_spacing_source: Some(crate::study::measure::SpacingSource::Volume),
         image_orientation: volume.oriented.then(|| [row_dir[0], row_dir[1], row_dir[2], col_dir[0], col_dir[1], col_dir[2]]),
         sha256: file_sha256(path),
         ..Meta::default()

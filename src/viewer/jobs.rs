@@ -1,5 +1,7 @@
 //! Long work off the UI thread: loading studies, starting the grounder, grounding and
-//! registration. Workers report through channels that the app drains at the start of a frame.
+//! registration. Workers report through one channel that the app drains at the start of a frame;
+//! every result carries the `Stamp` of the images it was computed from, so that a result that
+//! arrives after its pane changed (a slow load, a grounding run on the previous pair) is dropped.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,12 +14,30 @@ use eframe::egui;
 use crate::grounding::{DevicePreference, Engine, Proposal, WeightsSource};
 use crate::registration::{self, AlignOptions, Alignment};
 use crate::study::{self, GrayImage, Series, StudyError};
-use crate::viewer::pane::{Role, SharedProgress};
+use crate::viewer::pane::{PaneId, Role, SharedProgress};
+
+/// The generation of each pane a job read or writes, taken when the job was started. The result
+/// is current only while every one of those panes still has that generation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stamp(pub Vec<(PaneId, u64)>);
+
+impl Stamp {
+    /// A job that depends on no image (the grounder's start-up).
+    pub fn none() -> Self {
+        Stamp(Vec::new())
+    }
+
+    /// True while every stamped pane still shows what the job ran on; `generation_of` answers
+    /// `None` for a pane that no longer exists.
+    pub fn is_current(&self, generation_of: impl Fn(PaneId) -> Option<u64>) -> bool {
+        self.0.iter().all(|&(pane, g)| generation_of(pane) == Some(g))
+    }
+}
 
 /// A finished job.
 pub enum JobResult {
     Loaded {
-        role: Role,
+        pane: PaneId,
         source: String,
         result: Result<Series, StudyError>,
     },
@@ -35,7 +55,6 @@ pub enum JobResult {
     },
     Registered {
         alignment: Alignment,
-        generations: (u64, u64),
     },
     Failed {
         what: String,
@@ -61,8 +80,8 @@ pub struct RunningGround {
 }
 
 pub struct Jobs {
-    tx: Sender<JobResult>,
-    rx: Receiver<JobResult>,
+    tx: Sender<(Stamp, JobResult)>,
+    rx: Receiver<(Stamp, JobResult)>,
     ctx: egui::Context,
     pub grounding: Option<RunningGround>,
     pub engine_loading: bool,
@@ -75,29 +94,30 @@ impl Jobs {
         Jobs { tx, rx, ctx, grounding: None, engine_loading: false, registering: false }
     }
 
-    /// Results that arrived since the last call.
-    pub fn drain(&mut self) -> Vec<JobResult> {
+    /// Results that arrived since the last call, each with the stamp its job was started with.
+    pub fn drain(&mut self) -> Vec<(Stamp, JobResult)> {
         self.rx.try_iter().collect()
     }
 
-    fn spawn(&self, name: &str, work: impl FnOnce() -> JobResult + Send + 'static) {
+    fn spawn(&self, name: &str, stamp: Stamp, work: impl FnOnce() -> JobResult + Send + 'static) {
         let tx = self.tx.clone();
         let ctx = self.ctx.clone();
+        let stamp_if_unspawned = stamp.clone();
         let spawned = std::thread::Builder::new().name(name.into()).spawn(move || {
             // A worker that panics must not take the app down or leave it waiting forever.
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
                 .unwrap_or_else(|_| JobResult::Failed { what: "background task".into(), error: "it stopped unexpectedly".into() });
-            let _ = tx.send(result);
+            let _ = tx.send((stamp, result));
             ctx.request_repaint();
         });
         if let Err(e) = spawned {
-            let _ = self.tx.send(JobResult::Failed { what: name.into(), error: e.to_string() });
+            let _ = self.tx.send((stamp_if_unspawned, JobResult::Failed { what: name.into(), error: e.to_string() }));
         }
     }
 
-    pub fn load(&self, role: Role, path: PathBuf, progress: SharedProgress) {
+    pub fn load(&self, pane: PaneId, stamp: Stamp, path: PathBuf, progress: SharedProgress) {
         let ctx = self.ctx.clone();
-        self.spawn("load", move || {
+        self.spawn("load", stamp, move || {
             let report = move |f: f32, msg: &str| {
                 if let Ok(mut p) = progress.lock() {
                     *p = (f, msg.to_string());
@@ -105,13 +125,13 @@ impl Jobs {
                 ctx.request_repaint();
             };
             let result = study::load(&path, &report);
-            JobResult::Loaded { role, source: path.display().to_string(), result }
+            JobResult::Loaded { pane, source: path.display().to_string(), result }
         });
     }
 
-    pub fn hang(&self, folder: PathBuf, progress: SharedProgress) {
+    pub fn hang(&self, stamp: Stamp, folder: PathBuf, progress: SharedProgress) {
         let ctx = self.ctx.clone();
-        self.spawn("hang", move || {
+        self.spawn("hang", stamp, move || {
             let report = move |f: f32, msg: &str| {
                 if let Ok(mut p) = progress.lock() {
                     *p = (f, msg.to_string());
@@ -125,14 +145,16 @@ impl Jobs {
 
     pub fn start_engine(&mut self, preference: DevicePreference) {
         self.engine_loading = true;
-        self.spawn("grounder", move || JobResult::EngineReady(Arc::new(Engine::new(preference, &WeightsSource::from_env()))));
+        self.spawn("grounder", Stamp::none(), move || {
+            JobResult::EngineReady(Arc::new(Engine::new(preference, &WeightsSource::from_env())))
+        });
     }
 
     /// Difference grounding of the shown frames (prior, current).
-    pub fn find_changes(&mut self, engine: Arc<Engine>, prior: GrayImage, current: GrayImage, frames: (u32, u32)) {
+    pub fn find_changes(&mut self, stamp: Stamp, engine: Arc<Engine>, prior: GrayImage, current: GrayImage, frames: (u32, u32)) {
         let cancelled = Arc::new(AtomicBool::new(false));
         self.grounding = Some(RunningGround { label: "Finding changes".into(), started: Instant::now(), cancelled: cancelled.clone() });
-        self.spawn("find changes", move || {
+        self.spawn("find changes", stamp, move || {
             let out = engine.diff(&prior, &current, crate::grounding::Method::Model);
             if cancelled.load(Ordering::Relaxed) {
                 return JobResult::Failed { what: "Find changes".into(), error: "cancelled".into() };
@@ -145,6 +167,7 @@ impl Jobs {
     #[allow(clippy::too_many_arguments)]
     pub fn locate(
         &mut self,
+        stamp: Stamp,
         engine: Arc<Engine>,
         from: Role,
         reference: GrayImage,
@@ -156,7 +179,7 @@ impl Jobs {
         let cancelled = Arc::new(AtomicBool::new(false));
         self.grounding =
             Some(RunningGround { label: "Finding in the other image".into(), started: Instant::now(), cancelled: cancelled.clone() });
-        self.spawn("locate", move || {
+        self.spawn("locate", stamp, move || {
             let start = Instant::now();
             let found = engine.locate(&reference, reference_box, &target, &hint, crate::grounding::Method::Model);
             if cancelled.load(Ordering::Relaxed) {
@@ -178,11 +201,11 @@ impl Jobs {
     }
 
     /// Rigid registration of current onto prior, for geometric sync.
-    pub fn register(&mut self, prior: GrayImage, current: GrayImage, generations: (u64, u64)) {
+    pub fn register(&mut self, stamp: Stamp, prior: GrayImage, current: GrayImage) {
         self.registering = true;
-        self.spawn("register", move || {
+        self.spawn("register", stamp, move || {
             let alignment = registration::align(&prior, &current, &AlignOptions::default());
-            JobResult::Registered { alignment, generations }
+            JobResult::Registered { alignment }
         });
     }
 }
@@ -190,4 +213,18 @@ impl Jobs {
 /// A fresh progress cell for a loading pane.
 pub fn progress_cell() -> SharedProgress {
     Arc::new(Mutex::new((0.0, String::from("starting"))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stamp_is_current_only_while_every_pane_keeps_its_generation() {
+        let stamp = Stamp(vec![(PaneId(0), 3), (PaneId(1), 5)]);
+        assert!(stamp.is_current(|p| Some(if p == PaneId(0) { 3 } else { 5 })));
+        assert!(!stamp.is_current(|p| Some(if p == PaneId(0) { 4 } else { 5 })), "a newer image in one pane");
+        assert!(!stamp.is_current(|p| (p == PaneId(0)).then_some(3)), "a pane that is gone");
+        assert!(Stamp::none().is_current(|_| None));
+    }
 }

@@ -7,7 +7,6 @@ pub mod gpu;
 pub mod jobs;
 pub mod overlay;
 pub mod pane;
-pub mod panels;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,7 +15,7 @@ use eframe::egui_wgpu::{self, wgpu};
 
 use crate::grounding::DevicePreference;
 
-pub use app::App;
+pub use app::{App, AppCommand};
 
 /// What the viewer opens with.
 #[derive(Clone, Debug)]

@@ -9,7 +9,12 @@ use eframe::egui_wgpu;
 use crate::study::{Frame, Samples, Series, Window};
 use crate::viewer::gpu::{DrawParams, ImageCallback, ImageRenderer};
 
-/// Which side a pane is.
+/// Where a pane sits in the layout (0 = left) and which GPU texture slot it draws from. It is not
+/// what the pane shows: that is its `Role`, the document's image key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PaneId(pub usize);
+
+/// Which study a pane shows, and the key of that image in the annotation document.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     Prior,
@@ -24,10 +29,15 @@ impl Role {
         }
     }
 
-    pub fn index(self) -> usize {
+    /// The key under which the document stores this image's boxes.
+    pub fn image_key(self) -> &'static str {
+        self.label()
+    }
+
+    pub fn other(self) -> Role {
         match self {
-            Role::Prior => 0,
-            Role::Current => 1,
+            Role::Prior => Role::Current,
+            Role::Current => Role::Prior,
         }
     }
 }
@@ -116,6 +126,7 @@ pub struct PaneChanges {
 }
 
 pub struct Pane {
+    pub id: PaneId,
     pub role: Role,
     pub content: Content,
     pub frame: usize,
@@ -134,8 +145,9 @@ pub struct Pane {
 }
 
 impl Pane {
-    pub fn new(role: Role) -> Self {
+    pub fn new(id: PaneId, role: Role) -> Self {
         Pane {
+            id,
             role,
             content: Content::Empty,
             frame: 0,
@@ -358,9 +370,9 @@ impl Pane {
             {
                 let mut renderer = rs.renderer.write();
                 if let Some(r) = renderer.callback_resources.get_mut::<ImageRenderer>()
-                    && !r.has(self.role.index(), key)
+                    && !r.has(self.id.0, key)
                 {
-                    r.upload(&rs.device, &rs.queue, self.role.index(), key, frame);
+                    r.upload(&rs.device, &rs.queue, self.id.0, key, frame);
                 }
             }
             let n_min = (img_rect.min - rect.min) / rect.size();
@@ -372,7 +384,7 @@ impl Pane {
                 window: [self.window.center, self.window.width, if invert { 1.0 } else { 0.0 }, mode],
                 lut,
             };
-            painter.add(egui_wgpu::Callback::new_paint_callback(rect, ImageCallback { pane: self.role.index(), params }));
+            painter.add(egui_wgpu::Callback::new_paint_callback(rect, ImageCallback { pane: self.id.0, params }));
         } else {
             let tex = self.cpu_texture(ui.ctx(), frame, key, invert, mode);
             painter.image(tex, img_rect, Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0)), Color32::WHITE);
@@ -389,7 +401,7 @@ impl Pane {
             return tex.id();
         }
         let image = render_cpu(frame, self.window, invert, mode == 2.0);
-        let tex = ctx.load_texture(format!("pane-{}", self.role.index()), image, egui::TextureOptions::LINEAR);
+        let tex = ctx.load_texture(format!("pane-{}", self.id.0), image, egui::TextureOptions::LINEAR);
         let id = tex.id();
         self.cpu_texture = Some((key, wkey, tex));
         id
@@ -456,8 +468,12 @@ pub fn render_cpu_region(frame: &Frame, window: Window, invert: bool, use_lut: b
     egui::ColorImage::new([x1 - x0, y1 - y0], pixels)
 }
 
+/// A message centred in the pane, wrapped to its width so that a long error stays inside it.
 fn centered_message(painter: &egui::Painter, rect: Rect, text: &str, color: Color32) {
-    painter.text(rect.center(), Align2::CENTER_CENTER, text, FontId::proportional(15.0), color);
+    let wrap = (rect.width() - 40.0).max(60.0);
+    let galley = painter.layout(text.to_string(), FontId::proportional(15.0), color, wrap);
+    let at = rect.center() - galley.size() / 2.0;
+    painter.galley(at, galley, color);
 }
 
 fn corner(painter: &egui::Painter, at: Pos2, align: Align2, lines: &[String], font: &FontId) {
