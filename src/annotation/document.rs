@@ -19,6 +19,10 @@ pub struct ImageRef {
     pub sop_instance_uid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sop_class_uid: Option<String>,
+    /// One SOP Instance UID per frame, when the frames are separate single-frame instances (a
+    /// folder series): `sop_instance_uid` is then the first frame's only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub frame_sop_instance_uids: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub study_instance_uid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -54,6 +58,13 @@ impl ImageRef {
     pub fn from_series(id: &str, series: &crate::study::Series) -> ImageRef {
         let frame = &series.frames[0];
         let m = &frame.meta;
+        // A folder of single-frame files: each frame is its own instance, and a box on frame k
+        // must name that instance, not the first file's.
+        let per_frame: Option<Vec<String>> =
+            series.frames.iter().map(|f| f.meta.sop_instance_uid.clone().filter(|_| f.frame_index == 0)).collect();
+        let frame_sop_instance_uids = per_frame
+            .filter(|uids| series.frames.len() > 1 && uids.iter().any(|u| Some(u) != m.sop_instance_uid.as_ref()))
+            .unwrap_or_default();
         let mut extra = Map::new();
         if let Some(modality) = &m.modality {
             extra.insert("modality".into(), Value::String(modality.clone()));
@@ -63,6 +74,7 @@ impl ImageRef {
             path: m.path.display().to_string(),
             sop_instance_uid: m.sop_instance_uid.clone(),
             sop_class_uid: m.sop_class_uid.clone(),
+            frame_sop_instance_uids,
             study_instance_uid: m.study_uid.clone(),
             series_instance_uid: m.series_uid.clone(),
             sha256: m.sha256.clone(),
@@ -80,11 +92,23 @@ impl ImageRef {
 }
 
 impl ImageRef {
-    /// Whether both refer to the same pixels: the same SOP Instance UID (and frame count), else
-    /// the same sha256, else the same path.
+    /// The SOP Instance UID that holds `frame`, and whether that instance has several frames
+    /// (so that a reference to it must name the frame too).
+    pub fn instance_of_frame(&self, frame: u32) -> Option<(&str, bool)> {
+        if !self.frame_sop_instance_uids.is_empty() {
+            return self.frame_sop_instance_uids.get(frame as usize).map(|u| (u.as_str(), false));
+        }
+        self.sop_instance_uid.as_deref().map(|u| (u, self.frames > 1))
+    }
+
+    /// Whether both refer to the same pixels: the same SOP Instance UID (and frame count, and
+    /// per-frame instances where both list them), else the same sha256, else the same path.
     pub fn same_pixels(&self, other: &ImageRef) -> bool {
         if let (Some(a), Some(b)) = (&self.sop_instance_uid, &other.sop_instance_uid) {
-            return a == b && self.frames == other.frames;
+            let frames_agree = self.frame_sop_instance_uids.is_empty()
+                || other.frame_sop_instance_uids.is_empty()
+                || self.frame_sop_instance_uids == other.frame_sop_instance_uids;
+            return a == b && self.frames == other.frames && frames_agree;
         }
         if let (Some(a), Some(b)) = (&self.sha256, &other.sha256) {
             return a == b;
