@@ -7,6 +7,7 @@ pub mod ground;
 pub mod info;
 pub mod ood;
 pub mod progress;
+pub mod series;
 
 use std::path::PathBuf;
 
@@ -127,6 +128,30 @@ pub enum GroundCommand {
         force: bool,
         /// Replace an existing --annotations document, reviewed findings included, instead of
         /// merging the new proposals into it.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// What changed through a whole series: slices paired by position along the normal (index
+    /// order without geometry), each pair grounded, one change's boxes on neighbouring slices
+    /// merged into one finding with its slice range.
+    Series {
+        /// The prior series: a folder (its largest series), a multi-frame file or a volume.
+        prior: PathBuf,
+        current: PathBuf,
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Also write the findings as a Tandem annotation document (one box per slice).
+        #[arg(long)]
+        annotations: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "model")]
+        method: MethodArg,
+        /// Minimum score of the boxes kept.
+        #[arg(long, default_value_t = 0.0)]
+        min_score: f32,
+        /// Replace existing output files.
+        #[arg(long)]
+        force: bool,
+        /// Replace an existing --annotations document, reviewed findings included.
         #[arg(long)]
         replace: bool,
     },

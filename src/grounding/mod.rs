@@ -14,6 +14,7 @@ pub mod medsg;
 pub mod model;
 pub mod phantom;
 pub mod rng;
+pub mod series;
 pub mod snap;
 pub mod sources;
 pub mod splits;

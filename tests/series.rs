@@ -1,0 +1,271 @@
+//! Whole-series change finding (`tandem ground series` and its core): slices paired by position,
+//! a change spanning three slices found as one finding with its slice range, the JSON contract,
+//! and exit 2 with one `error:` line on bad input. The series are built here as DICOM files from
+//! a real CT slice (tests/data/dicom/CT_small.dcm) with a synthetic change.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::{tags, uids};
+use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use tandem::grounding::series::{Matching, match_slices};
+use tandem::study::GrayImage;
+
+fn tandem(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tandem")).args(args).env("TANDEM_DEVICE", "cpu").output().expect("run tandem")
+}
+
+fn one_error_line(out: &Output) -> String {
+    assert_eq!(out.status.code(), Some(2), "exit code; stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout.is_empty(), "stdout must be empty on error: {}", String::from_utf8_lossy(&out.stdout));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line on stderr: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    err
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// The real CT slice the synthetic series are made of (HU).
+fn ct() -> GrayImage {
+    let quiet = |_: f32, _: &str| {};
+    tandem::study::load(Path::new("tests/data/dicom/CT_small.dcm"), &quiet).unwrap().frames[0].to_gray()
+}
+
+/// Where a slice lies and which series it belongs to.
+struct Slice<'a> {
+    series_uid: &'a str,
+    frame_of_reference: &'a str,
+    instance: usize,
+    /// z of Image Position (Patient); no geometry at all when `None`.
+    z: Option<f64>,
+}
+
+fn write_slice(dir: &Path, slice: &Slice, img: &GrayImage) {
+    let pixels: Vec<u16> = img.data.iter().map(|v| (v + 1024.0).round().clamp(0.0, 4095.0) as u16).collect();
+    let sop = format!("{}.{}", slice.series_uid, slice.instance + 1);
+    let mut elements = vec![
+        DataElement::new(tags::SOP_CLASS_UID, VR::UI, uids::CT_IMAGE_STORAGE),
+        DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, sop.as_str()),
+        DataElement::new(tags::PATIENT_ID, VR::LO, "SYNTH-1"),
+        DataElement::new(tags::STUDY_INSTANCE_UID, VR::UI, format!("{}.0", slice.series_uid)),
+        DataElement::new(tags::STUDY_DATE, VR::DA, "20260101"),
+        DataElement::new(tags::SERIES_INSTANCE_UID, VR::UI, slice.series_uid),
+        DataElement::new(tags::FRAME_OF_REFERENCE_UID, VR::UI, slice.frame_of_reference),
+        DataElement::new(tags::MODALITY, VR::CS, "CT"),
+        DataElement::new(tags::INSTANCE_NUMBER, VR::IS, (slice.instance + 1).to_string()),
+        DataElement::new(tags::PIXEL_SPACING, VR::DS, "0.7\\0.7"),
+        DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1u16)),
+        DataElement::new(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
+        DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(img.height as u16)),
+        DataElement::new(tags::COLUMNS, VR::US, PrimitiveValue::from(img.width as u16)),
+        DataElement::new(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(16u16)),
+        DataElement::new(tags::BITS_STORED, VR::US, PrimitiveValue::from(12u16)),
+        DataElement::new(tags::HIGH_BIT, VR::US, PrimitiveValue::from(11u16)),
+        DataElement::new(tags::PIXEL_REPRESENTATION, VR::US, PrimitiveValue::from(0u16)),
+        DataElement::new(tags::RESCALE_INTERCEPT, VR::DS, "-1024"),
+        DataElement::new(tags::RESCALE_SLOPE, VR::DS, "1"),
+        DataElement::new(tags::WINDOW_CENTER, VR::DS, "40"),
+        DataElement::new(tags::WINDOW_WIDTH, VR::DS, "400"),
+        DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(pixels.into())),
+    ];
+    if let Some(z) = slice.z {
+        elements.push(DataElement::new(tags::IMAGE_POSITION_PATIENT, VR::DS, format!("0\\0\\{z}")));
+        elements.push(DataElement::new(tags::IMAGE_ORIENTATION_PATIENT, VR::DS, "1\\0\\0\\0\\1\\0"));
+    }
+    let obj = InMemDicomObject::from_element_iter(elements);
+    let file = obj.with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)).unwrap();
+    // Files named against their order along z, so that the position (not the name) orders them.
+    file.write_to_file(dir.join(format!("im{:03}.dcm", 999 - slice.instance))).unwrap();
+}
+
+/// Slice `k` of the synthetic anatomy: the CT slice, shifted a little more at each level, with a
+/// bright structure that moves across from slice to slice (so that no two levels look alike).
+fn anatomy(base: &GrayImage, k: usize) -> GrayImage {
+    let shifted = base.crop(k as isize, (k / 2) as isize, base.width, base.height, -1000.0);
+    let cx = 20.0 + 11.0 * k as f32;
+    GrayImage::from_fn(base.width, base.height, |x, y| {
+        let d = ((x as f32 - cx).powi(2) + (y as f32 - 100.0).powi(2)).sqrt();
+        shifted.get(x, y) + if d < 5.0 { 300.0 } else { 0.0 }
+    })
+}
+
+/// A round lesion of radius `r` at (cx, cy) added to a slice.
+fn with_lesion(img: &GrayImage, cx: f32, cy: f32, r: f32) -> GrayImage {
+    GrayImage::from_fn(img.width, img.height, |x, y| {
+        let d = ((x as f32 + 0.5 - cx).powi(2) + (y as f32 + 0.5 - cy).powi(2)).sqrt();
+        img.get(x, y) + if d < r { 500.0 } else { 0.0 }
+    })
+}
+
+/// Writes a series of `n` slices 2.5 mm apart (from z0) into `dir`; `change(k)` may alter slice k.
+fn write_series(
+    dir: &Path,
+    series_uid: &str,
+    frame_of_reference: &str,
+    n: usize,
+    z0: Option<f64>,
+    change: &dyn Fn(usize, GrayImage) -> GrayImage,
+) {
+    std::fs::create_dir_all(dir).unwrap();
+    let base = ct();
+    for k in 0..n {
+        let slice = Slice { series_uid, frame_of_reference, instance: k, z: z0.map(|z| z + 2.5 * k as f64) };
+        write_slice(dir, &slice, &change(k, anatomy(&base, k)));
+    }
+}
+
+fn unchanged(_: usize, img: GrayImage) -> GrayImage {
+    img
+}
+
+/// The lesion of the current series: on slices 3, 4 and 5, largest on 4.
+fn lesion_on_3_to_5(k: usize, img: GrayImage) -> GrayImage {
+    match k {
+        3 | 5 => with_lesion(&img, 80.0, 50.0, 7.0),
+        4 => with_lesion(&img, 80.0, 50.0, 10.0),
+        _ => img,
+    }
+}
+
+#[test]
+fn a_change_on_three_slices_is_one_finding_with_its_slice_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let (prior, current) = (dir.path().join("prior"), dir.path().join("current"));
+    write_series(&prior, "1.2.826.0.1.1", "1.2.826.0.1.9", 8, Some(-40.0), &unchanged);
+    write_series(&current, "1.2.826.0.1.2", "1.2.826.0.1.9", 8, Some(-40.0), &lesion_on_3_to_5);
+    let (json, doc) = (dir.path().join("out.json"), dir.path().join("doc.json"));
+    let out = tandem(&["ground", "series", s(&prior), s(&current), "--json", s(&json), "--annotations", s(&doc)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("slice pairs grounded: 8/8"), "progress on stderr: {stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    // The contract: these keys, in this order.
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "method",
+            "model",
+            "device",
+            "prior",
+            "current",
+            "matching",
+            "pairs",
+            "unmatched",
+            "shift_mm",
+            "findings",
+            "compared",
+            "cancelled",
+            "millis"
+        ]
+    );
+    assert_eq!(v["matching"], "position");
+    assert_eq!(v["prior"]["slices"], 8);
+    assert_eq!(v["compared"], 8);
+    let pairs: Vec<(u64, u64)> =
+        v["pairs"].as_array().unwrap().iter().map(|p| (p["current"].as_u64().unwrap(), p["prior"].as_u64().unwrap())).collect();
+    assert_eq!(pairs, (0..8).map(|k| (k, k)).collect::<Vec<_>>());
+    let findings = v["findings"].as_array().unwrap();
+    assert!(!findings.is_empty(), "{v}");
+    let f = &findings[0];
+    let finding_keys: Vec<&str> = f.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(finding_keys, ["slices", "peak_slice", "score", "box", "boxes"]);
+    let box_keys: Vec<&str> = f["boxes"][0].as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(box_keys, ["slice", "prior_slice", "box", "reference_box", "score"]);
+    // The best finding is the lesion, one finding over its three slices.
+    assert_eq!(f["slices"], serde_json::json!([3, 5]), "{f}");
+    let b: Vec<f32> = f["box"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+    let found = tandem::grounding::BBox::new(b[0], b[1], b[2], b[3]);
+    let truth = tandem::grounding::BBox::new(70.0, 40.0, 90.0, 60.0);
+    assert!(found.iou(&truth) > 0.4, "{found:?}");
+    // No other finding reaches into the lesion's slices at its place.
+    for other in &findings[1..] {
+        let ob: Vec<f32> = other["box"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+        let o = tandem::grounding::BBox::new(ob[0], ob[1], ob[2], ob[3]);
+        assert!(o.iou(&truth) < 0.3 || other["score"].as_f64() < f["score"].as_f64(), "{other}");
+    }
+    // The document: one box per slice, each frame naming its own file's instance.
+    let d: serde_json::Value = serde_json::from_slice(&std::fs::read(&doc).unwrap()).unwrap();
+    let current_image = d["images"].as_array().unwrap().iter().find(|i| i["id"] == "current").unwrap();
+    let uids: Vec<&str> = current_image["frame_sop_instance_uids"].as_array().unwrap().iter().map(|u| u.as_str().unwrap()).collect();
+    assert_eq!(uids, (1..=8).map(|k| format!("1.2.826.0.1.2.{k}")).collect::<Vec<_>>());
+    let lesion = &d["findings"][0];
+    assert_eq!(lesion["slices"], serde_json::json!([3, 5]));
+    let frames: Vec<u64> =
+        lesion["boxes"].as_array().unwrap().iter().filter(|b| b["image"] == "current").map(|b| b["frame"].as_u64().unwrap()).collect();
+    assert_eq!(frames, [3, 4, 5]);
+    // It validates and exports as DICOM SR (each box referencing its slice's instance).
+    let check = tandem(&["annotations", "validate", s(&doc)]);
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    let sr = dir.path().join("doc.sr.dcm");
+    let export = tandem(&["annotations", "export", s(&doc), "--format", "sr", "--out", s(&sr)]);
+    assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
+    let bytes = std::fs::read(&sr).unwrap();
+    let has = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(has("1.2.826.0.1.2.5\0") || has("1.2.826.0.1.2.5"), "the SR references slice 4's own instance");
+}
+
+#[test]
+fn slices_are_paired_by_position_across_spacing_and_frames_of_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let quiet = |_: f32, _: &str| {};
+    // The current series starts two slices further along: its slice k is the prior's slice k + 2.
+    let prior = dir.path().join("prior");
+    write_series(&prior, "1.2.826.0.2.1", "1.2.826.0.2.9", 10, Some(0.0), &unchanged);
+    let current = dir.path().join("current");
+    std::fs::create_dir_all(&current).unwrap();
+    let base = ct();
+    for k in 0..6 {
+        let slice = Slice { series_uid: "1.2.826.0.2.2", frame_of_reference: "1.2.826.0.2.9", instance: k, z: Some(5.0 + 2.5 * k as f64) };
+        write_slice(&current, &slice, &anatomy(&base, k + 2));
+    }
+    let (p, c) = (tandem::study::load(&prior, &quiet).unwrap(), tandem::study::load(&current, &quiet).unwrap());
+    let m = match_slices(&p, &c).unwrap();
+    assert_eq!(m.matching, Matching::Position);
+    assert_eq!(m.pairs.iter().map(|x| (x.current, x.prior)).collect::<Vec<_>>(), (0..6).map(|k| (k, k + 2)).collect::<Vec<_>>());
+    // Another frame of reference, 100 mm away: the shift is found by comparing the slices.
+    let moved = dir.path().join("moved");
+    std::fs::create_dir_all(&moved).unwrap();
+    for k in 0..6 {
+        let slice =
+            Slice { series_uid: "1.2.826.0.2.3", frame_of_reference: "1.2.826.0.2.8", instance: k, z: Some(105.0 + 2.5 * k as f64) };
+        write_slice(&moved, &slice, &anatomy(&base, k + 2));
+    }
+    let m = match_slices(&p, &tandem::study::load(&moved, &quiet).unwrap()).unwrap();
+    assert_eq!(m.matching, Matching::RegisteredPosition);
+    assert!((m.shift_mm.unwrap() + 100.0).abs() < 1.3, "{:?}", m.shift_mm);
+    assert_eq!(m.pairs.iter().map(|x| (x.current, x.prior)).collect::<Vec<_>>(), (0..6).map(|k| (k, k + 2)).collect::<Vec<_>>());
+    // No geometry: index order, stretched over the longer series.
+    let bare = dir.path().join("bare");
+    write_series(&bare, "1.2.826.0.2.4", "1.2.826.0.2.9", 4, None, &unchanged);
+    let m = match_slices(&p, &tandem::study::load(&bare, &quiet).unwrap()).unwrap();
+    assert_eq!(m.matching, Matching::Index);
+    assert_eq!(m.pairs.iter().map(|x| x.prior).collect::<Vec<_>>(), [0, 3, 6, 9]);
+}
+
+#[test]
+fn bad_input_exits_2_with_one_error_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let series = dir.path().join("series");
+    write_series(&series, "1.2.826.0.3.1", "1.2.826.0.3.9", 3, Some(0.0), &unchanged);
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let text = dir.path().join("notes.dcm");
+    std::fs::write(&text, "not a DICOM file").unwrap();
+    let missing = dir.path().join("missing");
+    for (prior, current) in [(&missing, &series), (&series, &missing), (&empty, &series), (&series, &text), (&text, &series)] {
+        let err = one_error_line(&tandem(&["ground", "series", s(prior), s(current)]));
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    // An existing output is not replaced without --force, and nothing is computed first.
+    let json = dir.path().join("out.json");
+    std::fs::write(&json, "{}").unwrap();
+    let err = one_error_line(&tandem(&["ground", "series", s(&series), s(&series), "--json", s(&json)]));
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read_to_string(&json).unwrap(), "{}");
+}
