@@ -8,6 +8,7 @@ pub mod info;
 pub mod ood;
 pub mod progress;
 pub mod series;
+pub mod track;
 
 use std::path::PathBuf;
 
@@ -99,6 +100,9 @@ pub enum Command {
         #[command(subcommand)]
         what: bench::BenchCommand,
     },
+    /// Follow a box through the frames of a series or through timepoints, with its long axis,
+    /// short axis and area in each and the change from baseline and from nadir.
+    Track(track::TrackArgs),
     /// Check and export annotation documents.
     Annotations {
         #[command(subcommand)]
@@ -341,6 +345,7 @@ pub fn run(cli: Cli) -> i32 {
         Some(Command::Synth(args)) => ground::synth(args),
         Some(Command::Bench { what }) => bench::run(&cli, what),
         Some(Command::Annotations { what }) => annotations::run(what),
+        Some(Command::Track(args)) => track::run(&cli, args),
     };
     match result {
         Ok(()) => 0,
