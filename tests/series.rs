@@ -1,7 +1,8 @@
-//! Whole-series change finding (`tandem ground series` and its core): slices paired by position,
-//! a change spanning three slices found as one finding with its slice range, the JSON contract,
-//! and exit 2 with one `error:` line on bad input. The series are built here as DICOM files from
-//! a real CT slice (tests/data/dicom/CT_small.dcm) with a synthetic change.
+//! Following a patient over time: whole-series change finding (`tandem ground series` and its
+//! core), a lesion tracked through timepoints with its size (`tandem track`), and `tandem batch`
+//! over a manifest in shards; JSON contracts, and exit 2 with one `error:` line on bad input. The
+//! series are built here as DICOM files from a real CT slice (tests/data/dicom/CT_small.dcm) with
+//! synthetic changes.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -411,4 +412,115 @@ fn track_without_pixel_spacing_measures_in_pixels_and_refuses_bad_input() {
         let err = one_error_line(&tandem(&args));
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
+}
+
+fn tandem_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tandem"));
+    c.args(args).env("TANDEM_DEVICE", "cpu").env_remove("SLURM_ARRAY_TASK_ID").env_remove("SLURM_ARRAY_TASK_COUNT");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("run tandem")
+}
+
+fn ok(out: Output) -> String {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn batch_in_three_shards_merges_to_what_one_run_gives_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Two series pairs (one with a change), two image pairs and a pair whose file is missing.
+    write_series(&data.join("p1"), "1.2.826.0.6.1", "1.2.826.0.6.9", 4, Some(0.0), &unchanged);
+    write_series(&data.join("c1"), "1.2.826.0.6.2", "1.2.826.0.6.9", 4, Some(0.0), &|k, img| {
+        if k == 2 { with_lesion(&img, 96.0, 88.0, 7.0) } else { img }
+    });
+    write_series(&data.join("p2"), "1.2.826.0.6.3", "1.2.826.0.6.8", 3, Some(0.0), &unchanged);
+    let images = std::fs::canonicalize("tests/data/medsg-example/images").unwrap();
+    let img = |n: &str| images.join(n).display().to_string();
+    let manifest = dir.path().join("pairs.csv");
+    let lines = [
+        "id,prior,current,kind".to_string(),
+        "lesion,data/p1,data/c1,".to_string(),
+        format!(",{},{},diff", img("t1_a.png"), img("t1_b.png")),
+        "same,data/p2,data/p2,series".to_string(),
+        format!("\"t2\",\"{}\",\"{}\",", img("t2_a.png"), img("t2_b.png")),
+        "gone,data/nothing.dcm,data/p1,diff".to_string(),
+    ];
+    std::fs::write(&manifest, lines.join("\n")).unwrap();
+    let (one, sharded) = (dir.path().join("one"), dir.path().join("sharded"));
+    let stdout = ok(tandem(&["batch", s(&manifest), "--out", s(&one)]));
+    assert!(stdout.contains("4 computed, 0 skipped (done before), 1 failed"), "{stdout}");
+    ok(tandem(&["batch", "--merge", s(&one)]));
+    // Three shards at once, as separate processes; the last as a SLURM array task (array 1-3).
+    let children = vec![
+        tandem_env(&["batch", s(&manifest), "--out", s(&sharded), "--shard", "0/3"], &[]),
+        tandem_env(&["batch", s(&manifest), "--out", s(&sharded), "--shard", "1/3"], &[]),
+        tandem_env(
+            &["batch", s(&manifest), "--out", s(&sharded)],
+            &[("SLURM_ARRAY_TASK_ID", "3"), ("SLURM_ARRAY_TASK_MIN", "1"), ("SLURM_ARRAY_TASK_COUNT", "3")],
+        ),
+    ];
+    for child in children {
+        ok(child.wait_with_output().unwrap());
+    }
+    for k in 0..3 {
+        assert!(sharded.join(format!("shard-{k}-of-3.json")).exists(), "shard {k} wrote its summary");
+    }
+    ok(tandem(&["batch", "--merge", s(&sharded)]));
+    let read = |p: &Path| -> serde_json::Value { serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap() };
+    let (a, b) = (read(&one.join("merged.json")), read(&sharded.join("merged.json")));
+    assert_eq!(a, b, "the shards' merge equals the single run");
+    assert_eq!(a["pairs"], 5);
+    assert_eq!(a["failed"], 1);
+    let results = a["results"].as_array().unwrap();
+    let ids: Vec<&str> = results.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["lesion", "row-00002", "same", "t2", "gone"]);
+    assert_eq!(results[0]["kind"], "series");
+    assert_eq!(results[1]["kind"], "diff");
+    assert_eq!(results[4]["status"], "error");
+    // The changed slice is found in the series pair; the series compared with itself has nothing.
+    assert_eq!(results[0]["result"]["findings"][0]["slices"], serde_json::json!([2, 2]), "{}", results[0]);
+    assert!(results[2]["result"]["findings"].as_array().unwrap().iter().all(|f| f["score"].as_f64().unwrap() < 0.5), "{}", results[2]);
+    // Restartable: a rerun skips what is done (and retries the failure); a lost result is redone.
+    let before = std::fs::read(sharded.join("results/lesion.json")).unwrap();
+    let stdout = ok(tandem(&["batch", s(&manifest), "--out", s(&sharded), "--shard", "0/3"]));
+    assert!(stdout.contains("0 computed, 2 skipped"), "{stdout}");
+    assert_eq!(std::fs::read(sharded.join("results/lesion.json")).unwrap(), before);
+    std::fs::remove_file(sharded.join("results/t2.json")).unwrap();
+    let err = one_error_line(&tandem(&["batch", "--merge", s(&sharded)]));
+    assert!(err.contains("1 of 5 pair(s) have no result"), "{err}");
+    let stdout = ok(tandem(&["batch", s(&manifest), "--out", s(&sharded)]));
+    assert!(stdout.contains("1 computed, 3 skipped (done before), 1 failed"), "{stdout}");
+}
+
+#[test]
+fn batch_refuses_bad_manifests_and_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let good = dir.path().join("good.csv");
+    std::fs::write(&good, "prior,current\na.png,b.png\n").unwrap();
+    let no_header = dir.path().join("no_header.csv");
+    std::fs::write(&no_header, "a.png,b.png\n").unwrap();
+    let twice = dir.path().join("twice.csv");
+    std::fs::write(&twice, "id,prior,current\nx,a,b\nx,c,d\n").unwrap();
+    let bad_kind = dir.path().join("bad_kind.csv");
+    std::fs::write(&bad_kind, "prior,current,kind\na,b,volume\n").unwrap();
+    let missing = dir.path().join("missing.csv");
+    for args in [
+        vec!["batch", s(&missing), "--out", s(&out)],
+        vec!["batch", s(&no_header), "--out", s(&out)],
+        vec!["batch", s(&twice), "--out", s(&out)],
+        vec!["batch", s(&bad_kind), "--out", s(&out)],
+        vec!["batch", s(&good), "--out", s(&out), "--shard", "3/3"],
+        vec!["batch", s(&good), "--out", s(&out), "--shard", "x"],
+        vec!["batch", s(&good)],
+        vec!["batch", "--merge", s(&out)],
+    ] {
+        one_error_line(&tandem(&args));
+    }
+    let err = one_error_line(&tandem(&["batch", s(&good), "--out", s(&good)]));
+    assert!(err.contains("not a folder"), "{err}");
 }

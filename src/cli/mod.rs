@@ -2,6 +2,7 @@
 //! the viewer. Bad input exits 2 with one `error: …` line on stderr.
 
 pub mod annotations;
+pub mod batch;
 pub mod bench;
 pub mod ground;
 pub mod info;
@@ -103,6 +104,9 @@ pub enum Command {
     /// Follow a box through the frames of a series or through timepoints, with its long axis,
     /// short axis and area in each and the change from baseline and from nadir.
     Track(track::TrackArgs),
+    /// Ground diff or series over a manifest of pairs (restartable, sharded for job arrays),
+    /// or join the shards' results with --merge.
+    Batch(batch::BatchArgs),
     /// Check and export annotation documents.
     Annotations {
         #[command(subcommand)]
@@ -346,6 +350,7 @@ pub fn run(cli: Cli) -> i32 {
         Some(Command::Bench { what }) => bench::run(&cli, what),
         Some(Command::Annotations { what }) => annotations::run(what),
         Some(Command::Track(args)) => track::run(&cli, args),
+        Some(Command::Batch(args)) => batch::run(&cli, args),
     };
     match result {
         Ok(()) => 0,
