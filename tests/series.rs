@@ -308,7 +308,8 @@ fn a_lesion_is_tracked_through_timepoints_with_its_size_and_changes() {
         tandem::grounding::BBox::from_centre(96.0 + dx as f32, 88.0 + dy as f32, 2.0 * r, 2.0 * r)
     };
     let json = dir.path().join("track.json");
-    let mut args = vec!["track", "--box", "89,81,103,95", "--frame", "0", "--json", s(&json)];
+    let doc = dir.path().join("track.tandem.json");
+    let mut args = vec!["track", "--box", "89,81,103,95", "--frame", "0", "--json", s(&json), "--annotations", s(&doc)];
     args.extend(paths.iter().map(|p| s(p)));
     let out = tandem(&args);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -341,6 +342,18 @@ fn a_lesion_is_tracked_through_timepoints_with_its_size_and_changes() {
         assert_eq!(frames[t]["change_from_nadir_pct"].as_f64().unwrap(), pct(long[t], nadir), "frame {t}");
     }
     assert!(frames[3]["change_from_nadir_pct"].as_f64().unwrap() > 10.0, "regrowth from the nadir");
+    // The document holds the track: version 2, one image per timepoint, one finding with a box
+    // and a measurement on each; it validates and exports as DICOM SR.
+    let d = tandem::annotation::io::load(&doc).unwrap();
+    assert_eq!(d.schema_version, 2);
+    assert_eq!(d.images.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), ["t0", "t1", "t2", "t3"]);
+    assert_eq!(d.findings.len(), 1);
+    let track = d.findings[0].track.as_ref().unwrap();
+    assert_eq!(track.units, "mm");
+    assert_eq!(track.measurements.iter().map(|m| m.long_axis).collect::<Vec<_>>(), long);
+    assert_eq!(d.findings[0].boxes.iter().map(|b| b.image.as_str()).collect::<Vec<_>>(), ["t0", "t1", "t2", "t3"]);
+    ok(tandem(&["annotations", "validate", s(&doc)]));
+    ok(tandem(&["annotations", "export", s(&doc), "--format", "sr", "--out", s(&dir.path().join("track.sr.dcm"))]));
 
     // The box drawn on the third timepoint is followed backwards too.
     let t2 = truth(2);
@@ -523,4 +536,47 @@ fn batch_refuses_bad_manifests_and_shards() {
     }
     let err = one_error_line(&tandem(&["batch", s(&good), "--out", s(&good)]));
     assert!(err.contains("not a folder"), "{err}");
+}
+
+#[test]
+fn version_1_documents_still_open_and_stay_version_1_without_tracks() {
+    // The example of docs/annotation-format.md as version 1 wrote it.
+    let text = std::fs::read_to_string("docs/annotation-format.md").unwrap();
+    let start = text.find("```json\n").unwrap() + 8;
+    let end = start + text[start..].find("```").unwrap();
+    let v1 = text[start..end].replace("\"schema_version\": 2", "\"schema_version\": 1");
+    let doc = tandem::annotation::io::parse(v1.as_bytes()).unwrap();
+    assert_eq!(doc.schema_version, 1);
+    assert!(doc.findings.iter().all(|f| f.track.is_none()));
+    let saved: serde_json::Value = serde_json::from_slice(&tandem::annotation::io::to_bytes(&doc).unwrap()).unwrap();
+    assert_eq!(saved["schema_version"], 1, "saved as version 1: older builds still open it");
+    assert_eq!(saved, serde_json::from_str::<serde_json::Value>(&v1).unwrap(), "nothing lost or added");
+    // A track makes it version 2, even if the in-memory version was not raised.
+    let mut tracked = doc.clone();
+    let f = &mut tracked.findings[0];
+    let b = f.boxes[1].clone();
+    f.track = Some(tandem::annotation::document::Track {
+        units: "px".into(),
+        measurements: vec![tandem::annotation::document::Measurement {
+            image: b.image.clone(),
+            frame: b.frame,
+            bbox: b.bbox,
+            long_axis: 1.0,
+            short_axis: 1.0,
+            area: 1.0,
+            change_from_baseline_pct: 0.0,
+            change_from_nadir_pct: None,
+            extra: Default::default(),
+        }],
+        extra: Default::default(),
+    });
+    let bytes = tandem::annotation::io::to_bytes(&tracked).unwrap();
+    let reread = tandem::annotation::io::parse(&bytes).unwrap();
+    assert_eq!(reread.schema_version, 2);
+    assert_eq!(reread.findings[0].track, tracked.findings[0].track);
+    // A measurement where the finding has no box is refused.
+    let mut wrong: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    wrong["findings"][0]["track"]["measurements"][0]["frame"] = 7.into();
+    let err = tandem::annotation::io::parse(&serde_json::to_vec(&wrong).unwrap()).unwrap_err();
+    assert!(err.to_string().contains("no box"), "{err}");
 }

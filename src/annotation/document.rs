@@ -6,8 +6,13 @@ use serde_json::{Map, Value};
 
 use crate::grounding::BBox;
 
-/// The schema this build writes and the newest it reads.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The newest schema this build reads and writes. Version 2 added tracks (`Finding::track`): new
+/// documents start at version 1 and are written as version 2 once they hold a track
+/// (`Document::required_version`), so that older builds keep opening documents without tracks.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// The version of documents without version 2's additions.
+pub const SCHEMA_V1: u32 = 1;
 
 /// An image a document refers to, with what identifies its pixels.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
@@ -227,6 +232,42 @@ pub struct Finding {
     pub modified: String,
     #[serde(default)]
     pub log: Vec<LogEntry>,
+    /// One object followed through images or frames in time order, with its size in each
+    /// (schema version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track: Option<Track>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A tracked finding's sizes, in time order (the first is the baseline).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Track {
+    /// "mm" (from pixel spacing) or "px".
+    pub units: String,
+    pub measurements: Vec<Measurement>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// The size of a tracked finding's box on one image and frame, as measured when it was tracked
+/// (`box` says which box was measured, so that a reader can tell a box edited since).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Measurement {
+    pub image: String,
+    #[serde(default)]
+    pub frame: u32,
+    #[serde(rename = "box")]
+    pub bbox: [f32; 4],
+    /// The box's longer and shorter side, and its area (units squared).
+    pub long_axis: f64,
+    pub short_axis: f64,
+    pub area: f64,
+    /// Long axis against the baseline's, in percent.
+    pub change_from_baseline_pct: f64,
+    /// Long axis against the smallest before this one (none for the baseline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_from_nadir_pct: Option<f64>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -247,6 +288,7 @@ impl Finding {
             created: now.into(),
             modified: now.into(),
             log: vec![LogEntry { at: now.into(), action: "create".into(), detail: None }],
+            track: None,
             extra: Map::new(),
         }
     }
@@ -323,12 +365,17 @@ impl Default for Document {
 impl Document {
     pub fn new(images: Vec<ImageRef>) -> Document {
         Document {
-            schema_version: SCHEMA_VERSION,
+            schema_version: SCHEMA_V1,
             generator: format!("tandem {}", env!("CARGO_PKG_VERSION")),
             images,
             findings: Vec::new(),
             extra: Map::new(),
         }
+    }
+
+    /// The lowest schema version that holds this document: 2 when a finding has a track.
+    pub fn required_version(&self) -> u32 {
+        if self.findings.iter().any(|f| f.track.is_some()) { 2 } else { SCHEMA_V1 }
     }
 
     pub fn image(&self, id: &str) -> Option<&ImageRef> {

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde::Serialize;
 
+use crate::annotation::document::{Measurement, Track};
+use crate::annotation::{Document, Finding, FindingKind, ImageBox, ImageRef, Source};
 use crate::cli::ground::{parse_box, write_json};
 use crate::cli::series::load_series;
 use crate::cli::{Cli, CliError, MethodArg};
@@ -31,9 +33,13 @@ pub struct TrackArgs {
     pub slice: usize,
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Also write the track as a Tandem annotation document (schema version 2): one image per
+    /// input (`t0`, `t1`, …), one finding with a box and a measurement per frame.
+    #[arg(long)]
+    pub annotations: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "model")]
     pub method: MethodArg,
-    /// Replace --json when it exists.
+    /// Replace --json and --annotations when they exist.
     #[arg(long)]
     pub force: bool,
 }
@@ -107,7 +113,9 @@ fn pct(now: f64, then: f64) -> f64 {
 
 pub fn run(cli: &Cli, args: &TrackArgs) -> Result<(), CliError> {
     let inputs: Vec<&Path> = args.inputs.iter().map(PathBuf::as_path).collect();
-    if let Some(path) = &args.json {
+    let outputs: Vec<&Path> = args.json.iter().chain(&args.annotations).map(PathBuf::as_path).collect();
+    crate::fsutil::check_distinct_outputs(&outputs).map_err(CliError)?;
+    for path in &outputs {
         check_output(path, &inputs, args.force).map_err(CliError)?;
     }
     let b = parse_box(&args.bbox)?;
@@ -179,7 +187,53 @@ pub fn run(cli: &Cli, args: &TrackArgs) -> Result<(), CliError> {
         };
         write_json(path, &out)?;
     }
+    if let Some(path) = &args.annotations {
+        let doc = track_document(&series, &steps, &measured, units, &engine, method);
+        crate::annotation::io::save(&doc, path)?;
+        eprintln!("wrote the track to {}", path.display());
+    }
     Ok(())
+}
+
+/// A document with one image per input and the track as one finding: a box and a measurement
+/// on every frame followed, in order.
+fn track_document(series: &[Series], steps: &[Step], measured: &[Measured], units: &str, engine: &Engine, method: Method) -> Document {
+    let images = series.iter().enumerate().map(|(k, s)| ImageRef::from_series(&format!("t{k}"), s)).collect();
+    let mut doc = Document::new(images);
+    let image_of = |k: usize| format!("t{}", steps[k].input);
+    let boxes = measured.iter().enumerate().map(|(k, m)| ImageBox::new(&image_of(k), m.slice as u32, BBox::from_array(m.bbox))).collect();
+    let score = measured.iter().map(|m| m.score as f32).fold(1.0f32, f32::min);
+    let source = match (engine.has_model() && method == Method::Model, engine.model_name()) {
+        (true, Some(name)) => {
+            let (id, version) = name.rsplit_once(' ').unwrap_or((name, ""));
+            Source::Model { id: id.into(), version: version.into(), score }
+        }
+        _ => Source::Model { id: "baseline".into(), version: String::new(), score },
+    };
+    let now = crate::annotation::document::now();
+    let mut finding = Finding::new(FindingKind::Correspondence, "tracked", boxes, source, &now);
+    finding.track = Some(Track {
+        units: units.into(),
+        measurements: measured
+            .iter()
+            .enumerate()
+            .map(|(k, m)| Measurement {
+                image: image_of(k),
+                frame: m.slice as u32,
+                bbox: m.bbox,
+                long_axis: m.long_axis,
+                short_axis: m.short_axis,
+                area: m.area,
+                change_from_baseline_pct: m.change_from_baseline_pct,
+                change_from_nadir_pct: m.change_from_nadir_pct,
+                extra: Default::default(),
+            })
+            .collect(),
+        extra: Default::default(),
+    });
+    doc.findings.push(finding);
+    doc.schema_version = doc.required_version();
+    doc
 }
 
 /// The frames to follow: one series' frames, or one frame per timepoint (a multi-slice
