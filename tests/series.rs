@@ -580,3 +580,39 @@ fn version_1_documents_still_open_and_stay_version_1_without_tracks() {
     let err = tandem::annotation::io::parse(&serde_json::to_vec(&wrong).unwrap()).unwrap_err();
     assert!(err.to_string().contains("no box"), "{err}");
 }
+
+#[test]
+fn whole_series_grounding_reports_progress_and_stops_when_cancelled() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tandem::grounding::{ComputeDevice, Engine, Method};
+    let dir = tempfile::tempdir().unwrap();
+    write_series(&dir.path().join("p"), "1.2.826.0.7.1", "1.2.826.0.7.9", 6, Some(0.0), &unchanged);
+    write_series(&dir.path().join("c"), "1.2.826.0.7.2", "1.2.826.0.7.9", 6, Some(0.0), &lesion_on_3_to_5);
+    let quiet = |_: f32, _: &str| {};
+    let (p, c) = (tandem::study::load(&dir.path().join("p"), &quiet).unwrap(), tandem::study::load(&dir.path().join("c"), &quiet).unwrap());
+    let engine = Engine::baseline_only(ComputeDevice::cpu("test"), "baseline for the test".into());
+    let cancel = AtomicBool::new(false);
+    let mut seen = Vec::new();
+    let out = tandem::grounding::series::find_changes(
+        &engine,
+        &p,
+        &c,
+        Method::Model,
+        0.0,
+        &mut |done, total| {
+            seen.push((done, total));
+            if done == 2 {
+                cancel.store(true, Ordering::Relaxed);
+            }
+        },
+        Some(&cancel),
+    )
+    .unwrap();
+    assert_eq!(seen, [(0, 6), (1, 6), (2, 6)]);
+    assert_eq!((out.compared, out.cancelled), (2, true));
+    assert_eq!(out.method, Method::Baseline, "without a model the baseline answers, and says so");
+    // Uncancelled, the baseline finds the lesion's slices too.
+    let out = tandem::grounding::series::find_changes(&engine, &p, &c, Method::Baseline, 0.0, &mut |_, _| {}, None).unwrap();
+    assert!(!out.cancelled);
+    assert!(out.findings.iter().any(|f| f.slices[0] <= 4 && f.slices[1] >= 4), "{:?}", out.findings);
+}
