@@ -6,8 +6,13 @@ use serde_json::{Map, Value};
 
 use crate::grounding::BBox;
 
-/// The schema this build writes and the newest it reads.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The newest schema this build reads and writes. Version 2 added tracks (`Finding::track`): new
+/// documents start at version 1 and are written as version 2 once they hold a track
+/// (`Document::required_version`), so that older builds keep opening documents without tracks.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// The version of documents without version 2's additions.
+pub const SCHEMA_V1: u32 = 1;
 
 /// An image a document refers to, with what identifies its pixels.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
@@ -19,6 +24,10 @@ pub struct ImageRef {
     pub sop_instance_uid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sop_class_uid: Option<String>,
+    /// One SOP Instance UID per frame, when the frames are separate single-frame instances (a
+    /// folder series): `sop_instance_uid` is then the first frame's only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub frame_sop_instance_uids: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub study_instance_uid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -54,6 +63,13 @@ impl ImageRef {
     pub fn from_series(id: &str, series: &crate::study::Series) -> ImageRef {
         let frame = &series.frames[0];
         let m = &frame.meta;
+        // A folder of single-frame files: each frame is its own instance, and a box on frame k
+        // must name that instance, not the first file's.
+        let per_frame: Option<Vec<String>> =
+            series.frames.iter().map(|f| f.meta.sop_instance_uid.clone().filter(|_| f.frame_index == 0)).collect();
+        let frame_sop_instance_uids = per_frame
+            .filter(|uids| series.frames.len() > 1 && uids.iter().any(|u| Some(u) != m.sop_instance_uid.as_ref()))
+            .unwrap_or_default();
         let mut extra = Map::new();
         if let Some(modality) = &m.modality {
             extra.insert("modality".into(), Value::String(modality.clone()));
@@ -63,6 +79,7 @@ impl ImageRef {
             path: m.path.display().to_string(),
             sop_instance_uid: m.sop_instance_uid.clone(),
             sop_class_uid: m.sop_class_uid.clone(),
+            frame_sop_instance_uids,
             study_instance_uid: m.study_uid.clone(),
             series_instance_uid: m.series_uid.clone(),
             sha256: m.sha256.clone(),
@@ -80,11 +97,23 @@ impl ImageRef {
 }
 
 impl ImageRef {
-    /// Whether both refer to the same pixels: the same SOP Instance UID (and frame count), else
-    /// the same sha256, else the same path.
+    /// The SOP Instance UID that holds `frame`, and whether that instance has several frames
+    /// (so that a reference to it must name the frame too).
+    pub fn instance_of_frame(&self, frame: u32) -> Option<(&str, bool)> {
+        if !self.frame_sop_instance_uids.is_empty() {
+            return self.frame_sop_instance_uids.get(frame as usize).map(|u| (u.as_str(), false));
+        }
+        self.sop_instance_uid.as_deref().map(|u| (u, self.frames > 1))
+    }
+
+    /// Whether both refer to the same pixels: the same SOP Instance UID (and frame count, and
+    /// per-frame instances where both list them), else the same sha256, else the same path.
     pub fn same_pixels(&self, other: &ImageRef) -> bool {
         if let (Some(a), Some(b)) = (&self.sop_instance_uid, &other.sop_instance_uid) {
-            return a == b && self.frames == other.frames;
+            let frames_agree = self.frame_sop_instance_uids.is_empty()
+                || other.frame_sop_instance_uids.is_empty()
+                || self.frame_sop_instance_uids == other.frame_sop_instance_uids;
+            return a == b && self.frames == other.frames && frames_agree;
         }
         if let (Some(a), Some(b)) = (&self.sha256, &other.sha256) {
             return a == b;
@@ -203,6 +232,42 @@ pub struct Finding {
     pub modified: String,
     #[serde(default)]
     pub log: Vec<LogEntry>,
+    /// One object followed through images or frames in time order, with its size in each
+    /// (schema version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track: Option<Track>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A tracked finding's sizes, in time order (the first is the baseline).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Track {
+    /// "mm" (from pixel spacing) or "px".
+    pub units: String,
+    pub measurements: Vec<Measurement>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// The size of a tracked finding's box on one image and frame, as measured when it was tracked
+/// (`box` says which box was measured, so that a reader can tell a box edited since).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Measurement {
+    pub image: String,
+    #[serde(default)]
+    pub frame: u32,
+    #[serde(rename = "box")]
+    pub bbox: [f32; 4],
+    /// The box's longer and shorter side, and its area (units squared).
+    pub long_axis: f64,
+    pub short_axis: f64,
+    pub area: f64,
+    /// Long axis against the baseline's, in percent.
+    pub change_from_baseline_pct: f64,
+    /// Long axis against the smallest before this one (none for the baseline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_from_nadir_pct: Option<f64>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -223,6 +288,7 @@ impl Finding {
             created: now.into(),
             modified: now.into(),
             log: vec![LogEntry { at: now.into(), action: "create".into(), detail: None }],
+            track: None,
             extra: Map::new(),
         }
     }
@@ -299,12 +365,17 @@ impl Default for Document {
 impl Document {
     pub fn new(images: Vec<ImageRef>) -> Document {
         Document {
-            schema_version: SCHEMA_VERSION,
+            schema_version: SCHEMA_V1,
             generator: format!("tandem {}", env!("CARGO_PKG_VERSION")),
             images,
             findings: Vec::new(),
             extra: Map::new(),
         }
+    }
+
+    /// The lowest schema version that holds this document: 2 when a finding has a track.
+    pub fn required_version(&self) -> u32 {
+        if self.findings.iter().any(|f| f.track.is_some()) { 2 } else { SCHEMA_V1 }
     }
 
     pub fn image(&self, id: &str) -> Option<&ImageRef> {

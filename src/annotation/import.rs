@@ -145,6 +145,7 @@ pub fn import(obj: &InMemDicomObject, local: &[crate::study::Series]) -> Result<
                 created: now.clone(),
                 modified: now.clone(),
                 log: vec![LogEntry { at: now.clone(), action: "import".into(), detail: Some(format!("DICOM SR {sr_uid}")) }],
+                track: None,
                 extra: Default::default(),
             };
             if findings.iter().any(|x| x.id == f.id) {

@@ -85,6 +85,11 @@ pub fn validate(doc: &Document) -> Vec<String> {
                 problems.push(format!("finding {} refers to unknown image {:?}", f.id, b.image));
             }
         }
+        for m in f.track.iter().flat_map(|t| &t.measurements) {
+            if !f.boxes.iter().any(|b| b.image == m.image && b.frame == m.frame) {
+                problems.push(format!("finding {} measures image {:?} frame {} where it has no box", f.id, m.image, m.frame));
+            }
+        }
         if let Some(s) = f.score()
             && !(0.0..=1.0).contains(&s)
         {
@@ -96,6 +101,17 @@ pub fn validate(doc: &Document) -> Vec<String> {
 
 /// The exact bytes `save` writes (pretty JSON and a final newline).
 pub fn to_bytes(doc: &Document) -> Result<Vec<u8>, AnnotationError> {
+    // Never written under a version too old for what it holds (a track added to a version 1
+    // document makes it version 2).
+    // (Serialized from the document itself: through a serde_json::Value, f32 scores would
+    // come out with f64 digits.)
+    let raised;
+    let doc = if doc.schema_version < doc.required_version() {
+        raised = Document { schema_version: doc.required_version(), ..doc.clone() };
+        &raised
+    } else {
+        doc
+    };
     let mut bytes = serde_json::to_vec_pretty(doc).map_err(|e| AnnotationError::Save(e.to_string()))?;
     bytes.push(b'\n');
     Ok(bytes)

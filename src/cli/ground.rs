@@ -53,7 +53,7 @@ struct GroundOutput<'a> {
     proposals: &'a [Proposal],
 }
 
-fn write_json(path: &Path, value: &impl Serialize) -> Result<(), CliError> {
+pub(crate) fn write_json(path: &Path, value: &impl Serialize) -> Result<(), CliError> {
     let bytes = serde_json::to_vec_pretty(value)?;
     crate::fsutil::write_atomic(path, &bytes).map_err(|e| CliError(format!("cannot write {}: {e}", path.display())))
 }
@@ -62,7 +62,13 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<(), CliError> {
 /// the reviewed document at PATH (which must be about the same images as `fresh`), or `fresh`
 /// where PATH may be written afresh. An error when PATH is an input, or exists and may not be
 /// replaced.
-fn target_document(path: &Path, inputs: &[&Path], fresh: Document, force: bool, replace: bool) -> Result<(Document, bool), CliError> {
+pub(crate) fn target_document(
+    path: &Path,
+    inputs: &[&Path],
+    fresh: Document,
+    force: bool,
+    replace: bool,
+) -> Result<(Document, bool), CliError> {
     check_output(path, inputs, true).map_err(CliError)?;
     if std::fs::symlink_metadata(path).is_err() {
         return Ok((fresh, false));
@@ -153,6 +159,15 @@ pub fn run(cli: &Cli, what: &GroundCommand) -> Result<(), CliError> {
                 }
             }
             Ok(())
+        }
+        GroundCommand::Series { prior, current, json, annotations, method, min_score, force, replace } => {
+            let outputs = crate::cli::series::Outputs {
+                json: json.as_deref(),
+                annotations: annotations.as_deref(),
+                force: *force,
+                replace: *replace,
+            };
+            crate::cli::series::ground_series(cli, prior, current, (*method).into(), *min_score, &outputs)
         }
         GroundCommand::Locate { reference, bbox, target, json, method, force } => {
             if let Some(path) = json {

@@ -2,13 +2,17 @@
 //! the viewer. Bad input exits 2 with one `error: …` line on stderr.
 
 pub mod annotations;
+pub mod batch;
 pub mod bench;
+pub mod bench_series;
 pub mod ground;
 pub mod info;
 pub mod ood;
 #[cfg(feature = "pacs")]
 pub mod pacs;
 pub mod progress;
+pub mod series;
+pub mod track;
 
 use std::path::PathBuf;
 
@@ -110,6 +114,12 @@ pub enum Command {
         #[command(subcommand)]
         what: bench::BenchCommand,
     },
+    /// Follow a box through the frames of a series or through timepoints, with its long axis,
+    /// short axis and area in each and the change from baseline and from nadir.
+    Track(track::TrackArgs),
+    /// Ground diff or series over a manifest of pairs (restartable, sharded for job arrays),
+    /// or join the shards' results with --merge.
+    Batch(batch::BatchArgs),
     /// Check, export and import annotation documents.
     Annotations {
         #[command(subcommand)]
@@ -146,6 +156,30 @@ pub enum GroundCommand {
         force: bool,
         /// Replace an existing --annotations document, reviewed findings included, instead of
         /// merging the new proposals into it.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// What changed through a whole series: slices paired by position along the normal (index
+    /// order without geometry), each pair grounded, one change's boxes on neighbouring slices
+    /// merged into one finding with its slice range.
+    Series {
+        /// The prior series: a folder (its largest series), a multi-frame file or a volume.
+        prior: PathBuf,
+        current: PathBuf,
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Also write the findings as a Tandem annotation document (one box per slice).
+        #[arg(long)]
+        annotations: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "model")]
+        method: MethodArg,
+        /// Minimum score of the boxes kept.
+        #[arg(long, default_value_t = 0.0)]
+        min_score: f32,
+        /// Replace existing output files.
+        #[arg(long)]
+        force: bool,
+        /// Replace an existing --annotations document, reviewed findings included.
         #[arg(long)]
         replace: bool,
     },
@@ -340,6 +374,8 @@ pub fn run(cli: Cli) -> i32 {
         Some(Command::Annotations { what }) => annotations::run(what),
         #[cfg(feature = "pacs")]
         Some(Command::Pacs { what }) => pacs::run(what),
+        Some(Command::Track(args)) => track::run(&cli, args),
+        Some(Command::Batch(args)) => batch::run(&cli, args),
     };
     match result {
         Ok(()) => 0,

@@ -496,13 +496,25 @@ const MOTION_PRIOR: f32 = 0.1;
 /// the object stands out from its surroundings by intensity, as checked on the first frame (the
 /// rule redraws the reference box), its box is then redrawn around its extent in each frame.
 pub fn track_with(frames: &[GrayImage], reference_box: BBox, propose: &mut dyn FnMut(usize, BBox) -> Vec<BBox>) -> Option<Scored> {
+    let path = track_path_with(frames, reference_box, propose)?;
+    let score = path.iter().map(|s| s.score).fold(1.0f32, f32::min);
+    path.last().map(|s| Scored { bbox: s.bbox, score })
+}
+
+/// As `track_with`, with the box in every frame (the first frame's is `reference_box`), each
+/// scored by its own step's match (1 for the first frame).
+pub fn track_path_with(
+    frames: &[GrayImage],
+    reference_box: BBox,
+    propose: &mut dyn FnMut(usize, BBox) -> Vec<BBox>,
+) -> Option<Vec<Scored>> {
     let first = frames.first()?;
+    let mut path = vec![Scored { bbox: reference_box, score: 1.0 }];
     let smooth: Vec<GrayImage> = frames.iter().map(|f| f.blur(1.0)).collect();
     let validated = ObjectRule::learn(&smooth[0], reference_box)
         .and_then(|r| r.extent(&smooth[0], reference_box))
         .is_some_and(|b| b.iou(&reference_box) >= 0.7);
     let mut current = reference_box;
-    let mut score = 1.0f32;
     for t in 1..frames.len() {
         let (prev, next) = (&frames[t - 1], &frames[t]);
         let (cx, cy) = current.centre();
@@ -570,7 +582,7 @@ pub fn track_with(frames: &[GrayImage], reference_box: BBox, propose: &mut dyn F
                 }
             }
         }
-        score = score.min(sc.clamp(0.0, 1.0));
+        let step_score = sc.clamp(0.0, 1.0);
         let previous = current;
         current = found;
         if validated {
@@ -582,8 +594,9 @@ pub fn track_with(frames: &[GrayImage], reference_box: BBox, propose: &mut dyn F
                 }
             }
         }
+        path.push(Scored { bbox: current, score: step_score });
     }
-    Some(Scored { bbox: current, score })
+    Some(path)
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod medsg;
 pub mod model;
 pub mod phantom;
 pub mod rng;
+pub mod series;
 pub mod snap;
 pub mod sources;
 pub mod splits;
@@ -375,50 +376,56 @@ impl Engine {
         })
     }
 
-    /// Follows `reference_box` from the first frame to the last, frame by frame.
-    pub fn track(&self, frames: &[GrayImage], reference_box: BBox, method: Method) -> Option<Proposal> {
+    /// The box in every frame, following `reference_box` from the first frame to the last
+    /// (frames of one size), each with its step's score; `None` when the box is lost.
+    pub fn track_path(&self, frames: &[GrayImage], reference_box: BBox, method: Method) -> Option<Vec<(BBox, f32)>> {
         let method = self.effective(method);
-        if method == Method::Baseline {
-            let ws: Vec<GrayImage> = frames.iter().map(|f| working(f).image).collect();
-            let scale = working(&frames[0]).scale;
-            let found = baseline::track(&ws, reference_box.scale(1.0 / scale, 1.0 / scale))?;
-            return Some(Proposal {
-                kind: ProposalKind::Correspondence,
-                target_box: found.bbox.scale(scale, scale),
-                reference_box: Some(reference_box),
-                score: found.score,
-                source: self.source(method),
-            });
-        }
-        // The classical tracker's search, with the model's places near the previous box as
-        // further hypotheses at every step (its size head's boxes, tried as sizes too, lost
-        // 1.7 points on second-rendering tuning items: the places are used, not the sizes).
+        let first = frames.first()?;
+        let scale = working(first).scale;
         let ws: Vec<GrayImage> = frames.iter().map(|f| working(f).image).collect();
-        let scale = working(&frames[0]).scale;
-        let found = self.with_runner(|n| {
-            baseline::track_with(&ws, reference_box.scale(1.0 / scale, 1.0 / scale), &mut |t, prev| {
-                let (cx, cy) = prev.centre();
-                let hint = LocateHint {
-                    expected_centre: Some((cx, cy)),
-                    sigma_px: 0.6 * prev.width().max(prev.height()) + 12.0,
-                    same_scale: true,
-                    ..Default::default()
-                };
-                match n.candidates(&ws[t - 1], prev, &ws[t], &hint, 5) {
-                    Ok(c) => c.into_iter().map(|s| s.bbox).collect(),
-                    Err(e) => {
-                        log::error!("{e}");
-                        Vec::new()
+        let start = reference_box.scale(1.0 / scale, 1.0 / scale);
+        let path = match method {
+            Method::Baseline => baseline::track_path_with(&ws, start, &mut |_, _| Vec::new())?,
+            // As `track`: the model's places near the previous box are further hypotheses.
+            Method::Model => self.with_runner(|n| {
+                baseline::track_path_with(&ws, start, &mut |t, prev| {
+                    let (cx, cy) = prev.centre();
+                    let hint = LocateHint {
+                        expected_centre: Some((cx, cy)),
+                        sigma_px: 0.6 * prev.width().max(prev.height()) + 12.0,
+                        same_scale: true,
+                        ..Default::default()
+                    };
+                    match n.candidates(&ws[t - 1], prev, &ws[t], &hint, 5) {
+                        Ok(c) => c.into_iter().map(|s| s.bbox).collect(),
+                        Err(e) => {
+                            log::error!("{e}");
+                            Vec::new()
+                        }
                     }
-                }
-            })
-        })??;
+                })
+            })??,
+        };
+        let mut out: Vec<(BBox, f32)> = path.into_iter().map(|s| (s.bbox.scale(scale, scale), s.score)).collect();
+        // The first frame's box is the one given, not a round trip through the working scale.
+        if let Some(first) = out.first_mut() {
+            first.0 = reference_box;
+        }
+        Some(out)
+    }
+
+    /// Follows `reference_box` from the first frame to the last, frame by frame: the last
+    /// frame's box, scored by the weakest step.
+    pub fn track(&self, frames: &[GrayImage], reference_box: BBox, method: Method) -> Option<Proposal> {
+        let path = self.track_path(frames, reference_box, method)?;
+        let score = path.iter().map(|p| p.1).fold(1.0f32, f32::min);
+        let &(target_box, _) = path.last()?;
         Some(Proposal {
             kind: ProposalKind::Correspondence,
-            target_box: found.bbox.scale(scale, scale),
+            target_box,
             reference_box: Some(reference_box),
-            score: found.score,
-            source: self.source(method),
+            score,
+            source: self.source(self.effective(method)),
         })
     }
 }

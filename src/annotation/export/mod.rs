@@ -106,6 +106,17 @@ pub fn problems(doc: &Document, format: Option<ExportFormat>) -> Vec<String> {
                     out.push(format!("image {:?} has a {what} that is not a DICOM UID ({u:?})", img.id));
                 }
             }
+            if !img.frame_sop_instance_uids.is_empty() && img.frame_sop_instance_uids.len() != img.frames as usize {
+                out.push(format!(
+                    "image {:?} lists {} per-frame SOP Instance UIDs for {} frames",
+                    img.id,
+                    img.frame_sop_instance_uids.len(),
+                    img.frames
+                ));
+            }
+            if let Some(u) = img.frame_sop_instance_uids.iter().find(|u| !is_valid_uid(u)) {
+                out.push(format!("image {:?} has a per-frame SOP Instance UID that is not a DICOM UID ({u:?})", img.id));
+            }
             for (what, date) in [("study date", &img.study_date), ("patient birth date", &img.patient_birth_date)] {
                 if let Some(d) = date
                     && !(d.is_empty() || (d.len() == 8 && d.bytes().all(|b| b.is_ascii_digit())))

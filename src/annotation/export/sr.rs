@@ -96,10 +96,9 @@ fn is_single_frame_class(uid: &str) -> bool {
 
 /// Image region of one box: the SCOORD with its IMAGE reference.
 fn region(img: &ImageRef, frame: u32, b: [f32; 4]) -> Result<InMemDicomObject, ExportError> {
-    let sop_instance = img
-        .sop_instance_uid
-        .as_deref()
-        .ok_or_else(|| ExportError::Sr(format!("image {:?} is not a DICOM image (no SOP Instance UID)", img.id)))?;
+    let (sop_instance, multi_frame) = img
+        .instance_of_frame(frame)
+        .ok_or_else(|| ExportError::Sr(format!("image {:?} frame {frame} is not a DICOM instance (no SOP Instance UID)", img.id)))?;
     let sop_class = img.sop_class_uid.as_deref().unwrap_or(uids::SECONDARY_CAPTURE_IMAGE_STORAGE);
     let [x1, y1, x2, y2] = b;
     let points: Vec<f32> = vec![x1, y1, x2, y1, x2, y2, x1, y2, x1, y1];
@@ -107,7 +106,7 @@ fn region(img: &ImageRef, frame: u32, b: [f32; 4]) -> Result<InMemDicomObject, E
         DataElement::new(tags::REFERENCED_SOP_CLASS_UID, VR::UI, sop_class),
         DataElement::new(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, sop_instance),
     ];
-    if img.frames > 1 && !is_single_frame_class(sop_class) {
+    if multi_frame && !is_single_frame_class(sop_class) {
         // IS holds a signed 32-bit integer; frame numbers start at 1.
         let number = frame
             .checked_add(1)
@@ -282,17 +281,22 @@ pub fn to_sr(doc: &Document) -> Result<InMemDicomObject, ExportError> {
             let series_items = series
                 .into_iter()
                 .map(|(se, imgs)| {
+                    // A folder series is one instance per frame: each is evidence.
                     let sops = imgs
                         .iter()
-                        .map(|i| {
-                            InMemDicomObject::from_element_iter([
-                                DataElement::new(
-                                    tags::REFERENCED_SOP_CLASS_UID,
-                                    VR::UI,
-                                    i.sop_class_uid.clone().unwrap_or_else(|| uids::SECONDARY_CAPTURE_IMAGE_STORAGE.into()),
-                                ),
-                                DataElement::new(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, i.sop_instance_uid.clone().unwrap_or_default()),
-                            ])
+                        .flat_map(|i| {
+                            let instances: Vec<String> = if i.frame_sop_instance_uids.is_empty() {
+                                vec![i.sop_instance_uid.clone().unwrap_or_default()]
+                            } else {
+                                i.frame_sop_instance_uids.clone()
+                            };
+                            let class = i.sop_class_uid.clone().unwrap_or_else(|| uids::SECONDARY_CAPTURE_IMAGE_STORAGE.into());
+                            instances.into_iter().map(move |uid| {
+                                InMemDicomObject::from_element_iter([
+                                    DataElement::new(tags::REFERENCED_SOP_CLASS_UID, VR::UI, class.as_str()),
+                                    DataElement::new(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, uid),
+                                ])
+                            })
                         })
                         .collect();
                     InMemDicomObject::from_element_iter([

@@ -1,0 +1,289 @@
+//! `tandem track`: a box followed through the frames of a series or through timepoints, with its size in each and the change from baseline and from nadir.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::Serialize;
+
+use crate::annotation::document::{Measurement, Track};
+use crate::annotation::{Document, Finding, FindingKind, ImageBox, ImageRef, Source};
+use crate::cli::ground::{parse_box, write_json};
+use crate::cli::series::load_series;
+use crate::cli::{Cli, CliError, MethodArg};
+use crate::fsutil::check_output;
+use crate::grounding::series::{Matching, match_slices};
+use crate::grounding::{BBox, Engine, Method};
+use crate::study::{Frame, Series};
+
+#[derive(Args, Debug)]
+pub struct TrackArgs {
+    /// One series (its frames are followed in order), or several images or series, one per
+    /// timepoint in the order given (the first is the baseline).
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// x1,y1,x2,y2 in the pixels of frame --frame.
+    #[arg(long = "box")]
+    pub bbox: String,
+    /// The frame the box is drawn on (0-based): a frame of the one series, or a timepoint.
+    #[arg(long, default_value_t = 0)]
+    pub frame: usize,
+    /// With several multi-slice timepoints: the slice of timepoint --frame the box is on; the
+    /// other timepoints are followed on their slice nearest it along the normal.
+    #[arg(long, default_value_t = 0)]
+    pub slice: usize,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Also write the track as a Tandem annotation document (schema version 2): one image per
+    /// input (`t0`, `t1`, …), one finding with a box and a measurement per frame.
+    #[arg(long)]
+    pub annotations: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "model")]
+    pub method: MethodArg,
+    /// Replace --json and --annotations when they exist.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// One frame of the sequence followed: where it comes from.
+struct Step<'a> {
+    input: usize,
+    slice: usize,
+    frame: &'a Frame,
+}
+
+/// The box and its size in one frame.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct Measured {
+    pub frame: usize,
+    pub input: String,
+    pub slice: usize,
+    #[serde(rename = "box")]
+    pub bbox: [f32; 4],
+    /// This step's match (1 on the frame the box was drawn on).
+    pub score: f64,
+    /// The longer and shorter side of the box, in `units`.
+    pub long_axis: f64,
+    pub short_axis: f64,
+    /// The box's area, in `units` squared.
+    pub area: f64,
+    /// Long axis against the first frame's, in percent.
+    pub change_from_baseline_pct: f64,
+    /// Long axis against the smallest of the frames before this one (none for the first).
+    pub change_from_nadir_pct: Option<f64>,
+}
+
+#[derive(Serialize, Debug)]
+struct TrackOutput<'a> {
+    method: Method,
+    model: Option<&'a str>,
+    device: &'a str,
+    /// "mm" when every frame has a pixel spacing, else "px" for all.
+    units: &'static str,
+    /// What the axes measure: the tracked box's sides (not a segmented outline's diameters).
+    axes: &'static str,
+    reference_frame: usize,
+    frames: &'a [Measured],
+}
+
+fn round(v: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (v * f).round() / f
+}
+
+/// Sizes of the boxes in mm where every frame knows its pixel spacing (else px), and their
+/// changes from baseline and from nadir (long axis, as RECIST measures).
+pub fn measure(boxes: &[(BBox, f32)], spacing_mm: &[Option<[f64; 2]>]) -> (Vec<(f64, f64, f64, f64)>, &'static str) {
+    let mm = spacing_mm.iter().all(Option::is_some);
+    let sizes = boxes
+        .iter()
+        .zip(spacing_mm)
+        .map(|((b, score), s)| {
+            // Pixel Spacing is (row spacing, column spacing): x steps columns, y steps rows.
+            let [row, col] = if mm { s.unwrap_or([1.0, 1.0]) } else { [1.0, 1.0] };
+            let (w, h) = (b.width() as f64 * col, b.height() as f64 * row);
+            (w.max(h), w.min(h), w * h, *score as f64)
+        })
+        .collect();
+    (sizes, if mm { "mm" } else { "px" })
+}
+
+fn pct(now: f64, then: f64) -> f64 {
+    if then > 0.0 { round(100.0 * (now - then) / then, 1) } else { 0.0 }
+}
+
+pub fn run(cli: &Cli, args: &TrackArgs) -> Result<(), CliError> {
+    let inputs: Vec<&Path> = args.inputs.iter().map(PathBuf::as_path).collect();
+    let outputs: Vec<&Path> = args.json.iter().chain(&args.annotations).map(PathBuf::as_path).collect();
+    crate::fsutil::check_distinct_outputs(&outputs).map_err(CliError)?;
+    for path in &outputs {
+        check_output(path, &inputs, args.force).map_err(CliError)?;
+    }
+    let b = parse_box(&args.bbox)?;
+    let series: Vec<Series> = inputs.iter().map(|p| load_series(p)).collect::<Result<_, _>>()?;
+    let steps = sequence(&series, args.frame, args.slice)?;
+    let first = steps[0].frame;
+    if let Some(s) = steps.iter().find(|s| (s.frame.width, s.frame.height) != (first.width, first.height)) {
+        return Err(CliError(format!(
+            "the frames differ in size ({}×{} and {}×{} in {}); tracking needs one grid",
+            first.width,
+            first.height,
+            s.frame.width,
+            s.frame.height,
+            inputs[s.input].display()
+        )));
+    }
+    let r = &steps[args.frame].frame;
+    let frame_box = BBox::new(0.0, 0.0, r.width as f32, r.height as f32);
+    if b.intersection(&frame_box) < 0.5 * b.area() {
+        return Err(CliError(format!("--box lies mostly outside the {}×{} frame", r.width, r.height)));
+    }
+    let engine = crate::cli::engine(cli);
+    let method: Method = args.method.into();
+    let boxes = follow(&engine, &steps, args.frame, b, method)?;
+    let spacing: Vec<Option<[f64; 2]>> = steps.iter().map(|s| s.frame.meta.pixel_spacing_mm).collect();
+    let (sizes, units) = measure(&boxes, &spacing);
+    let mut measured = Vec::new();
+    let mut nadir: Option<f64> = None;
+    for (k, ((bx, _), (long, short, area, score))) in boxes.iter().zip(&sizes).enumerate() {
+        let baseline = sizes[0].0;
+        measured.push(Measured {
+            frame: k,
+            input: inputs[steps[k].input].display().to_string(),
+            slice: steps[k].slice,
+            bbox: crate::annotation::document::round_box(*bx).to_array(),
+            score: round(*score, 3),
+            long_axis: round(*long, 2),
+            short_axis: round(*short, 2),
+            area: round(*area, 2),
+            change_from_baseline_pct: pct(*long, baseline),
+            change_from_nadir_pct: nadir.map(|n| pct(*long, n)),
+        });
+        nadir = Some(nadir.map_or(*long, |n| n.min(*long)));
+    }
+    println!("{:>5}  {:>28}  {:>10}  {:>10}  {:>12}  {:>9}  {:>9}", "frame", "box", "long", "short", "area", "baseline", "nadir");
+    for m in &measured {
+        let [x1, y1, x2, y2] = m.bbox;
+        let nadir = m.change_from_nadir_pct.map(|v| format!("{v:+.1} %")).unwrap_or_else(|| "-".into());
+        println!(
+            "{:>5}  {:>28}  {:>7.1} {units}  {:>7.1} {units}  {:>9.1} {units}²  {:>+7.1} %  {nadir:>9}",
+            m.frame,
+            format!("[{x1:.0}, {y1:.0}, {x2:.0}, {y2:.0}]"),
+            m.long_axis,
+            m.short_axis,
+            m.area,
+            m.change_from_baseline_pct
+        );
+    }
+    if let Some(path) = &args.json {
+        let model = if method == Method::Model { engine.model_name() } else { None };
+        let out = TrackOutput {
+            method: if engine.has_model() { method } else { Method::Baseline },
+            model,
+            device: &engine.device.label,
+            units,
+            axes: "box sides",
+            reference_frame: args.frame,
+            frames: &measured,
+        };
+        write_json(path, &out)?;
+    }
+    if let Some(path) = &args.annotations {
+        let doc = track_document(&series, &steps, &measured, units, &engine, method);
+        crate::annotation::io::save(&doc, path)?;
+        eprintln!("wrote the track to {}", path.display());
+    }
+    Ok(())
+}
+
+/// A document with one image per input and the track as one finding: a box and a measurement
+/// on every frame followed, in order.
+fn track_document(series: &[Series], steps: &[Step], measured: &[Measured], units: &str, engine: &Engine, method: Method) -> Document {
+    let images = series.iter().enumerate().map(|(k, s)| ImageRef::from_series(&format!("t{k}"), s)).collect();
+    let mut doc = Document::new(images);
+    let image_of = |k: usize| format!("t{}", steps[k].input);
+    let boxes = measured.iter().enumerate().map(|(k, m)| ImageBox::new(&image_of(k), m.slice as u32, BBox::from_array(m.bbox))).collect();
+    let score = measured.iter().map(|m| m.score as f32).fold(1.0f32, f32::min);
+    let source = match (engine.has_model() && method == Method::Model, engine.model_name()) {
+        (true, Some(name)) => {
+            let (id, version) = name.rsplit_once(' ').unwrap_or((name, ""));
+            Source::Model { id: id.into(), version: version.into(), score }
+        }
+        _ => Source::Model { id: "baseline".into(), version: String::new(), score },
+    };
+    let now = crate::annotation::document::now();
+    let mut finding = Finding::new(FindingKind::Correspondence, "tracked", boxes, source, &now);
+    finding.track = Some(Track {
+        units: units.into(),
+        measurements: measured
+            .iter()
+            .enumerate()
+            .map(|(k, m)| Measurement {
+                image: image_of(k),
+                frame: m.slice as u32,
+                bbox: m.bbox,
+                long_axis: m.long_axis,
+                short_axis: m.short_axis,
+                area: m.area,
+                change_from_baseline_pct: m.change_from_baseline_pct,
+                change_from_nadir_pct: m.change_from_nadir_pct,
+                extra: Default::default(),
+            })
+            .collect(),
+        extra: Default::default(),
+    });
+    doc.findings.push(finding);
+    doc.schema_version = doc.required_version();
+    doc
+}
+
+/// The frames to follow: one series' frames, or one frame per timepoint (a multi-slice
+/// timepoint by its slice nearest the reference slice).
+fn sequence(series: &[Series], frame: usize, slice: usize) -> Result<Vec<Step<'_>>, CliError> {
+    if let [one] = series {
+        if frame >= one.frames.len() {
+            return Err(CliError(format!("--frame {frame} is past the last frame ({} frames)", one.frames.len())));
+        }
+        return Ok(one.frames.iter().enumerate().map(|(k, f)| Step { input: 0, slice: k, frame: f }).collect());
+    }
+    let reference =
+        series.get(frame).ok_or_else(|| CliError(format!("--frame {frame} is past the last timepoint ({} given)", series.len())))?;
+    let at = reference.frames.get(slice).ok_or_else(|| {
+        CliError(format!("--slice {slice} is past the last slice of timepoint {frame} ({} slices)", reference.frames.len()))
+    })?;
+    let mut steps = Vec::new();
+    for (k, s) in series.iter().enumerate() {
+        let chosen = if k == frame || s.frames.len() == 1 {
+            if k == frame { slice } else { 0 }
+        } else {
+            // The reference slice as a one-slice series, paired with this timepoint's slices.
+            let probe = Series {
+                id: reference.id.clone(),
+                frames: vec![at.clone()],
+                meta: reference.meta.clone(),
+                source: reference.source.clone(),
+            };
+            let m = match_slices(s, &probe).map_err(|e| CliError(format!("timepoint {k}: {e}")))?;
+            if m.matching == Matching::Index {
+                // No positions: the same slice number.
+                slice.min(s.frames.len() - 1)
+            } else {
+                m.pairs.first().map(|p| p.prior).ok_or_else(|| CliError(format!("timepoint {k} does not cover the reference slice")))?
+            }
+        };
+        steps.push(Step { input: k, slice: chosen, frame: &s.frames[chosen] });
+    }
+    Ok(steps)
+}
+
+/// Follows the box from frame `at` forwards to the last frame and backwards to the first.
+fn follow(engine: &Engine, steps: &[Step], at: usize, b: BBox, method: Method) -> Result<Vec<(BBox, f32)>, CliError> {
+    let grays: Vec<crate::study::GrayImage> = steps.iter().map(|s| s.frame.to_gray()).collect();
+    let lost = |dir: &str| CliError(format!("the box was lost tracking {dir} from frame {at}"));
+    let forward = engine.track_path(&grays[at..], b, method).ok_or_else(|| lost("forwards"))?;
+    let backward_frames: Vec<crate::study::GrayImage> = grays[..=at].iter().rev().cloned().collect();
+    let backward = engine.track_path(&backward_frames, b, method).ok_or_else(|| lost("backwards"))?;
+    let mut path: Vec<(BBox, f32)> = backward.into_iter().rev().collect();
+    path.pop(); // frame `at` again, as the forward path starts with it
+    path.extend(forward);
+    Ok(path)
+}

@@ -1,0 +1,379 @@
+//! Whole-series change finding: slices of two series matched by position, difference grounding on every matched pair, and one change's boxes on neighbouring slices merged into one finding with its slice range.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::grounding::{BBox, Engine, Method};
+use crate::study::{GrayImage, Series};
+
+/// How the slices of the two series were paired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Matching {
+    /// Nearest slice by Image Position along the slice normal (one frame of reference).
+    Position,
+    /// Nearest slice by position after a shift along the normal found by comparing slices
+    /// (the frames of reference differ, so the positions are not comparable as they are).
+    RegisteredPosition,
+    /// By index, stretched over the shorter series: the slices carry no positions.
+    Index,
+}
+
+/// A current slice and the prior slice it is compared with.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct SlicePair {
+    pub current: usize,
+    pub prior: usize,
+    /// How far apart the two slices lie along the normal (mm), when positions are known.
+    pub distance_mm: Option<f64>,
+}
+
+/// The pairing of the current series' slices with the prior's.
+#[derive(Clone, Debug, Serialize)]
+pub struct SliceMatch {
+    pub matching: Matching,
+    pub pairs: Vec<SlicePair>,
+    /// Current slices outside the prior's coverage: not compared.
+    pub unmatched: Vec<usize>,
+    /// Prior position = current position + this (mm), under `RegisteredPosition`.
+    pub shift_mm: Option<f64>,
+}
+
+/// Why two series cannot be compared slice by slice.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SeriesError {
+    #[error("the {0} series has no slices")]
+    Empty(&'static str),
+    #[error("the series are cut in different planes (normals {0:.2} apart); whole-series comparison needs one orientation")]
+    Orientation(f64),
+    #[error("no current slice lies within the prior series' coverage")]
+    NoOverlap,
+}
+
+/// The unit normal of a series' slices, from its first frame's Image Orientation.
+fn normal(series: &Series) -> Option<[f64; 3]> {
+    let o = series.frames.first()?.meta.image_orientation?;
+    let n = [o[1] * o[5] - o[2] * o[4], o[2] * o[3] - o[0] * o[5], o[0] * o[4] - o[1] * o[3]];
+    let len = (n[0] * n[0] + n[1] * n[1] + n[2] * n[2]).sqrt();
+    (len > 1e-6).then(|| [n[0] / len, n[1] / len, n[2] / len])
+}
+
+fn positions(series: &Series) -> Option<Vec<f64>> {
+    series.frames.iter().map(|f| f.slice_position).collect()
+}
+
+/// Median gap between consecutive positions (None for a single slice).
+fn spacing(p: &[f64]) -> Option<f64> {
+    let mut sorted = p.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mut gaps: Vec<f64> = sorted.windows(2).map(|w| w[1] - w[0]).filter(|g| *g > 1e-6).collect();
+    if gaps.is_empty() {
+        return None;
+    }
+    gaps.sort_by(f64::total_cmp);
+    Some(gaps[gaps.len() / 2])
+}
+
+/// Pairs each current slice with the nearest prior slice along the normal, shifting current
+/// positions by `shift`; slices farther than a slice gap from any prior slice stay unmatched.
+fn nearest(prior: &[f64], current: &[f64], shift: f64) -> (Vec<SlicePair>, Vec<usize>) {
+    // A single slice on both sides has no gap to go by: the two are compared whatever the gap.
+    let reach = match (spacing(prior), spacing(current)) {
+        (Some(a), Some(b)) => a.max(b),
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => f64::INFINITY,
+    };
+    let (mut pairs, mut unmatched) = (Vec::new(), Vec::new());
+    for (c, &z) in current.iter().enumerate() {
+        let z = z + shift;
+        let best = prior.iter().enumerate().min_by(|a, b| (a.1 - z).abs().total_cmp(&(b.1 - z).abs()));
+        match best {
+            Some((p, &pz)) if (pz - z).abs() <= reach * 0.75 + 1e-3 => {
+                pairs.push(SlicePair { current: c, prior: p, distance_mm: Some((pz - z).abs()) })
+            }
+            _ => unmatched.push(c),
+        }
+    }
+    (pairs, unmatched)
+}
+
+/// A small, intensity-standardized copy of a slice, to compare slices cheaply.
+fn thumbnail(img: &GrayImage) -> GrayImage {
+    img.resize(32, 32).standardized()
+}
+
+fn mean_product(a: &GrayImage, b: &GrayImage) -> f64 {
+    a.data.iter().zip(&b.data).map(|(x, y)| (*x as f64) * (*y as f64)).sum::<f64>() / a.data.len().max(1) as f64
+}
+
+/// The shift along the normal (prior = current + shift) under which the paired slices look most
+/// alike (mean correlation of thumbnails), tried in steps of half the finer slice gap over every
+/// shift that keeps at least half of the shorter series overlapping.
+fn register_shift(prior: &Series, current: &Series, pp: &[f64], cp: &[f64]) -> f64 {
+    let (tp, tc): (Vec<GrayImage>, Vec<GrayImage>) =
+        (prior.frames.iter().map(|f| thumbnail(&f.to_gray())).collect(), current.frames.iter().map(|f| thumbnail(&f.to_gray())).collect());
+    let (lo_p, hi_p) = (pp.iter().copied().fold(f64::INFINITY, f64::min), pp.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+    let (lo_c, hi_c) = (cp.iter().copied().fold(f64::INFINITY, f64::min), cp.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+    let step = match (spacing(pp), spacing(cp)) {
+        (Some(a), Some(b)) => a.min(b) / 2.0,
+        (Some(a), None) | (None, Some(a)) => a / 2.0,
+        (None, None) => return (lo_p + hi_p) / 2.0 - (lo_c + hi_c) / 2.0,
+    };
+    let need = (pp.len().min(cp.len()) / 2).max(1);
+    let (from, to) = (lo_p - hi_c, hi_p - lo_c);
+    let mut best: Option<(f64, f64)> = None;
+    let mut shift = from;
+    while shift <= to + 1e-9 {
+        let (pairs, _) = nearest(pp, cp, shift);
+        if pairs.len() >= need {
+            let score = pairs.iter().map(|p| mean_product(&tp[p.prior], &tc[p.current])).sum::<f64>() / pairs.len() as f64;
+            if best.is_none_or(|(_, s)| score > s + 1e-9) {
+                best = Some((shift, score));
+            }
+        }
+        shift += step;
+    }
+    best.map(|(s, _)| s).unwrap_or(0.0)
+}
+
+/// Pairs the slices of `current` with those of `prior`: by position along the slice normal when
+/// every slice of both has one (shifted along the normal by comparing slices when the frames of
+/// reference differ; a rotation between them is not estimated), else by index.
+pub fn match_slices(prior: &Series, current: &Series) -> Result<SliceMatch, SeriesError> {
+    if prior.frames.is_empty() {
+        return Err(SeriesError::Empty("prior"));
+    }
+    if current.frames.is_empty() {
+        return Err(SeriesError::Empty("current"));
+    }
+    let geometry = match (positions(prior), positions(current), normal(prior), normal(current)) {
+        (Some(p), Some(c), Some(np), Some(nc)) => Some((p, c, np[0] * nc[0] + np[1] * nc[1] + np[2] * nc[2])),
+        _ => None,
+    };
+    let Some((mut pp, cp, cos)) = geometry else {
+        // Index order, the shorter series stretched over the longer.
+        let (np, nc) = (prior.frames.len(), current.frames.len());
+        let pairs = (0..nc)
+            .map(|c| {
+                let p = if nc > 1 { ((c as f64) * (np - 1) as f64 / (nc - 1) as f64).round() as usize } else { 0 };
+                SlicePair { current: c, prior: p.min(np - 1), distance_mm: None }
+            })
+            .collect();
+        return Ok(SliceMatch { matching: Matching::Index, pairs, unmatched: Vec::new(), shift_mm: None });
+    };
+    if cos.abs() < 0.95 {
+        return Err(SeriesError::Orientation(cos.abs().acos().to_degrees()));
+    }
+    if cos < 0.0 {
+        // The same plane with its normal flipped: positions count the other way.
+        pp.iter_mut().for_each(|z| *z = -*z);
+    }
+    let same_frame = match (&prior.meta.frame_of_reference_uid, &current.meta.frame_of_reference_uid) {
+        (Some(a), Some(b)) => a == b,
+        // Unknown on either side: the positions are taken as comparable.
+        _ => true,
+    };
+    let (matching, shift) =
+        if same_frame { (Matching::Position, 0.0) } else { (Matching::RegisteredPosition, register_shift(prior, current, &pp, &cp)) };
+    let (pairs, unmatched) = nearest(&pp, &cp, shift);
+    if pairs.is_empty() {
+        return Err(SeriesError::NoOverlap);
+    }
+    Ok(SliceMatch { matching, pairs, unmatched, shift_mm: (!same_frame).then_some(shift) })
+}
+
+/// One change box on one current slice.
+#[derive(Clone, Debug, Serialize)]
+pub struct SliceBox {
+    pub slice: usize,
+    pub prior_slice: usize,
+    /// In the current slice's pixels.
+    #[serde(rename = "box")]
+    pub bbox: [f32; 4],
+    /// The same place in the prior slice's pixels.
+    pub reference_box: Option<[f32; 4]>,
+    /// Calibrated probability, to 0.001 (f64 so that JSON shows it as such).
+    pub score: f64,
+}
+
+/// One change through the series: its boxes on consecutive current slices.
+#[derive(Clone, Debug, Serialize)]
+pub struct SeriesFinding {
+    /// First and last current slice (inclusive).
+    pub slices: [usize; 2],
+    /// The slice of its best-scored box.
+    pub peak_slice: usize,
+    pub score: f64,
+    /// The union of its boxes, in current pixels.
+    #[serde(rename = "box")]
+    pub bbox: [f32; 4],
+    pub boxes: Vec<SliceBox>,
+}
+
+/// What whole-series change finding found.
+#[derive(Clone, Debug, Serialize)]
+pub struct SeriesOutput {
+    pub method: Method,
+    #[serde(flatten)]
+    pub matched: SliceMatch,
+    pub findings: Vec<SeriesFinding>,
+    /// Slice pairs compared (fewer than the pairs when cancelled).
+    pub compared: usize,
+    pub cancelled: bool,
+    pub millis: f64,
+}
+
+/// Two boxes on neighbouring slices belong to one change when they overlap by at least this
+/// share of the smaller: a lesion's outline moves little from slice to slice, while two changes
+/// that merely touch should stay apart.
+const MERGE_OVERLAP: f32 = 0.3;
+
+fn round2(b: BBox) -> [f32; 4] {
+    let r = |v: f32| (v * 100.0).round() / 100.0;
+    [r(b.x1), r(b.y1), r(b.x2), r(b.y2)]
+}
+
+/// Groups boxes (sorted or not) into findings: boxes on adjacent slices that overlap are one
+/// change; findings come out best score first.
+pub fn merge_neighbours(mut boxes: Vec<SliceBox>) -> Vec<SeriesFinding> {
+    boxes.sort_by(|a, b| a.slice.cmp(&b.slice).then(b.score.total_cmp(&a.score)));
+    let n = boxes.len();
+    let mut parent: Vec<usize> = (0..n).collect();
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    for i in 0..n {
+        for j in i + 1..n {
+            if boxes[j].slice > boxes[i].slice + 1 {
+                break;
+            }
+            if boxes[j].slice != boxes[i].slice + 1 {
+                continue;
+            }
+            let (a, b) = (BBox::from_array(boxes[i].bbox), BBox::from_array(boxes[j].bbox));
+            let smaller = a.area().min(b.area());
+            if smaller > 0.0 && a.intersection(&b) >= MERGE_OVERLAP * smaller {
+                let (ri, rj) = (root(&mut parent, i), root(&mut parent, j));
+                parent[rj] = ri;
+            }
+        }
+    }
+    let mut groups: Vec<(usize, Vec<SliceBox>)> = Vec::new();
+    for (i, b) in boxes.into_iter().enumerate() {
+        let r = root(&mut parent, i);
+        match groups.iter_mut().find(|g| g.0 == r) {
+            Some(g) => g.1.push(b),
+            None => groups.push((r, vec![b])),
+        }
+    }
+    let mut findings: Vec<SeriesFinding> = groups
+        .into_iter()
+        .map(|(_, boxes)| {
+            let first = boxes.iter().map(|b| b.slice).min().unwrap_or(0);
+            let last = boxes.iter().map(|b| b.slice).max().unwrap_or(0);
+            let peak = boxes.iter().max_by(|a, b| a.score.total_cmp(&b.score)).map(|b| (b.slice, b.score)).unwrap_or((first, 0.0));
+            let union = boxes.iter().map(|b| BBox::from_array(b.bbox)).reduce(|a, b| a.union(&b)).unwrap_or_default();
+            SeriesFinding { slices: [first, last], peak_slice: peak.0, score: peak.1, bbox: round2(union), boxes }
+        })
+        .collect();
+    findings.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.slices.cmp(&b.slices)));
+    findings
+}
+
+/// Finds what changed from `prior` to `current` through the whole series: the slices are paired
+/// (`match_slices`), every pair is grounded as `tandem ground diff` grounds one (boxes scoring
+/// below `min_score` are dropped), and neighbouring boxes of one change merged. `progress`
+/// hears (pairs done, pairs); setting `cancel` stops after the pair in hand.
+pub fn find_changes(
+    engine: &Engine,
+    prior: &Series,
+    current: &Series,
+    method: Method,
+    min_score: f32,
+    progress: &mut dyn FnMut(usize, usize),
+    cancel: Option<&AtomicBool>,
+) -> Result<SeriesOutput, SeriesError> {
+    let start = Instant::now();
+    let matched = match_slices(prior, current)?;
+    let total = matched.pairs.len();
+    let mut boxes = Vec::new();
+    let mut used = None;
+    let mut compared = 0;
+    progress(0, total);
+    for pair in &matched.pairs {
+        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            break;
+        }
+        // One pair's grey copies at a time: memory stays at the two series plus one pair.
+        let (p, c) = (prior.frames[pair.prior].to_gray(), current.frames[pair.current].to_gray());
+        let out = engine.diff(&p, &c, method);
+        used = Some(out.method);
+        for prop in out.proposals.into_iter().filter(|p| p.score >= min_score) {
+            boxes.push(SliceBox {
+                slice: pair.current,
+                prior_slice: pair.prior,
+                bbox: round2(prop.target_box),
+                reference_box: prop.reference_box.map(round2),
+                score: (prop.score as f64 * 1000.0).round() / 1000.0,
+            });
+        }
+        compared += 1;
+        progress(compared, total);
+    }
+    Ok(SeriesOutput {
+        method: used.unwrap_or(if engine.has_model() { method } else { Method::Baseline }),
+        cancelled: compared < total,
+        compared,
+        findings: merge_neighbours(boxes),
+        matched,
+        millis: start.elapsed().as_secs_f64() * 1e3,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sb(slice: usize, b: [f32; 4], score: f64) -> SliceBox {
+        SliceBox { slice, prior_slice: slice, bbox: b, reference_box: None, score }
+    }
+
+    #[test]
+    fn overlapping_boxes_on_adjacent_slices_merge_and_others_do_not() {
+        let found = merge_neighbours(vec![
+            sb(4, [10.0, 10.0, 30.0, 30.0], 0.5),
+            sb(5, [12.0, 11.0, 31.0, 29.0], 0.9),
+            sb(6, [14.0, 12.0, 32.0, 30.0], 0.4),
+            // Same place, but a slice gap away: another finding.
+            sb(8, [14.0, 12.0, 32.0, 30.0], 0.3),
+            // Adjacent slice, elsewhere in the plane: another finding.
+            sb(5, [100.0, 100.0, 120.0, 120.0], 0.2),
+        ]);
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert_eq!(found[0].slices, [4, 6]);
+        assert_eq!(found[0].peak_slice, 5);
+        assert_eq!(found[0].score, 0.9);
+        assert_eq!(found[0].bbox, [10.0, 10.0, 32.0, 30.0]);
+        assert_eq!(found[0].boxes.len(), 3);
+        assert_eq!(found[1].slices, [8, 8]);
+        assert_eq!(found[2].slices, [5, 5]);
+    }
+
+    #[test]
+    fn nearest_pairs_within_a_gap_and_leaves_slices_outside_unmatched() {
+        let prior = [0.0, 2.0, 4.0, 6.0];
+        let current = [-4.0, -2.0, 0.4, 2.6, 4.1, 12.0];
+        let (pairs, unmatched) = nearest(&prior, &current, 0.0);
+        assert_eq!(pairs.iter().map(|p| (p.current, p.prior)).collect::<Vec<_>>(), vec![(2, 0), (3, 1), (4, 2)]);
+        assert_eq!(unmatched, vec![0, 1, 5]);
+        let (pairs, unmatched) = nearest(&prior, &current, 1.5);
+        assert_eq!(pairs.iter().map(|p| (p.current, p.prior)).collect::<Vec<_>>(), vec![(1, 0), (2, 1), (3, 2), (4, 3)]);
+        assert_eq!(unmatched, vec![0, 5]);
+    }
+}
