@@ -127,6 +127,13 @@ fn validation_set_consistency_tasks_meet_their_targets() {
 /// this runs on Mesa's software Vulkan adapter, which exercises the same wgpu kernels.
 #[test]
 fn wgpu_and_cpu_give_the_same_answers() {
+    tandem::testutil::gpu_check_in_child("wgpu_and_cpu_check");
+}
+
+/// The body of `wgpu_and_cpu_give_the_same_answers`, run in a process of its own.
+#[test]
+#[ignore = "run by wgpu_and_cpu_give_the_same_answers in a child process"]
+fn wgpu_and_cpu_check() {
     use tandem::grounding::infer::NetRunner;
     let Some((gpu, name)) = tandem::grounding::backend::any_wgpu() else {
         {
@@ -167,4 +174,5 @@ fn wgpu_and_cpu_give_the_same_answers() {
     assert_eq!((s.target_box, s.score), (c.target_box, c.score), "{name}");
     let d = split.diff(&a, &b, Method::Model);
     assert!(d.proposals[0].target_box.iou(&g_diff.target_box) > 0.999, "{name}");
+    println!("{} {name}", tandem::testutil::GPU_CHECKS_PASSED);
 }

@@ -669,6 +669,13 @@ mod tests {
     /// interpolation's), checked on Mesa's software adapter where there is no GPU.
     #[test]
     fn training_steps_run_and_learn_on_wgpu() {
+        crate::testutil::gpu_check_in_child("grounding::train::tests::wgpu_training_check");
+    }
+
+    /// The body of `training_steps_run_and_learn_on_wgpu`, run in a process of its own.
+    #[test]
+    #[ignore = "run by training_steps_run_and_learn_on_wgpu in a child process"]
+    fn wgpu_training_check() {
         let Some((gpu, name)) = crate::grounding::backend::any_wgpu() else {
             {
                 // Written to the process's stderr, past the test harness's capture, so that the skip shows.
@@ -694,6 +701,7 @@ mod tests {
             totals.push(parts.iter().sum::<f32>());
         }
         assert!(totals[3] < totals[0], "{name}: loss on a repeated batch did not fall: {totals:?}");
+        println!("{} {name}", crate::testutil::GPU_CHECKS_PASSED);
     }
 
     #[test]
