@@ -850,3 +850,108 @@ fn send_findings_to_pacs_stores_the_sr_or_says_why_not() {
         other => panic!("no error shown: {other:?} ({})", h.state().status()),
     }
 }
+
+/// Serves `replies` (status line, content type, body) in order, one connection each, and hands
+/// back each request line.
+fn scripted_pacs(replies: Vec<(&'static str, String, Vec<u8>)>) -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/dicom-web", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for (status, content_type, body) in replies {
+            let Ok((mut stream, _)) = listener.accept() else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let (mut first, mut length) = (String::new(), 0usize);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if first.is_empty() {
+                    first = line.trim().to_string();
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut sink = vec![0u8; length];
+            let _ = reader.read_exact(&mut sink);
+            let _ = tx.send(first);
+            let head =
+                format!("HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body);
+        }
+    });
+    (url, rx)
+}
+
+/// File → PACS…: a search lists the PACS's studies in the dialog, "Retrieve and open" fetches the
+/// picked one into the cache and opens it in its pane; a PACS that does not listen is an error in
+/// the dialog.
+#[test]
+fn pacs_dialog_searches_retrieves_and_opens_a_study() {
+    use tandem::viewer::app::PacsCommand;
+    let (study, series, sop) = (
+        "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322",
+        "1.3.6.1.4.1.5962.1.3.1.1.20040119072730.12322",
+        "1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322",
+    );
+    let json = "application/dicom+json".to_string();
+    let studies = format!(
+        r#"[{{"0020000D":{{"vr":"UI","Value":["{study}"]}},"00080020":{{"vr":"DA","Value":["20040119"]}},"00081030":{{"vr":"LO","Value":["CT of the test"]}},"00080061":{{"vr":"CS","Value":["CT"]}},"00201206":{{"vr":"IS","Value":[1]}},"00100020":{{"vr":"LO","Value":["P1"]}}}}]"#
+    );
+    let series_json = format!(
+        r#"[{{"0020000E":{{"vr":"UI","Value":["{series}"]}},"00080060":{{"vr":"CS","Value":["CT"]}},"00201209":{{"vr":"IS","Value":[1]}}}}]"#
+    );
+    let instances = format!(r#"[{{"00080018":{{"vr":"UI","Value":["{sop}"]}}}}]"#);
+    let (body, content_type) = tandem::pacs::multipart::build_dicom(&[std::fs::read(dicom("CT_small.dcm")).unwrap()]);
+    let (url, requests) = scripted_pacs(vec![
+        ("200 OK", json.clone(), studies.into_bytes()),
+        ("200 OK", json.clone(), series_json.into_bytes()),
+        ("200 OK", json, instances.into_bytes()),
+        ("200 OK", content_type, body),
+    ]);
+    let cache = tempfile::tempdir().unwrap();
+    let mut h = harness_for(Launch::Demo, None);
+    settle(&mut h);
+    h.get_by_label("File").click();
+    h.run_steps(2);
+    h.get_by_label("PACS…").click();
+    h.run_steps(2);
+    h.state_mut().run(AppCommand::Pacs(PacsCommand::SetCache(cache.path().to_path_buf())));
+    h.state_mut().run(AppCommand::Pacs(PacsCommand::SetFields { url, patient_id: "P1".into(), patient_name: String::new() }));
+    h.run_steps(2);
+    h.get_by_label("Search").click();
+    h.run_steps(2);
+    settle(&mut h);
+    let search = requests.recv_timeout(Duration::from_secs(5)).expect("no search request");
+    assert!(search.contains("/studies?") && search.contains("PatientID=P1"), "{search}");
+    assert!(h.state().pacs_dialog().error.is_none(), "{:?}", h.state().pacs_dialog().error);
+    h.get_by_label("CT of the test");
+    h.get_by_label("2004-01-19");
+    assert_eq!(h.state().pacs_dialog().current, Some(0), "the newest study is picked as current");
+
+    h.get_by_label("Retrieve and open").click();
+    h.run_steps(2);
+    settle(&mut h);
+    assert!(h.state().pacs_dialog().error.is_none(), "{:?}", h.state().pacs_dialog().error);
+    let current = h.state().pane(Role::Current).series().expect("the retrieved study is open");
+    assert_eq!(current.meta.modality.as_deref(), Some("CT"));
+    assert!(cache.path().join(study).join(series).join(format!("{sop}.dcm")).is_file(), "not in the cache");
+    assert!(!h.state().pacs_dialog().open, "the dialog closes once the studies are open");
+
+    // A PACS that does not listen: the error is shown in the dialog.
+    h.state_mut().run(AppCommand::Pacs(PacsCommand::Show(true)));
+    let fields =
+        PacsCommand::SetFields { url: "http://127.0.0.1:9/dicom-web".into(), patient_id: "P1".into(), patient_name: String::new() };
+    h.state_mut().run(AppCommand::Pacs(fields));
+    h.run_steps(2);
+    h.get_by_label("Search").click();
+    h.run_steps(2);
+    settle(&mut h);
+    let error = h.state().pacs_dialog().error.clone().expect("an error in the dialog");
+    assert!(error.contains("refused"), "{error}");
+    h.get_by_label_contains("connection refused");
+}

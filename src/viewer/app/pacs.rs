@@ -32,6 +32,8 @@ pub struct PacsDialog {
     /// Retrievals under way.
     pub retrieving: usize,
     pub error: Option<String>,
+    /// Where retrieved studies go (default: `~/.cache/tandem/pacs`, as `tandem view --pacs`).
+    pub cache: Option<std::path::PathBuf>,
 }
 
 /// What the PACS dialog asks of the app.
@@ -50,6 +52,7 @@ pub enum PacsCommand {
     },
     /// Retrieve the picked studies into the cache and open them in their panes.
     Retrieve,
+    SetCache(std::path::PathBuf),
 }
 
 impl App {
@@ -175,6 +178,7 @@ impl App {
             PacsCommand::SetFields { url, patient_id, patient_name } => {
                 (d.url, d.patient_id, d.patient_name) = (url, patient_id, patient_name);
             }
+            PacsCommand::SetCache(cache) => d.cache = Some(cache),
             PacsCommand::Pick { role, study } => match role {
                 Role::Prior => d.prior = study,
                 Role::Current => d.current = study,
@@ -192,7 +196,7 @@ impl App {
             }
             #[cfg(feature = "pacs")]
             PacsCommand::Retrieve => {
-                let cache = match crate::cli::pacs::default_cache() {
+                let cache = match d.cache.clone().map_or_else(crate::cli::pacs::default_cache, Ok) {
                     Ok(c) => c,
                     Err(e) => {
                         d.error = Some(e.0);
