@@ -188,6 +188,8 @@ impl App {
                 d.request += 1;
                 d.searching = true;
                 d.error = None;
+                // A new search replaces the list: retrievals still under way are dropped when they end.
+                d.retrieving = 0;
                 (d.studies, d.prior, d.current) = (Vec::new(), None, None);
                 let some = |s: &str| Some(s.trim().to_string()).filter(|s| !s.is_empty());
                 let query = crate::pacs::Query { patient_id: some(&d.patient_id), patient_name: some(&d.patient_name), modality: None };
