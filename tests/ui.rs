@@ -688,3 +688,270 @@ fn fade_and_flicker_show_the_registered_prior_over_the_current() {
     let app = h.state();
     assert_eq!([app.prior_opacity(0.1), app.prior_opacity(0.35), app.prior_opacity(0.6)], [1.0, 0.0, 1.0], "2 Hz: 0.25 s each");
 }
+
+// ----- SR import and the PACS (issue 16) -------------------------------------------------------
+
+/// A finding with a box on each pane (frame 0), labelled `label`.
+fn finding_on_both(label: &str, prior: [f32; 4], current: [f32; 4]) -> tandem::annotation::Finding {
+    use tandem::annotation::{Finding, FindingKind, ImageBox, Source};
+    use tandem::grounding::BBox;
+    let b = |image: &str, r: [f32; 4]| ImageBox::new(image, 0, BBox::new(r[0], r[1], r[2], r[3]));
+    Finding::new(
+        FindingKind::Manual,
+        label,
+        vec![b("prior", prior), b("current", current)],
+        Source::Human { user: None },
+        "2026-01-01T00:00:00Z",
+    )
+}
+
+fn pair_harness(dialogs: tandem::viewer::dialogs::Dialogs) -> Harness<'static, App> {
+    let launch = Launch::Pair(dicom("MR_small.dcm"), dicom("CT_small.dcm"));
+    let mut h = Harness::builder()
+        .with_size(Vec2::new(1400.0, 800.0))
+        .with_step_dt(1.0 / 30.0)
+        .with_max_steps(20)
+        .build_eframe(move |cc| App::with_device(cc, launch, None, DevicePreference::Cpu).with_dialogs(dialogs));
+    settle(&mut h);
+    h
+}
+
+/// Boxes by label and image, sorted, for comparing documents.
+fn boxes_by_label(doc: &tandem::annotation::Document) -> Vec<(String, String, [i32; 4])> {
+    let mut out: Vec<_> = doc
+        .findings
+        .iter()
+        .flat_map(|f| {
+            f.boxes.iter().map(|b| {
+                let r = b.rect();
+                (f.label.clone(), b.image.clone(), [r.x1, r.y1, r.x2, r.y2].map(|v| v.round() as i32))
+            })
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// An SR exported from findings on the two panes, imported through File → Import SR… into a
+/// fresh document on the same images, gives the same boxes and labels, as one undo step; a file
+/// that is not an SR is an error shown in the app, and changes nothing.
+#[test]
+fn file_import_sr_brings_back_the_exported_findings_as_one_undo_step() {
+    use tandem::annotation::export::ExportFormat;
+    use tandem::viewer::dialogs::{Dialogs, Picked};
+    let dir = tempfile::tempdir().unwrap();
+    let sr = dir.path().join("findings.dcm");
+    let mut h = pair_harness(Dialogs::unavailable("not used"));
+    let findings = vec![
+        finding_on_both("nodule", [10.0, 12.0, 30.0, 28.0], [14.0, 16.0, 34.0, 30.0]),
+        finding_on_both("cyst", [40.0, 40.0, 50.0, 52.0], [38.0, 42.0, 49.0, 55.0]),
+    ];
+    h.state_mut().run(AppCommand::Edit(Box::new(tandem::annotation::Command::Add { findings, description: "test".into() })));
+    h.state_mut().run(AppCommand::Export { format: ExportFormat::Sr, path: sr.clone() });
+    assert!(sr.is_file(), "no SR written: {:?} {}", h.state().prompt(), h.state().status());
+    let expected = boxes_by_label(h.state().doc());
+    assert_eq!(expected.len(), 4);
+
+    let picked = sr.clone();
+    let mut h = pair_harness(Dialogs::with_picker(std::sync::Arc::new(move |_| Picked::Chosen(picked.clone()))));
+    assert!(h.state().doc().findings.is_empty());
+    h.get_by_label("File").click();
+    h.run_steps(2);
+    h.get_by_label("Import SR…").click();
+    let start = Instant::now();
+    while h.state().doc().findings.is_empty() {
+        h.step();
+        assert!(start.elapsed() < Duration::from_secs(10), "nothing imported: {:?} {}", h.state().prompt(), h.state().status());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(h.state().prompt().is_none(), "{:?}", h.state().prompt());
+    assert_eq!(boxes_by_label(h.state().doc()), expected);
+    assert!(h.state().status().contains("imported 2 finding(s)"), "{}", h.state().status());
+    h.state_mut().run(AppCommand::Undo);
+    assert!(h.state().doc().findings.is_empty(), "the import must be one undo step");
+
+    // Not an SR: an error in the app, the document untouched.
+    h.state_mut().run(AppCommand::ImportSr(dicom("CT_small.dcm")));
+    match h.state().prompt() {
+        Some(tandem::viewer::app::Prompt::Error(e)) => assert!(e.contains("not a DICOM structured report"), "{e}"),
+        other => panic!("no error shown: {other:?}"),
+    }
+    assert!(h.state().doc().findings.is_empty());
+}
+
+/// Serves one STOW-RS request on loopback: answers that it stored `sop`; hands back the body.
+fn stow_server(sop: &'static str) -> (String, std::sync::mpsc::Receiver<Vec<u8>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/dicom-web", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else { return };
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0u8; length];
+        let _ = reader.read_exact(&mut body);
+        let _ = tx.send(body);
+        let json = format!(r#"{{"00081199":{{"vr":"SQ","Value":[{{"00081155":{{"vr":"UI","Value":["{sop}"]}}}}]}}}}"#);
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/dicom+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
+            json.len()
+        );
+    });
+    (url, rx)
+}
+
+/// "Send findings to PACS" sends the document's SR by STOW-RS and says what the PACS stored; with
+/// no PACS it is disabled and refused, and a PACS that does not listen is an error in the app.
+#[test]
+fn send_findings_to_pacs_stores_the_sr_or_says_why_not() {
+    use tandem::viewer::app::Prompt;
+    use tandem::viewer::dialogs::Dialogs;
+    let mut h = pair_harness(Dialogs::unavailable("not used"));
+    let findings = vec![finding_on_both("nodule", [10.0, 12.0, 30.0, 28.0], [14.0, 16.0, 34.0, 30.0])];
+    h.state_mut().run(AppCommand::Edit(Box::new(tandem::annotation::Command::Add { findings, description: "test".into() })));
+    h.run_steps(2);
+    h.get_by_label("File").click();
+    h.run_steps(2);
+    assert!(
+        egui_kittest::kittest::NodeT::accesskit_node(&h.get_by_label("Send findings to PACS")).is_disabled(),
+        "no PACS: the entry must be disabled"
+    );
+    h.state_mut().run(AppCommand::SendFindings);
+    assert!(matches!(h.state().prompt(), Some(Prompt::Error(e)) if e.contains("no PACS")), "{:?}", h.state().prompt());
+    h.state_mut().run(AppCommand::SetPrompt(None));
+
+    // A loopback PACS that stores it.
+    let (url, body) = stow_server("1.2.3.4");
+    h.state_mut().run(AppCommand::SetPacsUrl(Some(url)));
+    h.state_mut().run(AppCommand::SendFindings);
+    settle(&mut h);
+    let sent = body.recv_timeout(Duration::from_secs(10)).expect("the PACS got no request");
+    assert!(sent.windows(26).any(|w| w == b"1.2.840.10008.5.1.4.1.1.88"), "the request carries no SR");
+    assert!(h.state().prompt().is_none(), "{:?}", h.state().prompt());
+    assert!(h.state().status().contains("stored the SR 1.2.3.4"), "{}", h.state().status());
+
+    // A PACS that does not listen.
+    h.state_mut().run(AppCommand::SetPacsUrl(Some("http://127.0.0.1:9/dicom-web".into())));
+    h.state_mut().run(AppCommand::SendFindings);
+    settle(&mut h);
+    match h.state().prompt() {
+        Some(Prompt::Error(e)) => assert!(e.contains("refused"), "{e}"),
+        other => panic!("no error shown: {other:?} ({})", h.state().status()),
+    }
+}
+
+/// Serves `replies` (status line, content type, body) in order, one connection each, and hands
+/// back each request line.
+fn scripted_pacs(replies: Vec<(&'static str, String, Vec<u8>)>) -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/dicom-web", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for (status, content_type, body) in replies {
+            let Ok((mut stream, _)) = listener.accept() else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let (mut first, mut length) = (String::new(), 0usize);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if first.is_empty() {
+                    first = line.trim().to_string();
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut sink = vec![0u8; length];
+            let _ = reader.read_exact(&mut sink);
+            let _ = tx.send(first);
+            let head =
+                format!("HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body);
+        }
+    });
+    (url, rx)
+}
+
+/// File → PACS…: a search lists the PACS's studies in the dialog, "Retrieve and open" fetches the
+/// picked one into the cache and opens it in its pane; a PACS that does not listen is an error in
+/// the dialog.
+#[test]
+fn pacs_dialog_searches_retrieves_and_opens_a_study() {
+    use tandem::viewer::app::PacsCommand;
+    let (study, series, sop) = (
+        "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322",
+        "1.3.6.1.4.1.5962.1.3.1.1.20040119072730.12322",
+        "1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322",
+    );
+    let json = "application/dicom+json".to_string();
+    let studies = format!(
+        r#"[{{"0020000D":{{"vr":"UI","Value":["{study}"]}},"00080020":{{"vr":"DA","Value":["20040119"]}},"00081030":{{"vr":"LO","Value":["CT of the test"]}},"00080061":{{"vr":"CS","Value":["CT"]}},"00201206":{{"vr":"IS","Value":[1]}},"00100020":{{"vr":"LO","Value":["P1"]}}}}]"#
+    );
+    let series_json = format!(
+        r#"[{{"0020000E":{{"vr":"UI","Value":["{series}"]}},"00080060":{{"vr":"CS","Value":["CT"]}},"00201209":{{"vr":"IS","Value":[1]}}}}]"#
+    );
+    let instances = format!(r#"[{{"00080018":{{"vr":"UI","Value":["{sop}"]}}}}]"#);
+    let (body, content_type) = tandem::pacs::multipart::build_dicom(&[std::fs::read(dicom("CT_small.dcm")).unwrap()]);
+    let (url, requests) = scripted_pacs(vec![
+        ("200 OK", json.clone(), studies.into_bytes()),
+        ("200 OK", json.clone(), series_json.into_bytes()),
+        ("200 OK", json, instances.into_bytes()),
+        ("200 OK", content_type, body),
+    ]);
+    let cache = tempfile::tempdir().unwrap();
+    let mut h = harness_for(Launch::Demo, None);
+    settle(&mut h);
+    h.get_by_label("File").click();
+    h.run_steps(2);
+    h.get_by_label("PACS…").click();
+    h.run_steps(2);
+    h.state_mut().run(AppCommand::Pacs(PacsCommand::SetCache(cache.path().to_path_buf())));
+    h.state_mut().run(AppCommand::Pacs(PacsCommand::SetFields { url, patient_id: "P1".into(), patient_name: String::new() }));
+    h.run_steps(2);
+    h.get_by_label("Search").click();
+    h.run_steps(2);
+    settle(&mut h);
+    let search = requests.recv_timeout(Duration::from_secs(5)).expect("no search request");
+    assert!(search.contains("/studies?") && search.contains("PatientID=P1"), "{search}");
+    assert!(h.state().pacs_dialog().error.is_none(), "{:?}", h.state().pacs_dialog().error);
+    h.get_by_label("CT of the test");
+    h.get_by_label("2004-01-19");
+    assert_eq!(h.state().pacs_dialog().current, Some(0), "the newest study is picked as current");
+
+    h.get_by_label("Retrieve and open").click();
+    h.run_steps(2);
+    settle(&mut h);
+    assert!(h.state().pacs_dialog().error.is_none(), "{:?}", h.state().pacs_dialog().error);
+    let current = h.state().pane(Role::Current).series().expect("the retrieved study is open");
+    assert_eq!(current.meta.modality.as_deref(), Some("CT"));
+    assert!(cache.path().join(study).join(series).join(format!("{sop}.dcm")).is_file(), "not in the cache");
+    assert!(!h.state().pacs_dialog().open, "the dialog closes once the studies are open");
+
+    // A PACS that does not listen: the error is shown in the dialog.
+    h.state_mut().run(AppCommand::Pacs(PacsCommand::Show(true)));
+    let fields =
+        PacsCommand::SetFields { url: "http://127.0.0.1:9/dicom-web".into(), patient_id: "P1".into(), patient_name: String::new() };
+    h.state_mut().run(AppCommand::Pacs(fields));
+    h.run_steps(2);
+    h.get_by_label("Search").click();
+    h.run_steps(2);
+    settle(&mut h);
+    let error = h.state().pacs_dialog().error.clone().expect("an error in the dialog");
+    assert!(error.contains("refused"), "{error}");
+    h.get_by_label_contains("connection refused");
+}

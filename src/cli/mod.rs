@@ -409,7 +409,8 @@ fn view_pacs(
     #[cfg(feature = "pacs")]
     {
         let (prior, current) = pacs::open_pair(url, patient, cache)?;
-        crate::viewer::run_with(crate::viewer::Launch::Pair(prior, current), annotations, device).map_err(CliError::from)
+        crate::viewer::run_with_pacs(crate::viewer::Launch::Pair(prior, current), annotations, device, Some(url.to_string()))
+            .map_err(CliError::from)
     }
     #[cfg(not(feature = "pacs"))]
     {

@@ -134,7 +134,7 @@ pub fn hang(studies: &[crate::pacs::Study]) -> Result<(&crate::pacs::Study, &cra
 }
 
 /// The default cache: `$XDG_CACHE_HOME/tandem/pacs`, else `~/.cache/tandem/pacs`.
-fn default_cache() -> Result<PathBuf, CliError> {
+pub fn default_cache() -> Result<PathBuf, CliError> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)

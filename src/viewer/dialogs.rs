@@ -18,6 +18,7 @@ pub enum DialogPurpose {
     OpenAnnotations,
     SaveAnnotations,
     Export(ExportFormat),
+    ImportSr,
 }
 
 impl DialogPurpose {
@@ -29,6 +30,7 @@ impl DialogPurpose {
             DialogPurpose::OpenAnnotations => "Open annotations".into(),
             DialogPurpose::SaveAnnotations => "Save annotations as".into(),
             DialogPurpose::Export(f) => format!("Export {}", f.label()),
+            DialogPurpose::ImportSr => "Import a DICOM SR".into(),
         }
     }
 
@@ -143,6 +145,7 @@ fn native(spec: &DialogSpec) -> Picked {
         }
         DialogPurpose::OpenAnnotations | DialogPurpose::SaveAnnotations => d = d.add_filter("Tandem annotations", &["json"]),
         DialogPurpose::Export(f) => d = d.set_file_name(format!("annotations.{}", f.extension())),
+        DialogPurpose::ImportSr => d = d.add_filter("DICOM SR", &["dcm", "DCM", "sr"]).add_filter("All files", &["*"]),
         DialogPurpose::OpenFolder => {}
     }
     if let Some(s) = &spec.suggested {

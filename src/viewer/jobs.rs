@@ -60,6 +60,21 @@ pub enum JobResult {
         what: String,
         error: String,
     },
+    /// "Send findings to PACS" ended: what the PACS answered, or why it failed.
+    Pushed(Result<String, String>),
+    /// A PACS dialog search ended (`request` tells a stale one from the latest).
+    #[cfg(feature = "pacs")]
+    PacsFound {
+        request: u64,
+        result: Result<Vec<crate::pacs::Study>, String>,
+    },
+    /// A study retrieved into the cache: the folder of its image series, to open in `role`.
+    #[cfg(feature = "pacs")]
+    PacsRetrieved {
+        request: u64,
+        role: Role,
+        result: Result<PathBuf, String>,
+    },
 }
 
 /// What a grounding job answered.
@@ -86,12 +101,16 @@ pub struct Jobs {
     pub grounding: Option<RunningGround>,
     pub engine_loading: bool,
     pub registering: bool,
+    /// PACS requests under way (push, search, retrieve); the app counts as busy while any runs.
+    pub pacs_running: usize,
+    /// What the latest retrieval reports ("3/20 instances").
+    pub pacs_progress: Arc<Mutex<String>>,
 }
 
 impl Jobs {
     pub fn new(ctx: egui::Context) -> Self {
         let (tx, rx) = channel();
-        Jobs { tx, rx, ctx, grounding: None, engine_loading: false, registering: false }
+        Jobs { tx, rx, ctx, grounding: None, engine_loading: false, registering: false, pacs_running: 0, pacs_progress: Arc::default() }
     }
 
     /// Results that arrived since the last call, each with the stamp its job was started with.
@@ -206,6 +225,68 @@ impl Jobs {
         self.spawn("register", stamp, move || {
             let alignment = registration::align(&prior, &current, &AlignOptions::default());
             JobResult::Registered { alignment }
+        });
+    }
+
+    /// STOW-RS of `sr` (a DICOM SR file's bytes) to the PACS at `url`, credentials from the
+    /// environment. It depends on no image: the SR was made when the user asked.
+    #[cfg(feature = "pacs")]
+    pub fn push_sr(&mut self, url: String, sr: Vec<u8>) {
+        self.pacs_running += 1;
+        self.spawn("push SR", Stamp::none(), move || {
+            let pushed = crate::pacs::Client::from_env(&url).and_then(|c| c.store(&[sr]));
+            JobResult::Pushed(match pushed {
+                Ok(r) if r.failed.is_empty() && !r.stored.is_empty() => Ok(format!("the PACS stored the SR {}", r.stored.join(", "))),
+                Ok(r) if r.failed.is_empty() => Err("the PACS answered but listed nothing as stored".into()),
+                Ok(r) => Err(format!(
+                    "the PACS refused the SR ({})",
+                    r.failed
+                        .iter()
+                        .map(|(uid, code)| format!("{uid}: {}", code.map_or("no reason".into(), |c| format!("reason {c:#06x}"))))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+                Err(e) => Err(e.to_string()),
+            })
+        });
+    }
+
+    /// QIDO-RS study search for the PACS dialog.
+    #[cfg(feature = "pacs")]
+    pub fn pacs_search(&mut self, request: u64, url: String, query: crate::pacs::Query) {
+        self.pacs_running += 1;
+        self.spawn("PACS search", Stamp::none(), move || {
+            let result = crate::pacs::Client::from_env(&url).and_then(|c| c.search(&query)).map_err(|e| e.to_string());
+            JobResult::PacsFound { request, result }
+        });
+    }
+
+    /// WADO-RS of the image series of `study` with most instances into `cache`, reporting progress.
+    #[cfg(feature = "pacs")]
+    pub fn pacs_retrieve(&mut self, request: u64, url: String, study: String, cache: PathBuf, role: Role) {
+        self.pacs_running += 1;
+        let (progress, ctx) = (self.pacs_progress.clone(), self.ctx.clone());
+        self.spawn("PACS retrieve", Stamp::none(), move || {
+            let result = (|| {
+                let client = crate::pacs::Client::from_env(&url).map_err(|e| e.to_string())?;
+                let series = client
+                    .series(&study)
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    // Not the SRs, key objects or presentation states stored beside the images.
+                    .filter(|s| s.modality.as_deref().is_none_or(|m| !matches!(m, "SR" | "KO" | "PR" | "DOC")))
+                    .max_by_key(|s| s.instance_count.unwrap_or(0))
+                    .ok_or_else(|| format!("study {study} has no image series"))?;
+                let report = |done: usize, total: usize| {
+                    if let Ok(mut p) = progress.lock() {
+                        *p = format!("{}: {done}/{total} instances", role.label());
+                    }
+                    ctx.request_repaint();
+                };
+                let r = client.retrieve(&study, Some(&series.series_uid), &cache, &mut { report }).map_err(|e| e.to_string())?;
+                Ok(r.folder.join(&series.series_uid))
+            })();
+            JobResult::PacsRetrieved { request, role, result }
         });
     }
 }

@@ -48,6 +48,12 @@ fn wgpu_setup() -> egui_wgpu::WgpuSetup {
 }
 
 pub fn run_with(launch: Launch, annotations: Option<PathBuf>, device: DevicePreference) -> anyhow::Result<()> {
+    run_with_pacs(launch, annotations, device, None)
+}
+
+/// `run_with` with the PACS "Send findings" stores to (else `TANDEM_PACS_URL`'s).
+pub fn run_with_pacs(launch: Launch, annotations: Option<PathBuf>, device: DevicePreference, pacs: Option<String>) -> anyhow::Result<()> {
+    let pacs = pacs.or_else(|| std::env::var(app::ENV_PACS_URL).ok().filter(|u| !u.trim().is_empty()));
     let mut options = eframe::NativeOptions {
         viewport: eframe::egui::ViewportBuilder::default()
             .with_title("Tandem")
@@ -58,6 +64,10 @@ pub fn run_with(launch: Launch, annotations: Option<PathBuf>, device: DevicePref
         ..Default::default()
     };
     options.wgpu_options.wgpu_setup = wgpu_setup();
-    eframe::run_native("Tandem", options, Box::new(move |cc| Ok(Box::new(App::with_device(cc, launch, annotations, device)))))
-        .map_err(|e| anyhow::anyhow!("cannot open the viewer window: {e} (is a display available? on a headless machine use xvfb-run)"))
+    eframe::run_native(
+        "Tandem",
+        options,
+        Box::new(move |cc| Ok(Box::new(App::with_device(cc, launch, annotations, device).with_pacs(pacs)))),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot open the viewer window: {e} (is a display available? on a headless machine use xvfb-run)"))
 }

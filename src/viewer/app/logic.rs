@@ -29,6 +29,10 @@ impl App {
             AppCommand::OpenAnnotations(path) => self.open_annotations(&path),
             AppCommand::Dialog(request) => self.show_dialog(request),
             AppCommand::DialogChosen { purpose, path } => self.on_path_chosen(purpose, path),
+            AppCommand::ImportSr(path) => self.import_sr(&path),
+            AppCommand::SendFindings => self.send_findings(),
+            AppCommand::SetPacsUrl(url) => self.set_pacs_url(url),
+            AppCommand::Pacs(command) => self.run_pacs(command),
             AppCommand::Save => {
                 self.save();
             }
@@ -286,6 +290,7 @@ impl App {
             DialogRequest::OpenAnnotations => (DialogPurpose::OpenAnnotations, None),
             DialogRequest::SaveAnnotationsAs => (DialogPurpose::SaveAnnotations, self.default_doc_path()),
             DialogRequest::Export(format) => (DialogPurpose::Export(format), None),
+            DialogRequest::ImportSr => (DialogPurpose::ImportSr, None),
         };
         self.dialogs.show(DialogSpec { purpose, suggested });
     }
@@ -311,6 +316,7 @@ impl App {
             DialogPurpose::OpenAnnotations => AppCommand::OpenAnnotations(path),
             DialogPurpose::SaveAnnotations => AppCommand::SaveTo(path),
             DialogPurpose::Export(format) => AppCommand::Export { format, path },
+            DialogPurpose::ImportSr => AppCommand::ImportSr(path),
         };
         self.run(command);
     }
@@ -688,6 +694,8 @@ impl App {
                     JobResult::Grounded { .. } => "grounding of the previous images",
                     JobResult::Registered { .. } => "registration of the previous images",
                     JobResult::Failed { .. } | JobResult::EngineReady(_) => "a result for the previous images",
+                    // PACS jobs are stamped with no pane, so they are always current.
+                    _ => "a PACS answer",
                 };
                 log::info!("dropped {what}: the images changed while it ran");
                 if matches!(result, JobResult::Grounded { .. }) {
@@ -748,6 +756,7 @@ impl App {
                 self.registration = Some((alignment, self.stamp_all()));
             }
             JobResult::Failed { what, error } => self.status = format!("{what}: {error}"),
+            pacs => self.on_pacs_job(pacs),
         }
     }
 

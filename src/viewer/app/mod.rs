@@ -8,6 +8,7 @@
 
 mod input;
 mod logic;
+mod pacs;
 mod sync;
 mod ui;
 
@@ -32,6 +33,7 @@ use crate::viewer::jobs::{Jobs, Stamp};
 use crate::viewer::overlay::Handle;
 use crate::viewer::pane::{Pane, PaneChanges, PaneId, Preset, Role};
 
+pub use pacs::{ENV_PACS_URL, PacsCommand, PacsDialog};
 pub use ui::KEYS;
 
 /// Which actions mirror from one pane to the other.
@@ -158,6 +160,7 @@ pub enum DialogRequest {
     OpenAnnotations,
     SaveAnnotationsAs,
     Export(ExportFormat),
+    ImportSr,
 }
 
 /// Everything the panels, keys and tests may ask of the app. Nothing outside `logic` changes the
@@ -257,6 +260,14 @@ pub enum AppCommand {
     QuitDiscarding,
     /// Window/level on the CPU even when a GPU renderer exists (benchmarks compare the paths).
     SetCpuRendering(bool),
+    /// Import a DICOM SR's findings onto the open images (one undo step).
+    ImportSr(PathBuf),
+    /// Export the findings as a DICOM SR and store it on the PACS (in the background).
+    SendFindings,
+    /// Where "Send findings to PACS" stores the SR (`None`: nowhere; the entry is disabled).
+    SetPacsUrl(Option<String>),
+    /// The PACS dialog.
+    Pacs(PacsCommand),
 }
 
 pub struct App {
@@ -301,6 +312,9 @@ pub struct App {
     queued: Vec<AppCommand>,
     /// Window commands (close, title) sent at the end of the frame.
     viewport: Vec<egui::ViewportCommand>,
+    /// Where "Send findings to PACS" stores the SR (`--pacs URL` or `TANDEM_PACS_URL`).
+    pacs_url: Option<String>,
+    pacs_dialog: PacsDialog,
 }
 
 /// The document's key for the image a role shows.
@@ -378,6 +392,8 @@ impl App {
             sources: [None, None],
             queued: Vec::new(),
             viewport: Vec::new(),
+            pacs_url: None,
+            pacs_dialog: PacsDialog::default(),
         }
     }
 
@@ -488,7 +504,11 @@ impl App {
 
     /// True while anything runs in the background (tests wait on this).
     pub fn is_busy(&self) -> bool {
-        self.panes.iter().any(|p| p.is_loading()) || self.jobs.grounding.is_some() || self.jobs.engine_loading || self.jobs.registering
+        self.panes.iter().any(|p| p.is_loading())
+            || self.jobs.grounding.is_some()
+            || self.jobs.engine_loading
+            || self.jobs.registering
+            || self.jobs.pacs_running > 0
     }
 
     /// Shown at the current threshold and rejected-filter.
@@ -576,6 +596,7 @@ impl eframe::App for App {
         egui::CentralPanel::default().frame(egui::Frame::NONE.fill(egui::Color32::from_gray(20))).show(ui, |ui| {
             self.panes_ui(ui, frame);
         });
+        pacs::pacs_dialog_ui(self, ui, &mut commands);
         ui::prompt_ui(self, ui, &mut commands);
         commands.append(&mut self.queued);
         let any = !commands.is_empty();

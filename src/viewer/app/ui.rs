@@ -51,6 +51,8 @@ pub(super) fn menu_bar_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands) {
                     }
                 });
                 ui.separator();
+                super::pacs::file_menu_ui(app, ui, out);
+                ui.separator();
                 if ui.button("Quit").clicked() {
                     out.push(AppCommand::Quit);
                     ui.close();
