@@ -125,9 +125,12 @@ fn validation_set_consistency_tasks_meet_their_targets() {
 
 /// The wgpu path gives the CPU's answers (within float tolerance). On a machine without a GPU
 /// this runs on Mesa's software Vulkan adapter, which exercises the same wgpu kernels.
+#[path = "../src/gpu_child_check.rs"]
+mod gpu_child_check;
+
 #[test]
 fn wgpu_and_cpu_give_the_same_answers() {
-    tandem::testutil::gpu_check_in_child("wgpu_and_cpu_check");
+    gpu_child_check::gpu_check_in_child("wgpu_and_cpu_check");
 }
 
 /// The body of `wgpu_and_cpu_give_the_same_answers`, run in a process of its own.
@@ -174,5 +177,5 @@ fn wgpu_and_cpu_check() {
     assert_eq!((s.target_box, s.score), (c.target_box, c.score), "{name}");
     let d = split.diff(&a, &b, Method::Model);
     assert!(d.proposals[0].target_box.iou(&g_diff.target_box) > 0.999, "{name}");
-    println!("{} {name}", tandem::testutil::GPU_CHECKS_PASSED);
+    println!("{} {name}", gpu_child_check::GPU_CHECKS_PASSED);
 }
