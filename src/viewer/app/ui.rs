@@ -580,13 +580,9 @@ pub(super) fn diverging_image(difference: &crate::study::gray::GrayImage, window
         .data
         .iter()
         .map(|&d| {
-            if d.is_nan() {
-                return Color32::from_gray(40);
-            }
-            let t = (d / window).clamp(-1.0, 1.0);
-            let a = t.abs();
-            let (hi, lo) = ((255.0 * a) as u8, (255.0 * a * a) as u8);
-            if t >= 0.0 { Color32::from_rgb(hi, (200.0 * a) as u8, lo / 3) } else { Color32::from_rgb(lo / 3, (160.0 * a) as u8, hi) }
+            // The core's map, shared with `tandem snapshot --mode subtract`.
+            let [r, g, b] = crate::snapshot::diverging_rgb(d, window);
+            Color32::from_rgb(r, g, b)
         })
         .collect();
     egui::ColorImage::new([difference.width, difference.height], pixels)
