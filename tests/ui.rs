@@ -688,3 +688,44 @@ fn fade_and_flicker_show_the_registered_prior_over_the_current() {
     let app = h.state();
     assert_eq!([app.prior_opacity(0.1), app.prior_opacity(0.35), app.prior_opacity(0.6)], [1.0, 0.0, 1.0], "2 Hz: 0.25 s each");
 }
+
+/// Presets per modality: an MR pane offers no CT windows; a CT preset synced onto the MR pane
+/// leaves it on its own auto window (never a HU window that greys it out), and says so.
+#[test]
+fn ct_presets_are_offered_on_ct_only_and_never_synced_onto_an_mr() {
+    // The current (active at start) is the MR.
+    let mut h = harness_for(Launch::Pair(dicom("CT_small.dcm"), dicom("MR_small.dcm")), None);
+    settle(&mut h);
+    assert_eq!(h.state().active_role(), Role::Current);
+    assert!(h.query_by_label("CT lung").is_none(), "an MR pane offers CT lung");
+    h.get_by_label("From file");
+    h.get_by_label("Full range");
+    let mr_auto = {
+        h.get_by_label("Auto").click();
+        h.run_steps(2);
+        h.state().pane(Role::Current).window
+    };
+
+    // Key 2 (CT lung) with window sync on: the CT prior takes the lung window, the MR keeps its auto.
+    assert!(h.state().sync().window);
+    h.state_mut().run(AppCommand::ApplyPreset(tandem::viewer::pane::Preset::Lung));
+    h.run_steps(2);
+    let (ct, mr) = (h.state().pane(Role::Prior).window, h.state().pane(Role::Current).window);
+    assert_eq!((ct.center, ct.width), (-600.0, 1500.0), "the CT pane takes the lung window");
+    assert_eq!((mr.center, mr.width), (mr_auto.center, mr_auto.width), "the MR pane keeps its own auto window");
+    assert!(h.state().status().contains("CT only"), "{}", h.state().status());
+
+    // Full range on the MR spans its values; the CT pane (synced) gets its own full range.
+    h.get_by_label("Full range").click();
+    h.run_steps(2);
+    let mr = h.state().pane(Role::Current).window;
+    assert!(mr.width > mr_auto.width, "full range is wider than the percentile window: {mr:?} vs {mr_auto:?}");
+    assert_ne!(h.state().pane(Role::Prior).window.center, -600.0);
+
+    // With the CT as the active pane, the CT presets are offered.
+    let mut h = harness_for(Launch::Pair(dicom("MR_small.dcm"), dicom("CT_small.dcm")), None);
+    settle(&mut h);
+    assert_eq!(h.state().pane(h.state().active_role()).series().unwrap().meta.modality.as_deref(), Some("CT"));
+    h.get_by_label("CT lung");
+    h.get_by_label("CT brain");
+}

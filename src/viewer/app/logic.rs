@@ -540,8 +540,15 @@ impl App {
 
     fn apply_preset(&mut self, preset: Preset) {
         let roles: Vec<Role> = if self.sync.window { vec![Role::Prior, Role::Current] } else { vec![self.active_role()] };
+        let mut kept_own = Vec::new();
         for r in roles {
-            self.pane_mut(r).apply_preset(preset);
+            if self.pane_mut(r).apply_preset(preset) != preset {
+                kept_own.push(r.label());
+            }
+        }
+        // A CT window on an MR or SEG pane would grey it out: that pane took its own auto instead.
+        if !kept_own.is_empty() {
+            self.status = format!("{} is for CT only; the {} pane uses its own auto window", preset.label(), kept_own.join(" and "));
         }
     }
 

@@ -75,7 +75,7 @@ pub(super) fn menu_bar_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands) {
 
 /// The keyboard and mouse reference (also in the README).
 pub const KEYS: &str = "Mouse: wheel zoom · left-drag pan / move box · right-drag window/level · Ctrl+wheel frames\n\
-Keys: ↑↓ ←→ frames · PgUp/PgDn ±10 frames · Home reset · I invert · 1–5 W/L presets\n\
+Keys: ↑↓ ←→ frames · PgUp/PgDn ±10 frames · Home reset · I invert · 1–7 W/L presets (2–5 CT only)\n\
 F find changes · G find in other image · B draw box · M ruler · D subtraction · V cycle side by side / flicker / fade / subtraction · A accept · R reject (then the next undecided) · L relabel · Delete · N/P next/previous undecided\n\
 Ctrl+Z undo · Ctrl+Shift+Z / Ctrl+Y redo · Ctrl+S save · Esc cancel";
 
@@ -137,9 +137,12 @@ pub(super) fn side_panel_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands) {
         });
         ui.label("Window presets");
         ui.horizontal_wrapped(|ui| {
-            for (k, p) in Preset::ALL.iter().enumerate() {
-                if ui.button(p.label()).on_hover_text(format!("key {}", k + 1)).clicked() {
-                    out.push(AppCommand::ApplyPreset(*p));
+            // Only the presets that fit the active pane's modality (no CT windows on an MR).
+            let modality = app.pane(app.active_role()).current_frame().and_then(|f| f.meta.modality.clone());
+            for p in Preset::for_modality(modality.as_deref()) {
+                let key = Preset::ALL.iter().position(|q| *q == p).map_or(0, |k| k + 1);
+                if ui.button(p.label()).on_hover_text(format!("key {key}")).clicked() {
+                    out.push(AppCommand::ApplyPreset(p));
                 }
             }
         });
