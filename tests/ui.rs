@@ -729,3 +729,39 @@ fn ct_presets_are_offered_on_ct_only_and_never_synced_onto_an_mr() {
     h.get_by_label("CT lung");
     h.get_by_label("CT brain");
 }
+
+/// Cine: frames advance with the frame clock at the chosen rate, in the other pane too (scroll
+/// sync), and stop on pause.
+#[test]
+fn cine_advances_frames_with_time_and_stops_on_pause() {
+    let two = dicom("OBXXXX1A_2frame.dcm");
+    let mut h = harness_for(Launch::Pair(two.clone(), two), None);
+    settle(&mut h);
+    assert_eq!(h.state().pane(Role::Current).frame_count(), 2);
+    assert!(!h.state().cine().playing);
+    let frames = |h: &Harness<'_, App>| (h.state().pane(Role::Prior).frame, h.state().pane(Role::Current).frame);
+    // Paused: time passing changes nothing.
+    let start = frames(&h);
+    h.run_steps(10);
+    assert_eq!(frames(&h), start);
+
+    h.get_by_label("Play").click();
+    h.run_steps(1);
+    assert!(h.state().cine().playing);
+    h.state_mut().run(AppCommand::SetCine { playing: true, fps: 10.0 });
+    // 30 steps of 1/30 s at 10 fps: about 10 frame steps, so both frames show, in both panes alike.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        h.run_steps(1);
+        let (p, c) = frames(&h);
+        assert_eq!(p, c, "scroll sync mirrors the cine");
+        seen.insert(c);
+    }
+    assert_eq!(seen.len(), 2, "frames advanced: {seen:?}");
+
+    h.get_by_label("Pause").click();
+    h.run_steps(1);
+    let paused = frames(&h);
+    h.run_steps(15);
+    assert_eq!(frames(&h), paused, "pause stops the cine");
+}

@@ -104,6 +104,7 @@ impl App {
                 self.pane_mut(role).step_frame(delta);
                 self.sync_from(role, crate::viewer::pane::PaneChanges { frame_delta: delta, ..Default::default() });
             }
+            AppCommand::SetCine { playing, fps } => self.cine.set(playing, fps),
             AppCommand::Mirror { role, changes } => self.sync_from(role, changes),
             AppCommand::ResetViews => self.panes.iter_mut().for_each(|p| p.reset()),
             AppCommand::SwapPriorCurrent => self.swap_prior_current(),
