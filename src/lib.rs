@@ -11,6 +11,7 @@ pub mod grounding;
 #[cfg(feature = "pacs")]
 pub mod pacs;
 pub mod registration;
+pub mod snapshot;
 pub mod study;
 #[cfg(test)]
 pub mod testutil;

@@ -477,3 +477,139 @@ fn annotations_export_never_writes_over_its_document_or_images() {
     let ok = tandem(&["annotations", "export", path_str(&doc_path), "--format", "coco", "--out", path_str(&out), "--force"]);
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
 }
+
+/// The demo pair (assets/ prior and its synthetic follow-up) at a quarter size, written as PNGs
+/// into `dir`, with a document holding an accepted manual box on the prior and the proposed
+/// change box on the current; returns (prior, current, annotations, change box in current px).
+fn demo_snapshot_inputs(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf, [f32; 4]) {
+    use tandem::annotation::{Document, Finding, FindingKind, ImageBox, Source};
+    use tandem::grounding::BBox;
+    let demo = tandem::viewer::demo::demo_pair().unwrap();
+    let quarter = |s: &tandem::study::Series, path: &std::path::Path| {
+        let f = &s.frames[0];
+        let tandem::study::Samples::Gray(v) = &f.samples else { panic!("demo is grey") };
+        let img =
+            image::GrayImage::from_raw(f.width as u32, f.height as u32, v.iter().map(|&g| g.round().clamp(0.0, 255.0) as u8).collect())
+                .unwrap();
+        let small = image::imageops::resize(&img, f.width as u32 / 4, f.height as u32 / 4, image::imageops::FilterType::Triangle);
+        small.save(path).unwrap();
+    };
+    let (prior, current, doc_path) = (dir.join("prior.png"), dir.join("current.png"), dir.join("doc.json"));
+    quarter(&demo.prior, &prior);
+    quarter(&demo.current, &current);
+    let c = demo.change;
+    let change = [(c.x1 / 4.0).floor(), (c.y1 / 4.0).floor(), (c.x2 / 4.0).ceil(), (c.y2 / 4.0).ceil()];
+    let mut doc = Document::new(vec![]);
+    let model = Source::Model { id: "test".into(), version: "1".into(), score: 0.9 };
+    doc.findings.push(Finding::new(FindingKind::Change, "change", vec![ImageBox::new("current", 0, BBox::from_array(change))], model, "t"));
+    let human = Source::Human { user: None };
+    doc.findings.push(Finding::new(
+        FindingKind::Manual,
+        "landmark",
+        vec![ImageBox::new("prior", 0, BBox::new(20.0, 30.0, 60.0, 70.0))],
+        human,
+        "t",
+    ));
+    std::fs::write(&doc_path, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    (prior, current, doc_path, change)
+}
+
+/// Compares `actual` with the committed reference `tests/data/snapshot/NAME` (mean absolute
+/// difference below 2/255); UPDATE_SNAPSHOTS=1 writes the reference instead.
+fn assert_like_reference(actual: &image::RgbaImage, name: &str) {
+    let path = std::path::Path::new("tests/data/snapshot").join(name);
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        actual.save(&path).unwrap();
+    }
+    let reference = image::open(&path).unwrap_or_else(|e| panic!("{e} ({}); run with UPDATE_SNAPSHOTS=1 once", path.display())).to_rgba8();
+    assert_eq!(actual.dimensions(), reference.dimensions(), "{name}");
+    let total: u64 = actual.as_raw().iter().zip(reference.as_raw()).map(|(a, b)| a.abs_diff(*b) as u64).sum();
+    let mean = total as f64 / actual.as_raw().len() as f64;
+    assert!(mean < 2.0, "{name}: mean abs diff {mean:.2}/255");
+}
+
+#[test]
+fn snapshot_renders_the_demo_pair_with_its_boxes_headless() {
+    let dir = tempfile::tempdir().unwrap();
+    let (prior, current, doc, change) = demo_snapshot_inputs(dir.path());
+    let (w, h) = image::image_dimensions(&prior).unwrap();
+    let gap = tandem::snapshot::GAP_PX as u32;
+    for (mode, name) in [("side-by-side", "demo_side_by_side.png"), ("subtract", "demo_subtract.png")] {
+        let out = dir.path().join(format!("{mode}.png"));
+        let res = tandem(&[
+            "snapshot",
+            path_str(&prior),
+            path_str(&current),
+            "--annotations",
+            path_str(&doc),
+            "--mode",
+            mode,
+            "--out",
+            path_str(&out),
+        ]);
+        assert!(res.status.success(), "{mode}: {}", String::from_utf8_lossy(&res.stderr));
+        let img = image::open(&out).unwrap().to_rgba8();
+        assert_eq!(img.dimensions(), (2 * w + gap, h), "{mode}: prior | gap | right pane");
+        // The boxes' corners, in their kind's colour, on their pixels: the manual box on the prior
+        // (left), the proposed change box (dashes start at its top-left corner) on the current.
+        assert_eq!(img.get_pixel(20, 30).0, [110, 230, 120, 255], "{mode}: manual box on the prior");
+        assert_eq!(img.get_pixel(59, 69).0, [110, 230, 120, 255], "{mode}: its far corner");
+        let (cx, cy) = (w + gap + change[0] as u32, change[1] as u32);
+        assert_eq!(img.get_pixel(cx, cy).0, [255, 150, 40, 255], "{mode}: change box on the current");
+        assert_like_reference(&img, name);
+    }
+    // The subtraction is dark away from the change and bright inside it (the demo's nodule is
+    // denser on the current).
+    let sub = image::open(dir.path().join("subtract.png")).unwrap().to_rgba8();
+    let bright = |x0: u32, y0: u32, x1: u32, y1: u32| {
+        let px: Vec<u32> =
+            (y0..y1).flat_map(|y| (x0..x1).map(move |x| (x, y))).map(|(x, y)| sub.get_pixel(w + gap + x, y).0[0] as u32).collect();
+        px.iter().sum::<u32>() as f32 / px.len() as f32
+    };
+    let (x1, y1, x2, y2) = (change[0] as u32 + 3, change[1] as u32 + 3, change[2] as u32 - 3, change[3] as u32 - 3);
+    assert!(bright(x1, y1, x2, y2) > 3.0 * bright(0, 0, w, h).max(1.0), "{} vs {}", bright(x1, y1, x2, y2), bright(0, 0, w, h));
+}
+
+#[test]
+fn snapshot_refuses_bad_input_and_never_writes_over_an_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let (prior, current, doc, _) = demo_snapshot_inputs(dir.path());
+    let before = std::fs::read(&prior).unwrap();
+    for out in [&prior, &current, &doc] {
+        let err = one_error_line(&tandem(&[
+            "snapshot",
+            path_str(&prior),
+            path_str(&current),
+            "--annotations",
+            path_str(&doc),
+            "--out",
+            path_str(out),
+            "--force",
+        ]));
+        assert!(err.contains("also an input"), "{err}");
+    }
+    assert_eq!(std::fs::read(&prior).unwrap(), before, "the prior is untouched");
+    let out = dir.path().join("out.png");
+    let missing = dir.path().join("missing.png");
+    one_error_line(&tandem(&["snapshot", path_str(&missing), path_str(&current), "--out", path_str(&out)]));
+    one_error_line(&tandem(&["snapshot", path_str(&prior), path_str(&current), "--mode", "sideways", "--out", path_str(&out)]));
+    one_error_line(&tandem(&[
+        "snapshot",
+        path_str(&prior),
+        path_str(&current),
+        "--annotations",
+        path_str(&prior),
+        "--out",
+        path_str(&out),
+    ]));
+    one_error_line(&tandem(&["snapshot", path_str(&prior), path_str(&current), "--frame", "3", "--out", path_str(&out)]));
+    assert!(!out.exists(), "nothing written on error");
+    // An existing output is replaced only with --force.
+    std::fs::write(&out, b"keep").unwrap();
+    let err = one_error_line(&tandem(&["snapshot", path_str(&prior), path_str(&current), "--out", path_str(&out)]));
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read(&out).unwrap(), b"keep");
+    assert!(tandem(&["snapshot", path_str(&prior), path_str(&current), "--out", path_str(&out), "--force"]).status.success());
+    assert!(image::open(&out).is_ok());
+}

@@ -955,3 +955,80 @@ fn pacs_dialog_searches_retrieves_and_opens_a_study() {
     assert!(error.contains("refused"), "{error}");
     h.get_by_label_contains("connection refused");
 }
+
+/// Presets per modality: an MR pane offers no CT windows; a CT preset synced onto the MR pane
+/// leaves it on its own auto window (never a HU window that greys it out), and says so.
+#[test]
+fn ct_presets_are_offered_on_ct_only_and_never_synced_onto_an_mr() {
+    // The current (active at start) is the MR.
+    let mut h = harness_for(Launch::Pair(dicom("CT_small.dcm"), dicom("MR_small.dcm")), None);
+    settle(&mut h);
+    assert_eq!(h.state().active_role(), Role::Current);
+    assert!(h.query_by_label("CT lung").is_none(), "an MR pane offers CT lung");
+    h.get_by_label("From file");
+    h.get_by_label("Full range");
+    let mr_auto = {
+        h.get_by_label("Auto").click();
+        h.run_steps(2);
+        h.state().pane(Role::Current).window
+    };
+
+    // Key 2 (CT lung) with window sync on: the CT prior takes the lung window, the MR keeps its auto.
+    assert!(h.state().sync().window);
+    h.state_mut().run(AppCommand::ApplyPreset(tandem::viewer::pane::Preset::Lung));
+    h.run_steps(2);
+    let (ct, mr) = (h.state().pane(Role::Prior).window, h.state().pane(Role::Current).window);
+    assert_eq!((ct.center, ct.width), (-600.0, 1500.0), "the CT pane takes the lung window");
+    assert_eq!((mr.center, mr.width), (mr_auto.center, mr_auto.width), "the MR pane keeps its own auto window");
+    assert!(h.state().status().contains("CT only"), "{}", h.state().status());
+
+    // Full range on the MR spans its values; the CT pane (synced) gets its own full range.
+    h.get_by_label("Full range").click();
+    h.run_steps(2);
+    let mr = h.state().pane(Role::Current).window;
+    assert!(mr.width > mr_auto.width, "full range is wider than the percentile window: {mr:?} vs {mr_auto:?}");
+    assert_ne!(h.state().pane(Role::Prior).window.center, -600.0);
+
+    // With the CT as the active pane, the CT presets are offered.
+    let mut h = harness_for(Launch::Pair(dicom("MR_small.dcm"), dicom("CT_small.dcm")), None);
+    settle(&mut h);
+    assert_eq!(h.state().pane(h.state().active_role()).series().unwrap().meta.modality.as_deref(), Some("CT"));
+    h.get_by_label("CT lung");
+    h.get_by_label("CT brain");
+}
+
+/// Cine: frames advance with the frame clock at the chosen rate, in the other pane too (scroll
+/// sync), and stop on pause.
+#[test]
+fn cine_advances_frames_with_time_and_stops_on_pause() {
+    let two = dicom("OBXXXX1A_2frame.dcm");
+    let mut h = harness_for(Launch::Pair(two.clone(), two), None);
+    settle(&mut h);
+    assert_eq!(h.state().pane(Role::Current).frame_count(), 2);
+    assert!(!h.state().cine().playing);
+    let frames = |h: &Harness<'_, App>| (h.state().pane(Role::Prior).frame, h.state().pane(Role::Current).frame);
+    // Paused: time passing changes nothing.
+    let start = frames(&h);
+    h.run_steps(10);
+    assert_eq!(frames(&h), start);
+
+    h.get_by_label("Play").click();
+    h.run_steps(1);
+    assert!(h.state().cine().playing);
+    h.state_mut().run(AppCommand::SetCine { playing: true, fps: 10.0 });
+    // 30 steps of 1/30 s at 10 fps: about 10 frame steps, so both frames show, in both panes alike.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        h.run_steps(1);
+        let (p, c) = frames(&h);
+        assert_eq!(p, c, "scroll sync mirrors the cine");
+        seen.insert(c);
+    }
+    assert_eq!(seen.len(), 2, "frames advanced: {seen:?}");
+
+    h.get_by_label("Pause").click();
+    h.run_steps(1);
+    let paused = frames(&h);
+    h.run_steps(15);
+    assert_eq!(frames(&h), paused, "pause stops the cine");
+}

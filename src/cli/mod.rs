@@ -12,6 +12,7 @@ pub mod ood;
 pub mod pacs;
 pub mod progress;
 pub mod series;
+pub mod snapshot;
 pub mod track;
 
 use std::path::PathBuf;
@@ -120,6 +121,9 @@ pub enum Command {
     /// Ground diff or series over a manifest of pairs (restartable, sharded for job arrays),
     /// or join the shards' results with --merge.
     Batch(batch::BatchArgs),
+    /// The two panes with their findings drawn into a PNG, headless (no window), for reports:
+    /// side by side, both flicker phases, fade or subtraction.
+    Snapshot(snapshot::SnapshotArgs),
     /// Check, export and import annotation documents.
     Annotations {
         #[command(subcommand)]
@@ -376,6 +380,7 @@ pub fn run(cli: Cli) -> i32 {
         Some(Command::Pacs { what }) => pacs::run(what),
         Some(Command::Track(args)) => track::run(&cli, args),
         Some(Command::Batch(args)) => batch::run(&cli, args),
+        Some(Command::Snapshot(args)) => snapshot::run(args),
     };
     match result {
         Ok(()) => 0,

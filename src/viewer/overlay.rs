@@ -76,12 +76,10 @@ impl Handle {
     }
 }
 
+/// One table with `tandem snapshot` (core), so that reports match the screen.
 pub fn kind_color(kind: FindingKind) -> Color32 {
-    match kind {
-        FindingKind::Change => Color32::from_rgb(255, 150, 40),
-        FindingKind::Correspondence => Color32::from_rgb(40, 200, 255),
-        FindingKind::Manual => Color32::from_rgb(110, 230, 120),
-    }
+    let [r, g, b] = crate::snapshot::kind_rgb(kind);
+    Color32::from_rgb(r, g, b)
 }
 
 /// Screen rectangle of an image box.

@@ -82,18 +82,26 @@ impl View {
     }
 }
 
-/// Named windows (center, width) radiologists expect, in Hounsfield units.
+/// Named windows. CT presets are in Hounsfield units and only mean something on CT; the others
+/// work on any grey image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Preset {
+    /// Percentiles of the frame's values (0.5–99.5 %), whatever the file says.
     Auto,
     Lung,
     Mediastinum,
     Bone,
     Brain,
+    /// The file's Window Center/Width or VOI LUT (auto when it has none): the pane's default.
+    FromFile,
+    /// The frame's whole value range, minimum to maximum.
+    FullRange,
 }
 
 impl Preset {
-    pub const ALL: [Preset; 5] = [Preset::Auto, Preset::Lung, Preset::Mediastinum, Preset::Bone, Preset::Brain];
+    /// Keys 1–7 in this order.
+    pub const ALL: [Preset; 7] =
+        [Preset::Auto, Preset::Lung, Preset::Mediastinum, Preset::Bone, Preset::Brain, Preset::FromFile, Preset::FullRange];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -102,16 +110,30 @@ impl Preset {
             Preset::Mediastinum => "CT mediastinum",
             Preset::Bone => "CT bone",
             Preset::Brain => "CT brain",
+            Preset::FromFile => "From file",
+            Preset::FullRange => "Full range",
         }
     }
 
-    pub fn window(self) -> Option<Window> {
+    pub fn is_ct(self) -> bool {
+        matches!(self, Preset::Lung | Preset::Mediastinum | Preset::Bone | Preset::Brain)
+    }
+
+    /// The presets offered for an image of `modality` (DICOM Modality): CT windows only on CT,
+    /// where values are HU; elsewhere (MR, CR, US, SEG, a PNG) they would grey the image out.
+    pub fn for_modality(modality: Option<&str>) -> Vec<Preset> {
+        let ct = modality.is_some_and(|m| m.trim().eq_ignore_ascii_case("CT"));
+        Preset::ALL.into_iter().filter(|p| ct || !p.is_ct()).collect()
+    }
+
+    /// The fixed window of a CT preset (HU); None for the ones computed from the frame.
+    pub fn ct_window(self) -> Option<Window> {
         match self {
-            Preset::Auto => None,
             Preset::Lung => Some(Window { center: -600.0, width: 1500.0 }),
             Preset::Mediastinum => Some(Window { center: 50.0, width: 350.0 }),
             Preset::Bone => Some(Window { center: 400.0, width: 1800.0 }),
             Preset::Brain => Some(Window { center: 40.0, width: 80.0 }),
+            Preset::Auto | Preset::FromFile | Preset::FullRange => None,
         }
     }
 }
@@ -236,14 +258,38 @@ impl Pane {
         }
     }
 
-    pub fn apply_preset(&mut self, preset: Preset) {
-        match preset.window() {
-            Some(w) => {
-                self.window = w;
-                self.use_voi_lut = false;
+    /// Applies `preset`, or this pane's own Auto when the preset is not offered for its modality
+    /// (a CT window synced onto an MR or SEG pane). Returns the preset applied.
+    pub fn apply_preset(&mut self, preset: Preset) -> Preset {
+        let Some(frame) = self.current_frame() else { return preset };
+        let preset = if Preset::for_modality(frame.meta.modality.as_deref()).contains(&preset) { preset } else { Preset::Auto };
+        let window = match preset {
+            Preset::FromFile => {
+                self.reset_window();
+                return preset;
             }
-            None => self.reset_window(),
-        }
+            Preset::Auto | Preset::FullRange => {
+                // The pane windows the values themselves (not `to_gray`'s, negated for MONOCHROME1).
+                let luminance;
+                let values: &[f32] = match &frame.samples {
+                    Samples::Gray(v) => v,
+                    Samples::Rgb(_) => {
+                        luminance = frame.to_gray().data;
+                        &luminance
+                    }
+                };
+                if preset == Preset::Auto {
+                    crate::study::present::percentile_window(values)
+                } else {
+                    let (lo, hi) = values.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
+                    if hi > lo { Window::from_range(lo, hi) } else { Window { center: lo, width: 1.0 } }
+                }
+            }
+            ct => ct.ct_window().unwrap_or(frame.default_window),
+        };
+        self.window = window;
+        self.use_voi_lut = false;
+        preset
     }
 
     fn reset_window(&mut self) {
@@ -478,7 +524,11 @@ fn centered_message(painter: &egui::Painter, rect: Rect, text: &str, color: Colo
 
 fn corner(painter: &egui::Painter, at: Pos2, align: Align2, lines: &[String], font: &FontId) {
     let text = lines.join("\n");
-    // A dark shadow keeps the text legible over bright anatomy.
+    // A translucent dark backdrop and a shadow keep the text legible over white anatomy (a lung
+    // window on an MR, a radiograph's label) without hiding much of the image.
+    let galley = painter.layout_no_wrap(text.clone(), font.clone(), Color32::from_rgb(230, 230, 160));
+    let text_rect = align.anchor_size(at, galley.size());
+    painter.rect_filled(text_rect.expand(3.0), 3.0, Color32::from_black_alpha(150));
     painter.text(at + Vec2::new(1.0, 1.0), align, &text, font.clone(), Color32::BLACK);
     painter.text(at, align, &text, font.clone(), Color32::from_rgb(230, 230, 160));
 }
@@ -494,6 +544,26 @@ fn file_name(p: &std::path::Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ct_presets_only_for_ct_and_a_seg_pane_falls_back_to_its_own_auto() {
+        assert_eq!(Preset::for_modality(Some("CT")).len(), Preset::ALL.len());
+        for m in [Some("MR"), Some("SEG"), Some("US"), Some("CR"), None] {
+            let offered = Preset::for_modality(m);
+            assert!(offered.iter().all(|p| !p.is_ct()), "{m:?}: {offered:?}");
+            assert_eq!(offered, [Preset::Auto, Preset::FromFile, Preset::FullRange]);
+        }
+        let img = image::GrayImage::from_fn(8, 8, |x, _| image::Luma([(x * 30) as u8]));
+        let meta = crate::study::Meta { modality: Some("SEG".into()), ..Default::default() };
+        let frame = crate::study::raster::frame_from_image(image::DynamicImage::ImageLuma8(img), Arc::new(meta));
+        let series = Series { id: "seg".into(), frames: vec![frame], meta: Default::default(), source: "seg".into() };
+        let mut pane = Pane::new(PaneId(0), Role::Current);
+        pane.set_series(Arc::new(series));
+        assert_eq!(pane.apply_preset(Preset::Brain), Preset::Auto);
+        assert!(pane.window.width > 100.0, "its own auto window, not the 80 HU brain window: {:?}", pane.window);
+        assert_eq!(pane.apply_preset(Preset::FullRange), Preset::FullRange);
+        assert_eq!((pane.window.lower(), pane.window.upper()), (0.0, 210.0));
+    }
 
     #[test]
     fn a_rendered_region_is_the_crop_of_the_full_render() {

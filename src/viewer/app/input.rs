@@ -74,6 +74,9 @@ impl App {
             (Key::Num3, AppCommand::ApplyPreset(Preset::Mediastinum)),
             (Key::Num4, AppCommand::ApplyPreset(Preset::Bone)),
             (Key::Num5, AppCommand::ApplyPreset(Preset::Brain)),
+            (Key::Num6, AppCommand::ApplyPreset(Preset::FromFile)),
+            (Key::Num7, AppCommand::ApplyPreset(Preset::FullRange)),
+            (Key::Space, AppCommand::SetCine { playing: !self.cine().playing, fps: self.cine().fps }),
         ];
         out.extend(keys.into_iter().filter(|(k, _)| pressed(*k)).map(|(_, c)| c));
         if pressed(Key::L)

@@ -108,6 +108,7 @@ impl App {
                 self.pane_mut(role).step_frame(delta);
                 self.sync_from(role, crate::viewer::pane::PaneChanges { frame_delta: delta, ..Default::default() });
             }
+            AppCommand::SetCine { playing, fps } => self.cine.set(playing, fps),
             AppCommand::Mirror { role, changes } => self.sync_from(role, changes),
             AppCommand::ResetViews => self.panes.iter_mut().for_each(|p| p.reset()),
             AppCommand::SwapPriorCurrent => self.swap_prior_current(),
@@ -546,8 +547,15 @@ impl App {
 
     fn apply_preset(&mut self, preset: Preset) {
         let roles: Vec<Role> = if self.sync.window { vec![Role::Prior, Role::Current] } else { vec![self.active_role()] };
+        let mut kept_own = Vec::new();
         for r in roles {
-            self.pane_mut(r).apply_preset(preset);
+            if self.pane_mut(r).apply_preset(preset) != preset {
+                kept_own.push(r.label());
+            }
+        }
+        // A CT window on an MR or SEG pane would grey it out: that pane took its own auto instead.
+        if !kept_own.is_empty() {
+            self.status = format!("{} is for CT only; the {} pane uses its own auto window", preset.label(), kept_own.join(" and "));
         }
     }
 

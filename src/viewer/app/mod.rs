@@ -6,6 +6,7 @@
 //! gestures into commands, `ui` lays out the panels and panes and emits commands, and `sync`
 //! mirrors one pane's navigation onto the other.
 
+mod cine;
 mod input;
 mod logic;
 mod pacs;
@@ -241,6 +242,11 @@ pub enum AppCommand {
     },
     /// Frames forward (or back) in the active pane, mirrored when scroll sync is on.
     StepFrame(i32),
+    /// Plays (or pauses) the active pane's frames at `fps`.
+    SetCine {
+        playing: bool,
+        fps: f32,
+    },
     /// Mirror what input did to one pane onto the other, as the sync settings say.
     Mirror {
         role: Role,
@@ -290,6 +296,7 @@ pub struct App {
     subtraction: Option<Subtraction>,
     fade: f32,
     flicker_hz: f32,
+    cine: cine::Cine,
     /// The image point under the pointer, in the pane showing that role.
     cursor: Option<(Role, egui::Pos2)>,
     drag: Option<Drag>,
@@ -376,6 +383,7 @@ impl App {
             subtraction: None,
             fade: 0.5,
             flicker_hz: 2.0,
+            cine: cine::Cine::default(),
             cursor: None,
             drag: None,
             show_rejected: false,
@@ -579,6 +587,9 @@ impl eframe::App for App {
         }
         if self.view_mode == ViewMode::Flicker {
             ui.ctx().request_repaint_after(Duration::from_secs_f32(0.5 / self.flicker_hz));
+        }
+        if let Some(next) = self.advance_cine(ui.input(|i| i.time)) {
+            ui.ctx().request_repaint_after(next);
         }
         self.drop_hidden_selection();
         self.handle_dropped_files(ui);

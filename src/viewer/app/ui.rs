@@ -77,7 +77,7 @@ pub(super) fn menu_bar_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands) {
 
 /// The keyboard and mouse reference (also in the README).
 pub const KEYS: &str = "Mouse: wheel zoom · left-drag pan / move box · right-drag window/level · Ctrl+wheel frames\n\
-Keys: ↑↓ ←→ frames · PgUp/PgDn ±10 frames · Home reset · I invert · 1–5 W/L presets\n\
+Keys: ↑↓ ←→ frames · PgUp/PgDn ±10 frames · Space cine · Home reset · I invert · 1–7 W/L presets (2–5 CT only)\n\
 F find changes · G find in other image · B draw box · M ruler · D subtraction · V cycle side by side / flicker / fade / subtraction · A accept · R reject (then the next undecided) · L relabel · Delete · N/P next/previous undecided\n\
 Ctrl+Z undo · Ctrl+Shift+Z / Ctrl+Y redo · Ctrl+S save · Esc cancel";
 
@@ -139,12 +139,16 @@ pub(super) fn side_panel_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands) {
         });
         ui.label("Window presets");
         ui.horizontal_wrapped(|ui| {
-            for (k, p) in Preset::ALL.iter().enumerate() {
-                if ui.button(p.label()).on_hover_text(format!("key {}", k + 1)).clicked() {
-                    out.push(AppCommand::ApplyPreset(*p));
+            // Only the presets that fit the active pane's modality (no CT windows on an MR).
+            let modality = app.pane(app.active_role()).current_frame().and_then(|f| f.meta.modality.clone());
+            for p in Preset::for_modality(modality.as_deref()) {
+                let key = Preset::ALL.iter().position(|q| *q == p).map_or(0, |k| k + 1);
+                if ui.button(p.label()).on_hover_text(format!("key {key}")).clicked() {
+                    out.push(AppCommand::ApplyPreset(p));
                 }
             }
         });
+        super::cine::cine_ui(app, ui, out);
         ui.separator();
         ui.heading("Compare");
         ui.horizontal_wrapped(|ui| {
@@ -582,13 +586,9 @@ pub(super) fn diverging_image(difference: &crate::study::gray::GrayImage, window
         .data
         .iter()
         .map(|&d| {
-            if d.is_nan() {
-                return Color32::from_gray(40);
-            }
-            let t = (d / window).clamp(-1.0, 1.0);
-            let a = t.abs();
-            let (hi, lo) = ((255.0 * a) as u8, (255.0 * a * a) as u8);
-            if t >= 0.0 { Color32::from_rgb(hi, (200.0 * a) as u8, lo / 3) } else { Color32::from_rgb(lo / 3, (160.0 * a) as u8, hi) }
+            // The core's map, shared with `tandem snapshot --mode subtract`.
+            let [r, g, b] = crate::snapshot::diverging_rgb(d, window);
+            Color32::from_rgb(r, g, b)
         })
         .collect();
     egui::ColorImage::new([difference.width, difference.height], pixels)
