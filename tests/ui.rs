@@ -779,6 +779,7 @@ fn file_import_sr_brings_back_the_exported_findings_as_one_undo_step() {
     assert!(h.state().doc().findings.is_empty());
 }
 
+#[cfg(feature = "pacs")]
 /// Serves one STOW-RS request on loopback: answers that it stored `sop`; hands back the body.
 fn stow_server(sop: &'static str) -> (String, std::sync::mpsc::Receiver<Vec<u8>>) {
     use std::io::{BufRead, BufReader, Read, Write};
@@ -811,6 +812,7 @@ fn stow_server(sop: &'static str) -> (String, std::sync::mpsc::Receiver<Vec<u8>>
     (url, rx)
 }
 
+#[cfg(feature = "pacs")]
 /// "Send findings to PACS" sends the document's SR by STOW-RS and says what the PACS stored; with
 /// no PACS it is disabled and refused, and a PACS that does not listen is an error in the app.
 #[test]
@@ -851,6 +853,7 @@ fn send_findings_to_pacs_stores_the_sr_or_says_why_not() {
     }
 }
 
+#[cfg(feature = "pacs")]
 /// Serves `replies` (status line, content type, body) in order, one connection each, and hands
 /// back each request line.
 fn scripted_pacs(replies: Vec<(&'static str, String, Vec<u8>)>) -> (String, std::sync::mpsc::Receiver<String>) {
@@ -887,6 +890,7 @@ fn scripted_pacs(replies: Vec<(&'static str, String, Vec<u8>)>) -> (String, std:
     (url, rx)
 }
 
+#[cfg(feature = "pacs")]
 /// File → PACS…: a search lists the PACS's studies in the dialog, "Retrieve and open" fetches the
 /// picked one into the cache and opens it in its pane; a PACS that does not listen is an error in
 /// the dialog.

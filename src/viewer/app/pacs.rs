@@ -22,6 +22,7 @@ pub struct PacsDialog {
     pub patient_id: String,
     pub patient_name: String,
     /// The latest search or retrieval; answers to older ones are dropped.
+    #[cfg_attr(not(feature = "pacs"), allow(dead_code))]
     request: u64,
     pub searching: bool,
     #[cfg(feature = "pacs")]
@@ -383,6 +384,7 @@ fn studies_ui(app: &App, ui: &mut egui::Ui, out: &mut Vec<AppCommand>) {
 }
 
 /// 20240131 → 2024-01-31.
+#[cfg_attr(not(feature = "pacs"), allow(dead_code))]
 fn pretty_date(d: &str) -> String {
     if d.len() == 8 && d.bytes().all(|b| b.is_ascii_digit()) { format!("{}-{}-{}", &d[..4], &d[4..6], &d[6..]) } else { d.to_string() }
 }
