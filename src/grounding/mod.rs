@@ -367,9 +367,16 @@ impl Engine {
                 .and_then(|res| res.map_err(|e| log::error!("{e}")).ok())
                 .flatten(),
         }?;
+        // Another view of a volume has its own window and its own cut through the object: where
+        // the object stands out there, its own extent is the box (both methods).
+        let bbox = match hint_w.orthogonal_to {
+            Some(_) => baseline::redraw_around_object(&t.image, found.bbox).unwrap_or(found.bbox),
+            None => found.bbox,
+        };
+        let bbox = bbox.clamp_to(t.image.width as f32, t.image.height as f32);
         Some(Proposal {
             kind: ProposalKind::Correspondence,
-            target_box: found.bbox.scale(t.scale, t.scale),
+            target_box: bbox.scale(t.scale, t.scale),
             reference_box: Some(reference_box),
             score: found.score,
             source: self.source(method),
