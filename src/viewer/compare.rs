@@ -246,8 +246,8 @@ pub struct CompareRenderer {
     pipeline: wgpu::RenderPipeline,
     layout: wgpu::BindGroupLayout,
     uniform: wgpu::Buffer,
-    /// The bind group for (current key, prior key) of the uploaded frames.
-    bind_group: Option<((u64, u64), wgpu::BindGroup)>,
+    /// The bind group for the uploaded frames ((pane, key) of the current, then of the prior).
+    bind_group: Option<(BindKey, wgpu::BindGroup)>,
     /// Whether this frame's `prepare` found both frames (else the pane is drawn plainly).
     ready: bool,
 }
@@ -329,6 +329,8 @@ impl CompareRenderer {
     }
 }
 
+type BindKey = ((usize, u64), (usize, u64));
+
 /// The current pane's draw in flicker, fade or subtraction.
 pub struct CompareCallback {
     pub pane: usize,
@@ -354,7 +356,7 @@ impl egui_wgpu::CallbackTrait for CompareCallback {
         let Some(renderer) = resources.get_mut::<CompareRenderer>() else { return Vec::new() };
         renderer.ready = false;
         let Some((Some(current), Some(prior))) = views else { return Vec::new() };
-        let keys = (current.key, prior.key);
+        let keys = ((self.pane, current.key), (self.prior_pane, prior.key));
         if renderer.bind_group.as_ref().is_none_or(|(k, _)| *k != keys) {
             let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some("compare bind group"),
