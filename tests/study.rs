@@ -86,3 +86,36 @@ fn a_missing_or_empty_path_is_a_clear_error() {
     assert!(tandem::study::load(dir.path(), &quiet).unwrap_err().to_string().contains("empty"));
     assert!(tandem::study::load(&dir.path().join("nope.dcm"), &quiet).is_err());
 }
+
+/// What the corner text reads from a file: lossy compression (the attribute of pixels that were
+/// lossy-compressed once and are stored uncompressed now, or a lossy transfer syntax), the
+/// patient's name, and the orientation markers.
+#[test]
+fn lossy_compression_patient_name_and_orientation_are_read_for_the_corner_text() {
+    let quiet = |_: f32, _: &str| {};
+    let dir = tempfile::tempdir().unwrap();
+    write_slice(dir.path(), "plain.dcm", "P1", "1.2.3", "20240101", "1.2.3.1", 1, 0.0, 100);
+    let plain = tandem::study::load(&dir.path().join("plain.dcm"), &quiet).unwrap();
+    let m = &plain.frames[0].meta;
+    assert!(!m.is_lossy(), "explicit VR little endian, no Lossy Image Compression");
+    let markers = tandem::study::orientation::markers(m.image_orientation.unwrap()).unwrap();
+    assert_eq!([markers.left, markers.right, markers.top, markers.bottom], ["R", "L", "A", "P"]);
+
+    // The same slice, once lossy-compressed (0028,2110 "01"), with a name; coronal.
+    let mut obj = dicom_object::open_file(dir.path().join("plain.dcm")).unwrap();
+    obj.put(DataElement::new(tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "01"));
+    obj.put(DataElement::new(tags::PATIENT_NAME, VR::PN, "DOE^JANE"));
+    obj.put(DataElement::new(tags::IMAGE_ORIENTATION_PATIENT, VR::DS, "1\\0\\0\\0\\0\\-1"));
+    obj.write_to_file(dir.path().join("lossy.dcm")).unwrap();
+    let lossy = tandem::study::load(&dir.path().join("lossy.dcm"), &quiet).unwrap();
+    let m = &lossy.frames[0].meta;
+    assert!(m.is_lossy());
+    assert_eq!(m.patient_name_pretty().as_deref(), Some("DOE, JANE"));
+    let markers = tandem::study::orientation::markers(m.image_orientation.unwrap()).unwrap();
+    assert_eq!([markers.top, markers.bottom], ["H", "F"]);
+
+    // A baseline JPEG file is lossy by its transfer syntax.
+    let jpeg = tandem::study::load(Path::new("tests/data/dicom/SC_rgb_jpeg_dcmtk.dcm"), &quiet).unwrap();
+    assert_eq!(jpeg.frames[0].meta.transfer_syntax.as_deref(), Some("1.2.840.10008.1.2.4.50"));
+    assert!(jpeg.frames[0].meta.is_lossy());
+}

@@ -616,8 +616,10 @@ fn subtraction_shows_the_change_and_uses_the_registration() {
     h.hover_at(pane_rect(&h, Role::Current).center());
     h.run_steps(2);
     press(&mut h, egui::Key::D);
-    h.run_steps(2);
+    // Without a GPU renderer the subtraction is made on the CPU, in the background.
+    settle(&mut h);
     assert_eq!(h.state().view_mode(), ViewMode::Subtraction);
+    assert!(!h.state().compare_on_gpu());
     let (w, ht) = {
         let f = h.state().pane(Role::Current).current_frame().unwrap();
         (f.width, f.height)
@@ -1035,4 +1037,262 @@ fn cine_advances_frames_with_time_and_stops_on_pause() {
     let paused = frames(&h);
     h.run_steps(15);
     assert_eq!(frames(&h), paused, "pause stops the cine");
+}
+
+// ----- comparison modes on the GPU and the CPU fallback, keyboard focus, save and quit ----------
+
+/// A textured 8-bit pair: the current is the prior seen 10 px further right and 7 px higher (its
+/// pixel (x, y) is the prior's (x + 10, y − 7)), with a bright 40 px square added (the change).
+fn write_shifted_pair(dir: &std::path::Path) -> (PathBuf, PathBuf, tandem::grounding::BBox) {
+    let (w, h) = (320u32, 256u32);
+    let base = |x: f32, y: f32| {
+        let blob = |cx: f32, cy: f32, r: f32| (-((x - cx).powi(2) + (y - cy).powi(2)) / (r * r)).exp();
+        105.0 + 40.0 * (x / 9.0).sin() * (y / 13.0).cos() + 25.0 * (x / 23.0 + y / 31.0).sin() + 50.0 * blob(90.0, 180.0, 30.0)
+            - 40.0 * blob(250.0, 60.0, 25.0)
+    };
+    let change = tandem::grounding::BBox::new(200.0, 120.0, 240.0, 160.0);
+    let prior = image::GrayImage::from_fn(w, h, |x, y| image::Luma([base(x as f32, y as f32).clamp(0.0, 255.0) as u8]));
+    let current = image::GrayImage::from_fn(w, h, |x, y| {
+        let inside = (x as f32) >= change.x1 && (x as f32) < change.x2 && (y as f32) >= change.y1 && (y as f32) < change.y2;
+        let v = base(x as f32 + 10.0, y as f32 - 7.0) + if inside { 80.0 } else { 0.0 };
+        image::Luma([v.clamp(0.0, 255.0) as u8])
+    });
+    let (p, c) = (dir.join("prior.png"), dir.join("current.png"));
+    prior.save(&p).unwrap();
+    current.save(&c).unwrap();
+    (p, c, change)
+}
+
+/// A screen rect of the current pane from image coordinates, in rendered pixels.
+fn pixels_of(h: &Harness<'_, App>, r: [f32; 4]) -> [u32; 4] {
+    let ppp = h.ctx.pixels_per_point();
+    let (a, b) = (screen_of(h, Role::Current, (r[0], r[1])), screen_of(h, Role::Current, (r[2], r[3])));
+    [(a.x * ppp).ceil() as u32, (a.y * ppp).ceil() as u32, (b.x * ppp).floor() as u32, (b.y * ppp).floor() as u32]
+}
+
+/// Mean of `f(pixel)` over `r` (rendered pixels).
+fn mean_over(img: &image::RgbaImage, r: [u32; 4], f: impl Fn(&image::Rgba<u8>) -> f64) -> f64 {
+    let (mut sum, mut n) = (0.0, 0.0);
+    for y in r[1]..r[3].min(img.height()) {
+        for x in r[0]..r[2].min(img.width()) {
+            sum += f(img.get_pixel(x, y));
+            n += 1.0;
+        }
+    }
+    sum / f64::max(n, 1.0)
+}
+
+/// Mean absolute difference of the red channel of two renders over `r`.
+fn mad(a: &image::RgbaImage, b: &image::RgbaImage, r: [u32; 4]) -> f64 {
+    let (mut sum, mut n) = (0.0, 0.0);
+    for y in r[1]..r[3].min(a.height()) {
+        for x in r[0]..r[2].min(a.width()) {
+            sum += (a.get_pixel(x, y)[0] as f64 - b.get_pixel(x, y)[0] as f64).abs();
+            n += 1.0;
+        }
+    }
+    sum / f64::max(n, 1.0)
+}
+
+/// How green the greenest pixel within 2 px of the middle of the box's top edge is (the accepted
+/// manual box's colour is (110, 230, 120)): g − max(r, b).
+fn box_edge_greenness(h: &Harness<'_, App>, img: &image::RgbaImage, b: &tandem::grounding::BBox) -> i32 {
+    let ppp = h.ctx.pixels_per_point();
+    let top = screen_of(h, Role::Current, ((b.x1 + b.x2) / 2.0, b.y1));
+    let (cx, cy) = ((top.x * ppp).round() as i32, (top.y * ppp).round() as i32);
+    let mut best = i32::MIN;
+    for dy in -2..=2 {
+        for dx in -3..=3 {
+            let p = img.get_pixel((cx + dx) as u32, (cy + dy) as u32);
+            best = best.max(p[1] as i32 - (p[0] as i32).max(p[2] as i32));
+        }
+    }
+    best
+}
+
+/// Flicker, fade and subtraction, drawn by the GPU shader and by the CPU fallback: the prior is
+/// drawn registered onto the current (anatomy away from the change cancels; drawn by relative
+/// position, unregistered, it does not, and the last check proves the test tells the two apart),
+/// the change shows inside its box, and the box stays on the change in every mode.
+#[test]
+fn comparison_modes_draw_the_registered_prior_with_the_boxes_on_their_pixels() {
+    use tandem::annotation::{Command, Finding, FindingKind, ImageBox, Source};
+    use tandem::viewer::app::{CompareCommand, ViewMode};
+    let Some(renderer) = gpu_renderer() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (prior, current, change) = write_shifted_pair(dir.path());
+    let mut h = harness_for(Launch::Pair(prior, current), Some(renderer));
+    settle(&mut h);
+    let boxed = change.expand(4.0);
+    let finding = Finding::new(FindingKind::Manual, "change", vec![ImageBox::new("current", 0, boxed)], Source::Human { user: None }, "t");
+    h.state_mut().run(AppCommand::Edit(Box::new(Command::Add { findings: vec![finding], description: "box".into() })));
+    let registered = SyncSettings { registered: true, ..h.state().sync() };
+    h.state_mut().run(AppCommand::SetSync(registered));
+    h.run_steps(1);
+    settle(&mut h);
+    assert!(h.state().sync().registered, "registration failed: {}", h.state().status());
+    // Textured anatomy away from the change, inside what the prior covers; the change itself.
+    let anatomy = pixels_of(&h, [30.0, 30.0, 150.0, 110.0]);
+    let inside = pixels_of(&h, [change.x1 + 4.0, change.y1 + 4.0, change.x2 - 4.0, change.y2 - 4.0]);
+    let whole = pixels_of(&h, [20.0, 20.0, 300.0, 240.0]);
+    let brightest = |p: &image::Rgba<u8>| p[0].max(p[1]).max(p[2]) as f64;
+    let mut subtractions = Vec::new();
+    for cpu in [false, true] {
+        let path = if cpu { "CPU fallback" } else { "GPU" };
+        h.state_mut().run(AppCommand::SetCpuRendering(cpu));
+        h.state_mut().run(AppCommand::SetViewMode(ViewMode::Subtraction));
+        h.state_mut().run(AppCommand::Compare(CompareCommand::SetSubtractionWindow(Some(60.0))));
+        h.run_steps(1);
+        settle(&mut h);
+        assert_eq!(h.state().compare_on_gpu(), !cpu);
+        assert!(h.state().auto_subtraction_window().is_some_and(|w| w > 0.0), "{path}: no automatic window");
+        let sub = h.render().unwrap();
+        let (residual, at_change) = (mean_over(&sub, anatomy, brightest), mean_over(&sub, inside, |p| p[0] as f64 - p[2] as f64));
+        assert!(residual < 25.0, "{path} subtraction: the anatomy does not cancel ({residual:.1}): the prior is not registered");
+        assert!(at_change > 120.0, "{path} subtraction: the change is not orange inside its box ({at_change:.1})");
+        assert!(box_edge_greenness(&h, &sub, &boxed) > 60, "{path} subtraction: the box is not on its pixels");
+        let _ = sub.save(std::env::temp_dir().join(format!("tandem-ui-subtraction-{}.png", if cpu { "cpu" } else { "gpu" })));
+        subtractions.push(sub);
+
+        h.state_mut().run(AppCommand::SetViewMode(ViewMode::Fade));
+        let mut fades = Vec::new();
+        for t in [0.0, 1.0] {
+            h.state_mut().run(AppCommand::SetFade(t));
+            h.run_steps(1);
+            settle(&mut h);
+            let img = h.render().unwrap();
+            assert!(box_edge_greenness(&h, &img, &boxed) > 60, "{path} fade {t}: the box is not on its pixels");
+            fades.push(img);
+        }
+        let (same, changed) = (mad(&fades[0], &fades[1], anatomy), mad(&fades[0], &fades[1], inside));
+        assert!(same < 8.0, "{path} fade: the registered prior differs from the current in unchanged anatomy ({same:.1})");
+        assert!(changed > 40.0, "{path} fade: the change does not show between prior and current ({changed:.1})");
+
+        // Flicker shows one of the two fade ends, whichever phase this frame is in.
+        h.state_mut().run(AppCommand::SetViewMode(ViewMode::Flicker));
+        h.state_mut().run(AppCommand::SetFlickerHz(0.25));
+        h.run_steps(1);
+        settle(&mut h);
+        let opacity = h.state().prior_opacity(h.ctx.input(|i| i.time));
+        let flicker = h.render().unwrap();
+        let phase = if opacity > 0.5 { &fades[0] } else { &fades[1] };
+        assert!(mad(&flicker, phase, anatomy) < 3.0 && mad(&flicker, phase, inside) < 3.0, "{path} flicker (prior opacity {opacity})");
+        assert!(box_edge_greenness(&h, &flicker, &boxed) > 60, "{path} flicker: the box is not on its pixels");
+    }
+    let between = mad(&subtractions[0], &subtractions[1], whole);
+    assert!(between < 10.0, "the GPU and CPU subtractions differ by {between:.1} grey levels on average");
+
+    // The same subtraction by relative position: the shifted anatomy does not cancel.
+    h.state_mut().run(AppCommand::SetSync(SyncSettings { registered: false, ..registered }));
+    h.state_mut().run(AppCommand::SetCpuRendering(false));
+    h.state_mut().run(AppCommand::SetViewMode(ViewMode::Subtraction));
+    h.run_steps(1);
+    settle(&mut h);
+    let unregistered = mean_over(&h.render().unwrap(), anatomy, brightest);
+    assert!(unregistered > 60.0, "unregistered, the anatomy should not cancel ({unregistered:.1}): the check above cannot tell");
+}
+
+/// Keys work after one click on an image: the click takes the keyboard from a control that had
+/// it, and asks the window system for it when the window does not have it.
+#[test]
+fn a_click_on_a_pane_gives_the_app_the_keyboard() {
+    let mut h = harness(None);
+    settle(&mut h);
+    let c = pane_rect(&h, Role::Current).center();
+    h.hover_at(c);
+    h.run_steps(2);
+    // A control holds the keyboard (reached with Tab): the app does not read its keys meanwhile.
+    h.key_press(egui::Key::Tab);
+    h.run_steps(2);
+    assert!(h.ctx.memory(|m| m.focused().is_some()), "Tab focused nothing");
+    let before = h.state().pane(Role::Current).invert;
+    press(&mut h, egui::Key::I);
+    assert_eq!(h.state().pane(Role::Current).invert, before, "I reached the app while a control had the keyboard");
+    // And the window has lost the keyboard to another window.
+    h.input_mut().focused = false;
+    h.event(Event::PointerButton { pos: c, button: PointerButton::Primary, pressed: true, modifiers: Modifiers::NONE });
+    h.step();
+    let commands = h.output().viewport_output[&egui::ViewportId::ROOT].commands.clone();
+    assert!(commands.contains(&egui::ViewportCommand::Focus), "the window did not ask for the keyboard: {commands:?}");
+    h.event(Event::PointerButton { pos: c, button: PointerButton::Primary, pressed: false, modifiers: Modifiers::NONE });
+    h.step();
+    assert!(h.ctx.memory(|m| m.focused().is_none()), "the control kept the keyboard");
+    // The window system gives the window the keyboard; the key now reaches the app.
+    h.input_mut().focused = true;
+    press(&mut h, egui::Key::I);
+    assert_ne!(h.state().pane(Role::Current).invert, before, "I did not reach the app after the click");
+}
+
+fn unsaved_harness_without_dialogs() -> Harness<'static, App> {
+    use tandem::viewer::dialogs::Dialogs;
+    let mut h = Harness::builder().with_size(Vec2::new(1400.0, 800.0)).with_step_dt(1.0 / 30.0).with_max_steps(20).build_eframe(|cc| {
+        App::with_device(cc, Launch::Demo, None, DevicePreference::Cpu).with_dialogs(Dialogs::unavailable("no desktop portal here"))
+    });
+    settle(&mut h);
+    add_scored_proposals(&mut h, &[0.7]);
+    assert!(h.state().history().is_dirty());
+    h
+}
+
+/// "Save and quit" on the demo (no file to save beside) asks for a path in the app; it quits once
+/// saved there, and a cancelled prompt keeps the app running and forgets the quit.
+#[test]
+fn save_and_quit_through_the_path_prompt_quits_after_saving() {
+    use tandem::viewer::app::{DialogRequest, Prompt};
+    let dir = tempfile::tempdir().unwrap();
+    let save_and_quit = |h: &mut Harness<'_, App>| {
+        h.state_mut().run(AppCommand::SetPrompt(Some(Prompt::UnsavedOnQuit)));
+        h.run_steps(2);
+        h.get_by_label("Save and quit").click();
+        h.run_steps(1);
+        wait_for_prompt(h);
+        assert!(matches!(h.state().prompt(), Some(Prompt::Path { .. })), "{:?}", h.state().prompt());
+    };
+
+    // Cancelled: still running, still unsaved; a later "Save as" does not quit.
+    let mut h = unsaved_harness_without_dialogs();
+    save_and_quit(&mut h);
+    h.get_by_label("Cancel").click();
+    h.run_steps(2);
+    assert!(h.state().prompt().is_none() && !h.state().is_closing() && h.state().history().is_dirty());
+    h.state_mut().run(AppCommand::Dialog(DialogRequest::SaveAnnotationsAs));
+    wait_for_prompt(&mut h);
+    h.event(Event::Text(dir.path().join("later.tandem.json").display().to_string()));
+    h.run_steps(2);
+    h.get_by_label("Save").click();
+    h.run_steps(2);
+    assert!(dir.path().join("later.tandem.json").is_file());
+    assert!(!h.state().is_closing(), "the cancelled quit came back with a later save");
+
+    // Saved where typed, then the app closes.
+    let mut h = unsaved_harness_without_dialogs();
+    save_and_quit(&mut h);
+    let path = dir.path().join("typed.tandem.json");
+    h.event(Event::Text(path.display().to_string()));
+    h.run_steps(2);
+    h.get_by_label("Save").click();
+    h.step();
+    let commands = h.output().viewport_output[&egui::ViewportId::ROOT].commands.clone();
+    assert!(commands.contains(&egui::ViewportCommand::Close), "no close after saving: {commands:?}");
+    assert!(h.state().is_closing());
+    assert_eq!(tandem::annotation::io::load(&path).expect("saved where typed").findings.len(), 1);
+    assert!(!h.state().history().is_dirty());
+}
+
+/// A file that cannot be read says so in its own pane, and keeps saying so while the other pane
+/// loads and is used, until something else is opened in that pane.
+#[test]
+fn a_load_error_stays_in_its_pane_until_that_pane_changes() {
+    let mut h = harness_for(Launch::Pair(dicom("MR_truncated.dcm"), dicom("MR_small.dcm")), None);
+    settle(&mut h);
+    let error = h.state().pane(Role::Prior).error().expect("the prior pane shows its error").to_string();
+    assert!(h.state().pane(Role::Current).series().is_some());
+    let c = pane_rect(&h, Role::Current).center();
+    drag(&mut h, PointerButton::Secondary, c, c + Vec2::new(40.0, 20.0));
+    press(&mut h, egui::Key::I);
+    h.run_steps(10);
+    assert_eq!(h.state().pane(Role::Prior).error(), Some(error.as_str()), "the error left its pane");
+    h.state_mut().run(AppCommand::Open { role: Role::Prior, path: dicom("MR_small.dcm") });
+    settle(&mut h);
+    assert!(h.state().pane(Role::Prior).error().is_none() && h.state().pane(Role::Prior).series().is_some());
 }

@@ -7,6 +7,7 @@ pub mod j2k;
 pub mod jpeg12;
 pub mod jpegls;
 pub mod measure;
+pub mod orientation;
 pub mod pairing;
 pub mod palette;
 pub mod pixels;
@@ -97,6 +98,10 @@ pub struct Meta {
     pub sop_instance_uid: Option<String>,
     pub instance_number: Option<i64>,
     pub transfer_syntax: Option<String>,
+    /// Lossy Image Compression (0028,2110): "01" when lossy compression was ever applied to the
+    /// pixels (the file may be uncompressed now), "00" when not; `None` when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lossy_compression: Option<String>,
     pub photometric: Option<String>,
     /// Row spacing, column spacing (mm).
     pub pixel_spacing_mm: Option<[f64; 2]>,
@@ -108,7 +113,48 @@ pub struct Meta {
     pub sha256: Option<String>,
 }
 
+/// Transfer syntaxes whose pixels are lossy by their nature: the lossy JPEG processes (baseline,
+/// extended, spectral selection, progressive, hierarchical; most retired), JPEG-LS near-lossless,
+/// MPEG-2, MPEG-4 AVC and HEVC video (and their fragmentable forms), and JPEG XL recompressed JPEG.
+/// The JPEG 2000, HTJ2K and JPEG XL syntaxes that only *may* be lossy are left to Lossy Image
+/// Compression (0028,2110), which a writer must set when they were.
+pub fn is_lossy_transfer_syntax(uid: &str) -> bool {
+    let uid = uid.trim_end_matches('\0').trim();
+    let Some(tail) = uid.strip_prefix("1.2.840.10008.1.2.4.") else { return false };
+    let process: u32 = match tail.split('.').next().and_then(|p| p.parse().ok()) {
+        Some(p) => p,
+        None => return false,
+    };
+    matches!(process, 50..=56 | 59..=64 | 81 | 100..=108 | 111)
+}
+
 impl Meta {
+    /// True when the pixels went through lossy compression: Lossy Image Compression (0028,2110)
+    /// is "01", or the transfer syntax is lossy by nature (a baseline JPEG is lossy whatever the
+    /// attribute says).
+    pub fn is_lossy(&self) -> bool {
+        self.lossy_compression.as_deref().is_some_and(|v| v.trim() == "01")
+            || self.transfer_syntax.as_deref().is_some_and(is_lossy_transfer_syntax)
+    }
+
+    /// The patient's name as read: "DOE^JANE^M" → "DOE, JANE M" (the alphabetic group of a
+    /// DICOM person name; empty components dropped). `None` when absent or blank.
+    pub fn patient_name_pretty(&self) -> Option<String> {
+        let raw = self.patient_name.as_deref()?.split('=').next()?.trim();
+        let parts: Vec<&str> = raw.split('^').map(str::trim).collect();
+        let family = parts.first().copied().unwrap_or("");
+        // Given, middle, then prefix and suffix around them as a reader would say them.
+        let given: Vec<&str> =
+            [parts.get(3), parts.get(1), parts.get(2), parts.get(4)].into_iter().flatten().copied().filter(|p| !p.is_empty()).collect();
+        let name = match (family.is_empty(), given.is_empty()) {
+            (true, true) => return None,
+            (false, true) => family.to_string(),
+            (true, false) => given.join(" "),
+            (false, false) => format!("{family}, {}", given.join(" ")),
+        };
+        Some(name)
+    }
+
     /// "2024-03-01" from a DICOM DA "20240301".
     pub fn study_date_pretty(&self) -> Option<String> {
         let d = self.study_date.as_deref()?;
@@ -202,4 +248,44 @@ pub fn file_sha256(path: &Path) -> Option<String> {
     use sha2::{Digest, Sha256};
     let bytes = std::fs::read(path).ok()?;
     Some(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lossy_from_the_attribute_or_a_lossy_transfer_syntax() {
+        let meta = |ts: &str, attr: Option<&str>| Meta {
+            transfer_syntax: Some(ts.into()),
+            lossy_compression: attr.map(String::from),
+            ..Meta::default()
+        };
+        let explicit_le = "1.2.840.10008.1.2.1";
+        assert!(!meta(explicit_le, None).is_lossy());
+        assert!(meta(explicit_le, Some("01")).is_lossy(), "decompressed once-lossy pixels stay lossy");
+        assert!(!meta(explicit_le, Some("00")).is_lossy());
+        assert!(meta("1.2.840.10008.1.2.4.50", None).is_lossy(), "JPEG baseline");
+        assert!(meta("1.2.840.10008.1.2.4.50", Some("00")).is_lossy(), "baseline JPEG is lossy whatever the attribute says");
+        assert!(meta("1.2.840.10008.1.2.4.81", None).is_lossy(), "JPEG-LS near-lossless");
+        assert!(meta("1.2.840.10008.1.2.4.102.1", None).is_lossy(), "fragmentable MPEG-4");
+        for lossless in
+            ["1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.5"]
+        {
+            assert!(!meta(lossless, None).is_lossy(), "{lossless}");
+        }
+        assert!(meta("1.2.840.10008.1.2.4.91", Some("01")).is_lossy(), "JPEG 2000 that says it is lossy");
+        assert!(!meta("1.2.840.10008.1.2.4.91", Some("00")).is_lossy());
+    }
+
+    #[test]
+    fn a_person_name_reads_family_comma_given() {
+        let name = |n: &str| Meta { patient_name: Some(n.into()), ..Meta::default() }.patient_name_pretty();
+        assert_eq!(name("DOE^JANE^M").as_deref(), Some("DOE, JANE M"));
+        assert_eq!(name("DOE^JANE^^DR").as_deref(), Some("DOE, DR JANE"));
+        assert_eq!(name("Yamada^Tarou=山田^太郎=やまだ^たろう").as_deref(), Some("Yamada, Tarou"));
+        assert_eq!(name("ANONYMOUS").as_deref(), Some("ANONYMOUS"));
+        assert_eq!(name("^^^"), None);
+        assert_eq!(Meta::default().patient_name_pretty(), None);
+    }
 }

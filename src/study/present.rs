@@ -50,6 +50,7 @@ pub fn read_meta(obj: &DefaultDicomObject, path: &Path) -> Meta {
         sop_instance_uid: obj.str_of(tags::SOP_INSTANCE_UID).or_else(|| Some(obj.meta().media_storage_sop_instance_uid().to_string())),
         instance_number: obj.int_of(tags::INSTANCE_NUMBER),
         transfer_syntax: Some(obj.meta().transfer_syntax().to_string()),
+        lossy_compression: obj.str_of(tags::LOSSY_IMAGE_COMPRESSION),
         photometric: obj.str_of(tags::PHOTOMETRIC_INTERPRETATION),
         pixel_spacing_mm: spacing,
         pixel_spacing_source: spacing_source,

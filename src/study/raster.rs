@@ -33,7 +33,11 @@ pub fn open_image(path: &Path) -> Result<DynamicImage, StudyError> {
 /// Reads a raster image as one frame. Colour images whose channels are equal become grey.
 pub fn load(path: &Path) -> Result<Frame, StudyError> {
     let img = open_image(path)?;
-    let meta = Meta { path: path.to_path_buf(), sha256: file_sha256(path), ..Meta::default() };
+    // A JPEG file's pixels are lossy, as a DICOM file with Lossy Image Compression "01" is.
+    let jpeg = image::ImageReader::open(path).ok().and_then(|r| r.with_guessed_format().ok()).and_then(|r| r.format())
+        == Some(image::ImageFormat::Jpeg);
+    let meta =
+        Meta { path: path.to_path_buf(), sha256: file_sha256(path), lossy_compression: jpeg.then(|| "01".to_string()), ..Meta::default() };
     Ok(frame_from_image(img, Arc::new(meta)))
 }
 

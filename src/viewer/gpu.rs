@@ -23,8 +23,21 @@ struct PaneTextures {
     key: u64,
     _image: wgpu::Texture,
     _lut: wgpu::Texture,
+    image_view: wgpu::TextureView,
+    lut_view: wgpu::TextureView,
     uniform: wgpu::Buffer,
     bind_group: wgpu::BindGroup,
+}
+
+/// A pane's uploaded frame as other pipelines bind it (the comparison views read two panes').
+#[derive(Clone, Debug)]
+pub struct PaneViews {
+    /// The key the frame was uploaded with.
+    pub key: u64,
+    /// R32Float modality values, or RGBA8 colour.
+    pub image: wgpu::TextureView,
+    /// The VOI LUT in rows of 256 texels.
+    pub lut: wgpu::TextureView,
 }
 
 /// Long-lived pipeline and per-pane textures, stored in egui-wgpu's callback resources.
@@ -139,7 +152,29 @@ impl ImageRenderer {
                 wgpu::BindGroupEntry { binding: 2, resource: wgpu::BindingResource::TextureView(&lut_view) },
             ],
         });
-        self.panes.insert(pane, PaneTextures { key, _image: image, _lut: lut, uniform, bind_group });
+        self.panes.insert(pane, PaneTextures { key, _image: image, _lut: lut, image_view, lut_view, uniform, bind_group });
+    }
+
+    /// The textures of what `pane` shows, if it is uploaded.
+    pub fn views(&self, pane: usize) -> Option<PaneViews> {
+        self.panes.get(&pane).map(|p| PaneViews { key: p.key, image: p.image_view.clone(), lut: p.lut_view.clone() })
+    }
+
+    /// Writes `pane`'s draw parameters (in a callback's `prepare`), for `draw_plain`.
+    pub fn write_params(&self, queue: &wgpu::Queue, pane: usize, params: &DrawParams) {
+        if let Some(p) = self.panes.get(&pane) {
+            queue.write_buffer(&p.uniform, 0, bytemuck::bytes_of(params));
+        }
+    }
+
+    /// Draws `pane` as `ImageCallback` does (another callback's fallback); false when it has no
+    /// frame uploaded.
+    pub fn draw_plain(&self, pass: &mut wgpu::RenderPass<'static>, pane: usize) -> bool {
+        let Some(p) = self.panes.get(&pane) else { return false };
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &p.bind_group, &[]);
+        pass.draw(0..4, 0..1);
+        true
     }
 
     pub fn forget(&mut self, pane: usize) {

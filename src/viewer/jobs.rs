@@ -56,6 +56,8 @@ pub enum JobResult {
     Registered {
         alignment: Alignment,
     },
+    /// A comparison picture made on the CPU (flicker, fade, subtraction; `viewer::compare`).
+    Compared(Box<crate::viewer::compare::CpuWork>),
     Failed {
         what: String,
         error: String,
@@ -226,6 +228,12 @@ impl Jobs {
             let alignment = registration::align(&prior, &current, &AlignOptions::default());
             JobResult::Registered { alignment }
         });
+    }
+
+    /// Comparison work for flicker, fade or subtraction (the subtraction window, or the CPU
+    /// fallback's resampled prior and textures), off the UI thread.
+    pub fn compare(&self, stamp: Stamp, work: impl FnOnce() -> crate::viewer::compare::CpuWork + Send + 'static) {
+        self.spawn("compare", stamp, move || JobResult::Compared(Box::new(work())));
     }
 
     /// STOW-RS of `sr` (a DICOM SR file's bytes) to the PACS at `url`, credentials from the

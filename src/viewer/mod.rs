@@ -1,6 +1,7 @@
 //! The egui/eframe shell: panes, sync, overlay, tools, panels, GPU window/level, background jobs.
 
 pub mod app;
+pub mod compare;
 pub mod demo;
 pub mod dialogs;
 pub mod gpu;

@@ -163,6 +163,9 @@ pub struct Pane {
     pub rect: Rect,
     /// Shown in the corner for non-clinical content (the demo).
     pub note: Option<String>,
+    /// Set by the app for the frame being drawn: on the GPU path the pane composites the prior
+    /// with its own image (flicker, fade, subtraction) instead of drawing it plainly.
+    pub compare: Option<crate::viewer::compare::GpuCompare>,
     cpu_texture: Option<(u64, [u32; 4], egui::TextureHandle)>,
 }
 
@@ -180,6 +183,7 @@ impl Pane {
             generation: 0,
             rect: Rect::NOTHING,
             note: None,
+            compare: None,
             cpu_texture: None,
         }
     }
@@ -420,6 +424,9 @@ impl Pane {
                 {
                     r.upload(&rs.device, &rs.queue, self.id.0, key, frame);
                 }
+                if self.compare.is_some() {
+                    crate::viewer::compare::CompareRenderer::install(&mut renderer.callback_resources, &rs.device, rs.target_format);
+                }
             }
             let n_min = (img_rect.min - rect.min) / rect.size();
             let n_max = (img_rect.max - rect.min) / rect.size();
@@ -430,7 +437,11 @@ impl Pane {
                 window: [self.window.center, self.window.width, if invert { 1.0 } else { 0.0 }, mode],
                 lut,
             };
-            painter.add(egui_wgpu::Callback::new_paint_callback(rect, ImageCallback { pane: self.id.0, params }));
+            let callback = match &self.compare {
+                Some(c) => egui_wgpu::Callback::new_paint_callback(rect, c.callback(self.id.0, params, frame)),
+                None => egui_wgpu::Callback::new_paint_callback(rect, ImageCallback { pane: self.id.0, params }),
+            };
+            painter.add(callback);
         } else {
             let tex = self.cpu_texture(ui.ctx(), frame, key, invert, mode);
             painter.image(tex, img_rect, Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0)), Color32::WHITE);
@@ -453,34 +464,85 @@ impl Pane {
         id
     }
 
-    /// Corner text: patient, study, series, frame, window and zoom.
-    pub fn paint_corners(&self, painter: &egui::Painter, rect: Rect) {
-        let Some(frame) = self.current_frame() else { return };
+    /// What the corners and edges say about the shown frame (`None` when nothing is shown).
+    pub fn corner_text(&self) -> Option<CornerText> {
+        let frame = self.current_frame()?;
         let m = &frame.meta;
-        let font = FontId::proportional(13.0);
-        let mut tl = Vec::new();
+        let mut top_left = Vec::new();
         if let Some(note) = &self.note {
-            tl.push(note.clone());
+            top_left.push(note.clone());
         }
-        tl.push(format!("Patient {}", m.patient_id.clone().unwrap_or_else(|| "—".into())));
-        tl.push(format!("Study {}", m.study_date_pretty().unwrap_or_else(|| "—".into())));
+        let id = m.patient_id.clone().unwrap_or_else(|| "—".into());
+        top_left.push(match m.patient_name_pretty() {
+            Some(name) => format!("{name}  ({id})"),
+            None => format!("Patient {id}"),
+        });
+        top_left.push(format!("Study {}", m.study_date_pretty().unwrap_or_else(|| "—".into())));
         let series_line = [m.modality.clone(), m.series_description.clone()].into_iter().flatten().collect::<Vec<_>>().join("  ");
-        tl.push(if series_line.is_empty() { file_name(&m.path) } else { series_line });
-        let tr = vec![self.role.label().to_uppercase(), format!("Frame {}/{}", self.frame + 1, self.frame_count())];
+        top_left.push(if series_line.is_empty() { file_name(&m.path) } else { series_line });
+        let top_right = vec![self.role.label().to_uppercase(), format!("Frame {}/{}", self.frame + 1, self.frame_count())];
         let w_line = if self.use_voi_lut && frame.voi_lut.is_some() {
             "VOI LUT".to_string()
         } else {
             format!("W {:.0}  L {:.0}", self.window.width, self.window.center)
         };
         let zoom = self.view.map(|v| v.zoom * 100.0).unwrap_or(100.0);
-        let bl = vec![w_line, format!("Zoom {zoom:.0} %{}", if self.invert ^ frame.invert { "  inverted" } else { "" })];
-        let br = vec![format!("{} × {} px", frame.width, frame.height)];
-        let pad = 6.0;
-        corner(painter, rect.left_top() + Vec2::new(pad, pad), Align2::LEFT_TOP, &tl, &font);
-        corner(painter, rect.right_top() + Vec2::new(-pad, pad), Align2::RIGHT_TOP, &tr, &font);
-        corner(painter, rect.left_bottom() + Vec2::new(pad, -pad), Align2::LEFT_BOTTOM, &bl, &font);
-        corner(painter, rect.right_bottom() + Vec2::new(-pad, -pad), Align2::RIGHT_BOTTOM, &br, &font);
+        let bottom_left = vec![w_line, format!("Zoom {zoom:.0} %{}", if self.invert ^ frame.invert { "  inverted" } else { "" })];
+        let bottom_right = vec![format!("{} × {} px", frame.width, frame.height)];
+        Some(CornerText {
+            top_left,
+            top_right,
+            bottom_left,
+            bottom_right,
+            lossy: m.is_lossy().then(|| LOSSY_FLAG.to_string()),
+            markers: m.image_orientation.and_then(crate::study::orientation::markers),
+        })
     }
+
+    /// Corner text (patient, study, series, frame, window, zoom, a lossy-compression flag) and
+    /// orientation markers at the middle of the pane's edges.
+    pub fn paint_corners(&self, painter: &egui::Painter, rect: Rect) {
+        let Some(text) = self.corner_text() else { return };
+        let font = FontId::proportional(13.0);
+        let pad = 6.0;
+        corner(painter, rect.left_top() + Vec2::new(pad, pad), Align2::LEFT_TOP, &text.top_left, &font, TEXT_COLOUR);
+        let tr = corner(painter, rect.right_top() + Vec2::new(-pad, pad), Align2::RIGHT_TOP, &text.top_right, &font, TEXT_COLOUR);
+        if let Some(flag) = &text.lossy {
+            corner(painter, tr.right_bottom() + Vec2::new(0.0, 8.0), Align2::RIGHT_TOP, std::slice::from_ref(flag), &font, LOSSY_COLOUR);
+        }
+        corner(painter, rect.left_bottom() + Vec2::new(pad, -pad), Align2::LEFT_BOTTOM, &text.bottom_left, &font, TEXT_COLOUR);
+        corner(painter, rect.right_bottom() + Vec2::new(-pad, -pad), Align2::RIGHT_BOTTOM, &text.bottom_right, &font, TEXT_COLOUR);
+        if let Some(m) = &text.markers {
+            let big = FontId::proportional(16.0);
+            let edges = [
+                (rect.left_center() + Vec2::new(pad, 0.0), Align2::LEFT_CENTER, &m.left),
+                (rect.right_center() + Vec2::new(-pad, 0.0), Align2::RIGHT_CENTER, &m.right),
+                (rect.center_top() + Vec2::new(0.0, pad), Align2::CENTER_TOP, &m.top),
+                (rect.center_bottom() + Vec2::new(0.0, -pad), Align2::CENTER_BOTTOM, &m.bottom),
+            ];
+            for (at, align, label) in edges {
+                corner(painter, at, align, std::slice::from_ref(label), &big, TEXT_COLOUR);
+            }
+        }
+    }
+}
+
+/// Shown under the top-right corner when the pixels went through lossy compression.
+pub const LOSSY_FLAG: &str = "LOSSY COMPRESSION";
+const TEXT_COLOUR: Color32 = Color32::from_rgb(230, 230, 160);
+const LOSSY_COLOUR: Color32 = Color32::from_rgb(255, 130, 90);
+
+/// What a pane's corners and edges say.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CornerText {
+    pub top_left: Vec<String>,
+    pub top_right: Vec<String>,
+    pub bottom_left: Vec<String>,
+    pub bottom_right: Vec<String>,
+    /// `LOSSY_FLAG` when Lossy Image Compression is "01" or the transfer syntax is lossy.
+    pub lossy: Option<String>,
+    /// From Image Orientation (Patient); none without it.
+    pub markers: Option<crate::study::orientation::Markers>,
 }
 
 /// Windowed RGBA rendering on the CPU (fallback path and tests without a GPU).
@@ -516,21 +578,33 @@ pub fn render_cpu_region(frame: &Frame, window: Window, invert: bool, use_lut: b
 
 /// A message centred in the pane, wrapped to its width so that a long error stays inside it.
 fn centered_message(painter: &egui::Painter, rect: Rect, text: &str, color: Color32) {
-    let wrap = (rect.width() - 40.0).max(60.0);
-    let galley = painter.layout(text.to_string(), FontId::proportional(15.0), color, wrap);
-    let at = rect.center() - galley.size() / 2.0;
+    let (at, galley) = message_layout(painter, rect, text, color);
     painter.galley(at, galley, color);
 }
 
-fn corner(painter: &egui::Painter, at: Pos2, align: Align2, lines: &[String], font: &FontId) {
+/// Where `centered_message` puts `text` in `rect`, laid out: wrapped 20 points inside either side
+/// (a path too long for a line is broken where it must be), centred.
+fn message_layout(painter: &egui::Painter, rect: Rect, text: &str, color: Color32) -> (Pos2, Arc<egui::Galley>) {
+    let wrap = (rect.width() - 40.0).max(60.0);
+    let mut job = egui::text::LayoutJob::simple(text.to_string(), FontId::proportional(15.0), color, wrap);
+    job.halign = egui::Align::Center;
+    let galley = painter.layout_job(job);
+    // A centred job's rect is centred on x = 0.
+    let at = rect.center() - Vec2::new(0.0, galley.size().y / 2.0);
+    (at, galley)
+}
+
+/// Lines of text anchored at `at`, on a backdrop; returns where they went.
+fn corner(painter: &egui::Painter, at: Pos2, align: Align2, lines: &[String], font: &FontId, colour: Color32) -> Rect {
     let text = lines.join("\n");
     // A translucent dark backdrop and a shadow keep the text legible over white anatomy (a lung
     // window on an MR, a radiograph's label) without hiding much of the image.
-    let galley = painter.layout_no_wrap(text.clone(), font.clone(), Color32::from_rgb(230, 230, 160));
+    let galley = painter.layout_no_wrap(text.clone(), font.clone(), colour);
     let text_rect = align.anchor_size(at, galley.size());
     painter.rect_filled(text_rect.expand(3.0), 3.0, Color32::from_black_alpha(150));
     painter.text(at + Vec2::new(1.0, 1.0), align, &text, font.clone(), Color32::BLACK);
-    painter.text(at, align, &text, font.clone(), Color32::from_rgb(230, 230, 160));
+    painter.text(at, align, &text, font.clone(), colour);
+    text_rect
 }
 
 fn short(source: &str) -> String {
@@ -563,6 +637,52 @@ mod tests {
         assert!(pane.window.width > 100.0, "its own auto window, not the 80 HU brain window: {:?}", pane.window);
         assert_eq!(pane.apply_preset(Preset::FullRange), Preset::FullRange);
         assert_eq!((pane.window.lower(), pane.window.upper()), (0.0, 210.0));
+    }
+
+    #[test]
+    fn a_long_load_error_wraps_inside_its_pane() {
+        let ctx = egui::Context::default();
+        let _ = ctx.run_ui(Default::default(), |_| {});
+        let pane = Rect::from_min_size(Pos2::new(700.0, 30.0), Vec2::new(420.0, 600.0));
+        let painter = egui::Painter::new(ctx.clone(), egui::LayerId::background(), pane);
+        let long_path = "/very/long/folder/name/without/any/spaces/".repeat(8);
+        let error = format!(
+            "Cannot open MR_truncated.dcm\nthe file is damaged: {long_path}MR_truncated.dcm ended after 4096 of 8192 bytes of pixel data"
+        );
+        let (at, galley) = message_layout(&painter, pane, &error, Color32::WHITE);
+        let drawn = galley.rect.translate(at.to_vec2());
+        assert!(galley.rows.len() > 3, "not wrapped: {} rows", galley.rows.len());
+        assert!(pane.shrink(10.0).contains_rect(drawn), "{drawn:?} runs out of the pane {pane:?}");
+    }
+
+    #[test]
+    fn corner_text_names_the_patient_flags_lossy_pixels_and_marks_the_orientation() {
+        let img = image::GrayImage::from_fn(8, 8, |x, _| image::Luma([(x * 30) as u8]));
+        let meta = crate::study::Meta {
+            patient_id: Some("123".into()),
+            patient_name: Some("DOE^JANE".into()),
+            modality: Some("CT".into()),
+            series_description: Some("Thorax 1.0 B70f".into()),
+            transfer_syntax: Some("1.2.840.10008.1.2.4.50".into()),
+            image_orientation: Some([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]),
+            ..Default::default()
+        };
+        let frame = crate::study::raster::frame_from_image(image::DynamicImage::ImageLuma8(img.clone()), Arc::new(meta.clone()));
+        let mut pane = Pane::new(PaneId(0), Role::Current);
+        pane.set_series(Arc::new(Series { id: "ct".into(), frames: vec![frame], meta: Arc::new(meta.clone()), source: "ct".into() }));
+        let text = pane.corner_text().unwrap();
+        assert_eq!(text.top_left[0], "DOE, JANE  (123)");
+        assert_eq!(text.top_left[2], "CT  Thorax 1.0 B70f");
+        assert_eq!(text.lossy.as_deref(), Some(LOSSY_FLAG));
+        let m = text.markers.unwrap();
+        assert_eq!([m.left, m.right, m.top, m.bottom], ["R", "L", "A", "P"]);
+        // Uncompressed, never lossy, no orientation (a PNG): no flag, no markers.
+        let plain = crate::study::Meta { patient_id: Some("123".into()), ..Default::default() };
+        let frame = crate::study::raster::frame_from_image(image::DynamicImage::ImageLuma8(img), Arc::new(plain.clone()));
+        pane.set_series(Arc::new(Series { id: "png".into(), frames: vec![frame], meta: Arc::new(plain), source: "png".into() }));
+        let text = pane.corner_text().unwrap();
+        assert_eq!(text.top_left[0], "Patient 123");
+        assert_eq!((text.lossy, text.markers), (None, None));
     }
 
     #[test]

@@ -28,7 +28,12 @@ impl App {
             AppCommand::Launch(launch) => self.open(launch),
             AppCommand::OpenAnnotations(path) => self.open_annotations(&path),
             AppCommand::Dialog(request) => self.show_dialog(request),
-            AppCommand::DialogChosen { purpose, path } => self.on_path_chosen(purpose, path),
+            AppCommand::DialogChosen { purpose, path } => {
+                if matches!(self.prompt, Some(Prompt::Path { .. })) {
+                    self.prompt = None;
+                }
+                self.on_path_chosen(purpose, path);
+            }
             AppCommand::ImportSr(path) => self.import_sr(&path),
             AppCommand::SendFindings => self.send_findings(),
             AppCommand::SetPacsUrl(url) => self.set_pacs_url(url),
@@ -96,6 +101,7 @@ impl App {
             }
             AppCommand::SetFade(t) => self.fade = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.5 },
             AppCommand::SetFlickerHz(hz) => self.flicker_hz = if hz.is_finite() { hz.clamp(0.25, 10.0) } else { 2.0 },
+            AppCommand::Compare(command) => self.run_compare(command),
             AppCommand::ApplyPreset(preset) => self.apply_preset(preset),
             AppCommand::SetInvert { role, on } => self.pane_mut(role).invert = on,
             AppCommand::SetWindow { role, window } => {
@@ -113,7 +119,14 @@ impl App {
             AppCommand::ResetViews => self.panes.iter_mut().for_each(|p| p.reset()),
             AppCommand::SwapPriorCurrent => self.swap_prior_current(),
             AppCommand::Escape => self.escape(),
-            AppCommand::SetPrompt(prompt) => self.prompt = prompt,
+            AppCommand::SetPrompt(prompt) => {
+                // Closing the prompt without choosing a path (or dismissing an error) calls off a
+                // quit that waited for the save.
+                if prompt.is_none() {
+                    self.quit_after_save = false;
+                }
+                self.prompt = prompt;
+            }
             AppCommand::Recover { document, doc_path } => {
                 self.doc = *document;
                 self.history.reset();
@@ -133,9 +146,16 @@ impl App {
             AppCommand::Quit => self.viewport.push(egui::ViewportCommand::Close),
             AppCommand::QuitSaving => {
                 self.prompt = None;
-                if self.save() {
-                    self.allow_close = true;
-                    self.viewport.push(egui::ViewportCommand::Close);
+                if self.default_doc_path().is_some() {
+                    if self.save() {
+                        self.allow_close = true;
+                        self.viewport.push(egui::ViewportCommand::Close);
+                    }
+                } else {
+                    // Nowhere to save yet: the dialog (or the path prompt where none opens) asks,
+                    // and the app quits once the annotations are saved there.
+                    self.quit_after_save = true;
+                    self.show_dialog(DialogRequest::SaveAnnotationsAs);
                 }
             }
             AppCommand::QuitDiscarding => {
@@ -301,7 +321,7 @@ impl App {
     pub(super) fn on_dialog(&mut self, spec: DialogSpec, picked: Picked) {
         match picked {
             Picked::Chosen(path) => self.on_path_chosen(spec.purpose, path),
-            Picked::Cancelled => {}
+            Picked::Cancelled => self.quit_after_save = false,
             Picked::Unavailable(why) => {
                 self.status = format!("{}: {why}; type the path instead", spec.purpose.title());
                 let text = spec.suggested.map(|p| p.display().to_string()).unwrap_or_default();
@@ -351,6 +371,7 @@ impl App {
 
     fn save_to(&mut self, path: &Path) -> bool {
         if self.writes_over_open_images(path) {
+            self.quit_after_save = false;
             return false;
         }
         match annotation::io::save(&self.doc, path) {
@@ -359,9 +380,14 @@ impl App {
                 self.history.mark_saved();
                 self.doc_path = Some(path.to_path_buf());
                 self.status = format!("saved {} finding(s) to {}", self.doc.findings.len(), path.display());
+                if std::mem::take(&mut self.quit_after_save) {
+                    self.allow_close = true;
+                    self.viewport.push(egui::ViewportCommand::Close);
+                }
                 true
             }
             Err(e) => {
+                self.quit_after_save = false;
                 self.prompt = Some(Prompt::Error(e.to_string()));
                 false
             }
@@ -690,6 +716,7 @@ impl App {
             match &result {
                 JobResult::Grounded { .. } => self.jobs.grounding = None,
                 JobResult::Registered { .. } => self.jobs.registering = false,
+                JobResult::Compared(work) => self.compare_job_ended(work),
                 JobResult::Failed { .. } => {
                     self.jobs.grounding = None;
                     self.jobs.registering = false;
@@ -701,6 +728,7 @@ impl App {
                     JobResult::Loaded { .. } | JobResult::Hung { .. } => "an older load",
                     JobResult::Grounded { .. } => "grounding of the previous images",
                     JobResult::Registered { .. } => "registration of the previous images",
+                    JobResult::Compared(_) => "a comparison picture of the previous images",
                     JobResult::Failed { .. } | JobResult::EngineReady(_) => "a result for the previous images",
                     // PACS jobs are stamped with no pane, so they are always current.
                     _ => "a PACS answer",
@@ -764,6 +792,7 @@ impl App {
                 self.registration = Some((alignment, self.stamp_all()));
             }
             JobResult::Failed { what, error } => self.status = format!("{what}: {error}"),
+            JobResult::Compared(work) => self.on_compared(*work),
             pacs => self.on_pacs_job(pacs),
         }
     }
@@ -786,51 +815,6 @@ impl App {
     /// The registration between the shown series, if it was made on them.
     pub(super) fn current_registration(&self) -> Option<&crate::registration::Alignment> {
         self.registration.as_ref().filter(|(_, stamp)| self.is_current(stamp)).map(|(a, _)| a)
-    }
-
-    /// Computes the subtraction of the shown frames when the mode asks for it and they (or the
-    /// registration) changed since. On the UI thread: one resampling pass, a few ms for 512².
-    pub(super) fn ensure_subtraction(&mut self, ctx: &egui::Context) {
-        if self.view_mode == super::ViewMode::SideBySide {
-            return;
-        }
-        let (prior, current) = (self.pane(Role::Prior), self.pane(Role::Current));
-        let (Some(pf), Some(cf)) = (prior.current_frame(), current.current_frame()) else {
-            self.subtraction = None;
-            return;
-        };
-        let registration = if self.sync.registered { self.current_registration().map(|a| a.fixed_from_moving) } else { None };
-        let key = ((prior.generation, prior.frame), (current.generation, current.frame), registration.is_some());
-        if self.subtraction.as_ref().is_some_and(|s| s.key == key) {
-            return;
-        }
-        use crate::registration::difference;
-        let current_gray = cf.to_gray();
-        let prior_on_current = difference::prior_on_current(&pf.to_gray(), cf.width, cf.height, registration.as_ref());
-        let diff = difference::minus(&current_gray, &prior_on_current);
-        let window = difference::symmetric_window(&diff);
-        let image = super::ui::diverging_image(&diff, window);
-        let texture = ctx.load_texture("subtraction", image, egui::TextureOptions::LINEAR);
-        self.subtraction = Some(super::Subtraction { key, difference: diff, prior_on_current, prior_texture: None, window, texture });
-    }
-
-    /// The resampled prior drawn with the current pane's window, for flicker and fade (redrawn
-    /// when that window changes).
-    pub(super) fn ensure_prior_texture(&mut self, ctx: &egui::Context) {
-        let current = self.pane(Role::Current);
-        // `to_gray` negated a MONOCHROME1 image's values; the negated window shows them as the
-        // pane shows the current.
-        let (window, invert) = match current.current_frame() {
-            Some(f) if f.invert => (crate::study::Window { center: -current.window.center, width: current.window.width }, current.invert),
-            _ => (current.window, current.invert),
-        };
-        let key = (window.center.to_bits(), window.width.to_bits(), invert);
-        let Some(sub) = self.subtraction.as_mut() else { return };
-        if sub.prior_texture.as_ref().is_some_and(|(k, _)| *k == key) {
-            return;
-        }
-        let image = super::ui::windowed_image(&sub.prior_on_current, window, invert);
-        sub.prior_texture = Some((key, ctx.load_texture("prior on current", image, egui::TextureOptions::LINEAR)));
     }
 
     pub(super) fn update_title(&mut self) {

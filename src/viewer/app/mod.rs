@@ -7,6 +7,8 @@
 //! mirrors one pane's navigation onto the other.
 
 mod cine;
+mod compare;
+mod focus;
 mod input;
 mod logic;
 mod pacs;
@@ -34,6 +36,7 @@ use crate::viewer::jobs::{Jobs, Stamp};
 use crate::viewer::overlay::Handle;
 use crate::viewer::pane::{Pane, PaneChanges, PaneId, Preset, Role};
 
+pub use compare::CompareCommand;
 pub use pacs::{ENV_PACS_URL, PacsCommand, PacsDialog};
 pub use ui::KEYS;
 
@@ -78,20 +81,6 @@ impl ViewMode {
             ViewMode::Subtraction => "Subtraction",
         }
     }
-}
-
-/// The prior on the current's grid and the subtraction of the shown frames, with what they were
-/// computed from.
-pub struct Subtraction {
-    /// Prior and current (pane generation, frame), and whether the registration was used.
-    key: ((u64, usize), (u64, usize), bool),
-    pub difference: crate::study::gray::GrayImage,
-    pub prior_on_current: crate::study::gray::GrayImage,
-    /// The prior drawn with the current pane's window: (window and invert it was drawn with).
-    prior_texture: Option<((u32, u32, bool), egui::TextureHandle)>,
-    /// ± this maps to the ends of the colour map.
-    pub window: f32,
-    texture: egui::TextureHandle,
 }
 
 /// A box being moved, resized or drawn (committed as one undo step on release).
@@ -230,6 +219,8 @@ pub enum AppCommand {
     /// Fade position: 0 shows the prior, 1 the current.
     SetFade(f32),
     SetFlickerHz(f32),
+    /// The comparison views' other settings (the subtraction window).
+    Compare(CompareCommand),
     ApplyPreset(Preset),
     SetInvert {
         role: Role,
@@ -293,7 +284,8 @@ pub struct App {
     measuring: bool,
     rulers: Vec<Ruler>,
     view_mode: ViewMode,
-    subtraction: Option<Subtraction>,
+    /// Flicker, fade and subtraction: their jobs and the CPU fallback's pictures.
+    compare: compare::CompareState,
     fade: f32,
     flicker_hz: f32,
     cine: cine::Cine,
@@ -309,6 +301,8 @@ pub struct App {
     active: PaneId,
     cpu_rendering: bool,
     allow_close: bool,
+    /// "Save and quit" is waiting for a path: quit once the annotations are saved.
+    quit_after_save: bool,
     title: String,
     last_autosave: Instant,
     /// Finding thumbnails, cached by what they show; filled while the findings list is drawn.
@@ -380,7 +374,7 @@ impl App {
             measuring: false,
             rulers: Vec::new(),
             view_mode: ViewMode::SideBySide,
-            subtraction: None,
+            compare: compare::CompareState::default(),
             fade: 0.5,
             flicker_hz: 2.0,
             cine: cine::Cine::default(),
@@ -394,6 +388,7 @@ impl App {
             active: PaneId(1),
             cpu_rendering: false,
             allow_close: false,
+            quit_after_save: false,
             title: String::new(),
             last_autosave: Instant::now(),
             thumbnails: RefCell::default(),
@@ -463,13 +458,14 @@ impl App {
         &self.title
     }
 
-    pub fn view_mode(&self) -> ViewMode {
-        self.view_mode
+    /// True once the app has asked to close (after "Save and quit" saved, or "Quit without
+    /// saving").
+    pub fn is_closing(&self) -> bool {
+        self.allow_close
     }
 
-    /// The subtraction image the current pane shows (subtraction mode only).
-    pub fn subtraction(&self) -> Option<&Subtraction> {
-        self.subtraction.as_ref().filter(|_| self.view_mode == ViewMode::Subtraction)
+    pub fn view_mode(&self) -> ViewMode {
+        self.view_mode
     }
 
     pub fn fade(&self) -> f32 {
@@ -517,6 +513,7 @@ impl App {
             || self.jobs.engine_loading
             || self.jobs.registering
             || self.jobs.pacs_running > 0
+            || self.compare.busy()
     }
 
     /// Shown at the current threshold and rejected-filter.
@@ -581,10 +578,7 @@ impl eframe::App for App {
             self.on_dialog(spec, picked);
         }
         self.ensure_registration();
-        self.ensure_subtraction(ui.ctx());
-        if matches!(self.view_mode, ViewMode::Flicker | ViewMode::Fade) {
-            self.ensure_prior_texture(ui.ctx());
-        }
+        self.ensure_compare(ui.ctx(), !self.cpu_rendering && frame.wgpu_render_state().is_some());
         if self.view_mode == ViewMode::Flicker {
             ui.ctx().request_repaint_after(Duration::from_secs_f32(0.5 / self.flicker_hz));
         }

@@ -182,6 +182,7 @@ pub(super) fn side_panel_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands) {
         if app.view_mode != ViewMode::SideBySide {
             ui.label(RichText::new("Prior on the current's grid: registered when By registration is on").small());
         }
+        super::compare::compare_controls_ui(app, ui, out);
         ui.separator();
         ui.heading("Sync");
         let mut sync: SyncSettings = app.sync;
@@ -452,7 +453,7 @@ pub(super) fn prompt_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands) {
                 let label = if purpose.saves() { "Save" } else { "Open" };
                 let ok = ui.add_enabled(!text.trim().is_empty(), egui::Button::new(label)).clicked();
                 if (ok || enter) && !text.trim().is_empty() {
-                    out.push(AppCommand::SetPrompt(None));
+                    // Closes this prompt; a plain SetPrompt(None) is a cancel (of "Save and quit" too).
                     out.push(AppCommand::DialogChosen { purpose, path: std::path::PathBuf::from(text.trim()) });
                 }
                 if ui.button("Cancel").clicked() {
@@ -489,22 +490,23 @@ impl App {
         for (i, rect) in rects.iter().enumerate() {
             let id = PaneId(i);
             let cursor = if self.drawing { egui::CursorIcon::Crosshair } else { egui::CursorIcon::Default };
-            let response = ui.allocate_rect(*rect, Sense::click_and_drag()).on_hover_cursor(cursor);
+            // Not focusable: a pane holding egui's keyboard focus would keep the app's keys from it.
+            let response = ui.allocate_rect(*rect, Sense::CLICK | Sense::DRAG).on_hover_cursor(cursor);
             let response = response.accessible_name(format!("{} pane", self.panes[i].role.label()));
+            self.take_keyboard_on_press(ui, &response);
             self.panes[i].rect = *rect;
             if response.hovered() {
                 self.active = id;
             }
             self.pane_interaction(ui, id, &response);
         }
+        let time = ui.input(|inp| inp.time);
         for (i, rect) in rects.iter().enumerate() {
+            // Flicker, fade and subtraction: the GPU composites the current pane from both frames.
+            self.panes[i].compare = self.gpu_compare_for(PaneId(i), time);
             self.panes[i].paint(ui, *rect, render_state);
             let painter = ui.painter_at(*rect);
-            if self.panes[i].role == Role::Current {
-                let time = ui.input(|inp| inp.time);
-                self.paint_subtraction(&painter, PaneId(i));
-                self.paint_prior_over_current(&painter, PaneId(i), time);
-            }
+            self.paint_compare(&painter, PaneId(i), time);
             let pane = &self.panes[i];
             let visible = |f: &crate::annotation::Finding| self.visible(f);
             let st = OverlayState {
@@ -576,87 +578,5 @@ fn prompt_text(app: &App) -> &str {
     match &app.prompt {
         Some(Prompt::Path { text, .. }) => text,
         _ => "",
-    }
-}
-
-/// Blue (current darker) through black (no change) to orange (current brighter), ±`window`;
-/// dark grey where the prior does not reach.
-pub(super) fn diverging_image(difference: &crate::study::gray::GrayImage, window: f32) -> egui::ColorImage {
-    let pixels = difference
-        .data
-        .iter()
-        .map(|&d| {
-            // The core's map, shared with `tandem snapshot --mode subtract`.
-            let [r, g, b] = crate::snapshot::diverging_rgb(d, window);
-            Color32::from_rgb(r, g, b)
-        })
-        .collect();
-    egui::ColorImage::new([difference.width, difference.height], pixels)
-}
-
-impl App {
-    /// In subtraction mode, the difference over the current image, in the same place, so that
-    /// the current's boxes (drawn after) stay on their pixels.
-    fn paint_subtraction(&self, painter: &egui::Painter, id: PaneId) {
-        let (Some(sub), Some(pane)) = (self.subtraction(), self.panes.get(id.0)) else { return };
-        let Some(view) = pane.view else { return };
-        let (w, h) = (sub.difference.width as f32, sub.difference.height as f32);
-        let image_rect = egui::Rect::from_min_max(
-            view.screen_from_image(pane.rect, egui::Pos2::ZERO),
-            view.screen_from_image(pane.rect, egui::Pos2::new(w, h)),
-        );
-        let uv = egui::Rect::from_min_max(egui::Pos2::ZERO, egui::Pos2::new(1.0, 1.0));
-        painter.image(sub.texture.id(), image_rect, uv, Color32::WHITE);
-        let how = if sub.key.2 { "registered" } else { "by relative position" };
-        let text = format!("SUBTRACTION  current − prior ({how}), ±{:.0}", sub.window);
-        // Bottom centre: the corners hold the pane's own text.
-        let at = pane.rect.center_bottom() - Vec2::new(0.0, 40.0);
-        let font = egui::FontId::proportional(13.0);
-        painter.text(at + Vec2::new(1.0, 1.0), egui::Align2::CENTER_BOTTOM, &text, font.clone(), Color32::BLACK);
-        painter.text(at, egui::Align2::CENTER_BOTTOM, text, font, Color32::from_rgb(255, 200, 120));
-    }
-}
-
-/// A grey image through a window (NaN, where the prior does not reach, black).
-pub(super) fn windowed_image(image: &crate::study::gray::GrayImage, window: crate::study::Window, invert: bool) -> egui::ColorImage {
-    let (lo, scale) = (window.lower(), 255.0 / window.width.max(1e-6));
-    let pixels = image
-        .data
-        .iter()
-        .map(|&v| {
-            if v.is_nan() {
-                return Color32::BLACK;
-            }
-            let g = ((v - lo) * scale).clamp(0.0, 255.0) as u8;
-            Color32::from_gray(if invert { 255 - g } else { g })
-        })
-        .collect();
-    egui::ColorImage::new([image.width, image.height], pixels)
-}
-
-impl App {
-    /// Flicker and fade: the resampled prior over the current image, as opaque as the mode says.
-    fn paint_prior_over_current(&self, painter: &egui::Painter, id: PaneId, time_secs: f64) {
-        let opacity = self.prior_opacity(time_secs);
-        let (Some(sub), Some(pane)) = (self.subtraction.as_ref(), self.panes.get(id.0)) else { return };
-        let (Some((_, texture)), Some(view)) = (&sub.prior_texture, pane.view) else { return };
-        let (w, h) = (sub.prior_on_current.width as f32, sub.prior_on_current.height as f32);
-        let image_rect = egui::Rect::from_min_max(
-            view.screen_from_image(pane.rect, egui::Pos2::ZERO),
-            view.screen_from_image(pane.rect, egui::Pos2::new(w, h)),
-        );
-        if opacity > 0.0 {
-            let uv = egui::Rect::from_min_max(egui::Pos2::ZERO, egui::Pos2::new(1.0, 1.0));
-            painter.image(texture.id(), image_rect, uv, Color32::from_white_alpha((opacity * 255.0).round() as u8));
-        }
-        let text = match self.view_mode {
-            ViewMode::Flicker => format!("FLICKER  {} ({:.1} Hz)", if opacity > 0.5 { "prior" } else { "current" }, self.flicker_hz),
-            ViewMode::Fade => format!("FADE  prior {:.0} % · current {:.0} %", opacity * 100.0, (1.0 - opacity) * 100.0),
-            ViewMode::SideBySide | ViewMode::Subtraction => return,
-        };
-        let at = pane.rect.center_bottom() - Vec2::new(0.0, 40.0);
-        let font = egui::FontId::proportional(13.0);
-        painter.text(at + Vec2::new(1.0, 1.0), egui::Align2::CENTER_BOTTOM, &text, font.clone(), Color32::BLACK);
-        painter.text(at, egui::Align2::CENTER_BOTTOM, text, font, Color32::from_rgb(255, 200, 120));
     }
 }
