@@ -9,6 +9,7 @@
 mod cine;
 mod input;
 mod logic;
+mod measuring;
 mod pacs;
 mod sync;
 mod ui;
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 use eframe::egui;
 
 use crate::annotation::export::ExportFormat;
+use crate::annotation::measurement::Shape;
 use crate::annotation::{Command, Document, Finding, History, Status};
 use crate::grounding::{BBox, DevicePreference, Engine};
 use crate::registration::Alignment;
@@ -110,20 +112,21 @@ pub enum Drag {
         start: egui::Pos2,
         current: egui::Pos2,
     },
-    /// A ruler being laid (image points of the pane showing `role`).
-    Ruler {
+    /// A ruler or ROI being drawn (image points of the pane showing `role`): from `start` to
+    /// `current`, a line or the ROI's box.
+    Measure {
         role: Role,
+        shape: Shape,
         start: egui::Pos2,
         current: egui::Pos2,
     },
 }
 
-/// A distance laid on one frame of one pane; it is shown while that pane shows that frame of the
-/// same image (the pane's generation).
+/// A ruler of the document as a pane shows it (see `App::rulers`).
 #[derive(Clone, Debug)]
 pub struct Ruler {
+    pub finding: String,
     pub role: Role,
-    pub generation: u64,
     pub frame: usize,
     /// Image points (pixel-edge coordinates).
     pub a: egui::Pos2,
@@ -220,7 +223,10 @@ pub enum AppCommand {
     SetDrawing(bool),
     /// The ruler tool: a drag on a pane lays a ruler.
     SetMeasuring(bool),
-    ClearRulers,
+    /// A measuring tool (ruler, rectangle or ellipse ROI), or none: a drag on a pane measures.
+    SetMeasureTool(Option<Shape>),
+    /// Removes every measurement (rulers and ROIs) from the document, as one undo step.
+    ClearMeasurements,
     /// Finish a box move, resize or drawing.
     CommitDrag(Drag),
     SetThreshold(f32),
@@ -290,8 +296,8 @@ pub struct App {
     selected: Option<String>,
     hovered: Option<String>,
     drawing: bool,
-    measuring: bool,
-    rulers: Vec<Ruler>,
+    /// The measuring tool on, if any.
+    measuring: Option<Shape>,
     view_mode: ViewMode,
     subtraction: Option<Subtraction>,
     fade: f32,
@@ -377,8 +383,7 @@ impl App {
             selected: None,
             hovered: None,
             drawing: false,
-            measuring: false,
-            rulers: Vec::new(),
+            measuring: None,
             view_mode: ViewMode::SideBySide,
             subtraction: None,
             fade: 0.5,
@@ -492,14 +497,9 @@ impl App {
         }
     }
 
-    /// The rulers shown now (on the frames the panes show).
-    pub fn rulers(&self) -> Vec<&Ruler> {
-        self.rulers.iter().filter(|r| self.ruler_shown(r)).collect()
-    }
-
-    fn ruler_shown(&self, r: &Ruler) -> bool {
-        let pane = self.pane(r.role);
-        pane.generation == r.generation && pane.frame == r.frame
+    /// The measuring tool on, if any.
+    pub fn measure_tool(&self) -> Option<Shape> {
+        self.measuring
     }
 
     /// The pixel under the pointer in the pane showing `role`, or, when the pointer is over the
