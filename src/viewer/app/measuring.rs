@@ -129,7 +129,7 @@ impl App {
             Shape::Line => Measured::line(frame, [start.x, start.y], [current.x, current.y]),
             _ => Measured::roi(frame, *shape, BBox::new(geometry[0], geometry[1], geometry[2], geometry[3]).to_array()),
         };
-        Some((*shape, *start, *current, m.describe()))
+        Some((*shape, *start, *current, if *shape == Shape::Line { m.describe() } else { roi_text(shape.label(), &m) }))
     }
 
     /// The pane's measurements (their shapes, with the values beside them) and the one being drawn.
@@ -148,7 +148,7 @@ impl App {
             let (bbox, mut m) = (editing(&f.id).unwrap_or(b.rect()), m.clone());
             m.follow_box(b.rect(), bbox);
             let width = if selected { 2.5 } else { 1.5 };
-            let text = if m.shape == Shape::Line { m.describe() } else { format!("{}: {}", f.label, m.describe()) };
+            let text = if m.shape == Shape::Line { m.describe() } else { roi_text(&f.label, &m) };
             draw_shape(painter, m.shape, &m.points, bbox, &to_screen, width, text);
         }
         if let Some((shape, start, current, text)) = self.measure_preview(pane.role) {
@@ -190,16 +190,36 @@ fn draw_shape(
                 })
                 .collect();
             painter.add(egui::Shape::line(pts, stroke));
-            r.right_top() + Vec2::new(6.0, 0.0)
+            r.left_bottom() + Vec2::new(0.0, 4.0)
         }
         _ => {
             painter.rect_stroke(r, 0.0, stroke, egui::StrokeKind::Middle);
-            r.right_top() + Vec2::new(6.0, 0.0)
+            r.left_bottom() + Vec2::new(0.0, 4.0)
         }
     };
+    // A ruler's length beside its end; an ROI's lines below it, on a dark backdrop.
     let font = egui::FontId::proportional(13.0);
-    painter.text(at + Vec2::new(1.0, 1.0), egui::Align2::LEFT_BOTTOM, &text, font.clone(), Color32::BLACK);
-    painter.text(at, egui::Align2::LEFT_BOTTOM, text, font, colour());
+    let galley = painter.layout_no_wrap(text, font, colour());
+    let at = if shape == Shape::Line { at - Vec2::new(0.0, galley.size().y) } else { at };
+    painter.rect_filled(
+        egui::Rect::from_min_size(at - Vec2::new(2.0, 1.0), galley.size() + Vec2::new(4.0, 2.0)),
+        2.0,
+        Color32::from_black_alpha(170),
+    );
+    painter.galley(at, galley, colour());
+}
+
+/// An ROI's text on the image: its label, then its values on two short lines.
+fn roi_text(label: &str, m: &Measured) -> String {
+    let area = m.area().map(|a| a.describe()).unwrap_or_default();
+    match &m.stats {
+        Some(s) => {
+            let unit = s.unit.as_deref().map(|u| format!(" {u}")).unwrap_or_default();
+            let n = |v: f64| if v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v:.1}") };
+            format!("{label}\nmean {:.1}{unit}  SD {:.1}\nmin {}  max {}  {area}", s.mean, s.sd, n(s.min), n(s.max))
+        }
+        None => format!("{label}\n{area}"),
+    }
 }
 
 /// The Measure section of the side panel: the tools and what the panes' measurements read.

@@ -286,6 +286,9 @@ pub(super) fn findings_panel_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands
                                 ui.label(RichText::new(title).color(kind_color(f.kind)));
                                 let score = f.score().map(|s| format!("score {s:.2} · ")).unwrap_or_default();
                                 ui.label(RichText::new(format!("{score}{}", f.status.label())).small());
+                                if let Some(m) = &f.measurement {
+                                    ui.label(RichText::new(m.describe()).small());
+                                }
                             });
                         });
                     })
