@@ -1126,3 +1126,74 @@ fn roi_measurements_read_hu_and_mm2_and_are_saved_and_undone() {
     assert_eq!(raw["schema_version"], 3);
     assert_eq!(saved.findings[0].measurement, f.measurement);
 }
+
+fn harness_with_prefs(launch: Launch, dir: &std::path::Path) -> Harness<'static, App> {
+    let dir = dir.to_path_buf();
+    Harness::builder()
+        .with_size(Vec2::new(1400.0, 800.0))
+        .with_step_dt(1.0 / 30.0)
+        .with_max_steps(20)
+        .build_eframe(move |cc| App::with_device(cc, launch, None, DevicePreference::Cpu).with_prefs(Some(dir)))
+}
+
+/// Sync settings, threshold, view mode and the recent pair outlive the app; File → Open recent
+/// opens the pair again, a vanished path says so; a corrupt preferences file gives the defaults.
+#[test]
+fn settings_and_recent_studies_are_remembered_across_runs() {
+    use tandem::viewer::app::ViewMode;
+    use tandem::viewer::prefs::Recent;
+    let prefs = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let (prior, current) = (data.path().join("prior.dcm"), data.path().join("current.dcm"));
+    std::fs::copy(dicom("CT_small.dcm"), &prior).unwrap();
+    std::fs::copy(dicom("CT_small.dcm"), &current).unwrap();
+    {
+        let mut h = harness_with_prefs(Launch::Pair(prior.clone(), current.clone()), prefs.path());
+        settle(&mut h);
+        let sync = SyncSettings { scroll: false, window: false, ..h.state().sync() };
+        h.state_mut().run(AppCommand::SetSync(sync));
+        h.state_mut().run(AppCommand::SetThreshold(0.35));
+        h.state_mut().run(AppCommand::SetViewMode(ViewMode::Fade));
+        h.run_steps(3);
+    }
+    let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(prefs.path().join("viewer.json")).unwrap()).unwrap();
+    assert_eq!(stored["version"], 1);
+    let mut h = harness_with_prefs(Launch::Demo, prefs.path());
+    settle(&mut h);
+    let s = h.state();
+    assert_eq!((s.sync().scroll, s.sync().window, s.sync().zoom_pan), (false, false, true));
+    assert_eq!((s.threshold(), s.view_mode()), (0.35, ViewMode::Fade));
+    let pair = Recent::Pair { prior: prior.clone(), current: current.clone() };
+    assert_eq!(s.recent(), std::slice::from_ref(&pair));
+
+    // File → Open recent → the pair.
+    h.get_by_label("File").click();
+    h.run_steps(2);
+    h.get_by_label("Open recent").hover();
+    h.run_steps(2);
+    h.get_by_label("prior.dcm · current.dcm").click();
+    h.run_steps(1);
+    settle(&mut h);
+    assert_eq!(h.state().pane(Role::Current).series().unwrap().meta.modality.as_deref(), Some("CT"));
+    assert!(h.state().pane(Role::Current).note.is_none(), "still the demo");
+
+    // The prior is gone: a clear message, and the entry is forgotten.
+    std::fs::remove_file(&prior).unwrap();
+    h.state_mut().run(AppCommand::OpenRecent(pair));
+    h.run_steps(2);
+    let shown = h.query_all_by_label_contains("no longer exists").count();
+    assert!(shown >= 1, "the message is not shown");
+    let message = match h.state().prompt() {
+        Some(tandem::viewer::app::Prompt::Error(m)) => m.clone(),
+        other => panic!("no error prompt: {other:?}"),
+    };
+    assert!(message.contains(&prior.display().to_string()), "{message}");
+    assert!(h.state().recent().is_empty());
+    drop(h);
+
+    // A corrupt file: the defaults, no panic.
+    std::fs::write(prefs.path().join("viewer.json"), b"{\"version\": 1, \"sync\": {\"scr").unwrap();
+    let mut h = harness_with_prefs(Launch::Demo, prefs.path());
+    settle(&mut h);
+    assert_eq!((h.state().sync(), h.state().threshold()), (SyncSettings::default(), 0.0));
+}

@@ -24,8 +24,25 @@ impl App {
     /// the constructor call this directly.
     pub fn run(&mut self, command: AppCommand) {
         match command {
-            AppCommand::Open { role, path } => self.open_path(role, path),
-            AppCommand::Launch(launch) => self.open(launch),
+            AppCommand::Open { role, path } => {
+                self.open_path(role, path);
+                if let [Some(prior), Some(current)] = self.sources.clone()
+                    && prior != current
+                {
+                    self.remember_recent(crate::viewer::prefs::Recent::Pair { prior, current });
+                }
+            }
+            AppCommand::Launch(launch) => {
+                match &launch {
+                    Launch::Pair(prior, current) => {
+                        self.remember_recent(crate::viewer::prefs::Recent::Pair { prior: prior.clone(), current: current.clone() })
+                    }
+                    Launch::Folder(path) => self.remember_recent(crate::viewer::prefs::Recent::Folder { path: path.clone() }),
+                    Launch::Demo => {}
+                }
+                self.open(launch)
+            }
+            AppCommand::OpenRecent(recent) => self.open_recent(recent),
             AppCommand::OpenAnnotations(path) => self.open_annotations(&path),
             AppCommand::Dialog(request) => self.show_dialog(request),
             AppCommand::DialogChosen { purpose, path } => self.on_path_chosen(purpose, path),

@@ -11,6 +11,7 @@ mod input;
 mod logic;
 mod measuring;
 mod pacs;
+mod remember;
 mod sync;
 mod ui;
 
@@ -280,6 +281,8 @@ pub enum AppCommand {
     SetPacsUrl(Option<String>),
     /// The PACS dialog.
     Pacs(PacsCommand),
+    /// Opens a study (or pair) of File → Open recent again.
+    OpenRecent(crate::viewer::prefs::Recent),
 }
 
 pub struct App {
@@ -328,6 +331,8 @@ pub struct App {
     /// Where "Send findings to PACS" stores the SR (`--pacs URL` or `TANDEM_PACS_URL`).
     pacs_url: Option<String>,
     pacs_dialog: PacsDialog,
+    /// What is remembered between runs (`None`: nothing, as in tests).
+    remembered: Option<remember::Remembered>,
 }
 
 /// The document's key for the image a role shows.
@@ -407,6 +412,7 @@ impl App {
             viewport: Vec::new(),
             pacs_url: None,
             pacs_dialog: PacsDialog::default(),
+            remembered: None,
         }
     }
 
@@ -615,6 +621,7 @@ impl eframe::App for App {
             self.run(c);
         }
         self.update_title();
+        self.remember(ui.ctx());
         for c in self.viewport.drain(..) {
             ui.send_viewport_cmd(c);
         }

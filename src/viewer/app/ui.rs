@@ -29,6 +29,7 @@ pub(super) fn menu_bar_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands) {
                     out.push(AppCommand::Dialog(DialogRequest::OpenFolder));
                     ui.close();
                 }
+                super::remember::recent_menu_ui(app, ui, out);
                 ui.separator();
                 if ui.button("Open annotations…").clicked() {
                     out.push(AppCommand::Dialog(DialogRequest::OpenAnnotations));
