@@ -28,6 +28,7 @@ pub fn kind_rgb(kind: FindingKind) -> [u8; 3] {
         FindingKind::Change => [255, 150, 40],
         FindingKind::Correspondence => [40, 200, 255],
         FindingKind::Manual => [110, 230, 120],
+        FindingKind::Measurement => [120, 230, 255],
     }
 }
 

@@ -506,3 +506,175 @@ fn sr_import_refuses_what_it_cannot_read() {
         assert!(!out.exists(), "{input}: nothing written");
     }
 }
+
+// ----- measurements (issue 15) -----------------------------------------------------------------
+
+/// The sample with a ruler in mm on the prior, an ellipse ROI in HU and a rectangle ROI in pixels
+/// on the current (values as the viewer would have measured them).
+fn measured_document() -> Document {
+    use tandem::annotation::measurement::{Measured, Shape, Stats, line_box};
+    let mut doc = sample_document();
+    let t = "2026-01-01T00:00:00.000Z";
+    let human = || Source::Human { user: Some("ann".into()) };
+    let (a, z) = ([20.0f32, 30.0], [60.5f32, 30.0]);
+    let mut ruler = Finding::new(FindingKind::Measurement, "ruler", vec![ImageBox::new("prior", 0, line_box(a, z))], human(), t);
+    ruler.measurement = Some(Measured {
+        shape: Shape::Line,
+        points: vec![a, z],
+        unit: "mm".into(),
+        spacing: Some("imager_pixel_spacing".into()),
+        length: Some(28.35),
+        area: None,
+        stats: None,
+        extra: Default::default(),
+    });
+    let stats = |mean: f64, unit: Option<&str>| Stats {
+        pixels: 314,
+        mean,
+        sd: 12.25,
+        min: -40.0,
+        max: 95.5,
+        unit: unit.map(str::to_string),
+        extra: Default::default(),
+    };
+    let mut ellipse = Finding::new(
+        FindingKind::Measurement,
+        "nodule density",
+        vec![ImageBox::new("current", 2, BBox::new(200.0, 150.0, 220.0, 170.0))],
+        human(),
+        t,
+    );
+    ellipse.measurement = Some(Measured {
+        shape: Shape::Ellipse,
+        points: Vec::new(),
+        unit: "mm".into(),
+        spacing: Some("pixel_spacing".into()),
+        length: None,
+        area: Some(153.938_04),
+        stats: Some(stats(41.178_2, Some("HU"))),
+        extra: Default::default(),
+    });
+    let mut rectangle = Finding::new(
+        FindingKind::Measurement,
+        "rectangle ROI",
+        vec![ImageBox::new("current", 0, BBox::new(10.0, 400.0, 40.0, 410.0))],
+        human(),
+        t,
+    );
+    rectangle.measurement = Some(Measured {
+        shape: Shape::Rectangle,
+        points: Vec::new(),
+        unit: "px".into(),
+        spacing: None,
+        length: None,
+        area: Some(300.0),
+        stats: Some(stats(-3.5, None)),
+        extra: Default::default(),
+    });
+    doc.findings.extend([ruler, ellipse, rectangle]);
+    doc
+}
+
+/// Measurements are saved as schema version 3 (a document without one stays at version 1) and
+/// read back exactly; a version 2 document (a track) still opens.
+#[test]
+fn measurements_are_saved_as_version_3_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("doc.json");
+    let doc = measured_document();
+    io::save(&doc, &p).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    assert_eq!(v["schema_version"], 3);
+    assert_eq!(v["findings"][3]["kind"], "measurement");
+    assert_eq!(v["findings"][3]["measurement"]["shape"], "line");
+    assert_eq!(v["findings"][4]["measurement"]["stats"]["unit"], "HU");
+    let back = io::load(&p).unwrap();
+    assert_eq!(back.findings, doc.findings);
+    io::save(&sample_document(), &p).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    assert_eq!(v["schema_version"], 1, "no measurement, no new version");
+    // A ruler without its ends is refused with a reason.
+    let mut bad = serde_json::to_value(&doc).unwrap();
+    bad["findings"][3]["measurement"]["points"] = serde_json::json!([[1.0, 2.0]]);
+    let e = io::parse(&serde_json::to_vec(&bad).unwrap()).unwrap_err().to_string();
+    assert!(e.contains("needs two finite points"), "{e}");
+}
+
+/// COCO carries each measurement as a box; MedSG as a referring item on its one image.
+#[test]
+fn measurements_export_as_boxes_to_coco_and_medsg() {
+    let doc = measured_document();
+    let coco = export::coco::to_coco(&doc, false);
+    let boxes: Vec<&serde_json::Value> =
+        coco["annotations"].as_array().unwrap().iter().filter(|a| a["attributes"]["kind"] == "measurement").collect();
+    assert_eq!(boxes.len(), 3);
+    let ellipse = boxes.iter().find(|a| a["bbox"] == serde_json::json!([200.0, 150.0, 20.0, 20.0])).expect("the ellipse's box");
+    assert_eq!(ellipse["frame"], 2);
+    let medsg = export::medsg::to_medsg(&doc, false);
+    let referring: Vec<&serde_json::Value> = medsg.as_array().unwrap().iter().filter(|i| i["task"] == "referring").collect();
+    assert_eq!(referring.len(), 3);
+    let r = referring.iter().find(|i| i["label"] == "nodule density").unwrap();
+    assert_eq!(r["answer"], serde_json::json!([200, 150, 220, 170]));
+    assert_eq!(r["images"].as_array().unwrap().len(), 1);
+    assert!(r["measurement"].as_str().unwrap().starts_with("mean 41.2 HU"), "{r}");
+}
+
+fn write_measured_sr(dir: &Path, doc: &Document) -> std::path::PathBuf {
+    let p = dir.join("measured.dcm");
+    export::export(doc, ExportFormat::Sr, &p, false).unwrap();
+    p
+}
+
+/// The SR holds each measurement as NUM items with UCUM units and its outline; importing it gives
+/// back the measurements exactly (shape, geometry, values, units, spacing source).
+#[test]
+fn measurements_round_trip_through_the_sr() {
+    let dir = tempfile::tempdir().unwrap();
+    let doc = measured_document();
+    let p = write_measured_sr(dir.path(), &doc);
+    let (back, _) = tandem::annotation::import::import_file(&p, &[]).unwrap();
+    for f in doc.findings.iter().filter(|f| f.kind == FindingKind::Measurement) {
+        let g = back.finding(&f.id).unwrap_or_else(|| panic!("measurement {} lost", f.label));
+        assert_eq!((g.kind, &g.label, &g.boxes, &g.source), (f.kind, &f.label, &f.boxes, &f.source));
+        assert_eq!(g.measurement, f.measurement, "{}", f.label);
+    }
+}
+
+/// dciodvfy finds no error in an SR with measurements, and dsrdump reads their values and units.
+#[test]
+fn an_sr_with_measurements_validates_and_dsrdump_reads_the_values() {
+    let have = |tool: &str, arg: &str| Process::new(tool).arg(arg).output().is_ok();
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_measured_sr(dir.path(), &measured_document());
+    if have("dciodvfy", "-help") {
+        let out = Process::new("dciodvfy").arg(&p).output().unwrap();
+        let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let errors: Vec<&str> = report.lines().filter(|l| l.starts_with("Error")).collect();
+        assert!(errors.is_empty(), "dciodvfy errors:\n{report}");
+    } else {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "SKIPPED: dciodvfy (dicom3tools) not installed (.ci/run installs it)");
+    }
+    if have("dsrdump", "--version") {
+        let out = Process::new("dsrdump").args(["+Pl", "+Pc"]).arg(&p).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "dsrdump failed: {}{text}", String::from_utf8_lossy(&out.stderr));
+        // dsrdump prints a NUM as ("value",(unit,UCUM,"meaning")).
+        for want in [
+            r#"Length")="28.35" (mm,UCUM,"millimeter")"#,
+            r#"Area")="153.93804" (mm2,UCUM,"square millimeter")"#,
+            r#"Mean")="41.1782" ([hnsf'U],UCUM,"Hounsfield unit")"#,
+            r#"Standard Deviation")="12.25" ([hnsf'U]"#,
+            r#"Minimum")="-40" ([hnsf'U]"#,
+            r#"Maximum")="95.5" ([hnsf'U]"#,
+            r#"Area")="300" ({square pixel},UCUM"#,
+            "(ELLIPSE,200/160,220/160,210/150,210/170)",
+            "(POLYLINE,20/30,60.5/30)",
+        ] {
+            assert!(text.replace(' ', "").contains(&want.replace(' ', "")), "no {want} in:\n{text}");
+        }
+    } else {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "SKIPPED: dsrdump (dcmtk) not installed (.ci/run installs it)");
+    }
+}

@@ -523,7 +523,19 @@ fn value_read_out_in_both_panes_and_a_ruler_in_mm() {
     assert!(rulers[0].1 && (rulers[0].0 - expected).abs() < 0.05, "{rulers:?}, expected {expected:.2} mm");
     h.get_by_label(&format!("current: {expected:.1} mm"));
 
-    // An image without spacing: the ruler reads pixels and says why; the CT's ruler goes with it.
+    // The ruler is a finding of the document: one undo step takes it away, redo brings it back.
+    let ruler = h.state().rulers()[0].finding.clone();
+    assert_eq!(h.state().doc().finding(&ruler).map(|f| f.kind), Some(tandem::annotation::FindingKind::Measurement));
+    cmd(&mut h, egui::Key::Z, false);
+    assert!(h.state().rulers().is_empty() && h.state().doc().findings.is_empty());
+    cmd(&mut h, egui::Key::Z, true);
+    assert_eq!(h.state().rulers().len(), 1);
+
+    // An image without spacing: the ruler reads pixels and says why. The CT's ruler is cleared
+    // first (findings, measurements among them, are kept by image key when a pane's image changes).
+    h.get_by_label("Clear measurements").click();
+    h.run_steps(3);
+    assert!(h.state().rulers().is_empty(), "{}", h.state().status());
     let dir = tempfile::tempdir().unwrap();
     let png = dir.path().join("plain.png");
     image::GrayImage::from_fn(100, 100, |x, _| image::Luma([x as u8])).save(&png).unwrap();
@@ -1295,4 +1307,153 @@ fn a_load_error_stays_in_its_pane_until_that_pane_changes() {
     h.state_mut().run(AppCommand::Open { role: Role::Prior, path: dicom("MR_small.dcm") });
     settle(&mut h);
     assert!(h.state().pane(Role::Prior).error().is_none() && h.state().pane(Role::Prior).series().is_some());
+}
+
+/// An ellipse and a rectangle ROI on the CT: mean, SD, min, max in HU and the area in mm², as the
+/// core computes them from the pixels; each is one undo step, and both are saved in the document
+/// (schema version 3); moving the ROI measures it again where it is.
+#[test]
+fn roi_measurements_read_hu_and_mm2_and_are_saved_and_undone() {
+    use tandem::annotation::measurement::Shape;
+    use tandem::study::measure::{self, RoiShape};
+    let dir = tempfile::tempdir().unwrap();
+    let doc_path = dir.path().join("ct.tandem.json");
+    let mut h = harness_for(Launch::Pair(dicom("CT_small.dcm"), dicom("CT_small.dcm")), None);
+    settle(&mut h);
+    h.state_mut().run(AppCommand::SetDocumentPath(doc_path.clone()));
+    h.hover_at(pane_rect(&h, Role::Current).center());
+    h.run_steps(2);
+
+    // E: the ellipse tool; drag its box from (20, 30) to (60, 70).
+    h.key_press(egui::Key::E);
+    h.run_steps(2);
+    assert_eq!(h.state().measure_tool(), Some(Shape::Ellipse));
+    let (a, b) = (screen_of(&h, Role::Current, (20.0, 30.0)), screen_of(&h, Role::Current, (60.0, 70.0)));
+    drag(&mut h, PointerButton::Primary, a, b);
+    let doc = h.state().doc().clone();
+    assert_eq!(doc.findings.len(), 1, "{}", h.state().status());
+    let f = &doc.findings[0];
+    let m = f.measurement.as_ref().expect("a measurement");
+    let bbox = f.boxes[0].bbox;
+    assert!((bbox[0] - 20.0).abs() < 0.6 && (bbox[3] - 70.0).abs() < 0.6, "{bbox:?}");
+    let frame = h.state().pane(Role::Current).current_frame().unwrap().clone();
+    let want = measure::roi(&frame, RoiShape::Ellipse, bbox);
+    let (stats, want_stats) = (m.stats.as_ref().unwrap(), want.stats.as_ref().unwrap());
+    assert_eq!(
+        (stats.pixels, stats.min, stats.max, stats.unit.as_deref()),
+        (want_stats.pixels as u64, want_stats.min as f64, want_stats.max as f64, Some("HU"))
+    );
+    assert!((stats.mean - want_stats.mean).abs() < 1e-5 && (stats.sd - want_stats.sd).abs() < 1e-5);
+    assert!(want_stats.pixels > 1000 && want_stats.sd > 0.0, "a real region of the CT: {want_stats:?}");
+    assert_eq!(m.unit, "mm");
+    assert!((m.area.unwrap() - want.area.value).abs() < 1e-5 && want.area.is_mm());
+    // The side panel reads it out.
+    h.get_by_label(&format!("current: {}", m.describe()));
+    assert!(m.describe().starts_with("mean ") && m.describe().contains(" HU, SD ") && m.describe().ends_with(" mm²"), "{}", m.describe());
+
+    // Q: a rectangle ROI too; one undo takes only it away.
+    h.key_press(egui::Key::Q);
+    h.run_steps(2);
+    let (a, b) = (screen_of(&h, Role::Current, (70.0, 20.0)), screen_of(&h, Role::Current, (90.0, 30.0)));
+    drag(&mut h, PointerButton::Primary, a, b);
+    assert_eq!(h.state().doc().findings.len(), 2);
+    let rect = h.state().doc().findings[1].clone();
+    assert_eq!(rect.measurement.as_ref().unwrap().shape, Shape::Rectangle);
+    cmd(&mut h, egui::Key::Z, false);
+    assert_eq!(h.state().doc().findings.len(), 1);
+    cmd(&mut h, egui::Key::Z, true);
+    assert_eq!(h.state().doc().findings, vec![f.clone(), rect.clone()]);
+
+    // Esc ends the tool; dragging the selected rectangle moves it and measures it again there.
+    press(&mut h, egui::Key::Escape);
+    assert_eq!(h.state().measure_tool(), None);
+    h.state_mut().run(AppCommand::Select(Some(rect.id.clone())));
+    h.run_steps(2);
+    let from = screen_of(&h, Role::Current, (80.0, 25.0));
+    let zoom = h.state().pane(Role::Current).view.unwrap().zoom;
+    drag(&mut h, PointerButton::Primary, from, from + Vec2::new(0.0, 40.0 * zoom));
+    let moved = h.state().doc().finding(&rect.id).unwrap().clone();
+    let mb = moved.boxes[0].bbox;
+    assert!((mb[1] - rect.boxes[0].bbox[1] - 40.0).abs() < 1.0, "{:?} → {mb:?}", rect.boxes[0].bbox);
+    let again = measure::roi(&frame, RoiShape::Rectangle, mb).stats.unwrap();
+    let got = moved.measurement.as_ref().unwrap().stats.as_ref().unwrap();
+    assert!((got.mean - again.mean).abs() < 1e-5 && got.pixels == again.pixels as u64, "not measured again after the move");
+
+    cmd(&mut h, egui::Key::S, false);
+    let saved = tandem::annotation::io::load(&doc_path).expect("saved document");
+    assert_eq!(saved.findings.len(), 2);
+    let raw: serde_json::Value = serde_json::from_slice(&std::fs::read(&doc_path).unwrap()).unwrap();
+    assert_eq!(raw["schema_version"], 3);
+    assert_eq!(saved.findings[0].measurement, f.measurement);
+}
+
+fn harness_with_prefs(launch: Launch, dir: &std::path::Path) -> Harness<'static, App> {
+    let dir = dir.to_path_buf();
+    Harness::builder()
+        .with_size(Vec2::new(1400.0, 800.0))
+        .with_step_dt(1.0 / 30.0)
+        .with_max_steps(20)
+        .build_eframe(move |cc| App::with_device(cc, launch, None, DevicePreference::Cpu).with_prefs(Some(dir)))
+}
+
+/// Sync settings, threshold, view mode and the recent pair outlive the app; File → Open recent
+/// opens the pair again, a vanished path says so; a corrupt preferences file gives the defaults.
+#[test]
+fn settings_and_recent_studies_are_remembered_across_runs() {
+    use tandem::viewer::app::ViewMode;
+    use tandem::viewer::prefs::Recent;
+    let prefs = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let (prior, current) = (data.path().join("prior.dcm"), data.path().join("current.dcm"));
+    std::fs::copy(dicom("CT_small.dcm"), &prior).unwrap();
+    std::fs::copy(dicom("CT_small.dcm"), &current).unwrap();
+    {
+        let mut h = harness_with_prefs(Launch::Pair(prior.clone(), current.clone()), prefs.path());
+        settle(&mut h);
+        let sync = SyncSettings { scroll: false, window: false, ..h.state().sync() };
+        h.state_mut().run(AppCommand::SetSync(sync));
+        h.state_mut().run(AppCommand::SetThreshold(0.35));
+        h.state_mut().run(AppCommand::SetViewMode(ViewMode::Fade));
+        h.run_steps(3);
+    }
+    let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(prefs.path().join("viewer.json")).unwrap()).unwrap();
+    assert_eq!(stored["version"], 1);
+    let mut h = harness_with_prefs(Launch::Demo, prefs.path());
+    settle(&mut h);
+    let s = h.state();
+    assert_eq!((s.sync().scroll, s.sync().window, s.sync().zoom_pan), (false, false, true));
+    assert_eq!((s.threshold(), s.view_mode()), (0.35, ViewMode::Fade));
+    let pair = Recent::Pair { prior: prior.clone(), current: current.clone() };
+    assert_eq!(s.recent(), std::slice::from_ref(&pair));
+
+    // File → Open recent → the pair.
+    h.get_by_label("File").click();
+    h.run_steps(2);
+    h.get_by_label("Open recent").hover();
+    h.run_steps(2);
+    h.get_by_label("prior.dcm · current.dcm").click();
+    h.run_steps(1);
+    settle(&mut h);
+    assert_eq!(h.state().pane(Role::Current).series().unwrap().meta.modality.as_deref(), Some("CT"));
+    assert!(h.state().pane(Role::Current).note.is_none(), "still the demo");
+
+    // The prior is gone: a clear message, and the entry is forgotten.
+    std::fs::remove_file(&prior).unwrap();
+    h.state_mut().run(AppCommand::OpenRecent(pair));
+    h.run_steps(2);
+    let shown = h.query_all_by_label_contains("no longer exists").count();
+    assert!(shown >= 1, "the message is not shown");
+    let message = match h.state().prompt() {
+        Some(tandem::viewer::app::Prompt::Error(m)) => m.clone(),
+        other => panic!("no error prompt: {other:?}"),
+    };
+    assert!(message.contains(&prior.display().to_string()), "{message}");
+    assert!(h.state().recent().is_empty());
+    drop(h);
+
+    // A corrupt file: the defaults, no panic.
+    std::fs::write(prefs.path().join("viewer.json"), b"{\"version\": 1, \"sync\": {\"scr").unwrap();
+    let mut h = harness_with_prefs(Launch::Demo, prefs.path());
+    settle(&mut h);
+    assert_eq!((h.state().sync(), h.state().threshold()), (SyncSettings::default(), 0.0));
 }

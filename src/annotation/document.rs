@@ -6,10 +6,11 @@ use serde_json::{Map, Value};
 
 use crate::grounding::BBox;
 
-/// The newest schema this build reads and writes. Version 2 added tracks (`Finding::track`): new
-/// documents start at version 1 and are written as version 2 once they hold a track
-/// (`Document::required_version`), so that older builds keep opening documents without tracks.
-pub const SCHEMA_VERSION: u32 = 2;
+/// The newest schema this build reads and writes. Version 2 added tracks (`Finding::track`),
+/// version 3 measurements (`Finding::measurement`, kind `measurement`): new documents start at
+/// version 1 and are written at the lowest version that holds them
+/// (`Document::required_version`), so that older builds keep opening documents without them.
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The version of documents without version 2's additions.
 pub const SCHEMA_V1: u32 = 1;
@@ -128,6 +129,8 @@ pub enum FindingKind {
     Change,
     Correspondence,
     Manual,
+    /// A ruler or ROI (schema version 3): `Finding::measurement` says what it measured.
+    Measurement,
 }
 
 impl FindingKind {
@@ -136,6 +139,7 @@ impl FindingKind {
             FindingKind::Change => "change",
             FindingKind::Correspondence => "correspondence",
             FindingKind::Manual => "manual",
+            FindingKind::Measurement => "measurement",
         }
     }
 }
@@ -236,6 +240,9 @@ pub struct Finding {
     /// (schema version 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub track: Option<Track>,
+    /// A ruler's or ROI's geometry and values (schema version 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measurement: Option<crate::annotation::measurement::Measured>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -289,6 +296,7 @@ impl Finding {
             modified: now.into(),
             log: vec![LogEntry { at: now.into(), action: "create".into(), detail: None }],
             track: None,
+            measurement: None,
             extra: Map::new(),
         }
     }
@@ -373,9 +381,18 @@ impl Document {
         }
     }
 
-    /// The lowest schema version that holds this document: 2 when a finding has a track.
+    /// The lowest schema version that holds this document: 3 when a finding is a measurement,
+    /// 2 when one has a track.
     pub fn required_version(&self) -> u32 {
-        if self.findings.iter().any(|f| f.track.is_some()) { 2 } else { SCHEMA_V1 }
+        let measurement = self.findings.iter().any(|f| f.measurement.is_some() || f.kind == FindingKind::Measurement);
+        let track = self.findings.iter().any(|f| f.track.is_some());
+        if measurement {
+            3
+        } else if track {
+            2
+        } else {
+            SCHEMA_V1
+        }
     }
 
     pub fn image(&self, id: &str) -> Option<&ImageRef> {

@@ -3,7 +3,8 @@
 //! Tandem's own SRs come back exactly: the comment item of each measurement group carries the
 //! finding's id, kind, status, source and score, and boxes are the corners of the POLYLINE.
 //! Other SRs give one finding per measurement group (grouped across images by tracking UID),
-//! each ROI (POLYLINE, MULTIPOINT, ELLIPSE, CIRCLE, POINT) as its bounding box.
+//! each ROI (POLYLINE, MULTIPOINT, ELLIPSE, CIRCLE, POINT) as its bounding box. Our measurement
+//! findings come back with their outline and the values of their NUM items.
 
 use std::path::Path;
 
@@ -11,6 +12,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
 use crate::annotation::document::{Document, Finding, FindingKind, ImageBox, ImageRef, LogEntry, Source, Status};
+use crate::annotation::measurement::{Measured, Shape, Stats};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -117,7 +119,13 @@ pub fn import(obj: &InMemDicomObject, local: &[crate::study::Series]) -> Result<
                 ));
                 continue;
             }
-            let Some(bbox) = clip(r.bbox, img) else {
+            // Our measurement: its own outline is its geometry (a ruler's box is about its line).
+            let measured = ours.as_ref().and_then(|o| o.measured.as_ref()).map(|m| measurement_of(m, r, &g.nums));
+            let bbox = match &measured {
+                Some((b, _)) => *b,
+                None => r.bbox,
+            };
+            let Some(bbox) = clip(bbox, img) else {
                 report.skipped.push(format!("a {} on {} lies outside the image", r.graphic_type, r.sop_instance));
                 continue;
             };
@@ -146,6 +154,7 @@ pub fn import(obj: &InMemDicomObject, local: &[crate::study::Series]) -> Result<
                 modified: now.clone(),
                 log: vec![LogEntry { at: now.clone(), action: "import".into(), detail: Some(format!("DICOM SR {sr_uid}")) }],
                 track: None,
+                measurement: measured.map(|(_, m)| m),
                 extra: Default::default(),
             };
             if findings.iter().any(|x| x.id == f.id) {
@@ -182,11 +191,15 @@ struct Group {
     comment: Option<String>,
     observer: Option<String>,
     regions: Vec<Region>,
+    /// NUM items: concept code, value, unit code.
+    nums: Vec<(String, f64, String)>,
 }
 
 struct Region {
     graphic_type: String,
     bbox: [f32; 4],
+    /// Graphic Data as written.
+    points: Vec<f32>,
     sop_instance: String,
     sop_class: Option<String>,
     /// 0-based frame within the referenced instance.
@@ -259,6 +272,19 @@ fn walk_at(
                         .and_then(|c| text(c, tags::CODE_MEANING))
                 }
                 ("TEXT", "121106") => g.comment = text(it, tags::TEXT_VALUE),
+                ("NUM", code) => {
+                    let value = it.get(tags::MEASURED_VALUE_SEQUENCE).and_then(|e| e.items()).and_then(|v| v.first());
+                    let number = value.and_then(|v| v.get(tags::NUMERIC_VALUE)).and_then(|e| e.to_float64().ok());
+                    let unit = value
+                        .and_then(|v| v.get(tags::MEASUREMENT_UNITS_CODE_SEQUENCE))
+                        .and_then(|e| e.items())
+                        .and_then(|u| u.first())
+                        .and_then(|u| text(u, tags::CODE_VALUE))
+                        .unwrap_or_default();
+                    if let Some(n) = number.filter(|n| n.is_finite()) {
+                        g.nums.push((code.to_string(), n, unit));
+                    }
+                }
                 ("PNAME", "121008") => g.observer = text(it, tags::PERSON_NAME),
                 _ => {}
             }
@@ -299,7 +325,14 @@ fn region(it: &InMemDicomObject) -> Result<Result<Region, String>, ImportError> 
         }
         None => 0,
     };
-    Ok(Ok(Region { graphic_type, bbox, sop_instance, sop_class: text(reference, tags::REFERENCED_SOP_CLASS_UID), frame }))
+    Ok(Ok(Region {
+        graphic_type,
+        bbox,
+        points: data.to_vec(),
+        sop_instance,
+        sop_class: text(reference, tags::REFERENCED_SOP_CLASS_UID),
+        frame,
+    }))
 }
 
 /// The bounding box of a planar ROI (PS3.3 C.18.6.1.2), in pixel coordinates.
@@ -457,20 +490,94 @@ struct Ours {
     status: Status,
     source: Source,
     finding: String,
+    measured: Option<MeasuredNote>,
 }
 
-/// Parses "{kind} on {image}: status {status}[; score {score}]; source {source}; finding {id}"
-/// (see `export::sr::to_sr`); `None` for any other text.
+/// A measurement's shape, spacing source and pixel count, as the comment gives them.
+struct MeasuredNote {
+    shape: Shape,
+    spacing: Option<String>,
+    pixels: Option<u64>,
+}
+
+/// A measurement's box and values, from its outline and the group's NUM items.
+fn measurement_of(note: &MeasuredNote, r: &Region, nums: &[(String, f64, String)]) -> ([f32; 4], Measured) {
+    use crate::annotation::export::sr;
+    let value = |concept: (&str, &str, &str)| nums.iter().find(|n| n.0 == concept.0).map(|n| (n.1, n.2.as_str()));
+    let points: Vec<[f32; 2]> = r.points.chunks_exact(2).map(|p| [p[0], p[1]]).collect();
+    let (shape, bbox, points) = match (note.shape, points.as_slice()) {
+        (Shape::Line, [a, z]) => (Shape::Line, crate::annotation::measurement::line_box(*a, *z).to_array(), points.clone()),
+        // An outline that is not ours for this shape: its bounding box as a rectangle.
+        (Shape::Line, _) => (Shape::Rectangle, r.bbox, Vec::new()),
+        // Our ellipse is axis-aligned: the ends of its axes span its box exactly.
+        (shape, _) => {
+            let xs = points.iter().map(|p| p[0]);
+            let ys = points.iter().map(|p| p[1]);
+            let b = [
+                xs.clone().fold(f32::MAX, f32::min),
+                ys.clone().fold(f32::MAX, f32::min),
+                xs.fold(f32::MIN, f32::max),
+                ys.fold(f32::MIN, f32::max),
+            ];
+            (shape, b, Vec::new())
+        }
+    };
+    let length = value(sr::LENGTH);
+    let area = value(sr::AREA);
+    let mm = [length, area].iter().flatten().any(|(_, unit)| *unit == sr::MM.0 || *unit == sr::MM2.0);
+    let stats = match (value(sr::MEAN), value(sr::STANDARD_DEVIATION), value(sr::MINIMUM), value(sr::MAXIMUM)) {
+        (Some((mean, unit)), Some((sd, _)), Some((min, _)), Some((max, _))) => Some(Stats {
+            pixels: note.pixels.unwrap_or(0),
+            mean,
+            sd,
+            min,
+            max,
+            unit: (unit == sr::HU.0).then(|| "HU".to_string()),
+            extra: Default::default(),
+        }),
+        _ => None,
+    };
+    let m = Measured {
+        shape,
+        points,
+        unit: if mm { "mm" } else { "px" }.into(),
+        spacing: if mm { note.spacing.clone() } else { None },
+        length: length.map(|l| l.0).filter(|_| shape == Shape::Line),
+        area: area.map(|a| a.0),
+        stats,
+        extra: Default::default(),
+    };
+    (bbox, m)
+}
+
+/// Parses "{kind} on {image}: status {status}[; score {score}]; source {source}[; measured {shape}
+/// {spacing} {pixels}]; finding {id}" (see `export::sr::to_sr`); `None` for any other text.
 fn parse_comment(c: &str) -> Option<Ours> {
     let (kind, rest) = c.split_once(" on ")?;
     let kind = match kind {
         "change" => FindingKind::Change,
         "correspondence" => FindingKind::Correspondence,
         "manual" => FindingKind::Manual,
+        "measurement" => FindingKind::Measurement,
         _ => return None,
     };
     let (image, rest) = rest.split_once(": status ")?;
     let (rest, finding) = rest.rsplit_once("; finding ")?;
+    let (rest, measured) = match rest.rsplit_once("; measured ") {
+        Some((rest, note)) => {
+            let mut words = note.split(' ');
+            let shape = match words.next()? {
+                "line" => Shape::Line,
+                "rectangle" => Shape::Rectangle,
+                "ellipse" => Shape::Ellipse,
+                _ => return None,
+            };
+            let spacing = words.next().filter(|s| *s != "none").map(str::to_string);
+            let pixels = words.next().and_then(|p| p.parse().ok());
+            (rest, Some(MeasuredNote { shape, spacing, pixels }))
+        }
+        None => (rest, None),
+    };
     let (head, source) = rest.split_once("; source ")?;
     let (status, score) = match head.split_once("; score ") {
         Some((s, score)) => (s, Some(score.parse::<f32>().ok()?)),
@@ -493,7 +600,7 @@ fn parse_comment(c: &str) -> Option<Ours> {
     if finding.is_empty() {
         return None;
     }
-    Some(Ours { kind, image: image.to_string(), status, source, finding: finding.to_string() })
+    Some(Ours { kind, image: image.to_string(), status, source, finding: finding.to_string(), measured })
 }
 
 #[cfg(test)]

@@ -90,6 +90,7 @@ pub fn validate(doc: &Document) -> Vec<String> {
                 problems.push(format!("finding {} measures image {:?} frame {} where it has no box", f.id, m.image, m.frame));
             }
         }
+        problems.extend(crate::annotation::measurement::problems(f));
         if let Some(s) = f.score()
             && !(0.0..=1.0).contains(&s)
         {

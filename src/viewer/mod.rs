@@ -8,6 +8,7 @@ pub mod gpu;
 pub mod jobs;
 pub mod overlay;
 pub mod pane;
+pub mod prefs;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -55,20 +56,23 @@ pub fn run_with(launch: Launch, annotations: Option<PathBuf>, device: DevicePref
 /// `run_with` with the PACS "Send findings" stores to (else `TANDEM_PACS_URL`'s).
 pub fn run_with_pacs(launch: Launch, annotations: Option<PathBuf>, device: DevicePreference, pacs: Option<String>) -> anyhow::Result<()> {
     let pacs = pacs.or_else(|| std::env::var(app::ENV_PACS_URL).ok().filter(|u| !u.trim().is_empty()));
-    let mut options = eframe::NativeOptions {
-        viewport: eframe::egui::ViewportBuilder::default()
-            .with_title("Tandem")
-            .with_inner_size([1500.0, 900.0])
-            .with_min_inner_size([800.0, 500.0])
-            .with_app_id("tandem"),
-        renderer: eframe::Renderer::Wgpu,
-        ..Default::default()
-    };
+    // The window where it was last time (the rest of the preferences are restored by the app).
+    let prefs_dir = prefs::default_dir();
+    let geometry = prefs_dir.as_deref().map(prefs::Prefs::load).and_then(|p| p.window);
+    let mut viewport = eframe::egui::ViewportBuilder::default()
+        .with_title("Tandem")
+        .with_inner_size(geometry.map_or([1500.0, 900.0], |g| [g.width, g.height]))
+        .with_min_inner_size([800.0, 500.0])
+        .with_app_id("tandem");
+    if let Some(g) = geometry {
+        viewport = viewport.with_position([g.x, g.y]);
+    }
+    let mut options = eframe::NativeOptions { viewport, renderer: eframe::Renderer::Wgpu, ..Default::default() };
     options.wgpu_options.wgpu_setup = wgpu_setup();
     eframe::run_native(
         "Tandem",
         options,
-        Box::new(move |cc| Ok(Box::new(App::with_device(cc, launch, annotations, device).with_pacs(pacs)))),
+        Box::new(move |cc| Ok(Box::new(App::with_device(cc, launch, annotations, device).with_pacs(pacs).with_prefs(prefs_dir)))),
     )
     .map_err(|e| anyhow::anyhow!("cannot open the viewer window: {e} (is a display available? on a headless machine use xvfb-run)"))
 }

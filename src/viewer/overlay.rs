@@ -103,6 +103,21 @@ pub fn draw(painter: &egui::Painter, pane: &Pane, doc: &Document, visible: &dyn 
     let rect = pane.rect;
     for f in doc.findings.iter().filter(|f| visible(f)) {
         let Some(b) = f.box_on(st.image_id).filter(|b| b.frame == st.frame) else { continue };
+        if f.measurement.is_some() {
+            // Drawn as their shape with their values (app::measure); only the selected one's
+            // handles are drawn here, to move or resize it like a box.
+            if st.selected == Some(f.id.as_str()) {
+                let bbox = match st.preview {
+                    Some((id, p)) if id == f.id => p,
+                    _ => b.rect(),
+                };
+                for h in Handle::RESIZE {
+                    let p = view.screen_from_image(rect, h.anchor(&bbox));
+                    painter.rect_filled(Rect::from_center_size(p, Vec2::splat(7.0)), 1.0, Color32::WHITE);
+                }
+            }
+            continue;
+        }
         let bbox = match st.preview {
             Some((id, p)) if id == f.id => p,
             _ => b.rect(),

@@ -1,5 +1,6 @@
 //! MedSG-Bench JSON: each change finding with boxes on both images becomes a difference item,
-//! each correspondence a consistency item whose question carries the reference box. Image paths
+//! each correspondence a consistency item whose question carries the reference box, and each
+//! measurement (ruler or ROI, on one image) a referring item: its label and its box. Image paths
 //! are pseudonyms unless `keep_phi`.
 
 use serde_json::{Value, json};
@@ -12,10 +13,27 @@ pub fn to_medsg(doc: &Document, keep_phi: bool) -> Value {
     let path_of = |id: &str| doc.image(id).map(|i| if keep_phi { i.path.clone() } else { file_name(&i.path, false) });
     let mut items = Vec::new();
     for f in exported(doc) {
+        if f.kind == FindingKind::Measurement {
+            // One image: locate what the label names (MedSG-Bench's referring task, T8).
+            let Some((b, path)) = f.boxes.first().and_then(|b| Some((b, path_of(&b.image)?))) else { continue };
+            let what = f.measurement.as_ref().map(|m| m.describe()).unwrap_or_default();
+            items.push(json!({
+                "id": f.id,
+                "task": Task::Referring.medsg_name(),
+                "images": [path],
+                "question": format!("Locate the {}.", f.label),
+                "answer": b.rect().rounded(),
+                "label": f.label,
+                "status": f.status.label(),
+                "frame": b.frame,
+                "measurement": what,
+            }));
+            continue;
+        }
         let (Some(prior), Some(current)) = (f.box_on("prior"), f.box_on("current")) else { continue };
         let (Some(prior_path), Some(current_path)) = (path_of("prior"), path_of("current")) else { continue };
         let (task, images, reference, answer) = match f.kind {
-            FindingKind::Change | FindingKind::Manual => {
+            FindingKind::Change | FindingKind::Manual | FindingKind::Measurement => {
                 let same_place = prior.bbox == current.bbox;
                 let t = if same_place { Task::RegisteredDiff } else { Task::NonRegisteredDiff };
                 (t, vec![prior_path, current_path], None, current.rect())

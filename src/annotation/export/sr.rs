@@ -1,6 +1,8 @@
 //! DICOM Comprehensive SR, TID 1500 Measurement Report: one TID 1410 planar ROI measurement
 //! group per finding and image, each a closed 5-point POLYLINE SCOORD on the referenced SOP
-//! instance (and frame), with one tracking UID per finding across prior and current.
+//! instance (and frame), with one tracking UID per finding across prior and current. A
+//! measurement finding's group holds its own outline (a 2-point POLYLINE for a ruler, an ELLIPSE,
+//! a rectangle's POLYLINE) and its values as NUM items with UCUM units (TID 1419 style).
 
 use dicom_core::header::Header;
 use dicom_core::value::{C, DataSetSequence};
@@ -11,6 +13,7 @@ use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 
 use crate::annotation::document::{Document, ImageRef};
 use crate::annotation::export::{ExportError, ExportFormat, exported};
+use crate::annotation::measurement::{Measured, Shape};
 
 fn code(value: &str, scheme: &str, meaning: &str) -> InMemDicomObject {
     InMemDicomObject::from_element_iter([
@@ -94,14 +97,104 @@ fn is_single_frame_class(uid: &str) -> bool {
     )
 }
 
-/// Image region of one box: the SCOORD with its IMAGE reference.
-fn region(img: &ImageRef, frame: u32, b: [f32; 4]) -> Result<InMemDicomObject, ExportError> {
+/// A box's outline: a closed 5-point POLYLINE.
+fn box_outline(b: [f32; 4]) -> (&'static str, Vec<f32>) {
+    let [x1, y1, x2, y2] = b;
+    ("POLYLINE", vec![x1, y1, x2, y1, x2, y2, x1, y2, x1, y1])
+}
+
+/// A measurement's outline: a ruler's two ends, the ellipse inscribed in its box (the ends of the
+/// major axis, then of the minor, PS3.3 C.18.6.1.2), or the rectangle's box.
+fn measurement_outline(m: &Measured, b: [f32; 4]) -> (&'static str, Vec<f32>) {
+    match (m.shape, m.points.as_slice()) {
+        (Shape::Line, [a, z]) => ("POLYLINE", vec![a[0], a[1], z[0], z[1]]),
+        (Shape::Ellipse, _) => {
+            let [x1, y1, x2, y2] = b;
+            let (cx, cy) = ((x1 + x2) / 2.0, (y1 + y2) / 2.0);
+            let (horizontal, vertical) = ([x1, cy, x2, cy], [cx, y1, cx, y2]);
+            let (major, minor) = if x2 - x1 >= y2 - y1 { (horizontal, vertical) } else { (vertical, horizontal) };
+            ("ELLIPSE", major.into_iter().chain(minor).collect())
+        }
+        _ => box_outline(b),
+    }
+}
+
+/// A Decimal String (at most 16 characters) for `v`: as many of 6 decimals as fit, no trailing zeros.
+fn decimal_string(v: f64) -> String {
+    for decimals in (0..=6).rev() {
+        let mut s = format!("{v:.decimals$}");
+        if s.contains('.') {
+            s = s.trim_end_matches('0').trim_end_matches('.').to_string();
+        }
+        if s == "-0" {
+            s = "0".into();
+        }
+        if s.len() <= 16 {
+            return s;
+        }
+    }
+    format!("{v:.6e}")
+}
+
+/// A NUM content item: `concept` measured as `value` in `unit`.
+fn num(concept: (&str, &str, &str), value: f64, unit: (&str, &str, &str)) -> InMemDicomObject {
+    item(
+        "CONTAINS",
+        "NUM",
+        concept,
+        vec![seq(
+            tags::MEASURED_VALUE_SEQUENCE,
+            vec![InMemDicomObject::from_element_iter([
+                seq(tags::MEASUREMENT_UNITS_CODE_SEQUENCE, vec![code(unit.0, unit.1, unit.2)]),
+                DataElement::new(tags::NUMERIC_VALUE, VR::DS, decimal_string(value)),
+            ])],
+        )],
+    )
+}
+
+/// The concepts of a measurement's values (SNOMED CT, as TID 1419 and DCMR use them).
+pub const LENGTH: (&str, &str, &str) = ("410668003", "SCT", "Length");
+pub const AREA: (&str, &str, &str) = ("42798000", "SCT", "Area");
+pub const MEAN: (&str, &str, &str) = ("373098007", "SCT", "Mean");
+pub const STANDARD_DEVIATION: (&str, &str, &str) = ("386136009", "SCT", "Standard Deviation");
+pub const MINIMUM: (&str, &str, &str) = ("255605001", "SCT", "Minimum");
+pub const MAXIMUM: (&str, &str, &str) = ("56851009", "SCT", "Maximum");
+
+/// UCUM units: millimetres, square millimetres, Hounsfield units, no unit; pixels as UCUM
+/// annotations (a count has unit 1).
+pub const MM: (&str, &str, &str) = ("mm", "UCUM", "millimeter");
+pub const MM2: (&str, &str, &str) = ("mm2", "UCUM", "square millimeter");
+pub const PX: (&str, &str, &str) = ("{pixel}", "UCUM", "pixel");
+pub const PX2: (&str, &str, &str) = ("{square pixel}", "UCUM", "square pixel");
+pub const HU: (&str, &str, &str) = ("[hnsf'U]", "UCUM", "Hounsfield unit");
+pub const NO_UNIT: (&str, &str, &str) = ("1", "UCUM", "no units");
+
+/// A measurement's values as NUM items.
+fn measurement_values(m: &Measured) -> Vec<InMemDicomObject> {
+    let mm = m.unit == "mm";
+    let mut out = Vec::new();
+    if let Some(l) = m.length {
+        out.push(num(LENGTH, l, if mm { MM } else { PX }));
+    }
+    if let Some(a) = m.area {
+        out.push(num(AREA, a, if mm { MM2 } else { PX2 }));
+    }
+    if let Some(s) = &m.stats {
+        let unit = if s.unit.as_deref() == Some("HU") { HU } else { NO_UNIT };
+        for (concept, v) in [(MEAN, s.mean), (STANDARD_DEVIATION, s.sd), (MINIMUM, s.min), (MAXIMUM, s.max)] {
+            out.push(num(concept, v, unit));
+        }
+    }
+    out
+}
+
+/// Image region of one outline: the SCOORD with its IMAGE reference.
+fn region(img: &ImageRef, frame: u32, outline: (&str, Vec<f32>)) -> Result<InMemDicomObject, ExportError> {
     let (sop_instance, multi_frame) = img
         .instance_of_frame(frame)
         .ok_or_else(|| ExportError::Sr(format!("image {:?} frame {frame} is not a DICOM instance (no SOP Instance UID)", img.id)))?;
     let sop_class = img.sop_class_uid.as_deref().unwrap_or(uids::SECONDARY_CAPTURE_IMAGE_STORAGE);
-    let [x1, y1, x2, y2] = b;
-    let points: Vec<f32> = vec![x1, y1, x2, y1, x2, y2, x1, y2, x1, y1];
+    let (graphic_type, points) = outline;
     let mut sop = vec![
         DataElement::new(tags::REFERENCED_SOP_CLASS_UID, VR::UI, sop_class),
         DataElement::new(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, sop_instance),
@@ -127,7 +220,7 @@ fn region(img: &ImageRef, frame: u32, b: [f32; 4]) -> Result<InMemDicomObject, E
         "SCOORD",
         ("111030", "DCM", "Image Region"),
         vec![
-            DataElement::new(tags::GRAPHIC_TYPE, VR::CS, "POLYLINE"),
+            DataElement::new(tags::GRAPHIC_TYPE, VR::CS, graphic_type),
             DataElement::new(tags::GRAPHIC_DATA, VR::FL, PrimitiveValue::F32(C::from_vec(points))),
             seq(tags::CONTENT_SEQUENCE, vec![image]),
         ],
@@ -152,7 +245,11 @@ pub fn to_sr(doc: &Document) -> Result<InMemDicomObject, ExportError> {
         let tracking_uid = stable_uid(&f.id);
         for b in &f.boxes {
             let Some(img) = doc.image(&b.image) else { continue };
-            let roi = region(img, b.frame, b.bbox)?;
+            let outline = match &f.measurement {
+                Some(m) => measurement_outline(m, b.bbox),
+                None => box_outline(b.bbox),
+            };
+            let roi = region(img, b.frame, outline)?;
             if !referenced.iter().any(|r| r.id == img.id) {
                 referenced.push(img);
             }
@@ -163,33 +260,42 @@ pub fn to_sr(doc: &Document) -> Result<InMemDicomObject, ExportError> {
                 crate::annotation::Source::Human { user: None } => "human".into(),
                 crate::annotation::Source::Human { user: Some(u) } => format!("human {u}"),
             };
+            // What the NUM items do not say: the shape, where the spacing came from, the pixel count.
+            let measured = f
+                .measurement
+                .as_ref()
+                .map(|m| {
+                    let shape = serde_json::to_value(m.shape).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+                    let spacing = m.spacing.as_deref().unwrap_or("none");
+                    let pixels = m.stats.as_ref().map_or("-".to_string(), |s| s.pixels.to_string());
+                    format!("; measured {shape} {spacing} {pixels}")
+                })
+                .unwrap_or_default();
             // `annotation::import::parse_comment` reads this text back: change both together.
-            groups.push(container(
+            let mut children = vec![
+                text("HAS OBS CONTEXT", ("112039", "DCM", "Tracking Identifier"), &f.label),
+                item(
+                    "HAS OBS CONTEXT",
+                    "UIDREF",
+                    ("112040", "DCM", "Tracking Unique Identifier"),
+                    vec![DataElement::new(tags::UID, VR::UI, tracking_uid.as_str())],
+                ),
+                code_item("CONTAINS", ("121071", "DCM", "Finding"), (f.kind.label(), "99TANDEM", &f.label)),
+                roi,
+            ];
+            children.extend(f.measurement.as_ref().map(measurement_values).unwrap_or_default());
+            children.push(text(
                 "CONTAINS",
-                ("125007", "DCM", "Measurement Group"),
-                vec![
-                    text("HAS OBS CONTEXT", ("112039", "DCM", "Tracking Identifier"), &f.label),
-                    item(
-                        "HAS OBS CONTEXT",
-                        "UIDREF",
-                        ("112040", "DCM", "Tracking Unique Identifier"),
-                        vec![DataElement::new(tags::UID, VR::UI, tracking_uid.as_str())],
-                    ),
-                    code_item("CONTAINS", ("121071", "DCM", "Finding"), (f.kind.label(), "99TANDEM", &f.label)),
-                    roi,
-                    text(
-                        "CONTAINS",
-                        ("121106", "DCM", "Comment"),
-                        &format!(
-                            "{} on {}: status {}{score}; source {source}; finding {}",
-                            f.kind.label(),
-                            b.image,
-                            f.status.label(),
-                            f.id
-                        ),
-                    ),
-                ],
+                ("121106", "DCM", "Comment"),
+                &format!(
+                    "{} on {}: status {}{score}; source {source}{measured}; finding {}",
+                    f.kind.label(),
+                    b.image,
+                    f.status.label(),
+                    f.id
+                ),
             ));
+            groups.push(container("CONTAINS", ("125007", "DCM", "Measurement Group"), children));
         }
     }
     if groups.is_empty() {

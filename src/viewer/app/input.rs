@@ -6,6 +6,7 @@
 use eframe::egui::{self, Key, Modifiers, Pos2};
 
 use super::{App, AppCommand, DialogRequest, Drag, Prompt, ViewMode, image_id};
+use crate::annotation::measurement::Shape;
 use crate::annotation::{Finding, Status};
 use crate::grounding::BBox;
 use crate::viewer::overlay;
@@ -61,7 +62,9 @@ impl App {
             (Key::N, AppCommand::Step { forward: true }),
             (Key::P, AppCommand::Step { forward: false }),
             (Key::B, AppCommand::SetDrawing(!self.drawing)),
-            (Key::M, AppCommand::SetMeasuring(!self.measuring)),
+            (Key::M, AppCommand::SetMeasuring(self.measuring != Some(Shape::Line))),
+            (Key::Q, AppCommand::SetMeasureTool(if self.measuring == Some(Shape::Rectangle) { None } else { Some(Shape::Rectangle) })),
+            (Key::E, AppCommand::SetMeasureTool(if self.measuring == Some(Shape::Ellipse) { None } else { Some(Shape::Ellipse) })),
             (Key::V, AppCommand::SetViewMode(next_mode(self.view_mode))),
             (
                 Key::D,
@@ -121,8 +124,8 @@ impl App {
         if response.drag_started_by(egui::PointerButton::Primary) && self.drag.is_none() {
             let press = ui.input(|i| i.pointer.press_origin()).or(pointer);
             if let Some(p) = press.and_then(to_image) {
-                if self.measuring {
-                    self.drag = Some(Drag::Ruler { role, start: p, current: p });
+                if let Some(shape) = self.measuring {
+                    self.drag = Some(Drag::Measure { role, shape, start: p, current: p });
                 } else if self.drawing {
                     self.drag = Some(Drag::Draw { role, start: p, current: p });
                 } else if let Some((fid, handle)) = press.and_then(|pp| hit_at(self, pp))
@@ -139,7 +142,7 @@ impl App {
             if let Some(p) = pointer.and_then(to_image) {
                 match drag {
                     Drag::Edit { role: r, handle, start, grab, current, .. } if *r == role => *current = handle.drag(start, p - *grab),
-                    Drag::Draw { role: r, current, .. } | Drag::Ruler { role: r, current, .. } if *r == role => *current = p,
+                    Drag::Draw { role: r, current, .. } | Drag::Measure { role: r, current, .. } if *r == role => *current = p,
                     _ => {}
                 }
             }
@@ -152,10 +155,10 @@ impl App {
         if let Some(p) = response.hover_pos().and_then(to_image) {
             self.cursor = Some((role, p));
         }
-        if response.clicked_by(egui::PointerButton::Primary) && !self.drawing && !self.measuring {
+        if response.clicked_by(egui::PointerButton::Primary) && !self.drawing && self.measuring.is_none() {
             self.emit(AppCommand::Select(hit.map(|(fid, _)| fid)));
         }
-        let pan_with_primary = !editing && !self.drawing && !self.measuring;
+        let pan_with_primary = !editing && !self.drawing && self.measuring.is_none();
         let changes: PaneChanges = self.pane_mut(role).handle_input(ui, response, pan_with_primary);
         if changes.window.is_some() || changes.view || changes.frame_delta != 0 {
             self.emit(AppCommand::Mirror { role, changes });

@@ -24,8 +24,25 @@ impl App {
     /// the constructor call this directly.
     pub fn run(&mut self, command: AppCommand) {
         match command {
-            AppCommand::Open { role, path } => self.open_path(role, path),
-            AppCommand::Launch(launch) => self.open(launch),
+            AppCommand::Open { role, path } => {
+                self.open_path(role, path);
+                if let [Some(prior), Some(current)] = self.sources.clone()
+                    && prior != current
+                {
+                    self.remember_recent(crate::viewer::prefs::Recent::Pair { prior, current });
+                }
+            }
+            AppCommand::Launch(launch) => {
+                match &launch {
+                    Launch::Pair(prior, current) => {
+                        self.remember_recent(crate::viewer::prefs::Recent::Pair { prior: prior.clone(), current: current.clone() })
+                    }
+                    Launch::Folder(path) => self.remember_recent(crate::viewer::prefs::Recent::Folder { path: path.clone() }),
+                    Launch::Demo => {}
+                }
+                self.open(launch)
+            }
+            AppCommand::OpenRecent(recent) => self.open_recent(recent),
             AppCommand::OpenAnnotations(path) => self.open_annotations(&path),
             AppCommand::Dialog(request) => self.show_dialog(request),
             AppCommand::DialogChosen { purpose, path } => {
@@ -72,15 +89,14 @@ impl App {
                 self.jobs.cancel_grounding();
                 self.status = "cancelled".into();
             }
-            AppCommand::SetMeasuring(on) => {
-                self.measuring = on;
-                self.drawing &= !on;
-                self.status = if on { "ruler: drag on an image (Esc ends)".into() } else { "ruler off".into() };
-            }
-            AppCommand::ClearRulers => self.rulers.clear(),
+            AppCommand::SetMeasuring(on) => self.set_measure_tool(on.then_some(crate::annotation::measurement::Shape::Line)),
+            AppCommand::SetMeasureTool(tool) => self.set_measure_tool(tool),
+            AppCommand::ClearMeasurements => self.clear_measurements(),
             AppCommand::SetDrawing(on) => {
                 self.drawing = on;
-                self.measuring &= !on;
+                if on {
+                    self.measuring = None;
+                }
                 self.status = if on { "draw a box: drag on an image (Esc cancels)".into() } else { "drawing off".into() };
             }
             AppCommand::CommitDrag(drag) => self.commit_drag(drag),
@@ -174,9 +190,9 @@ impl App {
         if self.drag.is_some() {
             self.drag = None;
             self.status = "cancelled".into();
-        } else if self.drawing || self.measuring {
+        } else if self.drawing || self.measuring.is_some() {
             self.drawing = false;
-            self.measuring = false;
+            self.measuring = None;
         } else if self.jobs.grounding.is_some() {
             self.jobs.cancel_grounding();
             self.status = "cancelled".into();
@@ -408,7 +424,7 @@ impl App {
 
     // ----- editing ---------------------------------------------------------------------------
 
-    fn apply(&mut self, command: Command) {
+    pub(super) fn apply(&mut self, command: Command) {
         self.status = command.description();
         self.history.apply(&mut self.doc, command);
     }
@@ -598,24 +614,14 @@ impl App {
                 for b in after.boxes.iter_mut().filter(|b| b.image == id) {
                     b.bbox = annotation::document::round_box(current).to_array();
                 }
+                // A ruler's ends follow its box, and a measurement is measured again where it is now.
+                self.remeasure(&mut after, role, start);
                 let action = if handle == Handle::Move { "move" } else { "resize" };
                 after.touch(&now, action, Some(format!("{id}: {:?}", after.box_on(id).map(|b| b.bbox))));
                 let description = format!("{action} {}", before.label);
                 self.apply(Command::Replace { before, after, description });
             }
-            Drag::Ruler { role, start, current } => {
-                let pane = self.pane(role);
-                let Some(frame) = pane.current_frame() else { return };
-                let length =
-                    crate::study::measure::distance(&frame.meta, (start.x as f64, start.y as f64), (current.x as f64, current.y as f64));
-                if (current - start).length() < 1.0 {
-                    self.status = "ruler too short; drag from one point to the other".into();
-                    return;
-                }
-                let ruler = super::Ruler { role, generation: pane.generation, frame: pane.frame, a: start, b: current, length };
-                self.status = format!("ruler on {}: {}", role.label(), length.describe());
-                self.rulers.push(ruler);
-            }
+            Drag::Measure { role, shape, start, current } => self.commit_measure(role, shape, start, current),
             Drag::Draw { role, start, current } => {
                 let b = BBox::new(start.x, start.y, current.x, current.y);
                 let Some(frame) = self.pane(role).current_frame() else { return };

@@ -11,7 +11,9 @@ mod compare;
 mod focus;
 mod input;
 mod logic;
+mod measuring;
 mod pacs;
+mod remember;
 mod sync;
 mod ui;
 
@@ -24,6 +26,7 @@ use std::time::{Duration, Instant};
 use eframe::egui;
 
 use crate::annotation::export::ExportFormat;
+use crate::annotation::measurement::Shape;
 use crate::annotation::{Command, Document, Finding, History, Status};
 use crate::grounding::{BBox, DevicePreference, Engine};
 use crate::registration::Alignment;
@@ -99,20 +102,21 @@ pub enum Drag {
         start: egui::Pos2,
         current: egui::Pos2,
     },
-    /// A ruler being laid (image points of the pane showing `role`).
-    Ruler {
+    /// A ruler or ROI being drawn (image points of the pane showing `role`): from `start` to
+    /// `current`, a line or the ROI's box.
+    Measure {
         role: Role,
+        shape: Shape,
         start: egui::Pos2,
         current: egui::Pos2,
     },
 }
 
-/// A distance laid on one frame of one pane; it is shown while that pane shows that frame of the
-/// same image (the pane's generation).
+/// A ruler of the document as a pane shows it (see `App::rulers`).
 #[derive(Clone, Debug)]
 pub struct Ruler {
+    pub finding: String,
     pub role: Role,
-    pub generation: u64,
     pub frame: usize,
     /// Image points (pixel-edge coordinates).
     pub a: egui::Pos2,
@@ -209,7 +213,10 @@ pub enum AppCommand {
     SetDrawing(bool),
     /// The ruler tool: a drag on a pane lays a ruler.
     SetMeasuring(bool),
-    ClearRulers,
+    /// A measuring tool (ruler, rectangle or ellipse ROI), or none: a drag on a pane measures.
+    SetMeasureTool(Option<Shape>),
+    /// Removes every measurement (rulers and ROIs) from the document, as one undo step.
+    ClearMeasurements,
     /// Finish a box move, resize or drawing.
     CommitDrag(Drag),
     SetThreshold(f32),
@@ -265,6 +272,8 @@ pub enum AppCommand {
     SetPacsUrl(Option<String>),
     /// The PACS dialog.
     Pacs(PacsCommand),
+    /// Opens a study (or pair) of File → Open recent again.
+    OpenRecent(crate::viewer::prefs::Recent),
 }
 
 pub struct App {
@@ -281,8 +290,8 @@ pub struct App {
     selected: Option<String>,
     hovered: Option<String>,
     drawing: bool,
-    measuring: bool,
-    rulers: Vec<Ruler>,
+    /// The measuring tool on, if any.
+    measuring: Option<Shape>,
     view_mode: ViewMode,
     /// Flicker, fade and subtraction: their jobs and the CPU fallback's pictures.
     compare: compare::CompareState,
@@ -316,6 +325,8 @@ pub struct App {
     /// Where "Send findings to PACS" stores the SR (`--pacs URL` or `TANDEM_PACS_URL`).
     pacs_url: Option<String>,
     pacs_dialog: PacsDialog,
+    /// What is remembered between runs (`None`: nothing, as in tests).
+    remembered: Option<remember::Remembered>,
 }
 
 /// The document's key for the image a role shows.
@@ -371,8 +382,7 @@ impl App {
             selected: None,
             hovered: None,
             drawing: false,
-            measuring: false,
-            rulers: Vec::new(),
+            measuring: None,
             view_mode: ViewMode::SideBySide,
             compare: compare::CompareState::default(),
             fade: 0.5,
@@ -397,6 +407,7 @@ impl App {
             viewport: Vec::new(),
             pacs_url: None,
             pacs_dialog: PacsDialog::default(),
+            remembered: None,
         }
     }
 
@@ -488,14 +499,9 @@ impl App {
         }
     }
 
-    /// The rulers shown now (on the frames the panes show).
-    pub fn rulers(&self) -> Vec<&Ruler> {
-        self.rulers.iter().filter(|r| self.ruler_shown(r)).collect()
-    }
-
-    fn ruler_shown(&self, r: &Ruler) -> bool {
-        let pane = self.pane(r.role);
-        pane.generation == r.generation && pane.frame == r.frame
+    /// The measuring tool on, if any.
+    pub fn measure_tool(&self) -> Option<Shape> {
+        self.measuring
     }
 
     /// The pixel under the pointer in the pane showing `role`, or, when the pointer is over the
@@ -609,6 +615,7 @@ impl eframe::App for App {
             self.run(c);
         }
         self.update_title();
+        self.remember(ui.ctx());
         for c in self.viewport.drain(..) {
             ui.send_viewport_cmd(c);
         }

@@ -29,6 +29,7 @@ pub(super) fn menu_bar_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands) {
                     out.push(AppCommand::Dialog(DialogRequest::OpenFolder));
                     ui.close();
                 }
+                super::remember::recent_menu_ui(app, ui, out);
                 ui.separator();
                 if ui.button("Open annotations…").clicked() {
                     out.push(AppCommand::Dialog(DialogRequest::OpenAnnotations));
@@ -78,7 +79,7 @@ pub(super) fn menu_bar_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands) {
 /// The keyboard and mouse reference (also in the README).
 pub const KEYS: &str = "Mouse: wheel zoom · left-drag pan / move box · right-drag window/level · Ctrl+wheel frames\n\
 Keys: ↑↓ ←→ frames · PgUp/PgDn ±10 frames · Space cine · Home reset · I invert · 1–7 W/L presets (2–5 CT only)\n\
-F find changes · G find in other image · B draw box · M ruler · D subtraction · V cycle side by side / flicker / fade / subtraction · A accept · R reject (then the next undecided) · L relabel · Delete · N/P next/previous undecided\n\
+F find changes · G find in other image · B draw box · M ruler · Q rectangle ROI · E ellipse ROI · D subtraction · V cycle side by side / flicker / fade / subtraction · A accept · R reject (then the next undecided) · L relabel · Delete · N/P next/previous undecided\n\
 Ctrl+Z undo · Ctrl+Shift+Z / Ctrl+Y redo · Ctrl+S save · Esc cancel";
 
 pub(super) fn status_bar_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands) {
@@ -208,17 +209,7 @@ pub(super) fn side_panel_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands) {
             out.push(AppCommand::SetDrawing(!app.drawing));
         }
         ui.separator();
-        ui.heading("Measure");
-        if ui.add(egui::Button::new("Ruler").shortcut_text("M").selected(app.measuring)).clicked() {
-            out.push(AppCommand::SetMeasuring(!app.measuring));
-        }
-        let rulers = app.rulers();
-        for r in &rulers {
-            ui.label(format!("{}: {}", r.role.label(), r.length.describe()));
-        }
-        if !rulers.is_empty() && ui.button("Clear rulers").clicked() {
-            out.push(AppCommand::ClearRulers);
-        }
+        super::measuring::measure_section_ui(app, ui, out);
         ui.separator();
         ui.heading("Review");
         let mut threshold = app.threshold;
@@ -297,6 +288,9 @@ pub(super) fn findings_panel_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands
                                 ui.label(RichText::new(title).color(kind_color(f.kind)));
                                 let score = f.score().map(|s| format!("score {s:.2} · ")).unwrap_or_default();
                                 ui.label(RichText::new(format!("{score}{}", f.status.label())).small());
+                                if let Some(m) = &f.measurement {
+                                    ui.label(RichText::new(m.describe()).small());
+                                }
                             });
                         });
                     })
@@ -518,6 +512,7 @@ impl App {
             };
             overlay::draw(&painter, pane, &self.doc, &visible, &st);
             pane.paint_corners(&painter, *rect);
+            self.paint_measurement_shapes(&painter, PaneId(i));
             self.paint_measurements(&painter, PaneId(i));
             if self.active == PaneId(i) {
                 painter.rect_stroke(
@@ -532,35 +527,12 @@ impl App {
 }
 
 impl App {
-    /// The pane's rulers, the one being laid, and a marker where the pointer over the other pane
-    /// maps to in this one (the position the read-out of this pane is taken at).
+    /// A marker where the pointer over the other pane maps to in this one (the position the
+    /// read-out of this pane is taken at). Measurements are drawn by `paint_measurement_shapes`.
     fn paint_measurements(&self, painter: &egui::Painter, id: PaneId) {
         let Some(pane) = self.panes.get(id.0) else { return };
         let Some(view) = pane.view else { return };
         let to_screen = |p: egui::Pos2| view.screen_from_image(pane.rect, p);
-        let colour = Color32::from_rgb(120, 230, 255);
-        let draw = |a: egui::Pos2, b: egui::Pos2, text: String| {
-            let (sa, sb) = (to_screen(a), to_screen(b));
-            painter.line_segment([sa, sb], egui::Stroke::new(1.5, colour));
-            for s in [sa, sb] {
-                painter.circle_filled(s, 2.5, colour);
-            }
-            let at = sb + Vec2::new(8.0, -8.0);
-            let font = egui::FontId::proportional(13.0);
-            painter.text(at + Vec2::new(1.0, 1.0), egui::Align2::LEFT_BOTTOM, &text, font.clone(), Color32::BLACK);
-            painter.text(at, egui::Align2::LEFT_BOTTOM, text, font, colour);
-        };
-        for r in self.rulers.iter().filter(|r| r.role == pane.role && self.ruler_shown(r)) {
-            draw(r.a, r.b, r.length.describe());
-        }
-        if let Some(super::Drag::Ruler { role, start, current }) = &self.drag
-            && *role == pane.role
-            && let Some(frame) = pane.current_frame()
-        {
-            let length =
-                crate::study::measure::distance(&frame.meta, (start.x as f64, start.y as f64), (current.x as f64, current.y as f64));
-            draw(*start, *current, length.describe());
-        }
         if let Some((from, p)) = self.cursor
             && from != pane.role
             && let Some(q) = self.map_point(from, p)
