@@ -195,9 +195,16 @@ format and tasks, so they say how Tandem does on these tasks, not how it would r
   (which undoes its window). Every hypothesis keeps its score; only near ties stay open. The model's
   correlation map is restricted to the band where the shared axis spans the reference box's range
   mapped through that scale and offset (and, when the line crosses the reference box, to boxes
-  straddling it in the target), and its best place there and size head give the box. The baseline
-  gets the same geometry (boxes of the mapped size slid along the band, ranked by how alike the
-  equalized intensities are in both boxes), so the gap between the columns is what the model adds.
+  straddling it in the target), and its best place there and size head give the box, unless the
+  best match anywhere in the target beats the best inside the band by 2.5 logits: then the geometry
+  was misread (another line taken for the shared one) and appearance wins. The baseline gets the
+  same geometry (boxes of the mapped size slid along the band, ranked by how alike the equalized
+  intensities are in both boxes), so the gap between the columns is what the model adds. In both
+  columns, when the object stands out from its surroundings in the target view (a two-class
+  intensity rule learnt on that view, which has its own window), the box is redrawn around its
+  extent there, if that extent holds the box's centre and has 0.3–2× its area. Both were chosen on
+  multi-view items from the training images (`tandem synth --split train --seed 78 --per-task 80`,
+  both renderings).
 - **T7** (`Engine::locate` with `register_first`): the pair is registered by normalized mutual
   information (shift, rotation, scale; `registration::mutual`) and the reference box mapped
   through it — for **both** columns, since the model's local matching only added noise to it on
