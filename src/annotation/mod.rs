@@ -5,6 +5,7 @@ pub mod export;
 pub mod history;
 pub mod import;
 pub mod io;
+pub mod track;
 
 pub use document::{Document, Finding, FindingKind, ImageBox, ImageRef, Source, Status};
 pub use history::{Command, History};
