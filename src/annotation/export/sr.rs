@@ -38,6 +38,34 @@ fn text(relationship: &str, concept: (&str, &str, &str), value: &str) -> InMemDi
     item(relationship, "TEXT", concept, vec![DataElement::new(tags::TEXT_VALUE, VR::UT, value)])
 }
 
+/// A NUM content item: `value` in `unit` (UCUM), to 0.01.
+fn num(concept: (&str, &str, &str), value: f64, unit: (&str, &str, &str)) -> InMemDicomObject {
+    let measured = InMemDicomObject::from_element_iter([
+        seq(tags::MEASUREMENT_UNITS_CODE_SEQUENCE, vec![code(unit.0, unit.1, unit.2)]),
+        // DS holds 16 characters: two decimals of a size in mm (or mm²) fit.
+        DataElement::new(tags::NUMERIC_VALUE, VR::DS, format!("{value:.2}")),
+    ]);
+    item("CONTAINS", "NUM", concept, vec![seq(tags::MEASURED_VALUE_SEQUENCE, vec![measured])])
+}
+
+/// A tracked finding's sizes on one box (TID 1419 ROI measurements): long axis, short axis and
+/// area, when measured in mm (a size in pixels has no UCUM unit a PACS would read).
+fn track_measurements(f: &crate::annotation::Finding, image: &str, frame: u32) -> Vec<InMemDicomObject> {
+    let Some(track) = f.track.as_ref().filter(|t| t.units == "mm") else { return Vec::new() };
+    let Some(m) = track.measurements.iter().find(|m| m.image == image && m.frame == frame) else { return Vec::new() };
+    vec![
+        num(("103339001", "SCT", "Long Axis"), m.long_axis, ("mm", "UCUM", "mm")),
+        num(("103340004", "SCT", "Short Axis"), m.short_axis, ("mm", "UCUM", "mm")),
+        num(("42798000", "SCT", "Area"), m.area, ("mm2", "UCUM", "mm2")),
+    ]
+}
+
+/// The image whose study and patient the report joins: "current", else the latest study.
+fn report_image(doc: &Document) -> Option<&ImageRef> {
+    doc.image("current")
+        .or_else(|| doc.images.iter().enumerate().max_by_key(|(k, i)| (i.study_date.clone(), i.study_time.clone(), *k)).map(|(_, i)| i))
+}
+
 fn code_item(relationship: &str, concept: (&str, &str, &str), value: (&str, &str, &str)) -> InMemDicomObject {
     item(relationship, "CODE", concept, vec![seq(tags::CONCEPT_CODE_SEQUENCE, vec![code(value.0, value.1, value.2)])])
 }
@@ -141,10 +169,7 @@ pub fn to_sr(doc: &Document) -> Result<InMemDicomObject, ExportError> {
     if let Some(first) = found.first() {
         return Err(ExportError::Sr(first.clone()));
     }
-    let current = doc
-        .image("current")
-        .or_else(|| doc.images.first())
-        .ok_or_else(|| ExportError::Nothing("the document refers to no image".into()))?;
+    let current = report_image(doc).ok_or_else(|| ExportError::Nothing("the document refers to no image".into()))?;
     let mut groups = Vec::new();
     let mut referenced: Vec<&ImageRef> = Vec::new();
     for f in exported(doc) {
@@ -164,32 +189,25 @@ pub fn to_sr(doc: &Document) -> Result<InMemDicomObject, ExportError> {
                 crate::annotation::Source::Human { user: Some(u) } => format!("human {u}"),
             };
             // `annotation::import::parse_comment` reads this text back: change both together.
-            groups.push(container(
+            let mut items = vec![
+                text("HAS OBS CONTEXT", ("112039", "DCM", "Tracking Identifier"), &f.label),
+                item(
+                    "HAS OBS CONTEXT",
+                    "UIDREF",
+                    ("112040", "DCM", "Tracking Unique Identifier"),
+                    vec![DataElement::new(tags::UID, VR::UI, tracking_uid.as_str())],
+                ),
+                code_item("CONTAINS", ("121071", "DCM", "Finding"), (f.kind.label(), "99TANDEM", &f.label)),
+                roi,
+            ];
+            // A tracked finding: its sizes on this timepoint, under the one tracking UID.
+            items.extend(track_measurements(f, &b.image, b.frame));
+            items.push(text(
                 "CONTAINS",
-                ("125007", "DCM", "Measurement Group"),
-                vec![
-                    text("HAS OBS CONTEXT", ("112039", "DCM", "Tracking Identifier"), &f.label),
-                    item(
-                        "HAS OBS CONTEXT",
-                        "UIDREF",
-                        ("112040", "DCM", "Tracking Unique Identifier"),
-                        vec![DataElement::new(tags::UID, VR::UI, tracking_uid.as_str())],
-                    ),
-                    code_item("CONTAINS", ("121071", "DCM", "Finding"), (f.kind.label(), "99TANDEM", &f.label)),
-                    roi,
-                    text(
-                        "CONTAINS",
-                        ("121106", "DCM", "Comment"),
-                        &format!(
-                            "{} on {}: status {}{score}; source {source}; finding {}",
-                            f.kind.label(),
-                            b.image,
-                            f.status.label(),
-                            f.id
-                        ),
-                    ),
-                ],
+                ("121106", "DCM", "Comment"),
+                &format!("{} on {}: status {}{score}; source {source}; finding {}", f.kind.label(), b.image, f.status.label(), f.id),
             ));
+            groups.push(container("CONTAINS", ("125007", "DCM", "Measurement Group"), items));
         }
     }
     if groups.is_empty() {
