@@ -47,7 +47,7 @@ impl App {
         let track = f.track.as_ref()?;
         let dates: Vec<Option<chrono::NaiveDate>> =
             track.measurements.iter().map(|m| self.doc.image(&m.image).and_then(|i| i.study_date.as_deref()).and_then(date)).collect();
-        let by_date = dates.iter().all(Option::is_some) && dates.first().is_some();
+        let by_date = dates.iter().all(Option::is_some) && !dates.is_empty();
         let points = track
             .measurements
             .iter()
