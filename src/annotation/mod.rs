@@ -6,6 +6,7 @@ pub mod history;
 pub mod import;
 pub mod io;
 pub mod measurement;
+pub mod track;
 
 pub use document::{Document, Finding, FindingKind, ImageBox, ImageRef, Source, Status};
 pub use history::{Command, History};

@@ -117,6 +117,12 @@ pub fn report(engine: &Engine, prior_path: &Path, current_path: &Path, prior: &S
 /// One annotation finding per series finding: its box on every slice it spans (current) and
 /// the matching box on the paired prior slice, with its slice range kept beside.
 pub fn findings_of(out: &SeriesOutput, model: Option<&str>) -> Vec<Finding> {
+    findings_on(out, model, "prior", "current")
+}
+
+/// `findings_of` with the boxes on the images keyed `prior` and `current` (a timeline's
+/// timepoints are keyed `t0`, `t1`, …).
+pub fn findings_on(out: &SeriesOutput, model: Option<&str>, prior: &str, current: &str) -> Vec<Finding> {
     let now = crate::annotation::document::now();
     let (id, version) = match (out.method, model) {
         (Method::Model, Some(name)) => match name.rsplit_once(' ') {
@@ -131,9 +137,9 @@ pub fn findings_of(out: &SeriesOutput, model: Option<&str>) -> Vec<Finding> {
             let mut boxes = Vec::new();
             for b in &f.boxes {
                 if let Some(r) = b.reference_box {
-                    boxes.push(ImageBox::new("prior", b.prior_slice as u32, BBox::from_array(r)));
+                    boxes.push(ImageBox::new(prior, b.prior_slice as u32, BBox::from_array(r)));
                 }
-                boxes.push(ImageBox::new("current", b.slice as u32, BBox::from_array(b.bbox)));
+                boxes.push(ImageBox::new(current, b.slice as u32, BBox::from_array(b.bbox)));
             }
             let source = Source::Model { id: id.clone(), version: version.clone(), score: f.score as f32 };
             let mut finding = Finding::new(FindingKind::Change, FindingKind::Change.label(), boxes, source, &now);

@@ -11,7 +11,6 @@ use crate::cli::ground::{parse_box, write_json};
 use crate::cli::series::load_series;
 use crate::cli::{Cli, CliError, MethodArg};
 use crate::fsutil::check_output;
-use crate::grounding::series::{Matching, match_slices};
 use crate::grounding::{BBox, Engine, Method};
 use crate::study::{Frame, Series};
 
@@ -98,17 +97,11 @@ pub fn measure(boxes: &[(BBox, f32)], spacing_mm: &[Option<[f64; 2]>]) -> (Vec<(
         .iter()
         .zip(spacing_mm)
         .map(|((b, score), s)| {
-            // Pixel Spacing is (row spacing, column spacing): x steps columns, y steps rows.
-            let [row, col] = if mm { s.unwrap_or([1.0, 1.0]) } else { [1.0, 1.0] };
-            let (w, h) = (b.width() as f64 * col, b.height() as f64 * row);
-            (w.max(h), w.min(h), w * h, *score as f64)
+            let (long, short, area) = crate::annotation::track::box_size(b.to_array(), if mm { *s } else { None });
+            (long, short, area, *score as f64)
         })
         .collect();
     (sizes, if mm { "mm" } else { "px" })
-}
-
-fn pct(now: f64, then: f64) -> f64 {
-    if then > 0.0 { round(100.0 * (now - then) / then, 1) } else { 0.0 }
 }
 
 pub fn run(cli: &Cli, args: &TrackArgs) -> Result<(), CliError> {
@@ -142,10 +135,10 @@ pub fn run(cli: &Cli, args: &TrackArgs) -> Result<(), CliError> {
     let boxes = follow(&engine, &steps, args.frame, b, method)?;
     let spacing: Vec<Option<[f64; 2]>> = steps.iter().map(|s| s.frame.meta.pixel_spacing_mm).collect();
     let (sizes, units) = measure(&boxes, &spacing);
+    let longs: Vec<f64> = sizes.iter().map(|s| round(s.0, 2)).collect();
+    let changes = crate::annotation::track::changes(&longs);
     let mut measured = Vec::new();
-    let mut nadir: Option<f64> = None;
     for (k, ((bx, _), (long, short, area, score))) in boxes.iter().zip(&sizes).enumerate() {
-        let baseline = sizes[0].0;
         measured.push(Measured {
             frame: k,
             input: inputs[steps[k].input].display().to_string(),
@@ -155,10 +148,9 @@ pub fn run(cli: &Cli, args: &TrackArgs) -> Result<(), CliError> {
             long_axis: round(*long, 2),
             short_axis: round(*short, 2),
             area: round(*area, 2),
-            change_from_baseline_pct: pct(*long, baseline),
-            change_from_nadir_pct: nadir.map(|n| pct(*long, n)),
+            change_from_baseline_pct: changes[k].0,
+            change_from_nadir_pct: changes[k].1,
         });
-        nadir = Some(nadir.map_or(*long, |n| n.min(*long)));
     }
     println!("{:>5}  {:>28}  {:>10}  {:>10}  {:>12}  {:>9}  {:>9}", "frame", "box", "long", "short", "area", "baseline", "nadir");
     for m in &measured {
@@ -245,45 +237,22 @@ fn sequence(series: &[Series], frame: usize, slice: usize) -> Result<Vec<Step<'_
         }
         return Ok(one.frames.iter().enumerate().map(|(k, f)| Step { input: 0, slice: k, frame: f }).collect());
     }
-    let reference =
-        series.get(frame).ok_or_else(|| CliError(format!("--frame {frame} is past the last timepoint ({} given)", series.len())))?;
-    let at = reference.frames.get(slice).ok_or_else(|| {
-        CliError(format!("--slice {slice} is past the last slice of timepoint {frame} ({} slices)", reference.frames.len()))
-    })?;
-    let mut steps = Vec::new();
-    for (k, s) in series.iter().enumerate() {
-        let chosen = if k == frame || s.frames.len() == 1 {
-            if k == frame { slice } else { 0 }
-        } else {
-            // The reference slice as a one-slice series, paired with this timepoint's slices.
-            let probe = Series {
-                id: reference.id.clone(),
-                frames: vec![at.clone()],
-                meta: reference.meta.clone(),
-                source: reference.source.clone(),
-            };
-            let m = match_slices(s, &probe).map_err(|e| CliError(format!("timepoint {k}: {e}")))?;
-            if m.matching == Matching::Index {
-                // No positions: the same slice number.
-                slice.min(s.frames.len() - 1)
-            } else {
-                m.pairs.first().map(|p| p.prior).ok_or_else(|| CliError(format!("timepoint {k} does not cover the reference slice")))?
-            }
-        };
-        steps.push(Step { input: k, slice: chosen, frame: &s.frames[chosen] });
+    if frame >= series.len() {
+        return Err(CliError(format!("--frame {frame} is past the last timepoint ({} given)", series.len())));
     }
-    Ok(steps)
+    if slice >= series[frame].frames.len() {
+        return Err(CliError(format!(
+            "--slice {slice} is past the last slice of timepoint {frame} ({} slices)",
+            series[frame].frames.len()
+        )));
+    }
+    let refs: Vec<&Series> = series.iter().collect();
+    let slices = crate::grounding::track::timepoint_slices(&refs, frame, slice).map_err(CliError)?;
+    Ok(slices.into_iter().enumerate().map(|(k, s)| Step { input: k, slice: s, frame: &series[k].frames[s] }).collect())
 }
 
 /// Follows the box from frame `at` forwards to the last frame and backwards to the first.
 fn follow(engine: &Engine, steps: &[Step], at: usize, b: BBox, method: Method) -> Result<Vec<(BBox, f32)>, CliError> {
     let grays: Vec<crate::study::GrayImage> = steps.iter().map(|s| s.frame.to_gray()).collect();
-    let lost = |dir: &str| CliError(format!("the box was lost tracking {dir} from frame {at}"));
-    let forward = engine.track_path(&grays[at..], b, method).ok_or_else(|| lost("forwards"))?;
-    let backward_frames: Vec<crate::study::GrayImage> = grays[..=at].iter().rev().cloned().collect();
-    let backward = engine.track_path(&backward_frames, b, method).ok_or_else(|| lost("backwards"))?;
-    let mut path: Vec<(BBox, f32)> = backward.into_iter().rev().collect();
-    path.pop(); // frame `at` again, as the forward path starts with it
-    path.extend(forward);
-    Ok(path)
+    crate::grounding::track::follow(engine, &grays, at, b, method).map_err(CliError)
 }

@@ -23,6 +23,7 @@ pub mod synth;
 pub mod synth_multiview;
 pub mod synth_tracking;
 pub mod task;
+pub mod track;
 pub mod train;
 pub mod weights;
 

@@ -209,12 +209,12 @@ pub fn load_group(group: &SeriesGroup, progress: LoadProgress) -> Result<Series,
 }
 
 /// The study a group belongs to, for hanging.
-fn study_key(g: &SeriesGroup) -> String {
+pub(crate) fn study_key(g: &SeriesGroup) -> String {
     g.meta.study_uid.clone().unwrap_or_else(|| g.meta.path.display().to_string())
 }
 
 /// "YYYYMMDDhhmmss" for ordering studies in time.
-fn study_when(g: &SeriesGroup) -> String {
+pub(crate) fn study_when(g: &SeriesGroup) -> String {
     format!("{}{}", g.meta.study_date.clone().unwrap_or_default(), g.meta.study_time.clone().unwrap_or_default())
 }
 

@@ -77,6 +77,8 @@ pub enum JobResult {
         role: Role,
         result: Result<PathBuf, String>,
     },
+    /// Timelines, whole-series change finding and tracking (`app::timeline`).
+    Timeline(crate::viewer::app::TimelineResult),
 }
 
 /// What a grounding job answered.
@@ -94,6 +96,23 @@ pub struct RunningGround {
     pub label: String,
     pub started: Instant,
     pub cancelled: Arc<AtomicBool>,
+    /// (done, total) for a job that works through steps (slice pairs, timepoints).
+    pub progress: Option<Arc<Mutex<(usize, usize)>>>,
+}
+
+impl RunningGround {
+    /// "3/8 slice pairs · about 4 s left" while steps remain (the time left from the pace so far).
+    pub fn progress_text(&self, unit: &str) -> Option<String> {
+        let (done, total) = *self.progress.as_ref()?.lock().ok()?;
+        let eta =
+            eta(self.started.elapsed(), done, total).map(|d| format!(" · about {:.0} s left", d.as_secs_f32().ceil())).unwrap_or_default();
+        Some(format!("{done}/{total} {unit}{eta}"))
+    }
+}
+
+/// The time left when `done` of `total` steps took `elapsed`: unknown before the first step.
+pub fn eta(elapsed: std::time::Duration, done: usize, total: usize) -> Option<std::time::Duration> {
+    (done > 0 && total >= done).then(|| elapsed.mul_f64((total - done) as f64 / done as f64))
 }
 
 pub struct Jobs {
@@ -120,7 +139,27 @@ impl Jobs {
         self.rx.try_iter().collect()
     }
 
-    fn spawn(&self, name: &str, stamp: Stamp, work: impl FnOnce() -> JobResult + Send + 'static) {
+    /// Starts a cancellable grounding job with step progress (one at a time, as `grounding` says).
+    pub fn start_grounding(&mut self, label: &str) -> (Arc<AtomicBool>, Arc<Mutex<(usize, usize)>>) {
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let progress = Arc::new(Mutex::new((0, 0)));
+        self.grounding = Some(RunningGround {
+            label: label.into(),
+            started: Instant::now(),
+            cancelled: cancelled.clone(),
+            progress: Some(progress.clone()),
+        });
+        (cancelled, progress)
+    }
+
+    /// Ends the bookkeeping of the grounding job whose cancel flag is `job` (not a later one's).
+    pub fn finish_grounding(&mut self, job: &Arc<AtomicBool>) {
+        if self.grounding.as_ref().is_some_and(|g| Arc::ptr_eq(&g.cancelled, job)) {
+            self.grounding = None;
+        }
+    }
+
+    pub(crate) fn spawn(&self, name: &str, stamp: Stamp, work: impl FnOnce() -> JobResult + Send + 'static) {
         let tx = self.tx.clone();
         let ctx = self.ctx.clone();
         let stamp_if_unspawned = stamp.clone();
@@ -174,7 +213,8 @@ impl Jobs {
     /// Difference grounding of the shown frames (prior, current).
     pub fn find_changes(&mut self, stamp: Stamp, engine: Arc<Engine>, prior: GrayImage, current: GrayImage, frames: (u32, u32)) {
         let cancelled = Arc::new(AtomicBool::new(false));
-        self.grounding = Some(RunningGround { label: "Finding changes".into(), started: Instant::now(), cancelled: cancelled.clone() });
+        self.grounding =
+            Some(RunningGround { label: "Finding changes".into(), started: Instant::now(), cancelled: cancelled.clone(), progress: None });
         self.spawn("find changes", stamp, move || {
             let out = engine.diff(&prior, &current, crate::grounding::Method::Model);
             if cancelled.load(Ordering::Relaxed) {
@@ -198,8 +238,12 @@ impl Jobs {
         frames: (u32, u32),
     ) {
         let cancelled = Arc::new(AtomicBool::new(false));
-        self.grounding =
-            Some(RunningGround { label: "Finding in the other image".into(), started: Instant::now(), cancelled: cancelled.clone() });
+        self.grounding = Some(RunningGround {
+            label: "Finding in the other image".into(),
+            started: Instant::now(),
+            cancelled: cancelled.clone(),
+            progress: None,
+        });
         self.spawn("locate", stamp, move || {
             let start = Instant::now();
             let found = engine.locate(&reference, reference_box, &target, &hint, crate::grounding::Method::Model);
@@ -315,5 +359,13 @@ mod tests {
         assert!(!stamp.is_current(|p| Some(if p == PaneId(0) { 4 } else { 5 })), "a newer image in one pane");
         assert!(!stamp.is_current(|p| (p == PaneId(0)).then_some(3)), "a pane that is gone");
         assert!(Stamp::none().is_current(|_| None));
+    }
+
+    #[test]
+    fn the_time_left_follows_the_pace_so_far() {
+        use std::time::Duration;
+        assert_eq!(eta(Duration::from_secs(3), 0, 10), None, "unknown before the first step");
+        assert_eq!(eta(Duration::from_secs(4), 2, 10), Some(Duration::from_secs(16)));
+        assert_eq!(eta(Duration::from_secs(4), 10, 10), Some(Duration::ZERO));
     }
 }

@@ -24,7 +24,11 @@ pub use app::{App, AppCommand};
 pub enum Launch {
     Demo,
     Pair(PathBuf, PathBuf),
+    /// A folder: a timeline when it holds three studies of the patient or more, else its two
+    /// studies (or one study's two largest series) as prior and current.
     Folder(PathBuf),
+    /// Several folders of one patient's studies, opened as one timeline.
+    Timeline(Vec<PathBuf>),
 }
 
 /// The viewer with the grounder's device from `TANDEM_DEVICE`.

@@ -102,7 +102,7 @@ pub fn draw(painter: &egui::Painter, pane: &Pane, doc: &Document, visible: &dyn 
     let Some(view) = pane.view else { return };
     let rect = pane.rect;
     for f in doc.findings.iter().filter(|f| visible(f)) {
-        let Some(b) = f.box_on(st.image_id).filter(|b| b.frame == st.frame) else { continue };
+        let Some(b) = f.box_at(st.image_id, st.frame) else { continue };
         if f.measurement.is_some() {
             // Drawn as their shape with their values (app::measure); only the selected one's
             // handles are drawn here, to move or resize it like a box.
@@ -197,7 +197,7 @@ pub fn hit(
     let rect = pane.rect;
     if let Some(sel) = selected.and_then(|id| doc.finding(id))
         && visible(sel)
-        && let Some(b) = sel.box_on(image_id).filter(|b| b.frame == frame)
+        && let Some(b) = sel.box_at(image_id, frame)
     {
         for h in Handle::RESIZE {
             if view.screen_from_image(rect, h.anchor(&b.rect())).distance(pos) <= 6.0 {
@@ -210,7 +210,7 @@ pub fn hit(
         .iter()
         .filter(|f| visible(f))
         .filter_map(|f| {
-            let b = f.box_on(image_id).filter(|b| b.frame == frame)?;
+            let b = f.box_at(image_id, frame)?;
             let r = screen_rect(&view, rect, &b.rect()).expand(3.0);
             r.contains(pos).then(|| (r.area(), f.id.clone()))
         })

@@ -1,12 +1,14 @@
 //! MedSG-Bench JSON: each change finding with boxes on both images becomes a difference item,
 //! each correspondence a consistency item whose question carries the reference box, and each
-//! measurement (ruler or ROI, on one image) a referring item: its label and its box. Image paths
-//! are pseudonyms unless `keep_phi`.
+//! measurement (ruler or ROI, on one image) a referring item: its label and its box; a tracked
+//! finding one `object_tracking` item per step of its track. Image paths are pseudonyms unless
+//! `keep_phi`.
 
 use serde_json::{Value, json};
 
-use crate::annotation::document::{Document, FindingKind};
-use crate::annotation::export::{coco::file_name, exported};
+use crate::annotation::document::{Document, Finding, FindingKind, Track};
+use crate::annotation::export::coco::{file_name, frame_file_name};
+use crate::annotation::export::exported;
 use crate::grounding::Task;
 
 pub fn to_medsg(doc: &Document, keep_phi: bool) -> Value {
@@ -28,6 +30,10 @@ pub fn to_medsg(doc: &Document, keep_phi: bool) -> Value {
                 "frame": b.frame,
                 "measurement": what,
             }));
+            continue;
+        }
+        if let Some(track) = &f.track {
+            items.extend(tracking_items(doc, f, track, keep_phi));
             continue;
         }
         let (Some(prior), Some(current)) = (f.box_on("prior"), f.box_on("current")) else { continue };
@@ -61,4 +67,34 @@ pub fn to_medsg(doc: &Document, keep_phi: bool) -> Value {
         }));
     }
     Value::Array(items)
+}
+
+/// A tracked finding as `object_tracking` items (`crossmodal` where the modality changes), one
+/// per step of its track: the box on one timepoint is the reference, the next timepoint's the
+/// answer. Frames of a multi-frame image are named as the COCO export names them.
+fn tracking_items(doc: &Document, f: &Finding, track: &Track, keep_phi: bool) -> Vec<Value> {
+    let name = |image: &str, frame: u32| {
+        doc.image(image).map(|i| if keep_phi { i.path.clone() } else { frame_file_name(i, if i.frames > 1 { frame } else { 0 }, false) })
+    };
+    let modality = |id: &str| doc.image(id).and_then(|i| i.extra.get("modality").cloned());
+    let steps: Vec<_> = track.measurements.iter().filter_map(|m| f.box_at(&m.image, m.frame)).collect();
+    steps
+        .windows(2)
+        .enumerate()
+        .filter_map(|(k, w)| {
+            let (from, to) = (w[0], w[1]);
+            let images = vec![name(&from.image, from.frame)?, name(&to.image, to.frame)?];
+            let task = if modality(&from.image) != modality(&to.image) { Task::Crossmodal } else { Task::ObjectTracking };
+            Some(json!({
+                "id": format!("{}-{}", f.id, k + 1),
+                "task": task.medsg_name(),
+                "images": images,
+                "question": task.question(Some(from.rect().rounded())),
+                "answer": to.rect().rounded(),
+                "label": f.label,
+                "status": f.status.label(),
+                "track": f.id,
+            }))
+        })
+        .collect()
 }

@@ -41,6 +41,24 @@ fn text(relationship: &str, concept: (&str, &str, &str), value: &str) -> InMemDi
     item(relationship, "TEXT", concept, vec![DataElement::new(tags::TEXT_VALUE, VR::UT, value)])
 }
 
+/// A tracked finding's sizes on one box (TID 1419 ROI measurements): long axis, short axis and
+/// area, when measured in mm (a size in pixels has no UCUM unit a PACS would read).
+fn track_measurements(f: &crate::annotation::Finding, image: &str, frame: u32) -> Vec<InMemDicomObject> {
+    let Some(track) = f.track.as_ref().filter(|t| t.units == "mm") else { return Vec::new() };
+    let Some(m) = track.measurements.iter().find(|m| m.image == image && m.frame == frame) else { return Vec::new() };
+    vec![
+        num(("103339001", "SCT", "Long Axis"), m.long_axis, ("mm", "UCUM", "mm")),
+        num(("103340004", "SCT", "Short Axis"), m.short_axis, ("mm", "UCUM", "mm")),
+        num(("42798000", "SCT", "Area"), m.area, ("mm2", "UCUM", "mm2")),
+    ]
+}
+
+/// The image whose study and patient the report joins: "current", else the latest study.
+fn report_image(doc: &Document) -> Option<&ImageRef> {
+    doc.image("current")
+        .or_else(|| doc.images.iter().enumerate().max_by_key(|(k, i)| (i.study_date.clone(), i.study_time.clone(), *k)).map(|(_, i)| i))
+}
+
 fn code_item(relationship: &str, concept: (&str, &str, &str), value: (&str, &str, &str)) -> InMemDicomObject {
     item(relationship, "CODE", concept, vec![seq(tags::CONCEPT_CODE_SEQUENCE, vec![code(value.0, value.1, value.2)])])
 }
@@ -234,10 +252,7 @@ pub fn to_sr(doc: &Document) -> Result<InMemDicomObject, ExportError> {
     if let Some(first) = found.first() {
         return Err(ExportError::Sr(first.clone()));
     }
-    let current = doc
-        .image("current")
-        .or_else(|| doc.images.first())
-        .ok_or_else(|| ExportError::Nothing("the document refers to no image".into()))?;
+    let current = report_image(doc).ok_or_else(|| ExportError::Nothing("the document refers to no image".into()))?;
     let mut groups = Vec::new();
     let mut referenced: Vec<&ImageRef> = Vec::new();
     for f in exported(doc) {
@@ -284,6 +299,8 @@ pub fn to_sr(doc: &Document) -> Result<InMemDicomObject, ExportError> {
                 roi,
             ];
             children.extend(f.measurement.as_ref().map(measurement_values).unwrap_or_default());
+            // A tracked finding: its sizes on this timepoint, under the one tracking UID.
+            children.extend(track_measurements(f, &b.image, b.frame));
             children.push(text(
                 "CONTAINS",
                 ("121106", "DCM", "Comment"),

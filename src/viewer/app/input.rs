@@ -5,7 +5,7 @@
 
 use eframe::egui::{self, Key, Modifiers, Pos2};
 
-use super::{App, AppCommand, DialogRequest, Drag, Prompt, ViewMode, image_id};
+use super::{App, AppCommand, DialogRequest, Drag, Prompt, ViewMode};
 use crate::annotation::measurement::Shape;
 use crate::annotation::{Finding, Status};
 use crate::grounding::BBox;
@@ -106,7 +106,8 @@ impl App {
     /// navigation changed is mirrored onto the other pane by a command.
     pub(super) fn pane_interaction(&mut self, ui: &egui::Ui, id: PaneId, response: &egui::Response) {
         let Some(role) = self.panes.get(id.0).map(|p| p.role) else { return };
-        let key = image_id(role);
+        let key = self.image_key(role);
+        let key = key.as_str();
         let frame = self.pane(role).frame as u32;
         let pointer = response.hover_pos().or(response.interact_pointer_pos());
         let hit_at = |app: &App, p: Pos2| {
@@ -129,7 +130,7 @@ impl App {
                 } else if self.drawing {
                     self.drag = Some(Drag::Draw { role, start: p, current: p });
                 } else if let Some((fid, handle)) = press.and_then(|pp| hit_at(self, pp))
-                    && let Some(b) = self.doc.finding(&fid).and_then(|f| f.box_on(key)).map(|b| b.rect())
+                    && let Some(b) = self.doc.finding(&fid).and_then(|f| f.box_at(key, frame)).map(|b| b.rect())
                 {
                     self.emit(AppCommand::Select(Some(fid.clone())));
                     self.drag = Some(Drag::Edit { finding: fid, role, handle, start: b, grab: p, current: b });

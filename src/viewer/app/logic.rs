@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use eframe::egui;
 
-use super::{App, AppCommand, DialogRequest, Drag, Prompt, image_id, role_slot};
+use super::{App, AppCommand, DialogRequest, Drag, Prompt, role_slot};
 use crate::annotation::{self, Command, Document, Finding, FindingKind, ImageBox, ImageRef, Source, Status};
 use crate::grounding::BBox;
 use crate::registration::UNRELATED_NCC_FLOOR;
@@ -38,6 +38,11 @@ impl App {
                         self.remember_recent(crate::viewer::prefs::Recent::Pair { prior: prior.clone(), current: current.clone() })
                     }
                     Launch::Folder(path) => self.remember_recent(crate::viewer::prefs::Recent::Folder { path: path.clone() }),
+                    Launch::Timeline(paths) => {
+                        if let [path] = paths.as_slice() {
+                            self.remember_recent(crate::viewer::prefs::Recent::Folder { path: path.clone() })
+                        }
+                    }
                     Launch::Demo => {}
                 }
                 self.open(launch)
@@ -55,6 +60,7 @@ impl App {
             AppCommand::SendFindings => self.send_findings(),
             AppCommand::SetPacsUrl(url) => self.set_pacs_url(url),
             AppCommand::Pacs(command) => self.run_pacs(command),
+            AppCommand::Timeline(command) => self.run_timeline(command),
             AppCommand::Save => {
                 self.save();
             }
@@ -204,6 +210,7 @@ impl App {
     // ----- opening ---------------------------------------------------------------------------
 
     fn open(&mut self, launch: Launch) {
+        self.timeline = None;
         match launch {
             Launch::Demo => match crate::viewer::demo::demo_pair() {
                 Ok(pair) => {
@@ -219,21 +226,16 @@ impl App {
                 self.open_path(Role::Prior, prior);
                 self.open_path(Role::Current, current);
             }
-            Launch::Folder(folder) => {
-                for role in [Role::Prior, Role::Current] {
-                    let cell = progress_cell();
-                    self.pane_mut(role).set_loading(folder.display().to_string(), cell.clone());
-                    if role == Role::Current {
-                        self.jobs.hang(self.stamp_all(), folder.clone(), cell);
-                    }
-                }
-                self.sources = [Some(folder.clone()), Some(folder)];
-            }
+            // Three studies or more open as a timeline; two hang as prior and current.
+            Launch::Folder(folder) => self.open_timeline(vec![folder]),
+            Launch::Timeline(folders) => self.open_timeline(folders),
         }
     }
 
     /// Loads a file or folder into one pane in the background.
     fn open_path(&mut self, role: Role, path: PathBuf) {
+        // A file of its own in a pane leaves the timeline: the panes no longer show its timepoints.
+        self.timeline = None;
         let cell = progress_cell();
         let pane = self.pane_mut(role);
         pane.set_loading(path.display().to_string(), cell.clone());
@@ -262,6 +264,10 @@ impl App {
             self.status = format!("cannot swap: {why}");
             return;
         }
+        if let Some([prior, current]) = self.timeline.as_ref().map(|t| t.hung) {
+            self.run_timeline(super::TimelineCommand::HangPair { prior: current, current: prior });
+            return;
+        }
         let (Some(p), Some(c)) = (self.pane(Role::Prior).series().cloned(), self.pane(Role::Current).series().cloned()) else { return };
         let notes = [self.pane_mut(Role::Prior).note.take(), self.pane_mut(Role::Current).note.take()];
         self.pane_mut(Role::Prior).set_series(c);
@@ -279,18 +285,23 @@ impl App {
         self.status = "swapped: the older study is now the prior".into();
     }
 
-    /// Keeps the document's image list in step with what the panes show.
-    fn refresh_document_images(&mut self) {
+    /// Keeps the document's image list in step with what the panes show (every timepoint of a
+    /// timeline).
+    pub(super) fn refresh_document_images(&mut self) {
+        if let Some(t) = &self.timeline {
+            self.doc.images = t.points.iter().map(|p| p.image.clone()).collect();
+            return;
+        }
         let mut images = Vec::new();
         for role in [Role::Prior, Role::Current] {
             if let Some(series) = self.pane(role).series() {
-                images.push(ImageRef::from_series(image_id(role), series));
+                images.push(ImageRef::from_series(role.image_key(), series));
             }
         }
         self.doc.images = images;
     }
 
-    fn open_sidecar_if_any(&mut self) {
+    pub(super) fn open_sidecar_if_any(&mut self) {
         let Some(path) = self.default_doc_path() else { return };
         if let Some((recovery, document)) = annotation::io::pending_recovery(&path) {
             self.prompt = Some(Prompt::Recover { recovery, document: Box::new(document), doc_path: path.clone() });
@@ -469,19 +480,21 @@ impl App {
     /// The undecided finding after (or before) `from` in list order, wrapping; `from` itself only
     /// when it is the one left. `from` may be decided or gone: the search starts where it was.
     fn next_undecided(&self, from: Option<&str>, forward: bool) -> Option<String> {
-        let findings = &self.doc.findings;
+        // In the findings list's order (by slice on a multi-slice current image).
+        let list = self.list_order();
+        let findings: Vec<&Finding> = list.iter().map(|&i| &self.doc.findings[i]).collect();
         let n = findings.len();
         if n == 0 {
             return None;
         }
-        let at = from.and_then(|id| self.doc.index_of(id));
+        let at = from.and_then(|id| findings.iter().position(|f| f.id == id));
         let order: Vec<usize> = match (at, forward) {
             (Some(i), true) => (1..=n).map(|k| (i + k) % n).collect(),
             (Some(i), false) => (1..=n).map(|k| (i + n - k) % n).collect(),
             (None, true) => (0..n).collect(),
             (None, false) => (0..n).rev().collect(),
         };
-        order.into_iter().map(|i| &findings[i]).find(|f| self.is_undecided(f)).map(|f| f.id.clone())
+        order.into_iter().map(|i| findings[i]).find(|f| self.is_undecided(f)).map(|f| f.id.clone())
     }
 
     /// The findings a threshold bulk action would decide: undecided proposals with a score at or
@@ -573,11 +586,12 @@ impl App {
         }
     }
 
-    fn select_and_reveal(&mut self, id: &str) {
+    pub(super) fn select_and_reveal(&mut self, id: &str) {
         self.selected = Some(id.to_string());
         let Some(f) = self.doc.finding(id).cloned() else { return };
         for role in [Role::Prior, Role::Current] {
-            let Some(b) = f.box_on(image_id(role)) else { continue };
+            // A whole-series finding is revealed on its peak slice.
+            let Some(b) = self.reveal_box(&f, role) else { continue };
             let pane = self.pane_mut(role);
             pane.set_frame(b.frame as usize);
             if let Some(v) = pane.view.as_mut() {
@@ -610,14 +624,21 @@ impl App {
                 }
                 let Some(before) = self.doc.finding(&finding).cloned() else { return };
                 let mut after = before.clone();
-                let id = image_id(role);
-                for b in after.boxes.iter_mut().filter(|b| b.image == id) {
+                let id = self.image_key(role);
+                // Only the box on the frame shown: a whole-series finding has one on each slice.
+                let frame = self.pane(role).frame as u32;
+                for b in after.boxes.iter_mut().filter(|b| b.image == id && b.frame == frame) {
                     b.bbox = annotation::document::round_box(current).to_array();
                 }
                 // A ruler's ends follow its box, and a measurement is measured again where it is now.
                 self.remeasure(&mut after, role, start);
+                // A tracked finding's sizes follow its boxes.
+                if let Some(track) = &after.track {
+                    let spacing = |key: &str| self.spacing_of(key);
+                    after.track = Some(track.remeasured(&after, &spacing));
+                }
                 let action = if handle == Handle::Move { "move" } else { "resize" };
-                after.touch(&now, action, Some(format!("{id}: {:?}", after.box_on(id).map(|b| b.bbox))));
+                after.touch(&now, action, Some(format!("{id}: {:?}", after.box_at(&id, frame).map(|b| b.bbox))));
                 let description = format!("{action} {}", before.label);
                 self.apply(Command::Replace { before, after, description });
             }
@@ -630,7 +651,7 @@ impl App {
                     self.status = "box too small; drag to draw".into();
                     return;
                 }
-                let boxes = vec![ImageBox::new(image_id(role), self.pane(role).frame as u32, b)];
+                let boxes = vec![ImageBox::new(&self.image_key(role), self.pane(role).frame as u32, b)];
                 let f = Finding::new(FindingKind::Manual, "finding", boxes, Source::Human { user: std::env::var("USER").ok() }, &now);
                 let fid = f.id.clone();
                 self.apply(Command::Add { findings: vec![f], description: "draw box".into() });
@@ -654,6 +675,10 @@ impl App {
             self.status = "open a prior and a current image first".into();
             return;
         };
+        if self.finds_whole_series() {
+            self.find_series_changes(engine);
+            return;
+        }
         let frames = (self.pane(Role::Prior).frame as u32, self.pane(Role::Current).frame as u32);
         let (pg, cg) = (p.to_gray(), c.to_gray());
         self.jobs.find_changes(self.stamp_all(), engine, pg, cg, frames);
@@ -668,15 +693,16 @@ impl App {
             return;
         };
         let active = self.active_role();
-        let from = if f.box_on(image_id(active)).is_some() {
+        let from = if f.box_on(&self.image_key(active)).is_some() {
             active
-        } else if f.box_on(image_id(Role::Current)).is_some() {
+        } else if f.box_on(&self.image_key(Role::Current)).is_some() {
             Role::Current
         } else {
             Role::Prior
         };
         let to = from.other();
-        let Some(b) = f.box_on(image_id(from)).cloned() else { return };
+        let key = self.image_key(from);
+        let Some(b) = f.box_at(&key, self.pane(from).frame as u32).or_else(|| f.box_on(&key)).cloned() else { return };
         let (Some(src), Some(dst)) = (self.pane(from).series().and_then(|s| s.frames.get(b.frame as usize)), self.pane(to).current_frame())
         else {
             return;
@@ -691,7 +717,8 @@ impl App {
 
     fn on_grounded(&mut self, kind: GroundKind, proposals: Vec<crate::grounding::Proposal>, millis: f64, frames: (u32, u32)) {
         let now = annotation::document::now();
-        let (prior, current) = (image_id(Role::Prior), image_id(Role::Current));
+        let (prior, current) = (self.image_key(Role::Prior), self.image_key(Role::Current));
+        let (prior, current) = (prior.as_str(), current.as_str());
         let findings = match kind {
             GroundKind::Changes => Document::proposals_to_findings(&proposals, (current, frames.1), (prior, frames.0), &now),
             GroundKind::Locate { from } => {
@@ -721,6 +748,7 @@ impl App {
         for (stamp, result) in self.jobs.drain() {
             match &result {
                 JobResult::Grounded { .. } => self.jobs.grounding = None,
+                JobResult::Timeline(r) => self.timeline_job_ended(r),
                 JobResult::Registered { .. } => self.jobs.registering = false,
                 JobResult::Compared(work) => self.compare_job_ended(work),
                 JobResult::Failed { .. } => {
@@ -732,6 +760,7 @@ impl App {
             if !self.is_current(&stamp) {
                 let what = match &result {
                     JobResult::Loaded { .. } | JobResult::Hung { .. } => "an older load",
+                    JobResult::Timeline(_) => "a timeline result for the previous images",
                     JobResult::Grounded { .. } => "grounding of the previous images",
                     JobResult::Registered { .. } => "registration of the previous images",
                     JobResult::Compared(_) => "a comparison picture of the previous images",
@@ -799,6 +828,7 @@ impl App {
             }
             JobResult::Failed { what, error } => self.status = format!("{what}: {error}"),
             JobResult::Compared(work) => self.on_compared(*work),
+            JobResult::Timeline(result) => self.on_timeline_job(result),
             pacs => self.on_pacs_job(pacs),
         }
     }

@@ -13,8 +13,10 @@ mod input;
 mod logic;
 mod measuring;
 mod pacs;
+mod plot;
 mod remember;
 mod sync;
+mod timeline;
 mod ui;
 
 use std::cell::RefCell;
@@ -41,6 +43,8 @@ use crate::viewer::pane::{Pane, PaneChanges, PaneId, Preset, Role};
 
 pub use compare::CompareCommand;
 pub use pacs::{ENV_PACS_URL, PacsCommand, PacsDialog};
+pub use plot::{SizePlot, SizePoint};
+pub use timeline::{Scanned, Timeline, TimelineCommand, TimelineResult, Timepoint, TrackedStep, slice_on};
 pub use ui::KEYS;
 
 /// Which actions mirror from one pane to the other.
@@ -274,6 +278,8 @@ pub enum AppCommand {
     Pacs(PacsCommand),
     /// Opens a study (or pair) of File → Open recent again.
     OpenRecent(crate::viewer::prefs::Recent),
+    /// Timelines, whole-series change finding and tracking.
+    Timeline(TimelineCommand),
 }
 
 pub struct App {
@@ -327,6 +333,12 @@ pub struct App {
     pacs_dialog: PacsDialog,
     /// What is remembered between runs (`None`: nothing, as in tests).
     remembered: Option<remember::Remembered>,
+    /// The patient's studies in time order, when a timeline is open.
+    timeline: Option<Timeline>,
+    /// "Find changes" runs through the whole series when both panes hold several slices.
+    whole_series: bool,
+    /// The size-over-time plot of the selected tracked finding is shown.
+    show_plot: bool,
 }
 
 /// The document's key for the image a role shows.
@@ -408,6 +420,9 @@ impl App {
             pacs_url: None,
             pacs_dialog: PacsDialog::default(),
             remembered: None,
+            timeline: None,
+            whole_series: true,
+            show_plot: true,
         }
     }
 
@@ -529,7 +544,7 @@ impl App {
 
     /// Visible findings in list order.
     pub fn visible_ids(&self) -> Vec<String> {
-        self.doc.findings.iter().filter(|f| self.visible(f)).map(|f| f.id.clone()).collect()
+        self.list_order().into_iter().map(|i| &self.doc.findings[i]).filter(|f| self.visible(f)).map(|f| f.id.clone()).collect()
     }
 
     /// What a reader must know about the hung pair before comparing it (empty until both panes
@@ -546,6 +561,9 @@ impl App {
     pub fn swap_blocked(&self) -> Option<&'static str> {
         if self.pane(Role::Prior).series().is_none() || self.pane(Role::Current).series().is_none() {
             Some("both panes need an image")
+        } else if self.timeline.is_some() {
+            // A timeline's boxes are keyed by timepoint, not by pane.
+            None
         } else if !self.doc.findings.is_empty() {
             Some("the annotations refer to prior and current as they are; close or clear them first")
         } else {
@@ -600,7 +618,9 @@ impl eframe::App for App {
         self.autosave();
         let mut commands = std::mem::take(&mut self.queued);
         ui::menu_bar_ui(self, ui, &mut commands);
+        timeline::timeline_strip_ui(self, ui, &mut commands);
         ui::status_bar_ui(self, ui, &mut commands);
+        plot::plot_panel_ui(self, ui, &mut commands);
         ui::side_panel_ui(self, ui, &mut commands);
         ui::findings_panel_ui(self, ui, &mut commands);
         ui::pairing_banner_ui(self, ui, &mut commands);

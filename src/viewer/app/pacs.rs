@@ -4,7 +4,7 @@ use std::path::Path;
 
 use eframe::egui::{self, Color32, RichText};
 
-use super::{App, AppCommand, Prompt, image_id};
+use super::{App, AppCommand, Prompt};
 use crate::annotation::document::{Finding, ImageRef, new_id};
 use crate::annotation::export::{self, ExportFormat};
 use crate::annotation::{Command, import};
@@ -85,7 +85,7 @@ impl App {
         let roles = [Role::Prior, Role::Current];
         let local: Vec<crate::study::Series> = roles.iter().filter_map(|r| self.pane(*r).series().map(|s| (**s).clone())).collect();
         let open: Vec<ImageRef> =
-            roles.iter().filter_map(|r| self.pane(*r).series().map(|s| ImageRef::from_series(image_id(*r), s))).collect();
+            roles.iter().filter_map(|r| self.pane(*r).series().map(|s| ImageRef::from_series(&self.image_key(*r), s))).collect();
         let (imported, report) = match import::import_file(path, &local) {
             Ok(x) => x,
             Err(e) => {

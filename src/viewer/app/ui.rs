@@ -4,7 +4,7 @@
 
 use eframe::egui::{self, Color32, RichText, Sense, Vec2};
 
-use super::{App, AppCommand, DialogRequest, Prompt, SyncSettings, ViewMode, image_id};
+use super::{App, AppCommand, DialogRequest, Prompt, SyncSettings, ViewMode};
 use crate::annotation::Status;
 use crate::annotation::export::ExportFormat;
 use crate::study::pairing::PairingIssue;
@@ -88,6 +88,15 @@ pub(super) fn status_bar_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands) {
             if let Some(g) = &app.jobs.grounding {
                 ui.spinner();
                 ui.label(format!("{}… {:.1} s", g.label, g.started.elapsed().as_secs_f32()));
+                if let Some(p) = g.progress_text("steps") {
+                    ui.add(
+                        egui::ProgressBar::new(
+                            g.progress.as_ref().and_then(|c| c.lock().ok().map(|c| c.0 as f32 / c.1.max(1) as f32)).unwrap_or(0.0),
+                        )
+                        .desired_width(120.0),
+                    );
+                    ui.label(p);
+                }
                 if ui.button("Cancel").clicked() {
                     out.push(AppCommand::CancelGrounding);
                 }
@@ -205,6 +214,7 @@ pub(super) fn side_panel_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands) {
         if ui.add_enabled(ready && app.selected.is_some(), egui::Button::new("Find in other image").shortcut_text("G")).clicked() {
             out.push(AppCommand::FindInOther);
         }
+        super::timeline::grounding_ui(app, ui, out);
         if ui.add(egui::Button::new("Draw box").shortcut_text("B").selected(app.drawing)).clicked() {
             out.push(AppCommand::SetDrawing(!app.drawing));
         }
@@ -269,9 +279,23 @@ pub(super) fn findings_panel_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands
             });
         }
         ui.separator();
+        let key = app.image_key(Role::Current);
+        let by_slice = app.pane(Role::Current).frame_count() > 1;
+        let mut heading: Option<Option<u32>> = None;
         egui::ScrollArea::vertical().show(ui, |ui| {
             for id in visible {
                 let Some(f) = app.doc.finding(&id).cloned() else { continue };
+                // Grouped by the slice of the current image they are on (a whole-series
+                // finding by its peak slice), as N/P step through them.
+                let slice = super::timeline::slice_on(&f, &key);
+                if by_slice && heading != Some(slice) {
+                    heading = Some(slice);
+                    let text = match slice {
+                        Some(s) => format!("Slice {}", s + 1),
+                        None => "On other images".to_string(),
+                    };
+                    ui.label(RichText::new(text).strong().color(Color32::from_rgb(160, 190, 230)));
+                }
                 let selected = app.selected.as_deref() == Some(id.as_str());
                 let thumb = thumbnail(app, ui.ctx(), &f);
                 let frame =
@@ -291,6 +315,12 @@ pub(super) fn findings_panel_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands
                                 if let Some(m) = &f.measurement {
                                     ui.label(RichText::new(m.describe()).small());
                                 }
+                                if let Some(([a, b], _)) = f.slice_range().filter(|(r, _)| r[0] != r[1]) {
+                                    ui.label(RichText::new(format!("slices {}–{}", a + 1, b + 1)).small());
+                                }
+                                if let Some(t) = &f.track {
+                                    ui.label(RichText::new(format!("track · {} timepoints", t.measurements.len())).small());
+                                }
                             });
                         });
                     })
@@ -306,8 +336,8 @@ pub(super) fn findings_panel_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands
 
 /// A small crop of the current (or prior) image under the finding's box.
 fn thumbnail(app: &App, ctx: &egui::Context, f: &crate::annotation::Finding) -> Option<egui::TextureHandle> {
-    let role = if f.box_on("current").is_some() { Role::Current } else { Role::Prior };
-    let b = f.box_on(image_id(role))?;
+    let role = if f.box_on(&app.image_key(Role::Current)).is_some() { Role::Current } else { Role::Prior };
+    let b = app.reveal_box(f, role)?;
     let pane = app.pane(role);
     let frame = pane.series()?.frames.get(b.frame as usize)?;
     let key = {
@@ -503,8 +533,9 @@ impl App {
             self.paint_compare(&painter, PaneId(i), time);
             let pane = &self.panes[i];
             let visible = |f: &crate::annotation::Finding| self.visible(f);
+            let key = self.image_key(pane.role);
             let st = OverlayState {
-                image_id: image_id(pane.role),
+                image_id: &key,
                 frame: pane.frame as u32,
                 selected: self.selected.as_deref(),
                 hovered: self.hovered.as_deref(),
