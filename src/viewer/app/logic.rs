@@ -706,10 +706,13 @@ impl App {
             self.status = format!("no boxes found ({millis:.0} ms)");
             return;
         }
-        let first = findings[0].id.clone();
+        // The best shown proposal is selected: one under the minimum score would take the next A or R unseen.
+        let first = findings.iter().find(|f| self.visible(f)).map(|f| f.id.clone());
+        let hidden = findings.iter().filter(|f| !self.visible(f)).count();
         self.apply(Command::Add { findings, description: format!("{source}: {n} proposal(s)") });
-        self.status = format!("{n} proposal(s) by {source} in {millis:.0} ms — A accept, R reject, N/P next/previous");
-        self.selected = Some(first);
+        let hidden = if hidden > 0 { format!(" ({hidden} under the minimum score {:.2}, hidden)", self.threshold) } else { String::new() };
+        self.status = format!("{n} proposal(s) by {source} in {millis:.0} ms{hidden} — A accept, R reject, N/P next/previous");
+        self.selected = first;
     }
 
     // ----- jobs ------------------------------------------------------------------------------

@@ -329,6 +329,15 @@ pub struct App {
     remembered: Option<remember::Remembered>,
 }
 
+/// The minimum score a proposal needs to be shown until the reader picks another (a remembered
+/// one wins). Scores are Platt-calibrated probabilities that the box is right (IoU ≥ 0.5 with the
+/// true change; models/README.md), so a proposal under 0.05 is wrong at least 19 times in 20: a
+/// reader would check twenty such boxes to find one real change, and a box where nothing changed
+/// (an identical pair, no-signal corner boxes score about 0.02) would look like a finding. The
+/// floor follows from what the score means, not from a search over validation results; "Show all"
+/// in the findings panel brings the hidden ones back.
+pub const DEFAULT_MIN_SCORE: f32 = 0.05;
+
 /// The document's key for the image a role shows.
 pub fn image_id(role: Role) -> &'static str {
     role.image_key()
@@ -391,7 +400,7 @@ impl App {
             cursor: None,
             drag: None,
             show_rejected: false,
-            threshold: 0.0,
+            threshold: DEFAULT_MIN_SCORE,
             status: "Ready".into(),
             prompt: None,
             dialogs: Dialogs::default(),
@@ -525,6 +534,11 @@ impl App {
     /// Shown at the current threshold and rejected-filter.
     pub fn visible(&self, f: &Finding) -> bool {
         (f.status != Status::Rejected || self.show_rejected) && (f.status != Status::Proposed || f.score().unwrap_or(1.0) >= self.threshold)
+    }
+
+    /// Undecided proposals hidden because they score under the minimum.
+    pub fn hidden_below_threshold(&self) -> usize {
+        self.doc.findings.iter().filter(|f| f.status == Status::Proposed && f.score().is_some_and(|s| s < self.threshold)).count()
     }
 
     /// Visible findings in list order.
