@@ -338,6 +338,10 @@ pub struct App {
 /// in the findings panel brings the hidden ones back.
 pub const DEFAULT_MIN_SCORE: f32 = 0.05;
 
+/// The labels relabelling always offers; the reader's own (`labels` in the preferences file) and
+/// those already used in the document follow them, and free text is still allowed.
+pub const DEFAULT_LABELS: [&str; 6] = ["change", "lesion", "nodule", "mass", "artifact", "normal variant"];
+
 /// The document's key for the image a role shows.
 pub fn image_id(role: Role) -> &'static str {
     role.image_key()
@@ -539,6 +543,14 @@ impl App {
     /// Undecided proposals hidden because they score under the minimum.
     pub fn hidden_below_threshold(&self) -> usize {
         self.doc.findings.iter().filter(|f| f.status == Status::Proposed && f.score().is_some_and(|s| s < self.threshold)).count()
+    }
+
+    /// What the relabel prompt offers: the built-in labels, the reader's own from the preferences,
+    /// then those used in the document, each once.
+    pub fn label_choices(&self) -> Vec<String> {
+        let own = self.remembered.iter().flat_map(|r| r.labels.iter().map(String::as_str));
+        let used = self.doc.findings.iter().map(|f| f.label.as_str());
+        crate::viewer::prefs::clean_labels(DEFAULT_LABELS.into_iter().chain(own).chain(used))
     }
 
     /// Visible findings in list order.

@@ -16,6 +16,8 @@ pub struct Remembered {
     written: Prefs,
     recent: Vec<Recent>,
     window: Option<WindowGeometry>,
+    /// The reader's own labels, written back as they were read.
+    pub(super) labels: Vec<String>,
     last_write: Option<Instant>,
 }
 
@@ -52,7 +54,14 @@ impl App {
         if let Some(mode) = prefs.view_mode.as_deref().and_then(mode_from_name) {
             self.view_mode = mode;
         }
-        self.remembered = Some(Remembered { dir, recent: prefs.recent.clone(), window: prefs.window, written: prefs, last_write: None });
+        self.remembered = Some(Remembered {
+            dir,
+            recent: prefs.recent.clone(),
+            window: prefs.window,
+            labels: prefs.labels.clone(),
+            written: prefs,
+            last_write: None,
+        });
         // What the app was launched with (before it knew where to remember it) is the most recent.
         if let [Some(prior), Some(current)] = self.sources.clone() {
             self.remember_recent(if prior == current { Recent::Folder { path: prior } } else { Recent::Pair { prior, current } });
@@ -102,6 +111,7 @@ impl App {
             threshold: Some(self.threshold),
             view_mode: Some(mode_name(self.view_mode).into()),
             recent: r.recent.clone(),
+            labels: r.labels.clone(),
             ..Prefs::default()
         })
     }

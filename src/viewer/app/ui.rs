@@ -422,6 +422,15 @@ pub(super) fn prompt_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands) {
             if r.changed() {
                 out.push(AppCommand::SetPrompt(Some(Prompt::Relabel { finding: finding.clone(), text: text.clone() })));
             }
+            // A label from the list applies at once; typing another is still allowed.
+            ui.horizontal_wrapped(|ui| {
+                for label in app.label_choices() {
+                    if ui.selectable_label(text.trim() == label, &label).clicked() {
+                        out.push(AppCommand::Relabel { finding: finding.clone(), label });
+                        out.push(AppCommand::SetPrompt(None));
+                    }
+                }
+            });
             ui.horizontal(|ui| {
                 if ui.button("Apply").clicked() || enter {
                     out.push(AppCommand::Relabel { finding: finding.clone(), label: text.clone() });
