@@ -30,9 +30,9 @@ use crate::annotation::measurement::Shape;
 use crate::annotation::{Command, Document, Finding, History, Status};
 use crate::grounding::{BBox, DevicePreference, Engine};
 use crate::registration::Alignment;
-use crate::study::Window;
 use crate::study::measure::{self, Length, Readout};
 use crate::study::pairing::{self, PairingIssue};
+use crate::study::{Source, Window};
 use crate::viewer::Launch;
 use crate::viewer::dialogs::{DialogPurpose, Dialogs};
 use crate::viewer::jobs::{Jobs, Stamp};
@@ -316,8 +316,8 @@ pub struct App {
     last_autosave: Instant,
     /// Finding thumbnails, cached by what they show; filled while the findings list is drawn.
     thumbnails: RefCell<HashMap<String, (u64, egui::TextureHandle)>>,
-    /// Study paths by role (prior, current), for the default sidecar location and the title.
-    sources: [Option<PathBuf>; 2],
+    /// The studies by role (prior, current), for the default sidecar location and the title.
+    sources: [Option<Source>; 2],
     /// Commands emitted this frame, applied once the panels and panes are laid out.
     queued: Vec<AppCommand>,
     /// Window commands (close, title) sent at the end of the frame.
@@ -581,7 +581,7 @@ impl App {
 
     /// Where Ctrl+S saves by default: beside the current study.
     pub fn default_doc_path(&self) -> Option<PathBuf> {
-        self.doc_path.clone().or_else(|| self.sources[role_slot(Role::Current)].as_deref().map(crate::annotation::io::sidecar_for))
+        self.doc_path.clone().or_else(|| self.source_path(Role::Current).map(crate::annotation::io::sidecar_for))
     }
 
     /// The generations of every pane now, to stamp a job with.
@@ -593,8 +593,9 @@ impl App {
         stamp.is_current(|id| self.panes.get(id.0).map(|p| p.generation))
     }
 
-    fn source(&self, role: Role) -> Option<&Path> {
-        self.sources[role_slot(role)].as_deref()
+    /// The local file or folder of the study `role` shows, if it has one.
+    fn source_path(&self, role: Role) -> Option<&Path> {
+        self.sources[role_slot(role)].as_ref().and_then(Source::path)
     }
 
     /// Queues a command for the end of this frame (panels and keys use this).

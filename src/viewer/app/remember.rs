@@ -1,13 +1,14 @@
 //! The app's side of `viewer::prefs`: settings restored at start, written back when they change
 //! (at most twice a second), the recent studies and File → Open recent.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use eframe::egui;
 
 use super::{App, AppCommand, Prompt, SyncSettings, ViewMode};
 use crate::viewer::Launch;
+use crate::viewer::pane::Role;
 use crate::viewer::prefs::{Prefs, Recent, SyncPrefs, WindowGeometry};
 
 /// Where the preferences live and what was last written there.
@@ -63,7 +64,9 @@ impl App {
             last_write: None,
         });
         // What the app was launched with (before it knew where to remember it) is the most recent.
-        if let [Some(prior), Some(current)] = self.sources.clone() {
+        if let (Some(prior), Some(current)) =
+            (self.source_path(Role::Prior).map(Path::to_path_buf), self.source_path(Role::Current).map(Path::to_path_buf))
+        {
             self.remember_recent(if prior == current { Recent::Folder { path: prior } } else { Recent::Pair { prior, current } });
         }
         self
