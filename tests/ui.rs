@@ -1455,5 +1455,89 @@ fn settings_and_recent_studies_are_remembered_across_runs() {
     std::fs::write(prefs.path().join("viewer.json"), b"{\"version\": 1, \"sync\": {\"scr").unwrap();
     let mut h = harness_with_prefs(Launch::Demo, prefs.path());
     settle(&mut h);
-    assert_eq!((h.state().sync(), h.state().threshold()), (SyncSettings::default(), 0.0));
+    assert_eq!((h.state().sync(), h.state().threshold()), (SyncSettings::default(), tandem::viewer::app::DEFAULT_MIN_SCORE));
+}
+
+/// Issue #15: an identical lossless pair once showed a 0.00-scored corner box. Proposals under the
+/// calibrated floor are hidden by default, the findings panel says how many and why, and "Show
+/// all" (a lower minimum score) brings them back.
+#[test]
+fn proposals_under_the_calibrated_floor_are_hidden_and_the_panel_says_so() {
+    use tandem::viewer::app::DEFAULT_MIN_SCORE;
+    let data = tempfile::tempdir().unwrap();
+    let (prior, current) = (data.path().join("prior.dcm"), data.path().join("current.dcm"));
+    std::fs::copy(dicom("CT_small.dcm"), &prior).unwrap();
+    std::fs::copy(dicom("CT_small.dcm"), &current).unwrap();
+    let mut h = harness_for(Launch::Pair(prior, current), None);
+    settle(&mut h);
+    assert_eq!(h.state().threshold(), DEFAULT_MIN_SCORE);
+    h.hover_at(pane_rect(&h, Role::Current).center());
+    h.run_steps(2);
+    h.key_press(egui::Key::F);
+    h.step();
+    settle(&mut h);
+    let app = h.state();
+    let low: Vec<String> =
+        app.doc().findings.iter().filter(|f| f.score().is_some_and(|s| s < DEFAULT_MIN_SCORE)).map(|f| f.id.clone()).collect();
+    assert!(!low.is_empty(), "no proposal under {DEFAULT_MIN_SCORE} on an identical pair: {}", app.status());
+    for id in &low {
+        assert!(!app.visible(app.doc().finding(id).unwrap()), "{id} is shown");
+    }
+    assert!(app.selected().is_none_or(|id| !low.iter().any(|l| l == id)), "a hidden proposal is selected");
+    assert_eq!(app.hidden_below_threshold(), low.len());
+    let said = format!("{} proposal(s) below {DEFAULT_MIN_SCORE:.2} hidden (score = probability the box is right)", low.len());
+    h.get_by_label(&said);
+
+    h.get_by_label("Show all").click();
+    h.run_steps(2);
+    let app = h.state();
+    assert_eq!(app.threshold(), 0.0);
+    for id in &low {
+        assert!(app.visible(app.doc().finding(id).unwrap()), "{id} is still hidden");
+    }
+    assert_eq!(h.query_all_by_label_contains("hidden (score").count(), 0, "the note outlived what it described");
+}
+
+/// Relabelling offers the built-in labels, the reader's own from the preferences file and those
+/// used in the document; one click relabels (one undo step), free text still works, and the
+/// reader's labels survive the app rewriting the file.
+#[test]
+fn relabel_offers_a_label_list_and_free_text() {
+    let prefs = tempfile::tempdir().unwrap();
+    std::fs::write(prefs.path().join("viewer.json"), br#"{"version": 1, "labels": ["ground-glass opacity"]}"#).unwrap();
+    let mut h = harness_with_prefs(Launch::Demo, prefs.path());
+    settle(&mut h);
+    let ids = add_scored_proposals(&mut h, &[0.9]);
+    let id = ids[0].clone();
+    let label = |h: &Harness<'_, App>| h.state().doc().finding(&id).unwrap().label.clone();
+    let before = label(&h);
+    h.state_mut().run(AppCommand::Reveal(id.clone()));
+    h.hover_at(pane_rect(&h, Role::Current).center());
+    h.run_steps(2);
+
+    press(&mut h, egui::Key::L);
+    assert!(matches!(h.state().prompt(), Some(tandem::viewer::app::Prompt::Relabel { .. })), "L opens no prompt");
+    for offered in ["lesion", "normal variant", "ground-glass opacity"] {
+        h.get_by_label(offered);
+    }
+    h.get_by_label("nodule").click();
+    h.run_steps(2);
+    assert_eq!(label(&h), "nodule");
+    assert!(h.state().prompt().is_none(), "the prompt stays open after a choice");
+    cmd(&mut h, egui::Key::Z, false);
+    assert_eq!(label(&h), before, "one undo step reverts the relabel");
+
+    // Free text, then offered the next time because the document uses it.
+    press(&mut h, egui::Key::L);
+    h.get_by_role(egui::accesskit::Role::TextInput).type_text("x");
+    h.run_steps(2);
+    h.key_press(egui::Key::Enter);
+    h.run_steps(2);
+    let typed = format!("{before}x");
+    assert_eq!(label(&h), typed);
+    assert!(h.state().label_choices().contains(&typed));
+    h.run_steps(20);
+    drop(h);
+    let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(prefs.path().join("viewer.json")).unwrap()).unwrap();
+    assert_eq!(stored["labels"], serde_json::json!(["ground-glass opacity"]), "the reader's labels were lost");
 }

@@ -15,6 +15,7 @@ pub mod present;
 pub mod raster;
 pub mod rle;
 pub mod series;
+pub mod source;
 pub mod timeline;
 pub mod volume;
 
@@ -25,6 +26,7 @@ use serde::Serialize;
 
 pub use gray::GrayImage;
 pub use series::{LoadProgress, hang_folder, load};
+pub use source::Source;
 
 /// Why a study could not be read. Messages are written for the person looking at the screen.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -1,5 +1,5 @@
-//! What the viewer remembers between runs (window geometry, sync settings, threshold, view mode
-//! and recent studies): a small versioned JSON file in the config folder, written atomically when
+//! What the viewer remembers between runs (window geometry, sync settings, threshold, view mode,
+//! recent studies, and the reader's own finding labels): a small versioned JSON file in the config folder, written atomically when
 //! it changes; a missing, corrupt or newer file is ignored (logged), never a panic.
 
 use std::path::{Path, PathBuf};
@@ -14,6 +14,9 @@ pub const ENV_CONFIG_DIR: &str = "TANDEM_CONFIG_DIR";
 
 /// How many recent studies File → Open recent lists.
 pub const MAX_RECENT: usize = 10;
+
+/// How many labels of the reader's own the relabel list takes from the file.
+pub const MAX_LABELS: usize = 100;
 
 const FILE_NAME: &str = "viewer.json";
 
@@ -88,11 +91,15 @@ pub struct Prefs {
     /// Most recent first.
     #[serde(default)]
     pub recent: Vec<Recent>,
+    /// Labels the relabel list offers besides the built-in ones; edited by hand, kept as written.
+    /// Absent from files of earlier builds, which read the same.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
 }
 
 impl Default for Prefs {
     fn default() -> Self {
-        Prefs { version: PREFS_VERSION, window: None, sync: None, threshold: None, view_mode: None, recent: Vec::new() }
+        Prefs { version: PREFS_VERSION, window: None, sync: None, threshold: None, view_mode: None, recent: Vec::new(), labels: Vec::new() }
     }
 }
 
@@ -118,6 +125,8 @@ impl Prefs {
         p.window = p.window.filter(WindowGeometry::is_sane);
         p.threshold = p.threshold.filter(|t| (0.0..=1.0).contains(t));
         p.recent.truncate(MAX_RECENT);
+        p.labels = clean_labels(p.labels.iter().map(String::as_str));
+        p.labels.truncate(MAX_LABELS);
         Ok(p)
     }
 
@@ -145,6 +154,17 @@ impl Prefs {
         bytes.push(b'\n');
         crate::fsutil::write_atomic(&dir.join(FILE_NAME), &bytes)
     }
+}
+
+/// Labels trimmed, empty ones dropped, each kept once (first occurrence, in order).
+pub fn clean_labels<'a>(labels: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for l in labels.into_iter().map(str::trim).filter(|l| !l.is_empty()) {
+        if !out.iter().any(|o| o == l) {
+            out.push(l.to_string());
+        }
+    }
+    out
 }
 
 /// Where the preferences live: `TANDEM_CONFIG_DIR`, else `$XDG_CONFIG_HOME/tandem`, else
@@ -194,6 +214,12 @@ mod tests {
         .unwrap();
         let p = Prefs::load(dir.path());
         assert_eq!((p.threshold, p.window, p.view_mode.as_deref()), (None, None, Some("fade")));
+        // Labels of the reader's own: cleaned, and kept through a save.
+        std::fs::write(dir.path().join(FILE_NAME), br#"{"version": 1, "labels": [" cyst ", "", "cyst", "ground-glass"]}"#).unwrap();
+        let p = Prefs::load(dir.path());
+        assert_eq!(p.labels, ["cyst", "ground-glass"]);
+        p.save(dir.path()).unwrap();
+        assert_eq!(Prefs::load(dir.path()).labels, ["cyst", "ground-glass"]);
         let mut many = Prefs::default();
         (0..20).for_each(|k| many.remember(Recent::Folder { path: format!("/{k}").into() }));
         assert_eq!(many.recent.len(), MAX_RECENT);

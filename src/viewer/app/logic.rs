@@ -11,8 +11,8 @@ use super::{App, AppCommand, DialogRequest, Drag, Prompt, role_slot};
 use crate::annotation::{self, Command, Document, Finding, FindingKind, ImageBox, ImageRef, Source, Status};
 use crate::grounding::BBox;
 use crate::registration::UNRELATED_NCC_FLOOR;
-use crate::study::Series;
 use crate::study::pairing::PairingIssue;
+use crate::study::{Series, Source as StudySource};
 use crate::viewer::Launch;
 use crate::viewer::dialogs::{DialogPurpose, DialogSpec, Picked};
 use crate::viewer::jobs::{GroundKind, JobResult, Stamp, progress_cell};
@@ -26,9 +26,10 @@ impl App {
         match command {
             AppCommand::Open { role, path } => {
                 self.open_path(role, path);
-                if let [Some(prior), Some(current)] = self.sources.clone()
+                if let (Some(prior), Some(current)) = (self.source_path(Role::Prior), self.source_path(Role::Current))
                     && prior != current
                 {
+                    let (prior, current) = (prior.to_path_buf(), current.to_path_buf());
                     self.remember_recent(crate::viewer::prefs::Recent::Pair { prior, current });
                 }
             }
@@ -242,11 +243,11 @@ impl App {
         pane.note = None;
         let stamp = Stamp(vec![(pane.id, pane.generation)]);
         let id = pane.id;
-        self.sources[role_slot(role)] = Some(path.clone());
+        self.sources[role_slot(role)] = Some(StudySource::Path(path.clone()));
         self.jobs.load(id, stamp, path, cell);
     }
 
-    fn set_series(&mut self, role: Role, series: Series, source: Option<PathBuf>) {
+    fn set_series(&mut self, role: Role, series: Series, source: Option<StudySource>) {
         if source.is_some() {
             self.sources[role_slot(role)] = source;
         }
@@ -384,8 +385,14 @@ impl App {
     /// Refuses (with a visible message) a save or export that would write over one of the open
     /// images; the native dialogs have already asked about replacing any other file.
     fn writes_over_open_images(&mut self, path: &Path) -> bool {
-        let images: Vec<PathBuf> =
-            self.sources.iter().flatten().cloned().chain(self.doc.images.iter().map(|i| PathBuf::from(&i.path))).collect();
+        let images: Vec<PathBuf> = self
+            .sources
+            .iter()
+            .flatten()
+            .filter_map(StudySource::path)
+            .map(Path::to_path_buf)
+            .chain(self.doc.images.iter().map(|i| PathBuf::from(&i.path)))
+            .collect();
         let inputs: Vec<&Path> = images.iter().map(PathBuf::as_path).collect();
         match crate::fsutil::check_output(path, &inputs, true) {
             Ok(()) => false,
@@ -733,10 +740,13 @@ impl App {
             self.status = format!("no boxes found ({millis:.0} ms)");
             return;
         }
-        let first = findings[0].id.clone();
+        // The best shown proposal is selected: one under the minimum score would take the next A or R unseen.
+        let first = findings.iter().find(|f| self.visible(f)).map(|f| f.id.clone());
+        let hidden = findings.iter().filter(|f| !self.visible(f)).count();
         self.apply(Command::Add { findings, description: format!("{source}: {n} proposal(s)") });
-        self.status = format!("{n} proposal(s) by {source} in {millis:.0} ms — A accept, R reject, N/P next/previous");
-        self.selected = Some(first);
+        let hidden = if hidden > 0 { format!(" ({hidden} under the minimum score {:.2}, hidden)", self.threshold) } else { String::new() };
+        self.status = format!("{n} proposal(s) by {source} in {millis:.0} ms{hidden} — A accept, R reject, N/P next/previous");
+        self.selected = first;
     }
 
     // ----- jobs ------------------------------------------------------------------------------
@@ -785,7 +795,7 @@ impl App {
                 match result {
                     Ok(series) => {
                         self.status = format!("{}: {}", role.label(), series.describe());
-                        self.set_series(role, series, Some(PathBuf::from(source)));
+                        self.set_series(role, series, Some(StudySource::Path(PathBuf::from(source))));
                     }
                     Err(e) => {
                         self.status = format!("{} failed: {e}", role.label());
@@ -855,7 +865,7 @@ impl App {
 
     pub(super) fn update_title(&mut self) {
         let name = self
-            .source(Role::Current)
+            .source_path(Role::Current)
             .and_then(|p| p.file_name())
             .map(|n| n.to_string_lossy().into_owned())
             .or_else(|| self.pane(Role::Current).note.clone())

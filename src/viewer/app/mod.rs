@@ -32,9 +32,9 @@ use crate::annotation::measurement::Shape;
 use crate::annotation::{Command, Document, Finding, History, Status};
 use crate::grounding::{BBox, DevicePreference, Engine};
 use crate::registration::Alignment;
-use crate::study::Window;
 use crate::study::measure::{self, Length, Readout};
 use crate::study::pairing::{self, PairingIssue};
+use crate::study::{Source, Window};
 use crate::viewer::Launch;
 use crate::viewer::dialogs::{DialogPurpose, Dialogs};
 use crate::viewer::jobs::{Jobs, Stamp};
@@ -322,8 +322,8 @@ pub struct App {
     last_autosave: Instant,
     /// Finding thumbnails, cached by what they show; filled while the findings list is drawn.
     thumbnails: RefCell<HashMap<String, (u64, egui::TextureHandle)>>,
-    /// Study paths by role (prior, current), for the default sidecar location and the title.
-    sources: [Option<PathBuf>; 2],
+    /// The studies by role (prior, current), for the default sidecar location and the title.
+    sources: [Option<Source>; 2],
     /// Commands emitted this frame, applied once the panels and panes are laid out.
     queued: Vec<AppCommand>,
     /// Window commands (close, title) sent at the end of the frame.
@@ -340,6 +340,19 @@ pub struct App {
     /// The size-over-time plot of the selected tracked finding is shown.
     show_plot: bool,
 }
+
+/// The minimum score a proposal needs to be shown until the reader picks another (a remembered
+/// one wins). Scores are Platt-calibrated probabilities that the box is right (IoU ≥ 0.5 with the
+/// true change; models/README.md), so a proposal under 0.05 is wrong at least 19 times in 20: a
+/// reader would check twenty such boxes to find one real change, and a box where nothing changed
+/// (an identical pair, no-signal corner boxes score about 0.02) would look like a finding. The
+/// floor follows from what the score means, not from a search over validation results; "Show all"
+/// in the findings panel brings the hidden ones back.
+pub const DEFAULT_MIN_SCORE: f32 = 0.05;
+
+/// The labels relabelling always offers; the reader's own (`labels` in the preferences file) and
+/// those already used in the document follow them, and free text is still allowed.
+pub const DEFAULT_LABELS: [&str; 6] = ["change", "lesion", "nodule", "mass", "artifact", "normal variant"];
 
 /// The document's key for the image a role shows.
 pub fn image_id(role: Role) -> &'static str {
@@ -403,7 +416,7 @@ impl App {
             cursor: None,
             drag: None,
             show_rejected: false,
-            threshold: 0.0,
+            threshold: DEFAULT_MIN_SCORE,
             status: "Ready".into(),
             prompt: None,
             dialogs: Dialogs::default(),
@@ -542,6 +555,19 @@ impl App {
         (f.status != Status::Rejected || self.show_rejected) && (f.status != Status::Proposed || f.score().unwrap_or(1.0) >= self.threshold)
     }
 
+    /// Undecided proposals hidden because they score under the minimum.
+    pub fn hidden_below_threshold(&self) -> usize {
+        self.doc.findings.iter().filter(|f| f.status == Status::Proposed && f.score().is_some_and(|s| s < self.threshold)).count()
+    }
+
+    /// What the relabel prompt offers: the built-in labels, the reader's own from the preferences,
+    /// then those used in the document, each once.
+    pub fn label_choices(&self) -> Vec<String> {
+        let own = self.remembered.iter().flat_map(|r| r.labels.iter().map(String::as_str));
+        let used = self.doc.findings.iter().map(|f| f.label.as_str());
+        crate::viewer::prefs::clean_labels(DEFAULT_LABELS.into_iter().chain(own).chain(used))
+    }
+
     /// Visible findings in list order.
     pub fn visible_ids(&self) -> Vec<String> {
         self.list_order().into_iter().map(|i| &self.doc.findings[i]).filter(|f| self.visible(f)).map(|f| f.id.clone()).collect()
@@ -573,7 +599,7 @@ impl App {
 
     /// Where Ctrl+S saves by default: beside the current study.
     pub fn default_doc_path(&self) -> Option<PathBuf> {
-        self.doc_path.clone().or_else(|| self.sources[role_slot(Role::Current)].as_deref().map(crate::annotation::io::sidecar_for))
+        self.doc_path.clone().or_else(|| self.source_path(Role::Current).map(crate::annotation::io::sidecar_for))
     }
 
     /// The generations of every pane now, to stamp a job with.
@@ -585,8 +611,9 @@ impl App {
         stamp.is_current(|id| self.panes.get(id.0).map(|p| p.generation))
     }
 
-    fn source(&self, role: Role) -> Option<&Path> {
-        self.sources[role_slot(role)].as_deref()
+    /// The local file or folder of the study `role` shows, if it has one.
+    fn source_path(&self, role: Role) -> Option<&Path> {
+        self.sources[role_slot(role)].as_ref().and_then(Source::path)
     }
 
     /// Queues a command for the end of this frame (panels and keys use this).

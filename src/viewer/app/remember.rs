@@ -1,13 +1,14 @@
 //! The app's side of `viewer::prefs`: settings restored at start, written back when they change
 //! (at most twice a second), the recent studies and File → Open recent.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use eframe::egui;
 
 use super::{App, AppCommand, Prompt, SyncSettings, ViewMode};
 use crate::viewer::Launch;
+use crate::viewer::pane::Role;
 use crate::viewer::prefs::{Prefs, Recent, SyncPrefs, WindowGeometry};
 
 /// Where the preferences live and what was last written there.
@@ -16,6 +17,8 @@ pub struct Remembered {
     written: Prefs,
     recent: Vec<Recent>,
     window: Option<WindowGeometry>,
+    /// The reader's own labels, written back as they were read.
+    pub(super) labels: Vec<String>,
     last_write: Option<Instant>,
 }
 
@@ -52,9 +55,18 @@ impl App {
         if let Some(mode) = prefs.view_mode.as_deref().and_then(mode_from_name) {
             self.view_mode = mode;
         }
-        self.remembered = Some(Remembered { dir, recent: prefs.recent.clone(), window: prefs.window, written: prefs, last_write: None });
+        self.remembered = Some(Remembered {
+            dir,
+            recent: prefs.recent.clone(),
+            window: prefs.window,
+            labels: prefs.labels.clone(),
+            written: prefs,
+            last_write: None,
+        });
         // What the app was launched with (before it knew where to remember it) is the most recent.
-        if let [Some(prior), Some(current)] = self.sources.clone() {
+        if let (Some(prior), Some(current)) =
+            (self.source_path(Role::Prior).map(Path::to_path_buf), self.source_path(Role::Current).map(Path::to_path_buf))
+        {
             self.remember_recent(if prior == current { Recent::Folder { path: prior } } else { Recent::Pair { prior, current } });
         }
         self
@@ -102,6 +114,7 @@ impl App {
             threshold: Some(self.threshold),
             view_mode: Some(mode_name(self.view_mode).into()),
             recent: r.recent.clone(),
+            labels: r.labels.clone(),
             ..Prefs::default()
         })
     }

@@ -342,7 +342,7 @@ impl App {
             self.pane_mut(role).note = None;
         }
         let generation = TIMELINE_GENERATION.fetch_add(1, Ordering::Relaxed);
-        let first = sources.first().cloned();
+        let first = sources.first().cloned().map(crate::study::source::Source::Path);
         self.sources = [first.clone(), first];
         self.registration = None;
         self.jobs.spawn("timeline", self.stamp_all(), move || scan(&sources, &cell, generation));

@@ -268,6 +268,15 @@ pub(super) fn findings_panel_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands
                 out.push(AppCommand::DecideByThreshold { above: false });
             }
         });
+        let hidden = app.hidden_below_threshold();
+        if hidden > 0 {
+            ui.horizontal_wrapped(|ui| {
+                ui.label(RichText::new(format!("{hidden} proposal(s) below {t:.2} hidden (score = probability the box is right)")).small());
+                if ui.small_button("Show all").on_hover_text("Set the minimum score to 0").clicked() {
+                    out.push(AppCommand::SetThreshold(0.0));
+                }
+            });
+        }
         if let Some(id) = app.selected.clone()
             && let Some(f) = app.doc.finding(&id).cloned()
         {
@@ -443,6 +452,15 @@ pub(super) fn prompt_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands) {
             if r.changed() {
                 out.push(AppCommand::SetPrompt(Some(Prompt::Relabel { finding: finding.clone(), text: text.clone() })));
             }
+            // A label from the list applies at once; typing another is still allowed.
+            ui.horizontal_wrapped(|ui| {
+                for label in app.label_choices() {
+                    if ui.selectable_label(text.trim() == label, &label).clicked() {
+                        out.push(AppCommand::Relabel { finding: finding.clone(), label });
+                        out.push(AppCommand::SetPrompt(None));
+                    }
+                }
+            });
             ui.horizontal(|ui| {
                 if ui.button("Apply").clicked() || enter {
                     out.push(AppCommand::Relabel { finding: finding.clone(), label: text.clone() });
