@@ -423,7 +423,9 @@ fn a_track_exports_as_coco_frames_medsg_tracking_and_sr_measurement_groups() {
     assert!(ua[..3].iter().all(|u| *u == ua[0]) && ua[3..].iter().all(|u| *u == ua[3]) && ua[0] != ua[3], "{ua:?}");
     let mut long = Vec::new();
     content_values(&sr_a, "103339001", &mut long);
-    assert_eq!(long, ["8.40", "12.60", "9.80"]);
+    // Decimal strings as short as their value needs (the DS writer shared with measurements).
+    let long: Vec<f64> = long.iter().map(|v| v.trim().parse().unwrap()).collect();
+    assert_eq!(long, [8.4, 12.6, 9.8]);
     let mut area = Vec::new();
     content_values(&sr_a, "42798000", &mut area);
     assert_eq!(area.len(), 3);
