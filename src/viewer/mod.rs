@@ -9,6 +9,7 @@ pub mod jobs;
 pub mod overlay;
 pub mod pane;
 pub mod prefs;
+mod x11_focus;
 
 use std::path::PathBuf;
 use std::sync::Arc;

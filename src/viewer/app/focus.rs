@@ -16,6 +16,7 @@ impl App {
         }
         ui.ctx().memory_mut(|m| m.stop_text_input());
         if !ui.input(|i| i.focused) {
+            // Also sets the X input focus directly (viewer::x11_focus) where no window manager would.
             self.viewport.push(egui::ViewportCommand::Focus);
         }
     }

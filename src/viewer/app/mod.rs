@@ -664,6 +664,9 @@ impl eframe::App for App {
         self.update_title();
         self.remember(ui.ctx());
         for c in self.viewport.drain(..) {
+            if c == egui::ViewportCommand::Focus {
+                crate::viewer::x11_focus::take(frame);
+            }
             ui.send_viewport_cmd(c);
         }
         if any {
