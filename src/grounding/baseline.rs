@@ -56,7 +56,7 @@ pub fn diff(prior: &GrayImage, current: &GrayImage) -> (Vec<Scored>, Transform) 
     let strongest = comps.iter().map(|c| c.weight).fold(0.0f64, f64::max);
     comps.retain(|c| c.pixels >= 4 && c.weight >= 0.05 * strongest);
     let total: f64 = comps.iter().map(|c| c.weight).sum::<f64>().max(1e-9);
-    // A change's feathered rim is part of it (the same rule the model's boxes are snapped by).
+    // A change's feathered rim is part of it: the answer spans every visibly changed pixel.
     let mut out: Vec<Scored> = comps
         .iter()
         .map(|c| {

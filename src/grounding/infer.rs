@@ -7,7 +7,7 @@ use crate::grounding::baseline::Scored;
 use crate::grounding::fused::FusedNet;
 use crate::grounding::geometry::{BBox, components};
 use crate::grounding::model::{GrounderNet, STRIDE, TEMPLATE_CROP_PX, TEMPLATE_PX};
-use crate::grounding::snap;
+use crate::grounding::subtract;
 use crate::grounding::weights::ModelMeta;
 use crate::registration::planes::{Intersection, SharedAxes};
 use crate::study::gray::GrayImage;
@@ -210,9 +210,11 @@ impl NetRunner {
     /// Boxes of change in `current`'s pixels for an aligned pair, best first; `covered` marks the
     /// pixels the prior covers (the rest of `prior_on_current` is filler).
     pub fn diff(&self, prior_on_current: &GrayImage, current: &GrayImage, covered: &[bool]) -> Result<Vec<Scored>, InferError> {
-        let logits = upsample_logits(&self.change_logits(prior_on_current, current)?, current.width, current.height);
-        let found = boxes_from_logits(&logits, self.meta.change_extent_logit, &|l| self.meta.change_calibration.probability(l));
-        Ok(snap::snap_all(prior_on_current, current, covered, &logits, found))
+        // The network sees the prior in the current's intensities: a pair windowed or acquired
+        // differently then differs only where it changed.
+        let prior = subtract::prior_in_current_units(prior_on_current, current, covered);
+        let logits = upsample_logits(&self.change_logits(&prior, current)?, current.width, current.height);
+        Ok(boxes_from_logits(&logits, self.meta.change_extent_logit, &|l| self.meta.change_calibration.probability(l)))
     }
 
     /// Finds `reference_box` of `reference` in `target` (0..1 images): the best candidate.

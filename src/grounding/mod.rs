@@ -15,7 +15,6 @@ pub mod model;
 pub mod phantom;
 pub mod rng;
 pub mod series;
-pub mod snap;
 pub mod sources;
 pub mod splits;
 pub mod subtract;

@@ -95,6 +95,20 @@ impl IntensityMap {
         IntensityMap { table, floor_of_top: at(1.0), ceiling_of_bottom: at(0.0) }
     }
 
+    /// The value of `to` that `from_value` maps to; a clipped `from_value` (0 or 1) only bounds
+    /// it, so `to_value` is kept where it lies within that bound.
+    fn estimate(&self, from_value: f32, to_value: f32) -> f32 {
+        if from_value >= 1.0 {
+            return to_value.max(self.floor_of_top);
+        }
+        if from_value <= 0.0 {
+            return to_value.min(self.ceiling_of_bottom);
+        }
+        let t = from_value * (LEVELS - 1) as f32;
+        let i = (t as usize).min(LEVELS - 2);
+        self.table[i] + (self.table[i + 1] - self.table[i]) * (t - i as f32)
+    }
+
     /// How far `to_value` lies from what `from_value` maps to.
     fn distance(&self, from_value: f32, to_value: f32) -> f32 {
         if from_value >= 1.0 {
@@ -107,6 +121,20 @@ impl IntensityMap {
         let i = (t as usize).min(LEVELS - 2);
         (to_value - (self.table[i] + (self.table[i + 1] - self.table[i]) * (t - i as f32))).abs()
     }
+}
+
+/// The aligned prior in the current's intensities (the monotone map fitted on the covered
+/// pixels), so that a pair acquired or windowed differently differs only where it changed;
+/// pixels the prior does not cover keep the current's value.
+pub fn prior_in_current_units(prior_on_current: &GrayImage, current: &GrayImage, covered: &[bool]) -> GrayImage {
+    let step = (current.data.len() / MAP_SAMPLES).max(1);
+    let (a, b): (Vec<f32>, Vec<f32>) =
+        (0..current.data.len()).step_by(step).filter(|&i| covered[i]).map(|i| (prior_on_current.data[i], current.data[i])).unzip();
+    let map = IntensityMap::fit(&a, &b);
+    GrayImage::from_fn(current.width, current.height, |x, y| {
+        let i = y * current.width + x;
+        if covered[i] { map.estimate(prior_on_current.data[i], current.data[i]) } else { current.data[i] }
+    })
 }
 
 fn inside(b: &BBox, x: usize, y: usize) -> bool {
@@ -221,6 +249,38 @@ mod tests {
         assert!(map.distance(1.0, 0.8) == 0.0);
         assert!(map.distance(1.0, 0.2) > 0.25);
         assert!(map.distance(0.5, 0.25) < 0.01);
+    }
+
+    #[test]
+    fn the_prior_in_current_units_differs_only_where_the_scene_changed() {
+        // The current is the prior under another window (contrast doubled, clipped at 1), with
+        // one square brightened; the prior mapped onto it matches it everywhere else.
+        let prior = GrayImage::from_fn(96, 96, |x, y| 0.1 + 0.35 * (((x * 7 + y * 3) % 23) as f32 / 22.0));
+        let current = GrayImage::from_fn(96, 96, |x, y| {
+            let v = (prior.get(x, y) - 0.05) * 2.0;
+            let lesion = if (40..52).contains(&x) && (40..52).contains(&y) { 0.3 } else { 0.0 };
+            (v + lesion).min(1.0)
+        });
+        let covered = vec![true; 96 * 96];
+        let mapped = prior_in_current_units(&prior, &current, &covered);
+        let err = |x: usize, y: usize| (mapped.get(x, y) - current.get(x, y)).abs();
+        let mut outside = Vec::new();
+        for y in 0..96 {
+            for x in 0..96 {
+                if !((38..54).contains(&x) && (38..54).contains(&y)) {
+                    outside.push(err(x, y));
+                }
+            }
+        }
+        outside.sort_by(f32::total_cmp);
+        assert!(outside[outside.len() * 95 / 100] < 0.03, "unchanged pixels differ by {}", outside[outside.len() * 95 / 100]);
+        // Inside the square the difference remains (where the current is not clipped).
+        let inside: f32 = (42..50).flat_map(|y| (42..50).map(move |x| (x, y))).map(|(x, y)| err(x, y)).sum::<f32>() / 64.0;
+        assert!(inside > 0.15, "the change was mapped away: {inside}");
+        // Pixels the prior does not cover keep the current's value.
+        let mut partly = covered.clone();
+        partly[5] = false;
+        assert_eq!(prior_in_current_units(&prior, &current, &partly).data[5], current.data[5]);
     }
 
     #[test]

@@ -570,9 +570,8 @@ fn calibrate(engine: &crate::grounding::Engine, pool: &SourcePool, seed: u64) ->
     let synth = Synth::new(pool.clone(), 336);
     let root = Rng::new(seed);
     let logit = |p: f32| (p.clamp(1e-6, 1.0 - 1e-6) / (1.0 - p.clamp(1e-6, 1.0 - 1e-6))).ln();
-    // With boxes snapped to the pixels, the extent logit matters little and mean IoU is flat
-    // across it: on 160 items the choice flipped with small changes to inference, so it is made
-    // on 480.
+    // Mean IoU is fairly flat across the extent logit: on 160 items the choice flipped with
+    // small changes to inference, so it is made on 480.
     let diff_items: Vec<SynthItem> =
         (0..480u64).map(|k| synth.item([Task::RegisteredDiff, Task::NonRegisteredDiff][k as usize % 2], &mut root.fork(k))).collect();
     let mut best_extent = (0.0f32, f64::NEG_INFINITY);
