@@ -64,7 +64,7 @@ impl SeriesInput {
             SeriesInput::Loaded(s) => return Ok(ImageRef::from_series(id, s)),
             SeriesInput::Files(f) => f,
         };
-        let first = files.frame(0).map_err(|e| CliError(format!("{e} ({})", files.slices[0].path.display())))?;
+        let first = files.frame(0).map_err(|e| CliError(format!("{e} ({})", files.source.display())))?;
         let one = Series { id: files.id.clone(), frames: vec![first], meta: files.meta.clone(), source: files.source.clone() };
         let mut r = ImageRef::from_series(id, &one);
         r.frames = files.slices.len() as u32;
