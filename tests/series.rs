@@ -616,3 +616,70 @@ fn whole_series_grounding_reports_progress_and_stops_when_cancelled() {
     assert!(!out.cancelled);
     assert!(out.findings.iter().any(|f| f.slices[0] <= 4 && f.slices[1] >= 4), "{:?}", out.findings);
 }
+
+/// `out` as JSON without its timing, to compare two runs.
+fn untimed(out: &tandem::grounding::series::SeriesOutput) -> serde_json::Value {
+    let mut v = serde_json::to_value(out).unwrap();
+    v.as_object_mut().unwrap().remove("millis");
+    v
+}
+
+#[test]
+fn a_series_read_slice_by_slice_is_paired_and_grounded_as_the_loaded_series() {
+    use tandem::grounding::series::{find_changes, find_changes_in, match_slices_in};
+    use tandem::grounding::{DevicePreference, Engine, Method, WeightsSource};
+    use tandem::study::slices::SliceFiles;
+    let dir = tempfile::tempdir().unwrap();
+    let (prior, current, moved) = (dir.path().join("p"), dir.path().join("c"), dir.path().join("m"));
+    write_series(&prior, "1.2.826.0.8.1", "1.2.826.0.8.9", 8, Some(-40.0), &unchanged);
+    write_series(&current, "1.2.826.0.8.2", "1.2.826.0.8.9", 8, Some(-40.0), &lesion_on_3_to_5);
+    // Another frame of reference 100 mm away: the shift is registered on the streamed slices too.
+    write_series(&moved, "1.2.826.0.8.3", "1.2.826.0.8.8", 8, Some(60.0), &lesion_on_3_to_5);
+    let quiet = |_: f32, _: &str| {};
+    let engine = Engine::new(DevicePreference::Cpu, &WeightsSource::Embedded);
+    assert!(engine.has_model(), "{}", engine.status);
+    let loaded = |p: &Path| tandem::study::load(p, &quiet).unwrap();
+    let scanned = |p: &Path| SliceFiles::scan(p).unwrap().expect("a folder of single-frame files is read slice by slice");
+    for other in [&current, &moved] {
+        let whole = find_changes(&engine, &loaded(&prior), &loaded(other), Method::Model, 0.0, &mut |_, _| {}, None).unwrap();
+        let (p, c) = (scanned(&prior), scanned(other));
+        assert_eq!(c.slices.len(), 8);
+        let streamed = find_changes_in(&engine, &p, &c, Method::Model, 0.0, &mut |_, _| {}, None).unwrap();
+        assert_eq!(untimed(&streamed), untimed(&whole));
+        assert_eq!(streamed.compared, 8);
+        assert!(streamed.findings.iter().any(|f| f.slices == [3, 5]), "{:?}", streamed.findings);
+        let m = match_slices_in(&p, &c).unwrap();
+        assert_eq!(m.pairs.iter().map(|x| (x.current, x.prior)).collect::<Vec<_>>(), (0..8).map(|k| (k, k)).collect::<Vec<_>>());
+    }
+    // A single file is not streamed: it is read whole as before.
+    assert!(SliceFiles::scan(&prior.join("im999.dcm")).unwrap().is_none());
+}
+
+#[test]
+fn a_slice_whose_pixels_cannot_be_decoded_is_one_error_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (prior, current) = (dir.path().join("p"), dir.path().join("c"));
+    write_series(&prior, "1.2.826.0.9.1", "1.2.826.0.9.9", 4, Some(0.0), &unchanged);
+    write_series(&current, "1.2.826.0.9.2", "1.2.826.0.9.9", 4, Some(0.0), &unchanged);
+    // Slice 2's header is whole, its pixel data a quarter of the image.
+    let base = ct();
+    let slice = Slice { series_uid: "1.2.826.0.9.2", frame_of_reference: "1.2.826.0.9.9", instance: 2, z: Some(5.0) };
+    let dir2 = dir.path().join("short");
+    std::fs::create_dir_all(&dir2).unwrap();
+    write_slice(&dir2, &slice, &base.crop(0, 0, base.width, base.height / 4, 0.0));
+    let file = std::fs::read_dir(&dir2).unwrap().next().unwrap().unwrap().path();
+    let mut obj = dicom_object::open_file(&file).unwrap();
+    obj.put(DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(base.height as u16)));
+    obj.write_to_file(current.join(file.file_name().unwrap())).unwrap();
+    // Found mid-run (slices are decoded as their pairs are grounded): progress may come first,
+    // then the run stops with one error line naming the slice.
+    let out = tandem(&["ground", "series", s(&prior), s(&current)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines[..lines.len() - 1].iter().all(|l| l.starts_with("slice pairs grounded")), "{err}");
+    let last = lines.last().unwrap();
+    assert!(last.starts_with("error: slice 2 of the current series cannot be read: "), "{err}");
+    assert!(last.contains("truncated"), "{err}");
+}

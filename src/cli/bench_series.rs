@@ -7,10 +7,10 @@ use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 
-use crate::cli::bench::peak_rss_mib;
+use clap::ValueEnum;
+
 use crate::cli::{Cli, CliError};
 use crate::grounding::Method;
-use crate::grounding::series::find_changes;
 use crate::study::{GrayImage, Series};
 
 /// Lesions inserted into the current series: (centre x, y as a fraction of the slice, centre
@@ -98,6 +98,81 @@ fn synthesize(volume: &Series, n: usize, dir: &Path) -> Result<(), CliError> {
     Ok(())
 }
 
+/// What one `tandem ground series` child process took.
+struct ChildRun {
+    wall_s: f64,
+    /// User + system CPU time, all its threads.
+    cpu_s: f64,
+    peak_rss_mib: f64,
+    json: serde_json::Value,
+}
+
+/// Runs `tandem ground series` on `dir/prior` and `dir/current` in a child process, so that the
+/// memory measured is the grounding's own and not this process's with the source volume in it,
+/// timed from spawn to exit. The child says its peak memory itself (`--verbose`): a child's
+/// rusage counts the parent's memory too when it was spawned by vfork.
+fn ground_in_child(cli: &Cli, dir: &Path, method: Method) -> Result<ChildRun, CliError> {
+    let exe = std::env::current_exe().map_err(|e| CliError(format!("cannot find the tandem executable: {e}")))?;
+    let (json, log) = (dir.join("out.json"), dir.join("stderr.txt"));
+    let device = cli.device.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_else(|| "auto".into());
+    let method = if method == Method::Model { "model" } else { "baseline" };
+    let (start, cpu_before) = (Instant::now(), children_cpu_s());
+    let status = std::process::Command::new(exe)
+        .args(["--verbose", "--device", &device, "ground", "series"])
+        .arg(dir.join("prior"))
+        .arg(dir.join("current"))
+        .arg("--json")
+        .arg(&json)
+        .args(["--method", method, "--min-score", "0.5", "--force"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .status()
+        .map_err(|e| CliError(format!("cannot run tandem ground series: {e}")))?;
+    let (wall_s, cpu_s) = (start.elapsed().as_secs_f64(), children_cpu_s() - cpu_before);
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    if !status.success() {
+        let last = said.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no message");
+        return Err(CliError(format!("tandem ground series failed in the bench: {last}")));
+    }
+    let peak_rss_mib = said
+        .lines()
+        .find_map(|l| l.strip_prefix("peak memory: ")?.strip_suffix(" MiB")?.parse().ok())
+        .ok_or_else(|| CliError("tandem ground series did not say its peak memory".into()))?;
+    let json = serde_json::from_slice(&std::fs::read(&json)?).map_err(|e| CliError(format!("the bench cannot read its own JSON: {e}")))?;
+    Ok(ChildRun { wall_s, cpu_s, peak_rss_mib, json })
+}
+
+/// CPU time (user + system, s) of this process's children waited for so far: what a run
+/// costs whatever else the machine is doing, unlike its wall time.
+fn children_cpu_s() -> f64 {
+    // SAFETY: rusage is plain data that getrusage fills.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) } != 0 {
+        return f64::NAN;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// How many of `LESIONS` some finding covers: its slice range holds the lesion's centre slice
+/// and its box the lesion's centre.
+fn lesions_found(json: &serde_json::Value, n: usize, w: f32, h: f32) -> usize {
+    let findings = json["findings"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let numbers =
+        |v: &serde_json::Value| -> Vec<f64> { v.as_array().map(|a| a.iter().filter_map(|x| x.as_f64()).collect()).unwrap_or_default() };
+    LESIONS
+        .iter()
+        .filter(|&&(fx, fy, fz, _, _)| {
+            let level = (fz * (n - 1) as f32).round() as f64;
+            let (x, y) = ((fx * w) as f64, (fy * h) as f64);
+            findings.iter().any(|f| {
+                let (s, b) = (numbers(&f["slices"]), numbers(&f["box"]));
+                s.len() == 2 && b.len() == 4 && s[0] <= level && level <= s[1] && b[0] <= x && x <= b[2] && b[1] <= y && y <= b[3]
+            })
+        })
+        .count()
+}
+
 pub fn run(cli: &Cli, volume_path: &Path, sizes: &[usize], method: Method) -> Result<(), CliError> {
     if sizes.is_empty() || sizes.iter().any(|&n| n < 2) {
         return Err(CliError("--slices must list series lengths of at least 2".into()));
@@ -109,58 +184,63 @@ pub fn run(cli: &Cli, volume_path: &Path, sizes: &[usize], method: Method) -> Re
         return Err(CliError(format!("the volume has one slice; a series needs more ({})", volume_path.display())));
     }
     let engine = crate::cli::engine(cli);
+    let (w, h) = (volume.frames[0].width, volume.frames[0].height);
     let scratch = std::env::temp_dir().join(format!("tandem-bench-series-{}", std::process::id()));
     println!(
-        "whole-series find changes: {} ({}×{}, {} slices) resliced to N slices, current moved 3 px with {} lesions; {} on {}",
+        "whole-series find changes: {} ({w}×{h}, {} slices) resliced to N slices, current moved 3 px with {} lesions; {} on {}; \
+         each run is `tandem ground series` in its own process, timed from start to exit",
         volume_path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
-        volume.frames[0].width,
-        volume.frames[0].height,
         volume.frames.len(),
         LESIONS.len(),
         if method == Method::Model && engine.has_model() { "model" } else { "baseline" },
         engine.device.label
     );
-    println!(
-        "| slices | decode s | grounding s | total s | slices/s | ms per slice pair | lesions found | peak RSS MiB | two series' stored pixels MiB |"
-    );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    let mut sorted = sizes.to_vec();
-    // Smallest first: the process's peak memory only grows, so each row's peak is its own.
-    sorted.sort_unstable();
-    for &n in &sorted {
-        let dir = scratch.join(n.to_string());
-        let made = synthesize(&volume, n, &dir);
-        let result = made.and_then(|()| {
-            let start = Instant::now();
-            let prior = crate::study::load(&dir.join("prior"), &quiet)?;
-            let current = crate::study::load(&dir.join("current"), &quiet)?;
-            let decoded = start.elapsed().as_secs_f64();
-            let out = find_changes(&engine, &prior, &current, method, 0.5, &mut |_, _| {}, None)?;
-            let total = start.elapsed().as_secs_f64();
-            let found = LESIONS
-                .iter()
-                .filter(|&&(fx, fy, fz, _, _)| {
-                    let (w, h) = (current.frames[0].width as f32, current.frames[0].height as f32);
-                    let level = (fz * (n - 1) as f32).round() as usize;
-                    out.findings.iter().any(|f| {
-                        let b = crate::grounding::BBox::from_array(f.bbox);
-                        (f.slices[0]..=f.slices[1]).contains(&level) && b.x1 <= fx * w && fx * w <= b.x2 && b.y1 <= fy * h && fy * h <= b.y2
-                    })
-                })
-                .count();
-            let stored = 2.0 * n as f64 * (current.frames[0].width * current.frames[0].height * 2) as f64 / (1 << 20) as f64;
-            Ok::<_, CliError>((decoded, total - decoded, total, found, stored))
-        });
+    drop(engine);
+    // The fixed cost: the program, the model and its working memory, on a 2-slice series.
+    let fixed = {
+        let dir = scratch.join("2");
+        let run = synthesize(&volume, 2, &dir).and_then(|()| ground_in_child(cli, &dir, method));
         let _ = std::fs::remove_dir_all(&dir);
-        let (decoded, grounding, total, found, stored) = result?;
+        run?
+    };
+    println!(
+        "fixed cost (a 2-slice run): {:.1} s ({:.1} s CPU), peak RSS {:.0} MiB; {}",
+        fixed.wall_s,
+        fixed.cpu_s,
+        fixed.peak_rss_mib,
+        load()
+    );
+    println!(
+        "| slices | total s | of which finding changes s | slices/s | ms per slice pair | CPU s | CPU ms per slice pair | lesions found | peak RSS MiB | two series' stored pixels MiB | 1.3 × pixels + fixed MiB |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for &n in sizes {
+        let dir = scratch.join(n.to_string());
+        let run = synthesize(&volume, n, &dir).and_then(|()| ground_in_child(cli, &dir, method));
+        let _ = std::fs::remove_dir_all(&dir);
+        let run = run?;
+        let finding_s = run.json["millis"].as_f64().unwrap_or(f64::NAN) / 1e3;
+        let stored = 2.0 * n as f64 * (w * h * 2) as f64 / (1 << 20) as f64;
         println!(
-            "| {n} | {decoded:.1} | {grounding:.1} | {total:.1} | {:.1} | {:.1} | {found} of {} | {:.0} | {stored:.0} |",
-            n as f64 / total,
-            grounding * 1e3 / n as f64,
+            "| {n} | {:.1} | {finding_s:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} of {} | {:.0} | {stored:.0} | {:.0} |",
+            run.wall_s,
+            n as f64 / run.wall_s,
+            run.wall_s * 1e3 / n as f64,
+            run.cpu_s,
+            run.cpu_s * 1e3 / n as f64,
+            lesions_found(&run.json, n, w as f32, h as f32),
             LESIONS.len(),
-            peak_rss_mib().unwrap_or(f64::NAN)
+            run.peak_rss_mib,
+            1.3 * stored + fixed.peak_rss_mib
         );
     }
     let _ = std::fs::remove_dir_all(&scratch);
+    println!("{}", load());
     Ok(())
+}
+
+/// The machine's load averages, which say how far timings on a shared machine can be trusted.
+fn load() -> String {
+    let avg = std::fs::read_to_string("/proc/loadavg").ok().map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
+    format!("load average (1, 5, 15 min): {}", avg.as_deref().unwrap_or("unknown"))
 }

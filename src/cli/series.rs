@@ -8,9 +8,10 @@ use crate::annotation::{Document, Finding, FindingKind, ImageBox, ImageRef, Sour
 use crate::cli::ground::{target_document, write_json};
 use crate::cli::{Cli, CliError};
 use crate::fsutil::{check_distinct_outputs, check_output};
-use crate::grounding::series::{SeriesOutput, find_changes};
+use crate::grounding::series::{SeriesOutput, SliceSource, find_changes_in};
 use crate::grounding::{BBox, Engine, Method};
 use crate::study::Series;
+use crate::study::slices::SliceFiles;
 
 /// Where `ground series` writes, and whether it may replace what is there.
 pub struct Outputs<'a> {
@@ -26,6 +27,56 @@ pub fn load_series(path: &Path) -> Result<Series, CliError> {
     crate::study::load(path, &quiet).map_err(|e| CliError(format!("{e} ({})", path.display())))
 }
 
+/// A series as `ground series` reads it: a folder of single-frame DICOM files by its headers,
+/// each slice decoded when its pair is grounded (memory then holds a few slices, not two whole
+/// series); anything else (a multi-frame file, a volume) read whole.
+pub enum SeriesInput {
+    Files(SliceFiles),
+    Loaded(Series),
+}
+
+impl SeriesInput {
+    pub fn open(path: &Path) -> Result<SeriesInput, CliError> {
+        match SliceFiles::scan(path) {
+            Ok(Some(files)) => Ok(SeriesInput::Files(files)),
+            // A folder that cannot be scanned fails in `load_series` with the loader's message.
+            _ => Ok(SeriesInput::Loaded(load_series(path)?)),
+        }
+    }
+
+    pub fn source(&self) -> &dyn SliceSource {
+        match self {
+            SeriesInput::Files(f) => f,
+            SeriesInput::Loaded(s) => s,
+        }
+    }
+
+    fn series_uid(&self) -> Option<&String> {
+        match self {
+            SeriesInput::Files(f) => f.meta.series_uid.as_ref(),
+            SeriesInput::Loaded(s) => s.meta.series_uid.as_ref(),
+        }
+    }
+
+    /// The document's reference to it, as `ImageRef::from_series` makes it for the loaded series.
+    fn image_ref(&self, id: &str) -> Result<ImageRef, CliError> {
+        let files = match self {
+            SeriesInput::Loaded(s) => return Ok(ImageRef::from_series(id, s)),
+            SeriesInput::Files(f) => f,
+        };
+        let first = files.frame(0).map_err(|e| CliError(format!("{e} ({})", files.source.display())))?;
+        let one = Series { id: files.id.clone(), frames: vec![first], meta: files.meta.clone(), source: files.source.clone() };
+        let mut r = ImageRef::from_series(id, &one);
+        r.frames = files.slices.len() as u32;
+        // Each slice its own instance, so that a box on slice k names slice k's file.
+        let uids: Option<Vec<String>> = files.slices.iter().map(|s| s.meta.sop_instance_uid.clone()).collect();
+        if let Some(uids) = uids.filter(|u| u.len() > 1 && u.iter().any(|u| Some(u) != r.sop_instance_uid.as_ref())) {
+            r.frame_sop_instance_uids = uids;
+        }
+        Ok(r)
+    }
+}
+
 pub fn ground_series(cli: &Cli, prior: &Path, current: &Path, method: Method, min_score: f32, outputs: &Outputs) -> Result<(), CliError> {
     // Every output is checked before anything is computed or written.
     let inputs = [prior, current];
@@ -37,16 +88,16 @@ pub fn ground_series(cli: &Cli, prior: &Path, current: &Path, method: Method, mi
     if let Some(path) = outputs.annotations {
         check_output(path, &inputs, true).map_err(CliError)?;
     }
-    let (p, c) = (load_series(prior)?, load_series(current)?);
+    let (p, c) = (SeriesInput::open(prior)?, SeriesInput::open(current)?);
     let document = match outputs.annotations {
         Some(path) => {
-            let fresh = Document::new(vec![ImageRef::from_series("prior", &p), ImageRef::from_series("current", &c)]);
+            let fresh = Document::new(vec![p.image_ref("prior")?, c.image_ref("current")?]);
             Some((path, target_document(path, &inputs, fresh, outputs.force, outputs.replace)?))
         }
         None => None,
     };
     let engine = crate::cli::engine(cli);
-    let out = run(&engine, &p, &c, method, min_score)?;
+    let out = run(&engine, p.source(), c.source(), method, min_score)?;
     eprintln!(
         "{} slice pair(s) compared ({}), {} current slice(s) outside the prior, {:.0} ms",
         out.compared,
@@ -64,7 +115,8 @@ pub fn ground_series(cli: &Cli, prior: &Path, current: &Path, method: Method, mi
         println!("{:>2}. {slices} (peak {})  [{x1:.0}, {y1:.0}, {x2:.0}, {y2:.0}]  score {:.3}", k + 1, f.peak_slice, f.score);
     }
     if let Some(path) = outputs.json {
-        write_json(path, &report(&engine, prior, current, &p, &c, &out))?;
+        let described = |path: &Path, s: &SeriesInput| (path.display().to_string(), s.series_uid().cloned(), s.source().slice_count());
+        write_json(path, &report_of(&engine, described(prior, &p), described(current, &c), &out))?;
     }
     if let Some((path, (mut doc, merging))) = document {
         let findings = findings_of(&out, engine.model_name());
@@ -77,14 +129,26 @@ pub fn ground_series(cli: &Cli, prior: &Path, current: &Path, method: Method, mi
         }
         crate::annotation::io::save(&doc, path)?;
     }
+    if cli.verbose
+        && let Some(mib) = crate::cli::bench::peak_rss_mib()
+    {
+        // `tandem bench series` reads this: only the process itself knows its own peak.
+        eprintln!("peak memory: {mib:.0} MiB");
+    }
     Ok(())
 }
 
 /// Whole-series change finding with progress on stderr.
-pub fn run(engine: &Engine, prior: &Series, current: &Series, method: Method, min_score: f32) -> Result<SeriesOutput, CliError> {
+pub fn run(
+    engine: &Engine,
+    prior: &dyn SliceSource,
+    current: &dyn SliceSource,
+    method: Method,
+    min_score: f32,
+) -> Result<SeriesOutput, CliError> {
     let mut progress = super::progress::Progress::new("slice pairs grounded");
     let mut report = |done: usize, total: usize| progress.update(done, total);
-    Ok(find_changes(engine, prior, current, method, min_score, &mut report, None)?)
+    Ok(find_changes_in(engine, prior, current, method, min_score, &mut report, None)?)
 }
 
 fn matching_note(out: &SeriesOutput) -> String {
@@ -101,12 +165,23 @@ fn matching_note(out: &SeriesOutput) -> String {
 
 /// The JSON `--json` gets: what ran where, the two series, the pairing and the findings.
 pub fn report(engine: &Engine, prior_path: &Path, current_path: &Path, prior: &Series, current: &Series, out: &SeriesOutput) -> Value {
+    let described = |path: &Path, s: &Series| (path.display().to_string(), s.meta.series_uid.clone(), s.frames.len());
+    report_of(engine, described(prior_path, prior), described(current_path, current), out)
+}
+
+/// `report` from each series' (path, Series Instance UID, slice count).
+fn report_of(
+    engine: &Engine,
+    prior: (String, Option<String>, usize),
+    current: (String, Option<String>, usize),
+    out: &SeriesOutput,
+) -> Value {
     let mut v = json!({
         "method": out.method,
         "model": engine.model_name(),
         "device": engine.device.label,
-        "prior": {"path": prior_path.display().to_string(), "series_uid": prior.meta.series_uid, "slices": prior.frames.len()},
-        "current": {"path": current_path.display().to_string(), "series_uid": current.meta.series_uid, "slices": current.frames.len()},
+        "prior": {"path": prior.0, "series_uid": prior.1, "slices": prior.2},
+        "current": {"path": current.0, "series_uid": current.1, "slices": current.2},
     });
     if let (Value::Object(m), Ok(Value::Object(rest))) = (&mut v, serde_json::to_value(out)) {
         m.extend(rest);

@@ -253,8 +253,19 @@ impl Engine {
         Some(f(&guard))
     }
 
+    /// A copy of the network for one worker thread, so that several pairs are grounded at once
+    /// instead of queueing for the shared one (whole-series grounding); `None` without a model.
+    pub(crate) fn runner_copy(&self) -> Option<NetRunner> {
+        self.with_runner(|r| NetRunner::new(r.net.clone(), r.device.clone(), r.meta.clone()))
+    }
+
     /// What changed from `prior` to `current` (any intensity units): boxes in current pixels.
     pub fn diff(&self, prior: &GrayImage, current: &GrayImage, method: Method) -> DiffOutput {
+        self.diff_on(None, prior, current, method)
+    }
+
+    /// `diff` on `own` copy of the network (see `runner_copy`) when given, else on the shared one.
+    pub(crate) fn diff_on(&self, own: Option<&NetRunner>, prior: &GrayImage, current: &GrayImage, method: Method) -> DiffOutput {
         let start = Instant::now();
         let method = self.effective(method);
         let (p, c) = (working(prior), working(current));
@@ -264,7 +275,12 @@ impl Engine {
                 let align = registration::align(&c.image, &p.image, &AlignOptions::shift_only());
                 let prior_from_current = align.fixed_from_moving.inverse().unwrap_or(Transform::IDENTITY);
                 let (warped, covered) = baseline::prior_on_current_covering(&p.image, &c.image, &prior_from_current);
-                let found = self.with_runner(|r| r.diff(&warped, &c.image, &covered)).and_then(|r| r.map_err(|e| log::error!("{e}")).ok());
+                let net = |r: &NetRunner| r.diff(&warped, &c.image, &covered);
+                let found = match own {
+                    Some(r) => Some(net(r)),
+                    None => self.with_runner(net),
+                };
+                let found = found.and_then(|r| r.map_err(|e| log::error!("{e}")).ok());
                 match found {
                     Some(f) => (f, prior_from_current),
                     None => baseline::diff(&p.image, &c.image),

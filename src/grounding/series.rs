@@ -1,12 +1,17 @@
 //! Whole-series change finding: slices of two series matched by position, difference grounding on every matched pair, and one change's boxes on neighbouring slices merged into one finding with its slice range.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::time::Instant;
 
+use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::grounding::{BBox, Engine, Method};
-use crate::study::{GrayImage, Series};
+use crate::grounding::infer::NetRunner;
+use crate::grounding::{BBox, DiffOutput, Engine, Method};
+use crate::study::slices::SliceFiles;
+use crate::study::{GrayImage, Series, StudyError};
 
 /// How the slices of the two series were paired.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -50,18 +55,78 @@ pub enum SeriesError {
     Orientation(f64),
     #[error("no current slice lies within the prior series' coverage")]
     NoOverlap,
+    #[error("slice {1} of the {0} series cannot be read: {2}")]
+    Unreadable(&'static str, usize, String),
+}
+
+/// Where whole-series change finding reads its slices from: a series in memory, or one whose
+/// slices are decoded only as they are needed (`SliceFiles`), so that memory holds a few slices
+/// rather than two whole series.
+pub trait SliceSource: Sync {
+    fn slice_count(&self) -> usize;
+    /// Position of slice `i` along the slice normal (mm), when known.
+    fn slice_position(&self, i: usize) -> Option<f64>;
+    /// The first slice's Image Orientation.
+    fn orientation(&self) -> Option<[f64; 6]>;
+    fn frame_of_reference(&self) -> Option<&str>;
+    /// Slice `i` as `Frame::to_gray` gives it.
+    fn gray(&self, i: usize) -> Result<GrayImage, StudyError>;
+}
+
+impl SliceSource for Series {
+    fn slice_count(&self) -> usize {
+        self.frames.len()
+    }
+
+    fn slice_position(&self, i: usize) -> Option<f64> {
+        self.frames.get(i)?.slice_position
+    }
+
+    fn orientation(&self) -> Option<[f64; 6]> {
+        self.frames.first()?.meta.image_orientation
+    }
+
+    fn frame_of_reference(&self) -> Option<&str> {
+        self.meta.frame_of_reference_uid.as_deref()
+    }
+
+    fn gray(&self, i: usize) -> Result<GrayImage, StudyError> {
+        self.frames.get(i).map(|f| f.to_gray()).ok_or_else(|| StudyError::Empty(format!("the series has no slice {i}")))
+    }
+}
+
+impl SliceSource for SliceFiles {
+    fn slice_count(&self) -> usize {
+        self.slices.len()
+    }
+
+    fn slice_position(&self, i: usize) -> Option<f64> {
+        self.slices.get(i)?.slice_position
+    }
+
+    fn orientation(&self) -> Option<[f64; 6]> {
+        self.slices.first()?.meta.image_orientation
+    }
+
+    fn frame_of_reference(&self) -> Option<&str> {
+        self.meta.frame_of_reference_uid.as_deref()
+    }
+
+    fn gray(&self, i: usize) -> Result<GrayImage, StudyError> {
+        self.frame(i).map(|f| f.to_gray())
+    }
 }
 
 /// The unit normal of a series' slices, from its first frame's Image Orientation.
-fn normal(series: &Series) -> Option<[f64; 3]> {
-    let o = series.frames.first()?.meta.image_orientation?;
+fn normal(series: &dyn SliceSource) -> Option<[f64; 3]> {
+    let o = series.orientation()?;
     let n = [o[1] * o[5] - o[2] * o[4], o[2] * o[3] - o[0] * o[5], o[0] * o[4] - o[1] * o[3]];
     let len = (n[0] * n[0] + n[1] * n[1] + n[2] * n[2]).sqrt();
     (len > 1e-6).then(|| [n[0] / len, n[1] / len, n[2] / len])
 }
 
-fn positions(series: &Series) -> Option<Vec<f64>> {
-    series.frames.iter().map(|f| f.slice_position).collect()
+fn positions(series: &dyn SliceSource) -> Option<Vec<f64>> {
+    (0..series.slice_count()).map(|i| series.slice_position(i)).collect()
 }
 
 /// Median gap between consecutive positions (None for a single slice).
@@ -111,15 +176,21 @@ fn mean_product(a: &GrayImage, b: &GrayImage) -> f64 {
 /// The shift along the normal (prior = current + shift) under which the paired slices look most
 /// alike (mean correlation of thumbnails), tried in steps of half the finer slice gap over every
 /// shift that keeps at least half of the shorter series overlapping.
-fn register_shift(prior: &Series, current: &Series, pp: &[f64], cp: &[f64]) -> f64 {
-    let (tp, tc): (Vec<GrayImage>, Vec<GrayImage>) =
-        (prior.frames.iter().map(|f| thumbnail(&f.to_gray())).collect(), current.frames.iter().map(|f| thumbnail(&f.to_gray())).collect());
+fn register_shift(prior: &dyn SliceSource, current: &dyn SliceSource, pp: &[f64], cp: &[f64]) -> Result<f64, SeriesError> {
+    // Only the thumbnails are kept: a streamed series is decoded once here, slice by slice.
+    let thumbnails = |series: &dyn SliceSource, which: &'static str| {
+        (0..series.slice_count())
+            .into_par_iter()
+            .map(|i| series.gray(i).map(|g| thumbnail(&g)).map_err(|e| SeriesError::Unreadable(which, i, e.to_string())))
+            .collect::<Result<Vec<GrayImage>, SeriesError>>()
+    };
+    let (tp, tc) = (thumbnails(prior, "prior")?, thumbnails(current, "current")?);
     let (lo_p, hi_p) = (pp.iter().copied().fold(f64::INFINITY, f64::min), pp.iter().copied().fold(f64::NEG_INFINITY, f64::max));
     let (lo_c, hi_c) = (cp.iter().copied().fold(f64::INFINITY, f64::min), cp.iter().copied().fold(f64::NEG_INFINITY, f64::max));
     let step = match (spacing(pp), spacing(cp)) {
         (Some(a), Some(b)) => a.min(b) / 2.0,
         (Some(a), None) | (None, Some(a)) => a / 2.0,
-        (None, None) => return (lo_p + hi_p) / 2.0 - (lo_c + hi_c) / 2.0,
+        (None, None) => return Ok((lo_p + hi_p) / 2.0 - (lo_c + hi_c) / 2.0),
     };
     let need = (pp.len().min(cp.len()) / 2).max(1);
     let (from, to) = (lo_p - hi_c, hi_p - lo_c);
@@ -135,17 +206,22 @@ fn register_shift(prior: &Series, current: &Series, pp: &[f64], cp: &[f64]) -> f
         }
         shift += step;
     }
-    best.map(|(s, _)| s).unwrap_or(0.0)
+    Ok(best.map(|(s, _)| s).unwrap_or(0.0))
 }
 
 /// Pairs the slices of `current` with those of `prior`: by position along the slice normal when
 /// every slice of both has one (shifted along the normal by comparing slices when the frames of
 /// reference differ; a rotation between them is not estimated), else by index.
 pub fn match_slices(prior: &Series, current: &Series) -> Result<SliceMatch, SeriesError> {
-    if prior.frames.is_empty() {
+    match_slices_in(prior, current)
+}
+
+/// `match_slices` on any slice source.
+pub fn match_slices_in(prior: &dyn SliceSource, current: &dyn SliceSource) -> Result<SliceMatch, SeriesError> {
+    if prior.slice_count() == 0 {
         return Err(SeriesError::Empty("prior"));
     }
-    if current.frames.is_empty() {
+    if current.slice_count() == 0 {
         return Err(SeriesError::Empty("current"));
     }
     let geometry = match (positions(prior), positions(current), normal(prior), normal(current)) {
@@ -154,7 +230,7 @@ pub fn match_slices(prior: &Series, current: &Series) -> Result<SliceMatch, Seri
     };
     let Some((mut pp, cp, cos)) = geometry else {
         // Index order, the shorter series stretched over the longer.
-        let (np, nc) = (prior.frames.len(), current.frames.len());
+        let (np, nc) = (prior.slice_count(), current.slice_count());
         let pairs = (0..nc)
             .map(|c| {
                 let p = if nc > 1 { ((c as f64) * (np - 1) as f64 / (nc - 1) as f64).round() as usize } else { 0 };
@@ -170,13 +246,13 @@ pub fn match_slices(prior: &Series, current: &Series) -> Result<SliceMatch, Seri
         // The same plane with its normal flipped: positions count the other way.
         pp.iter_mut().for_each(|z| *z = -*z);
     }
-    let same_frame = match (&prior.meta.frame_of_reference_uid, &current.meta.frame_of_reference_uid) {
+    let same_frame = match (prior.frame_of_reference(), current.frame_of_reference()) {
         (Some(a), Some(b)) => a == b,
         // Unknown on either side: the positions are taken as comparable.
         _ => true,
     };
     let (matching, shift) =
-        if same_frame { (Matching::Position, 0.0) } else { (Matching::RegisteredPosition, register_shift(prior, current, &pp, &cp)) };
+        if same_frame { (Matching::Position, 0.0) } else { (Matching::RegisteredPosition, register_shift(prior, current, &pp, &cp)?) };
     let (pairs, unmatched) = nearest(&pp, &cp, shift);
     if pairs.is_empty() {
         return Err(SeriesError::NoOverlap);
@@ -286,10 +362,15 @@ pub fn merge_neighbours(mut boxes: Vec<SliceBox>) -> Vec<SeriesFinding> {
     findings
 }
 
+/// Most slice pairs grounded at once: each worker thread grounds whole pairs (decode,
+/// registration, network) on its own copy of the network, so that one pair's classical steps
+/// overlap another's network and no pair waits for the shared network's lock.
+const MAX_WORKERS: usize = 4;
+
 /// Finds what changed from `prior` to `current` through the whole series: the slices are paired
 /// (`match_slices`), every pair is grounded as `tandem ground diff` grounds one (boxes scoring
 /// below `min_score` are dropped), and neighbouring boxes of one change merged. `progress`
-/// hears (pairs done, pairs); setting `cancel` stops after the pair in hand.
+/// hears (pairs done, pairs); setting `cancel` stops after the pairs in hand.
 pub fn find_changes(
     engine: &Engine,
     prior: &Series,
@@ -299,32 +380,94 @@ pub fn find_changes(
     progress: &mut dyn FnMut(usize, usize),
     cancel: Option<&AtomicBool>,
 ) -> Result<SeriesOutput, SeriesError> {
+    find_changes_in(engine, prior, current, method, min_score, progress, cancel)
+}
+
+/// One pair read and grounded; its grey slices are dropped on return.
+fn ground_pair(
+    engine: &Engine,
+    runner: Option<&NetRunner>,
+    prior: &dyn SliceSource,
+    current: &dyn SliceSource,
+    pair: &SlicePair,
+    method: Method,
+) -> Result<DiffOutput, SeriesError> {
+    let p = prior.gray(pair.prior).map_err(|e| SeriesError::Unreadable("prior", pair.prior, e.to_string()))?;
+    let c = current.gray(pair.current).map_err(|e| SeriesError::Unreadable("current", pair.current, e.to_string()))?;
+    Ok(engine.diff_on(runner, &p, &c, method))
+}
+
+/// `find_changes` on any slice source: with `SliceFiles`, each slice is decoded when its pair
+/// is grounded and dropped after it.
+pub fn find_changes_in(
+    engine: &Engine,
+    prior: &dyn SliceSource,
+    current: &dyn SliceSource,
+    method: Method,
+    min_score: f32,
+    progress: &mut dyn FnMut(usize, usize),
+    cancel: Option<&AtomicBool>,
+) -> Result<SeriesOutput, SeriesError> {
     let start = Instant::now();
-    let matched = match_slices(prior, current)?;
+    let matched = match_slices_in(prior, current)?;
     let total = matched.pairs.len();
-    let mut boxes = Vec::new();
-    let mut used = None;
-    let mut compared = 0;
     progress(0, total);
-    for pair in &matched.pairs {
-        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
-            break;
-        }
-        // One pair's grey copies at a time: memory stays at the two series plus one pair.
-        let (p, c) = (prior.frames[pair.prior].to_gray(), current.frames[pair.current].to_gray());
-        let out = engine.diff(&p, &c, method);
-        used = Some(out.method);
-        for prop in out.proposals.into_iter().filter(|p| p.score >= min_score) {
-            boxes.push(SliceBox {
-                slice: pair.current,
-                prior_slice: pair.prior,
-                bbox: round2(prop.target_box),
-                reference_box: prop.reference_box.map(round2),
-                score: (prop.score as f64 * 1000.0).round() / 1000.0,
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, MAX_WORKERS).min(total.max(1));
+    let runners: Vec<_> =
+        (0..workers).map(|_| if engine.effective(method) == Method::Model { engine.runner_copy() } else { None }).collect();
+    let cancelled = || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
+    let (next, stop) = (AtomicUsize::new(0), AtomicBool::new(false));
+    let (mut boxes, mut used, mut compared, mut failed) = (Vec::new(), None, 0, None);
+    std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::channel::<(usize, Result<DiffOutput, SeriesError>)>();
+        for runner in runners {
+            let (tx, next, stop, pairs) = (tx.clone(), &next, &stop, &matched.pairs);
+            scope.spawn(move || {
+                while !stop.load(Ordering::Relaxed) && !cancelled() {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(pair) = pairs.get(k) else { break };
+                    if tx.send((k, ground_pair(engine, runner.as_ref(), prior, current, pair, method))).is_err() {
+                        break;
+                    }
+                }
             });
         }
-        compared += 1;
-        progress(compared, total);
+        drop(tx);
+        // Results are taken in pair order, so that progress counts up and a cancelled run has
+        // compared a leading run of the pairs.
+        let mut waiting = BTreeMap::new();
+        'receive: for (k, grounded) in rx.iter() {
+            waiting.insert(k, grounded);
+            while let Some(grounded) = waiting.remove(&compared) {
+                if cancelled() {
+                    break 'receive;
+                }
+                let out = match grounded {
+                    Ok(out) => out,
+                    Err(e) => {
+                        failed = Some(e);
+                        break 'receive;
+                    }
+                };
+                let pair = matched.pairs[compared];
+                used = Some(out.method);
+                for prop in out.proposals.into_iter().filter(|p| p.score >= min_score) {
+                    boxes.push(SliceBox {
+                        slice: pair.current,
+                        prior_slice: pair.prior,
+                        bbox: round2(prop.target_box),
+                        reference_box: prop.reference_box.map(round2),
+                        score: (prop.score as f64 * 1000.0).round() / 1000.0,
+                    });
+                }
+                compared += 1;
+                progress(compared, total);
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    if let Some(e) = failed {
+        return Err(e);
     }
     Ok(SeriesOutput {
         method: used.unwrap_or(if engine.has_model() { method } else { Method::Baseline }),

@@ -15,6 +15,7 @@ pub mod present;
 pub mod raster;
 pub mod rle;
 pub mod series;
+pub mod slices;
 pub mod source;
 pub mod timeline;
 pub mod volume;
