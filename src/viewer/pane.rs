@@ -262,6 +262,14 @@ impl Pane {
         matches!(self.content, Content::Loading { .. } | Content::Arriving { .. })
     }
 
+    /// Tells the progressive load feeding the pane which frame is shown: it decodes that one
+    /// next, wherever the reader scrolled (each paint does this).
+    pub fn steer_loader(&self) {
+        if let Some(c) = &self.loader {
+            c.want.store(self.frame, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// Stops the progressive load feeding the pane, if any: its pixels are no longer wanted.
     fn stop_loader(&mut self) {
         if let Some(c) = self.loader.take() {
@@ -510,10 +518,7 @@ impl Pane {
             }
             Content::Ready(_) | Content::Arriving { .. } => {}
         }
-        if let Some(c) = &self.loader {
-            // The load decodes next what is shown, wherever the reader scrolled.
-            c.want.store(self.frame, std::sync::atomic::Ordering::Relaxed);
-        }
+        self.steer_loader();
         let Some(view) = self.view_in(rect) else {
             self.paint_arriving(&painter, rect);
             return;
