@@ -263,7 +263,7 @@ impl Pane {
     }
 
     /// Tells the progressive load feeding the pane which frame is shown: it decodes that one
-    /// next, wherever the reader scrolled (each paint does this).
+    /// next, wherever the reader scrolled (a frame change and each paint do this).
     pub fn steer_loader(&self) {
         if let Some(c) = &self.loader {
             c.want.store(self.frame, std::sync::atomic::Ordering::Relaxed);
@@ -360,6 +360,7 @@ impl Pane {
         if n > 0 {
             self.frame = frame.min(n - 1);
         }
+        self.steer_loader();
     }
 
     pub fn step_frame(&mut self, delta: i32) {
@@ -367,6 +368,7 @@ impl Pane {
         if n > 0 {
             self.frame = (self.frame as i64 + delta as i64).clamp(0, n - 1) as usize;
         }
+        self.steer_loader();
     }
 
     /// Fits the image in the pane and restores the default window.

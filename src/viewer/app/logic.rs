@@ -784,6 +784,8 @@ impl App {
     pub(super) fn poll_jobs(&mut self) {
         for (stamp, result) in self.jobs.drain() {
             match &result {
+                // The series it delivered completed (a new generation) before this came: not stale.
+                JobResult::LoadDelivered => continue,
                 JobResult::Grounded { .. } => self.jobs.grounding = None,
                 JobResult::Timeline(r) => self.timeline_job_ended(r),
                 JobResult::Registered { .. } => self.jobs.registering = false,
@@ -796,9 +798,7 @@ impl App {
             }
             if !self.is_current(&stamp) {
                 let what = match &result {
-                    JobResult::Loaded { .. } | JobResult::Arrived { .. } | JobResult::LoadDelivered | JobResult::Hung { .. } => {
-                        "an older load"
-                    }
+                    JobResult::Loaded { .. } | JobResult::Arrived { .. } | JobResult::Hung { .. } => "an older load",
                     JobResult::Timeline(_) => "a timeline result for the previous images",
                     JobResult::Grounded { .. } => "grounding of the previous images",
                     JobResult::Registered { .. } => "registration of the previous images",
