@@ -1541,3 +1541,84 @@ fn relabel_offers_a_label_list_and_free_text() {
     let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(prefs.path().join("viewer.json")).unwrap()).unwrap();
     assert_eq!(stored["labels"], serde_json::json!(["ground-glass opacity"]), "the reader's labels were lost");
 }
+
+// ----- progressive loading of a folder series ----------------------------------------------
+
+/// A CT series of `n` slices made from tests/data/dicom/CT_small.dcm, 2.5 mm apart: slice k reads
+/// 10·k HU above the original (through its Rescale Intercept), so every slice can be told apart.
+fn write_ct_series(dir: &std::path::Path, n: usize) {
+    use dicom_core::{DataElement, VR};
+    use dicom_dictionary_std::tags;
+    for k in 0..n {
+        let mut obj = dicom_object::open_file(dicom("CT_small.dcm")).unwrap();
+        let intercept = obj.element(tags::RESCALE_INTERCEPT).ok().and_then(|e| e.to_float64().ok()).unwrap_or(0.0);
+        obj.put(DataElement::new(tags::RESCALE_INTERCEPT, VR::DS, format!("{}", intercept + 10.0 * k as f64)));
+        obj.put(DataElement::new(tags::IMAGE_POSITION_PATIENT, VR::DS, format!("0\\0\\{}", 2.5 * k as f64)));
+        obj.put(DataElement::new(tags::IMAGE_ORIENTATION_PATIENT, VR::DS, "1\\0\\0\\0\\1\\0"));
+        obj.put(DataElement::new(tags::INSTANCE_NUMBER, VR::IS, (k + 1).to_string()));
+        obj.put(DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, format!("1.2.826.0.1.3680043.17.{}", k + 1)));
+        obj.write_to_file(dir.join(format!("slice{k:02}.dcm"))).unwrap();
+    }
+}
+
+/// Steps frames until `done` holds (a minute at most).
+fn step_until(h: &mut Harness<'_, App>, what: &str, done: impl Fn(&App) -> bool) {
+    let start = Instant::now();
+    while !done(h.state()) {
+        h.step();
+        assert!(start.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A folder series arrives file by file: its middle slice is drawn while the others load, with
+/// "loading n/N"; a slice scrolled to comes next; Find changes says why it waits; the complete
+/// series then stays on the slice and window the reader chose.
+#[test]
+fn a_folder_series_is_shown_from_its_middle_slice_while_the_rest_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    write_ct_series(dir.path(), 12);
+    let whole = tandem::study::load(dir.path(), &|_, _| {}).unwrap();
+    let value = |f: &tandem::study::Frame| f.to_gray().data[64 * 128 + 64];
+    let mut h = harness(gpu_renderer());
+    settle(&mut h);
+    // 500 ms before each file after the first: the slices arrive slower than the test looks.
+    h.state_mut().set_load_pace(500);
+    h.state_mut().run(AppCommand::Open { role: Role::Current, path: dir.path().to_path_buf() });
+    step_until(&mut h, "the first slice", |app| app.pane(Role::Current).shown_frame().is_some());
+    let pane = h.state().pane(Role::Current);
+    let (arrived, total) = pane.arriving().expect("the whole series arrived at once");
+    assert_eq!((arrived, total, pane.frame), (1, 12, 6), "the middle slice alone comes first");
+    assert_eq!(value(pane.shown_frame().unwrap()), value(&whole.frames[6]));
+    assert!(pane.series().is_none() && pane.is_loading(), "half a series is no series for the rest of the app");
+    assert!(h.state().is_busy());
+
+    // The last slice, far from the middle, is decoded next rather than in its turn.
+    h.state_mut().run(AppCommand::StepFrame(5));
+    assert_eq!(h.state().pane(Role::Current).frame, 11);
+    h.state_mut().run(AppCommand::FindChanges);
+    let status = h.state().status().to_string();
+    assert!(status.starts_with("Find changes waits: the current series is still loading ("), "{status}");
+    step_until(&mut h, "the slice scrolled to", |app| app.pane(Role::Current).shown_frame().is_some());
+    let (arrived, _) = h.state().pane(Role::Current).arriving().expect("complete already");
+    assert!(arrived <= 3, "slice 12 came after {arrived} others, not next");
+    assert_eq!(value(h.state().pane(Role::Current).shown_frame().unwrap()), value(&whole.frames[11]));
+    // What was painted last, while the other slices were still loading.
+    if let Ok(shot) = h.render() {
+        let m = mean_luma(&shot, pane_rect(&h, Role::Current), h.ctx.pixels_per_point());
+        assert!(m > 20.0, "the slice was not drawn while the others load (mean {m})");
+    }
+    let window = tandem::study::Window { center: 100.0, width: 300.0 };
+    h.state_mut().run(AppCommand::SetWindow { role: Role::Current, window });
+
+    settle(&mut h);
+    let pane = h.state().pane(Role::Current);
+    assert!(pane.arriving().is_none());
+    let series = pane.series().expect("the complete series is the pane's");
+    assert_eq!(series.frames.len(), 12);
+    for (a, b) in series.frames.iter().zip(&whole.frames) {
+        assert_eq!(value(a), value(b), "slices out of order");
+    }
+    assert_eq!((pane.frame, pane.window), (11, window), "the slice and window chosen while loading were kept");
+    assert_eq!(h.state().pane(Role::Current).series().map(|s| s.id.clone()), Some(whole.id.clone()));
+}

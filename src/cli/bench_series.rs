@@ -18,7 +18,7 @@ use crate::study::{GrayImage, Series};
 const LESIONS: [(f32, f32, f32, f32, usize); 3] = [(0.32, 0.45, 0.3, 12.0, 3), (0.66, 0.55, 0.55, 9.0, 2), (0.5, 0.7, 0.8, 10.0, 3)];
 
 /// Slice `k` of `n` through `volume` (linear between its slices), in HU.
-fn resliced(volume: &Series, k: usize, n: usize) -> GrayImage {
+pub(crate) fn resliced(volume: &Series, k: usize, n: usize) -> GrayImage {
     let last = volume.frames.len() - 1;
     let z = if n > 1 { k as f32 * last as f32 / (n - 1) as f32 } else { 0.0 };
     let (a, t) = (z.floor() as usize, z.fract());
@@ -30,7 +30,7 @@ fn resliced(volume: &Series, k: usize, n: usize) -> GrayImage {
     out
 }
 
-fn write_slice(dir: &Path, series_uid: &str, k: usize, z_mm: f64, spacing: [f64; 2], img: &GrayImage) -> Result<(), CliError> {
+pub(crate) fn write_slice(dir: &Path, series_uid: &str, k: usize, z_mm: f64, spacing: [f64; 2], img: &GrayImage) -> Result<(), CliError> {
     let pixels: Vec<u16> = img.data.iter().map(|v| (v + 1024.0).round().clamp(0.0, 65535.0) as u16).collect();
     let sop = format!("{series_uid}.{}", k + 1);
     let obj = InMemDicomObject::from_element_iter([

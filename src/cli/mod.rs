@@ -5,6 +5,7 @@ pub mod annotations;
 pub mod batch;
 pub mod bench;
 pub mod bench_series;
+pub mod bench_view;
 pub mod ground;
 pub mod info;
 pub mod ood;

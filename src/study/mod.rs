@@ -12,6 +12,7 @@ pub mod pairing;
 pub mod palette;
 pub mod pixels;
 pub mod present;
+pub mod progressive;
 pub mod raster;
 pub mod rle;
 pub mod series;

@@ -191,8 +191,7 @@ pub fn load_group(group: &SeriesGroup, progress: LoadProgress) -> Result<Series,
     for (i, path) in group.files.iter().enumerate() {
         let (from, to) = (0.3 + 0.7 * i as f32 / n, 0.3 + 0.7 * (i + 1) as f32 / n);
         progress(from, &format!("loading {}/{}", i + 1, group.files.len()));
-        let result = if group.raster { raster::load(path).map(|f| vec![f]) } else { dicom_frames(path, progress, from, to) };
-        match result {
+        match group_file(group, i, progress, from, to) {
             Ok(f) => frames.extend(f),
             Err(e) => {
                 log::warn!("skipping {}: {e}", path.display());
@@ -206,6 +205,12 @@ pub fn load_group(group: &SeriesGroup, progress: LoadProgress) -> Result<Series,
     let meta = frames[0].meta.clone();
     let source = group.files[0].parent().map(Path::to_path_buf).unwrap_or_default();
     Ok(Series { id: meta.series_uid.clone().unwrap_or_else(|| source.display().to_string()), frames, meta, source })
+}
+
+/// The frames of file `i` of a group.
+pub(crate) fn group_file(group: &SeriesGroup, i: usize, progress: LoadProgress, from: f32, to: f32) -> Result<Vec<Frame>, StudyError> {
+    let path = group.files.get(i).ok_or_else(|| StudyError::Empty(format!("the series has no file {i}")))?;
+    if group.raster { raster::load(path).map(|f| vec![f]) } else { dicom_frames(path, progress, from, to) }
 }
 
 /// The study a group belongs to, for hanging.

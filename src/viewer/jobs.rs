@@ -13,7 +13,8 @@ use eframe::egui;
 
 use crate::grounding::{DevicePreference, Engine, Proposal, WeightsSource};
 use crate::registration::{self, AlignOptions, Alignment};
-use crate::study::{self, GrayImage, Series, StudyError};
+use crate::study::progressive::{Arrival, LoadControl, load_progressive};
+use crate::study::{GrayImage, Series, StudyError};
 use crate::viewer::pane::{PaneId, Role, SharedProgress};
 
 /// The generation of each pane a job read or writes, taken when the job was started. The result
@@ -41,6 +42,14 @@ pub enum JobResult {
         source: String,
         result: Result<Series, StudyError>,
     },
+    /// Part of a folder series loading progressively into `pane` (`study::progressive`).
+    Arrived {
+        pane: PaneId,
+        source: String,
+        arrival: Box<Arrival>,
+    },
+    /// A progressive load ended (or was cancelled) after its last `Arrived`.
+    LoadDelivered,
     /// A folder hung as prior + current.
     Hung {
         source: String,
@@ -126,12 +135,25 @@ pub struct Jobs {
     pub pacs_running: usize,
     /// What the latest retrieval reports ("3/20 instances").
     pub pacs_progress: Arc<Mutex<String>>,
+    /// Milliseconds a progressive load waits before each file after the first (0: none); see
+    /// `LoadControl::pace_ms`.
+    pub load_pace_ms: u64,
 }
 
 impl Jobs {
     pub fn new(ctx: egui::Context) -> Self {
         let (tx, rx) = channel();
-        Jobs { tx, rx, ctx, grounding: None, engine_loading: false, registering: false, pacs_running: 0, pacs_progress: Arc::default() }
+        Jobs {
+            tx,
+            rx,
+            ctx,
+            grounding: None,
+            engine_loading: false,
+            registering: false,
+            pacs_running: 0,
+            pacs_progress: Arc::default(),
+            load_pace_ms: 0,
+        }
     }
 
     /// Results that arrived since the last call, each with the stamp its job was started with.
@@ -175,17 +197,34 @@ impl Jobs {
         }
     }
 
-    pub fn load(&self, pane: PaneId, stamp: Stamp, path: PathBuf, progress: SharedProgress) {
-        let ctx = self.ctx.clone();
+    /// Loads `path` into `pane`: a folder series file by file as `Arrived` results (the shown
+    /// slice first, then nearest to what `control` says is shown), anything else as one `Loaded`.
+    pub fn load(&self, pane: PaneId, stamp: Stamp, path: PathBuf, progress: SharedProgress, control: Arc<LoadControl>) {
+        let (ctx, tx, arrival_stamp) = (self.ctx.clone(), self.tx.clone(), stamp.clone());
+        let source = path.display().to_string();
+        control.pace_ms.store(self.load_pace_ms, Ordering::Relaxed);
         self.spawn("load", stamp, move || {
-            let report = move |f: f32, msg: &str| {
+            let report = |f: f32, msg: &str| {
                 if let Ok(mut p) = progress.lock() {
                     *p = (f, msg.to_string());
                 }
                 ctx.request_repaint();
             };
-            let result = study::load(&path, &report);
-            JobResult::Loaded { pane, source: path.display().to_string(), result }
+            let mut deliver = |arrival: Arrival| {
+                if tx
+                    .send((arrival_stamp.clone(), JobResult::Arrived { pane, source: source.clone(), arrival: Box::new(arrival) }))
+                    .is_err()
+                {
+                    control.cancel();
+                }
+                ctx.request_repaint();
+            };
+            match load_progressive(&path, &report, &control, &mut deliver) {
+                Ok(Some(series)) => JobResult::Loaded { pane, source, result: Ok(series) },
+                // Delivered file by file: the pane finished it from the last `Arrived`.
+                Ok(None) => JobResult::LoadDelivered,
+                Err(e) => JobResult::Loaded { pane, source, result: Err(e) },
+            }
         });
     }
 
@@ -198,7 +237,7 @@ impl Jobs {
                 }
                 ctx.request_repaint();
             };
-            let result = study::hang_folder(&folder, &report);
+            let result = crate::study::hang_folder(&folder, &report);
             JobResult::Hung { source: folder.display().to_string(), result }
         });
     }

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use eframe::egui::{self, Align2, Color32, FontId, Pos2, Rect, Vec2};
 use eframe::egui_wgpu;
 
+use crate::study::progressive::{LoadControl, PartialSeries};
 use crate::study::{Frame, Samples, Series, Window};
 use crate::viewer::gpu::{DrawParams, ImageCallback, ImageRenderer};
 
@@ -47,8 +48,21 @@ pub type SharedProgress = Arc<Mutex<(f32, String)>>;
 
 pub enum Content {
     Empty,
-    Loading { source: String, progress: SharedProgress },
-    Failed { source: String, error: String },
+    Loading {
+        source: String,
+        progress: SharedProgress,
+    },
+    /// A folder series arriving file by file: shown and scrolled as it arrives, but not a series
+    /// for anything else yet (sync, find changes, measurements see none until it is complete).
+    Arriving {
+        source: String,
+        series: Box<PartialSeries>,
+        windowed: bool,
+    },
+    Failed {
+        source: String,
+        error: String,
+    },
     Ready(Arc<Series>),
 }
 
@@ -167,6 +181,9 @@ pub struct Pane {
     /// with its own image (flicker, fade, subtraction) instead of drawing it plainly.
     pub compare: Option<crate::viewer::compare::GpuCompare>,
     cpu_texture: Option<(u64, [u32; 4], egui::TextureHandle)>,
+    /// The progressive load feeding this pane, told which frame is shown and cancelled when the
+    /// pane moves on to something else.
+    loader: Option<Arc<LoadControl>>,
 }
 
 impl Pane {
@@ -185,6 +202,7 @@ impl Pane {
             note: None,
             compare: None,
             cpu_texture: None,
+            loader: None,
         }
     }
 
@@ -200,7 +218,37 @@ impl Pane {
     }
 
     pub fn frame_count(&self) -> usize {
-        self.series().map_or(0, |s| s.frames.len())
+        match &self.content {
+            Content::Ready(s) => s.frames.len(),
+            Content::Arriving { series, .. } => series.total(),
+            _ => 0,
+        }
+    }
+
+    /// The frame drawn: the current frame, or while a series arrives its frame once it is in.
+    pub fn shown_frame(&self) -> Option<&Frame> {
+        frame_of(&self.content, self.frame)
+    }
+
+    /// The frame whose size places the image: the shown one, else any that arrived.
+    fn geometry_frame(&self) -> Option<&Frame> {
+        match &self.content {
+            Content::Arriving { series, .. } => series.frame(self.frame).or_else(|| series.any_frame()),
+            _ => self.shown_frame(),
+        }
+    }
+
+    /// (frames in, frames planned) while a series arrives.
+    pub fn arriving(&self) -> Option<(usize, usize)> {
+        match &self.content {
+            Content::Arriving { series, .. } => Some((series.arrived_frames(), series.total())),
+            _ => None,
+        }
+    }
+
+    /// "prior 120/300 slices loaded" while a series arrives: why its pane is not a series yet.
+    pub fn arriving_note(&self) -> Option<String> {
+        self.arriving().map(|(n, total)| format!("the {} series is still loading ({n}/{total} slices)", self.role.label()))
     }
 
     pub fn error(&self) -> Option<&str> {
@@ -211,20 +259,90 @@ impl Pane {
     }
 
     pub fn is_loading(&self) -> bool {
-        matches!(self.content, Content::Loading { .. })
+        matches!(self.content, Content::Loading { .. } | Content::Arriving { .. })
+    }
+
+    /// Tells the progressive load feeding the pane which frame is shown: it decodes that one
+    /// next, wherever the reader scrolled (a frame change and each paint do this).
+    pub fn steer_loader(&self) {
+        if let Some(c) = &self.loader {
+            c.want.store(self.frame, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Stops the progressive load feeding the pane, if any: its pixels are no longer wanted.
+    fn stop_loader(&mut self) {
+        if let Some(c) = self.loader.take() {
+            c.cancel();
+        }
     }
 
     pub fn set_loading(&mut self, source: String, progress: SharedProgress) {
+        self.stop_loader();
         self.content = Content::Loading { source, progress };
         self.generation += 1;
     }
 
+    /// Loading through a progressive load that `control` steers (after `set_loading`).
+    pub fn attach_loader(&mut self, control: Arc<LoadControl>) {
+        self.stop_loader();
+        self.loader = Some(control);
+    }
+
     pub fn set_failed(&mut self, source: String, error: String) {
+        self.stop_loader();
         self.content = Content::Failed { source, error };
         self.generation += 1;
     }
 
+    /// The plan of an arriving series: the pane shows its middle frame as soon as it is in. The
+    /// generation stays that of the load, so the load's later files are still current.
+    pub fn set_arriving(&mut self, source: String, series: Box<PartialSeries>) {
+        self.frame = series.total() / 2;
+        self.content = Content::Arriving { source, series, windowed: false };
+        self.view = None;
+        self.invert = false;
+        self.cpu_texture = None;
+    }
+
+    /// Adds one file of the arriving series; the series once complete (`None` before, or when
+    /// the pane shows something else now).
+    pub fn add_arrived(&mut self, file: usize, frames: Result<Vec<Frame>, crate::study::StudyError>) -> Option<Result<(), String>> {
+        let Content::Arriving { series, windowed, .. } = &mut self.content else { return None };
+        series.insert(file, frames);
+        // The file's own window as soon as the shown frame is in (the reader may then change it).
+        if !*windowed && let Some(f) = series.frame(self.frame) {
+            self.window = f.default_window;
+            self.use_voi_lut = f.voi_lut.is_some();
+            *windowed = true;
+        }
+        if !series.is_complete() {
+            return None;
+        }
+        let frame = series.finished_index(self.frame);
+        let Content::Arriving { source, series, windowed } = std::mem::replace(&mut self.content, Content::Empty) else { return None };
+        self.loader = None;
+        Some(match series.finish() {
+            Ok(s) => {
+                // The reader looked and scrolled while it arrived: keep the view, window and frame.
+                self.content = Content::Ready(Arc::new(s));
+                self.set_frame(frame);
+                if !windowed {
+                    self.reset_window();
+                }
+                self.generation += 1;
+                self.cpu_texture = None;
+                Ok(())
+            }
+            Err(e) => {
+                self.set_failed(source, e.to_string());
+                Err(e.to_string())
+            }
+        })
+    }
+
     pub fn set_series(&mut self, series: Arc<Series>) {
+        self.stop_loader();
         self.frame = series.frames.len() / 2;
         if let Some(f) = series.frames.get(self.frame) {
             self.window = f.default_window;
@@ -242,6 +360,7 @@ impl Pane {
         if n > 0 {
             self.frame = frame.min(n - 1);
         }
+        self.steer_loader();
     }
 
     pub fn step_frame(&mut self, delta: i32) {
@@ -249,13 +368,14 @@ impl Pane {
         if n > 0 {
             self.frame = (self.frame as i64 + delta as i64).clamp(0, n - 1) as usize;
         }
+        self.steer_loader();
     }
 
     /// Fits the image in the pane and restores the default window.
     pub fn reset(&mut self) {
         self.view = None;
         self.invert = false;
-        if let Some(f) = self.current_frame() {
+        if let Some(f) = self.shown_frame() {
             let (w, lut) = (f.default_window, f.voi_lut.is_some());
             self.window = w;
             self.use_voi_lut = lut;
@@ -265,7 +385,7 @@ impl Pane {
     /// Applies `preset`, or this pane's own Auto when the preset is not offered for its modality
     /// (a CT window synced onto an MR or SEG pane). Returns the preset applied.
     pub fn apply_preset(&mut self, preset: Preset) -> Preset {
-        let Some(frame) = self.current_frame() else { return preset };
+        let Some(frame) = self.shown_frame() else { return preset };
         let preset = if Preset::for_modality(frame.meta.modality.as_deref()).contains(&preset) { preset } else { Preset::Auto };
         let window = match preset {
             Preset::FromFile => {
@@ -297,7 +417,7 @@ impl Pane {
     }
 
     fn reset_window(&mut self) {
-        if let Some(f) = self.current_frame() {
+        if let Some(f) = self.shown_frame() {
             let (w, lut) = (f.default_window, f.voi_lut.is_some());
             self.window = w;
             self.use_voi_lut = lut;
@@ -306,13 +426,13 @@ impl Pane {
 
     /// The view, fitted to `rect` the first time it is needed.
     pub fn view_in(&mut self, rect: Rect) -> Option<View> {
-        let (w, h) = self.current_frame().map(|f| (f.width, f.height))?;
+        let (w, h) = self.geometry_frame().map(|f| (f.width, f.height))?;
         Some(*self.view.get_or_insert_with(|| View::fit(rect, w, h)))
     }
 
     /// Zoom relative to fitting the image in the pane (1 = fitted).
     pub fn relative_zoom(&self) -> Option<f32> {
-        let f = self.current_frame()?;
+        let f = self.geometry_frame()?;
         let v = self.view?;
         Some(v.zoom / View::fit(self.rect, f.width, f.height).zoom)
     }
@@ -398,12 +518,18 @@ impl Pane {
                 centered_message(&painter, rect, &format!("Cannot open {}\n{error}", short(source)), Color32::from_rgb(255, 120, 100));
                 return;
             }
-            Content::Ready(_) => {}
+            Content::Ready(_) | Content::Arriving { .. } => {}
         }
-        let Some(view) = self.view_in(rect) else { return };
-        // Hold the series (an Arc) rather than copying the frame's pixels every UI frame.
-        let Some(series) = self.series().cloned() else { return };
-        let Some(frame) = series.frames.get(self.frame) else { return };
+        self.steer_loader();
+        let Some(view) = self.view_in(rect) else {
+            self.paint_arriving(&painter, rect);
+            return;
+        };
+        // Borrowed from the content field alone: the CPU path writes the texture field meanwhile.
+        let Some(frame) = frame_of(&self.content, self.frame) else {
+            self.paint_arriving(&painter, rect);
+            return;
+        };
         let key = (self.generation << 24) | self.frame as u64;
         let top_left = view.screen_from_image(rect, Pos2::ZERO);
         let bottom_right = view.screen_from_image(rect, Pos2::new(frame.width as f32, frame.height as f32));
@@ -443,30 +569,43 @@ impl Pane {
             };
             painter.add(callback);
         } else {
-            let tex = self.cpu_texture(ui.ctx(), frame, key, invert, mode);
+            let tex = cpu_texture(&mut self.cpu_texture, ui.ctx(), self.id, frame, key, self.window, invert, mode);
             painter.image(tex, img_rect, Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0)), Color32::WHITE);
         }
+        self.paint_arriving(&painter, rect);
     }
 
-    /// CPU fallback (no wgpu renderer): windowed 8-bit texture, cached per frame and window.
-    fn cpu_texture(&mut self, ctx: &egui::Context, frame: &Frame, key: u64, invert: bool, mode: f32) -> egui::TextureId {
-        let wkey = [self.window.center.to_bits(), self.window.width.to_bits(), invert as u32, mode.to_bits()];
-        if let Some((k, w, tex)) = &self.cpu_texture
-            && *k == key
-            && *w == wkey
-        {
-            return tex.id();
+    /// While a series arrives: how much is in, and a note on a slice that is not in yet.
+    fn paint_arriving(&self, painter: &egui::Painter, rect: Rect) {
+        let Content::Arriving { series, .. } = &self.content else { return };
+        let (n, total) = (series.arrived_frames(), series.total().max(1));
+        if series.frame(self.frame).is_none() {
+            let why = match series.error_at(self.frame) {
+                Some(e) => format!("slice {} cannot be read: {e}", self.frame + 1),
+                None => format!("slice {}: decoding…", self.frame + 1),
+            };
+            centered_message(painter, rect, &why, Color32::LIGHT_GRAY);
         }
-        let image = render_cpu(frame, self.window, invert, mode == 2.0);
-        let tex = ctx.load_texture(format!("pane-{}", self.id.0), image, egui::TextureOptions::LINEAR);
-        let id = tex.id();
-        self.cpu_texture = Some((key, wkey, tex));
-        id
+        let bar = Rect::from_min_size(rect.center_bottom() + Vec2::new(-100.0, -52.0), Vec2::new(200.0, 6.0));
+        painter.rect_filled(bar, 2.0, Color32::from_gray(60));
+        painter.rect_filled(
+            Rect::from_min_size(bar.min, Vec2::new(200.0 * n as f32 / total as f32, 6.0)),
+            2.0,
+            Color32::from_rgb(80, 160, 255),
+        );
+        corner(
+            painter,
+            bar.center_top() + Vec2::new(0.0, -4.0),
+            Align2::CENTER_BOTTOM,
+            &[format!("{ARRIVING_LABEL} {n}/{total}")],
+            &FontId::proportional(13.0),
+            TEXT_COLOUR,
+        );
     }
 
     /// What the corners and edges say about the shown frame (`None` when nothing is shown).
     pub fn corner_text(&self) -> Option<CornerText> {
-        let frame = self.current_frame()?;
+        let frame = self.shown_frame()?;
         let m = &frame.meta;
         let mut top_left = Vec::new();
         if let Some(note) = &self.note {
@@ -525,6 +664,44 @@ impl Pane {
             }
         }
     }
+}
+
+/// Frame `k` of what a pane holds, when it is there to draw.
+fn frame_of(content: &Content, k: usize) -> Option<&Frame> {
+    match content {
+        Content::Ready(s) => s.frames.get(k),
+        Content::Arriving { series, .. } => series.frame(k),
+        _ => None,
+    }
+}
+
+/// The word before "n/N" in a pane while its series arrives.
+pub const ARRIVING_LABEL: &str = "loading";
+
+/// CPU fallback (no wgpu renderer): windowed 8-bit texture, cached per frame and window.
+#[allow(clippy::too_many_arguments)]
+fn cpu_texture(
+    slot: &mut Option<(u64, [u32; 4], egui::TextureHandle)>,
+    ctx: &egui::Context,
+    pane: PaneId,
+    frame: &Frame,
+    key: u64,
+    window: Window,
+    invert: bool,
+    mode: f32,
+) -> egui::TextureId {
+    let wkey = [window.center.to_bits(), window.width.to_bits(), invert as u32, mode.to_bits()];
+    if let Some((k, w, tex)) = slot.as_ref()
+        && *k == key
+        && *w == wkey
+    {
+        return tex.id();
+    }
+    let image = render_cpu(frame, window, invert, mode == 2.0);
+    let tex = ctx.load_texture(format!("pane-{}", pane.0), image, egui::TextureOptions::LINEAR);
+    let id = tex.id();
+    *slot = Some((key, wkey, tex));
+    id
 }
 
 /// Shown under the top-right corner when the pixels went through lossy compression.

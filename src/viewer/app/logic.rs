@@ -12,12 +12,13 @@ use crate::annotation::{self, Command, Document, Finding, FindingKind, ImageBox,
 use crate::grounding::BBox;
 use crate::registration::UNRELATED_NCC_FLOOR;
 use crate::study::pairing::PairingIssue;
+use crate::study::progressive::{Arrival, LoadControl};
 use crate::study::{Series, Source as StudySource};
 use crate::viewer::Launch;
 use crate::viewer::dialogs::{DialogPurpose, DialogSpec, Picked};
 use crate::viewer::jobs::{GroundKind, JobResult, Stamp, progress_cell};
 use crate::viewer::overlay::Handle;
-use crate::viewer::pane::{Preset, Role};
+use crate::viewer::pane::{PaneId, Preset, Role};
 
 impl App {
     /// Applies one command now. Panels and keys queue theirs for the end of the frame; tests and
@@ -241,10 +242,18 @@ impl App {
         let pane = self.pane_mut(role);
         pane.set_loading(path.display().to_string(), cell.clone());
         pane.note = None;
+        let control = Arc::new(LoadControl::default());
+        pane.attach_loader(control.clone());
         let stamp = Stamp(vec![(pane.id, pane.generation)]);
         let id = pane.id;
         self.sources[role_slot(role)] = Some(StudySource::Path(path.clone()));
-        self.jobs.load(id, stamp, path, cell);
+        self.jobs.load(id, stamp, path, cell, control);
+    }
+
+    /// Slows every later progressive load by `ms` a file after the first, so that a test (or a
+    /// demo) can watch a series arrive.
+    pub fn set_load_pace(&mut self, ms: u64) {
+        self.jobs.load_pace_ms = ms;
     }
 
     fn set_series(&mut self, role: Role, series: Series, source: Option<StudySource>) {
@@ -252,6 +261,11 @@ impl App {
             self.sources[role_slot(role)] = source;
         }
         self.pane_mut(role).set_series(Arc::new(series));
+        self.series_changed();
+    }
+
+    /// What follows a new series in a pane: registration, document images, the sidecar.
+    fn series_changed(&mut self) {
         self.registration = None;
         self.refresh_document_images();
         if self.panes.iter().all(|p| p.series().is_some()) && self.doc.findings.is_empty() {
@@ -679,7 +693,11 @@ impl App {
             return;
         }
         let (Some(p), Some(c)) = (self.pane(Role::Prior).current_frame(), self.pane(Role::Current).current_frame()) else {
-            self.status = "open a prior and a current image first".into();
+            self.status = match self.arriving_note() {
+                // Half a series would give half the findings, silently: wait for the rest.
+                Some(note) => format!("Find changes waits: {note}"),
+                None => "open a prior and a current image first".into(),
+            };
             return;
         };
         if self.finds_whole_series() {
@@ -692,9 +710,18 @@ impl App {
         self.status = "finding changes…".into();
     }
 
+    /// Why no feature may use the panes yet: a series still arriving in one of them.
+    pub(super) fn arriving_note(&self) -> Option<String> {
+        self.panes.iter().find_map(|p| p.arriving_note())
+    }
+
     /// Locates the selected finding's box from the pane it is on into the other pane.
     fn find_in_other(&mut self) {
         let Some(engine) = self.engine.clone() else { return };
+        if let Some(note) = self.arriving_note() {
+            self.status = format!("Find in the other image waits: {note}");
+            return;
+        }
         let Some(f) = self.selected.as_deref().and_then(|id| self.doc.finding(id)).cloned() else {
             self.status = "select a box first".into();
             return;
@@ -757,6 +784,8 @@ impl App {
     pub(super) fn poll_jobs(&mut self) {
         for (stamp, result) in self.jobs.drain() {
             match &result {
+                // The series it delivered completed (a new generation) before this came: not stale.
+                JobResult::LoadDelivered => continue,
                 JobResult::Grounded { .. } => self.jobs.grounding = None,
                 JobResult::Timeline(r) => self.timeline_job_ended(r),
                 JobResult::Registered { .. } => self.jobs.registering = false,
@@ -769,7 +798,7 @@ impl App {
             }
             if !self.is_current(&stamp) {
                 let what = match &result {
-                    JobResult::Loaded { .. } | JobResult::Hung { .. } => "an older load",
+                    JobResult::Loaded { .. } | JobResult::Arrived { .. } | JobResult::Hung { .. } => "an older load",
                     JobResult::Timeline(_) => "a timeline result for the previous images",
                     JobResult::Grounded { .. } => "grounding of the previous images",
                     JobResult::Registered { .. } => "registration of the previous images",
@@ -803,6 +832,8 @@ impl App {
                     }
                 }
             }
+            JobResult::Arrived { pane, source, arrival } => self.on_arrival(pane, source, *arrival),
+            JobResult::LoadDelivered => {}
             JobResult::Hung { source, result } => match result {
                 Ok((prior, current)) => {
                     self.status = format!("prior {} — current {}", prior.describe(), current.describe());
@@ -840,6 +871,29 @@ impl App {
             JobResult::Compared(work) => self.on_compared(*work),
             JobResult::Timeline(result) => self.on_timeline_job(result),
             pacs => self.on_pacs_job(pacs),
+        }
+    }
+
+    /// A file (or the plan) of a series loading progressively: shown as it comes; once complete
+    /// it is the pane's series for everything else.
+    fn on_arrival(&mut self, pane: PaneId, source: String, arrival: Arrival) {
+        let Some(role) = self.panes.get(pane.0).map(|p| p.role) else { return };
+        match arrival {
+            Arrival::Planned(series) => {
+                self.status = format!("{}: loading {} slices, the shown one first", role.label(), series.total());
+                self.pane_mut(role).set_arriving(source, series);
+            }
+            Arrival::File { file, frames } => match self.pane_mut(role).add_arrived(file, frames) {
+                Some(Ok(())) => {
+                    if let Some(s) = self.pane(role).series() {
+                        self.status = format!("{}: {}", role.label(), s.describe());
+                    }
+                    self.sources[role_slot(role)] = Some(StudySource::Path(PathBuf::from(source)));
+                    self.series_changed();
+                }
+                Some(Err(e)) => self.status = format!("{} failed: {e}", role.label()),
+                None => {}
+            },
         }
     }
 

@@ -150,7 +150,7 @@ pub(super) fn side_panel_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands) {
         ui.label("Window presets");
         ui.horizontal_wrapped(|ui| {
             // Only the presets that fit the active pane's modality (no CT windows on an MR).
-            let modality = app.pane(app.active_role()).current_frame().and_then(|f| f.meta.modality.clone());
+            let modality = app.pane(app.active_role()).shown_frame().and_then(|f| f.meta.modality.clone());
             for p in Preset::for_modality(modality.as_deref()) {
                 let key = Preset::ALL.iter().position(|q| *q == p).map_or(0, |k| k + 1);
                 if ui.button(p.label()).on_hover_text(format!("key {key}")).clicked() {
