@@ -110,9 +110,6 @@ fn harness_for(launch: Launch) -> Harness<'static, App> {
         .with_size(Vec2::new(1500.0, 950.0))
         .with_step_dt(1.0 / 30.0)
         .with_max_steps(20)
-        // The cine rate slider's spin button (shown for multi-slice panes) and the plot's canvas
-        // carry no accessible name of their own.
-        .with_accessibility_check(false)
         .build_eframe(move |cc| App::with_device(cc, launch, None, DevicePreference::Cpu))
 }
 
@@ -321,8 +318,8 @@ fn content_values(obj: &dicom_object::InMemDicomObject, concept: &str, out: &mut
 
 /// A tracked finding through three CT timepoints (and a whole-series change) in every export:
 /// COCO has one image entry per slice and links the track's boxes; MedSG has one object-tracking
-/// item per step; the SR has the track's sizes and one tracking UID, the same in every export, and
-/// dciodvfy finds no error in it.
+/// item per step and one difference item per slice pair of the change; the SR has the track's
+/// sizes and one tracking UID, the same in every export, and dciodvfy finds no error in it.
 #[test]
 fn a_track_exports_as_coco_frames_medsg_tracking_and_sr_measurement_groups() {
     use tandem::annotation::document::Track;
@@ -408,6 +405,20 @@ fn a_track_exports_as_coco_frames_medsg_tracking_and_sr_measurement_groups() {
         let b = boxes[k + 1].2;
         assert_eq!(item["answer"], serde_json::json!([b[0] as i64, b[1] as i64, b[2] as i64, b[3] as i64]));
     }
+
+    // MedSG: the whole-series change on timepoint keys, one difference item per slice pair, each
+    // naming its own slices (earlier timepoint first) as COCO does.
+    let diffs: Vec<&serde_json::Value> =
+        medsg.as_array().unwrap().iter().filter(|i| i["task"].as_str().is_some_and(|t| t.ends_with("_Diff"))).collect();
+    assert_eq!(diffs.len(), 2, "{medsg:#}");
+    for (item, slice, b) in [(diffs[0], 3, [88, 80, 104, 96]), (diffs[1], 4, [86, 78, 106, 98])] {
+        let name = |t: &str| entries.iter().find(|e| e["tandem_image"] == t && e["frame"] == slice).unwrap()["file_name"].clone();
+        assert_eq!(item["images"], serde_json::json!([name("t0"), name("t1")]));
+        assert_eq!(item["task"], "Registered_Diff", "same box on both: registered");
+        assert_eq!(item["answer"], serde_json::json!(b));
+        assert_eq!(item["frame"], slice);
+    }
+    assert_ne!(diffs[0]["id"], diffs[1]["id"]);
 
     // SR: one tracking UID for the track's three groups, the same in a second export; its sizes.
     let read = |p: &Path| dicom_object::open_file(p).unwrap().into_inner();

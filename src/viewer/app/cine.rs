@@ -72,7 +72,10 @@ pub(super) fn cine_ui(app: &App, ui: &mut egui::Ui, out: &mut Vec<AppCommand>) {
             out.push(AppCommand::SetCine { playing: !cine.playing, fps: cine.fps });
         }
         let mut fps = cine.fps;
-        if ui.add(egui::Slider::new(&mut fps, 1.0..=60.0).integer().suffix(" fps")).changed() {
+        // Named for screen readers: no visible label sits beside it, and the number box takes
+        // the slider's name.
+        let rate = ui.add(egui::Slider::new(&mut fps, 1.0..=60.0).integer().suffix(" fps")).accessible_name("cine rate");
+        if rate.on_hover_text("Cine rate, frames per second").changed() {
             out.push(AppCommand::SetCine { playing: cine.playing, fps });
         }
     });
