@@ -48,10 +48,16 @@ const LESION: (f32, f32) = (96.0, 88.0);
 /// One study of `n` slices 2.5 mm apart: a lesion of radius `r` on slice 4 (two thirds of it on
 /// slices 3 and 5), none when `r` is 0.
 fn write_study(dir: &Path, study: usize, date: &str, n: usize, r: f32) {
+    write_levels(dir, study, date, 0..n, 0.0, "1.2.826.0.17.9", r);
+}
+
+/// One study of the anatomy's `levels`, level L at z = `z0` + 2.5 L mm in `frame_of_reference`:
+/// a lesion of radius `r` on level 4 (two thirds of it on levels 3 and 5), none when `r` is 0.
+fn write_levels(dir: &Path, study: usize, date: &str, levels: std::ops::Range<usize>, z0: f64, frame_of_reference: &str, r: f32) {
     std::fs::create_dir_all(dir).unwrap();
     let base = ct();
     let series_uid = format!("1.2.826.0.17.{study}.2");
-    for k in 0..n {
+    for (j, k) in levels.enumerate() {
         let radius = match k {
             4 => r,
             3 | 5 => r * 2.0 / 3.0,
@@ -60,7 +66,7 @@ fn write_study(dir: &Path, study: usize, date: &str, n: usize, r: f32) {
         let img = anatomy(&base, k);
         let img = if radius > 0.0 { with_lesion(&img, LESION.0, LESION.1, radius) } else { img };
         let pixels: Vec<u16> = img.data.iter().map(|v| (v + 1024.0).round().clamp(0.0, 4095.0) as u16).collect();
-        let sop = format!("{series_uid}.{}", k + 1);
+        let sop = format!("{series_uid}.{}", j + 1);
         let elements = vec![
             DataElement::new(tags::SOP_CLASS_UID, VR::UI, uids::CT_IMAGE_STORAGE),
             DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, sop.as_str()),
@@ -70,11 +76,11 @@ fn write_study(dir: &Path, study: usize, date: &str, n: usize, r: f32) {
             DataElement::new(tags::STUDY_DATE, VR::DA, date),
             DataElement::new(tags::STUDY_DESCRIPTION, VR::LO, format!("CT chest {}", study + 1)),
             DataElement::new(tags::SERIES_INSTANCE_UID, VR::UI, series_uid.as_str()),
-            DataElement::new(tags::FRAME_OF_REFERENCE_UID, VR::UI, "1.2.826.0.17.9"),
+            DataElement::new(tags::FRAME_OF_REFERENCE_UID, VR::UI, frame_of_reference),
             DataElement::new(tags::MODALITY, VR::CS, "CT"),
-            DataElement::new(tags::INSTANCE_NUMBER, VR::IS, (k + 1).to_string()),
+            DataElement::new(tags::INSTANCE_NUMBER, VR::IS, (j + 1).to_string()),
             DataElement::new(tags::PIXEL_SPACING, VR::DS, "0.7\\0.7"),
-            DataElement::new(tags::IMAGE_POSITION_PATIENT, VR::DS, format!("0\\0\\{}", 2.5 * k as f64)),
+            DataElement::new(tags::IMAGE_POSITION_PATIENT, VR::DS, format!("0\\0\\{}", z0 + 2.5 * k as f64)),
             DataElement::new(tags::IMAGE_ORIENTATION_PATIENT, VR::DS, "1\\0\\0\\0\\1\\0"),
             DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1u16)),
             DataElement::new(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
@@ -93,7 +99,7 @@ fn write_study(dir: &Path, study: usize, date: &str, n: usize, r: f32) {
         let file = InMemDicomObject::from_element_iter(elements)
             .with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
             .unwrap();
-        file.write_to_file(dir.join(format!("im{:03}.dcm", k))).unwrap();
+        file.write_to_file(dir.join(format!("im{:03}.dcm", j))).unwrap();
     }
 }
 
@@ -274,6 +280,77 @@ fn a_timeline_is_hung_compared_through_the_series_tracked_plotted_saved_and_reop
     h.run_steps(2);
     assert_eq!(h.state().pane(Role::Prior).frame as u32, track.measurements[0].frame);
     assert!(h.state().size_plot().is_some());
+}
+
+/// The grid of every timepoint scrolls them together by position: the baseline and the growth
+/// share a frame of reference but cover other levels (8 and 10 slices), the response was placed in
+/// another frame of reference 300 mm away (its levels found by comparing slices). A pane followed
+/// by relative index would land on other slices than the ones asserted here.
+#[test]
+fn the_grid_shows_every_timepoint_and_scrolls_them_together_by_position() {
+    use tandem::grounding::series::Matching;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("patient");
+    write_levels(&folder.join("a"), 0, "20240101", 0..8, 0.0, "1.2.826.0.17.9", 6.0);
+    write_levels(&folder.join("b"), 1, "20240701", 2..12, 0.0, "1.2.826.0.17.9", 9.0);
+    write_levels(&folder.join("c"), 2, "20250101", 3..9, 300.0, "1.2.826.0.17.8", 7.0);
+    let mut h = harness_for(Launch::Folder(folder));
+    settle(&mut h);
+    click(&mut h, "hang t0 as prior");
+    click(&mut h, "hang t1 as current");
+    let paired_frame = h.state().pane(Role::Current).frame;
+
+    // Open the grid from the strip: one pane per timepoint, placed in the current's frame.
+    click(&mut h, "Grid T");
+    let grid = h.state().grid().expect("the grid is open");
+    assert_eq!(grid.panes.iter().map(|p| p.point).collect::<Vec<_>>(), [0, 1, 2]);
+    assert_eq!(grid.left_out, 0);
+    assert_eq!(
+        grid.panes.iter().map(|p| p.matching).collect::<Vec<_>>(),
+        [Some(Matching::Position), Some(Matching::Position), Some(Matching::RegisteredPosition)]
+    );
+    assert!(grid.sync_text().contains("registered shift"), "{}", grid.sync_text());
+    // Level L is slice L of t0, L − 2 of t1 and L − 3 of t2.
+    let levels = |h: &Harness<'_, App>| {
+        let g = h.state().grid().unwrap();
+        [g.panes[0].pane.frame, g.panes[1].pane.frame + 2, g.panes[2].pane.frame + 3]
+    };
+    // The grid opens at the current pane's slice (t1's 6th: level 7).
+    assert_eq!(h.state().grid().unwrap().panes[1].pane.frame, paired_frame);
+    assert_eq!(levels(&h), [7, 7, 7]);
+    for key in ["t0", "t1", "t2"] {
+        h.get_by_label(&format!("grid pane {key}"));
+    }
+
+    // Two slices up on the baseline (the pane under the pointer takes the keys): the others follow to level 5 (by index t1 would show its
+    // slice 6, t2 its slice 4).
+    let centre = |h: &Harness<'_, App>, i: usize| h.state().grid().unwrap().panes[i].pane.rect.center();
+    h.hover_at(centre(&h, 0));
+    h.run_steps(2);
+    for _ in 0..2 {
+        h.key_press(eframe::egui::Key::ArrowUp);
+        h.run_steps(2);
+    }
+    assert_eq!(levels(&h), [5, 5, 5]);
+    // One down on the registered study: level 6 everywhere.
+    h.hover_at(centre(&h, 2));
+    h.run_steps(2);
+    h.key_press(eframe::egui::Key::ArrowDown);
+    h.run_steps(2);
+    assert_eq!(levels(&h), [6, 6, 6]);
+    // Past t0's last level (7): t0 stays on its nearest slice while the others go on to level 8.
+    for _ in 0..2 {
+        h.key_press(eframe::egui::Key::ArrowDown);
+        h.run_steps(2);
+    }
+    assert_eq!(levels(&h), [7, 8, 8]);
+
+    // Leaving the grid shows the pair as it was hung.
+    click(&mut h, "Back to prior | current");
+    assert!(h.state().grid().is_none());
+    assert_eq!(h.state().timeline().unwrap().hung, [0, 1]);
+    assert_eq!(h.state().pane(Role::Current).frame, paired_frame);
+    h.get_by_label("current pane");
 }
 
 #[test]

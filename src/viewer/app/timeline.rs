@@ -26,7 +26,7 @@ use crate::viewer::pane::{Role, SharedProgress};
 
 /// Loaded timepoints keep their pixels while all of them together stay under this; a timepoint
 /// beyond it is loaded again when it is hung or tracked.
-const CACHE_BYTES: usize = 1 << 30;
+pub(super) const CACHE_BYTES: usize = 1 << 30;
 
 /// Side of a timeline thumbnail (pixels).
 const THUMB: usize = 72;
@@ -42,7 +42,7 @@ pub struct Timepoint {
     pub spacing: Option<[f64; 2]>,
     pub thumbnail: egui::ColorImage,
     texture: RefCell<Option<egui::TextureHandle>>,
-    series: Option<Arc<Series>>,
+    pub(super) series: Option<Arc<Series>>,
 }
 
 impl Timepoint {
@@ -89,7 +89,7 @@ impl Timeline {
         self.points.iter().position(|p| p.id == id)
     }
 
-    fn cached_bytes(&self) -> usize {
+    pub(super) fn cached_bytes(&self) -> usize {
         self.points.iter().filter_map(|p| p.series.as_deref()).map(series_bytes).sum()
     }
 }
@@ -108,6 +108,8 @@ pub enum TimelineCommand {
     Track,
     /// Shows or hides the size-over-time plot of the selected tracked finding.
     ShowPlot(bool),
+    /// Opens (or leaves) the grid of up to six timepoints side by side.
+    Grid(bool),
 }
 
 /// One timepoint as the scan found and loaded it.
@@ -159,6 +161,8 @@ pub enum TimelineResult {
         /// Timepoints the job loaded (index, series), for the cache.
         loaded: Vec<(usize, Arc<Series>)>,
     },
+    /// A grid pane's series, or where the grid's panes lie.
+    Grid(super::grid::GridResult),
 }
 
 impl TimelineResult {
@@ -171,7 +175,7 @@ impl TimelineResult {
     }
 }
 
-fn series_bytes(s: &Series) -> usize {
+pub(super) fn series_bytes(s: &Series) -> usize {
     s.frames.iter().map(|f| f.width * f.height * if f.is_color() { 3 } else { 4 }).sum()
 }
 
@@ -328,6 +332,8 @@ impl App {
             TimelineCommand::SetWholeSeries(on) => self.whole_series = on,
             TimelineCommand::Track => self.track_selected(),
             TimelineCommand::ShowPlot(on) => self.show_plot = on,
+            TimelineCommand::Grid(true) => self.open_grid(),
+            TimelineCommand::Grid(false) => self.close_grid(),
         }
     }
 
@@ -456,6 +462,7 @@ impl App {
                     }
                 }
             }
+            TimelineResult::Grid(result) => self.on_grid_job(result),
             TimelineResult::SeriesChanges { job, keys, model, result } => self.on_series_changes(&job, &keys, model.as_deref(), result),
             TimelineResult::Tracked { job, generation, from, keys, model, result, loaded } => {
                 if let Some(t) = self.timeline.as_mut().filter(|t| Some(t.generation) == generation) {
@@ -695,7 +702,18 @@ pub(super) fn timeline_strip_ui(app: &App, ui: &mut egui::Ui, out: &mut Vec<AppC
     egui::Panel::top("timeline").show(ui, |ui| {
         egui::ScrollArea::horizontal().show(ui, |ui| {
             ui.horizontal(|ui| {
-                ui.label(RichText::new(format!("Timeline\n{} studies", t.points.len())).strong());
+                ui.vertical(|ui| {
+                    ui.label(RichText::new(format!("Timeline\n{} studies", t.points.len())).strong());
+                    let open = app.grid.is_some();
+                    let shown = t.points.len().min(super::grid::MAX_GRID);
+                    if ui
+                        .add(egui::Button::new("Grid").selected(open).shortcut_text("T"))
+                        .on_hover_text(format!("Show {shown} timepoints side by side, scrolled together (T); again to go back"))
+                        .clicked()
+                    {
+                        out.push(AppCommand::Timeline(TimelineCommand::Grid(!open)));
+                    }
+                });
                 for (k, p) in t.points.iter().enumerate() {
                     let role = [Role::Prior, Role::Current].into_iter().find(|r| t.hung[super::role_slot(*r)] == k);
                     let fill = match role {
