@@ -450,13 +450,27 @@ impl App {
     }
 }
 
-/// Rectangles for `n` panes filling `area`: one row up to three, else two rows.
+/// Rectangles for `n` panes filling `area`, in the rows and columns that show a square image
+/// largest (three panes take a 2 × 2 grid when the area is wider than tall).
 fn cells(area: Rect, n: usize) -> Vec<Rect> {
     let n = n.max(1);
-    let (cols, rows) = if n <= 3 { (n, 1) } else { (n.div_ceil(2), 2) };
     let gap = 3.0;
-    let w = (area.width() - gap * (cols as f32 - 1.0)) / cols as f32;
-    let h = (area.height() - gap * (rows as f32 - 1.0)) / rows as f32;
+    let size = |rows: usize| {
+        let cols = n.div_ceil(rows);
+        let w = (area.width() - gap * (cols as f32 - 1.0)) / cols as f32;
+        let h = (area.height() - gap * (rows as f32 - 1.0)) / rows as f32;
+        (cols, w, h)
+    };
+    let rows = (1..=n).max_by(|a, b| {
+        let side = |r: usize| {
+            let (_, w, h) = size(r);
+            w.min(h - HEADER)
+        };
+        // Ties go to fewer rows.
+        side(*a).total_cmp(&side(*b)).then(b.cmp(a))
+    });
+    let rows = rows.unwrap_or(1);
+    let (cols, w, h) = size(rows);
     (0..n)
         .map(|k| {
             let (c, r) = (k % cols, k / cols);
@@ -549,14 +563,19 @@ mod tests {
     }
 
     #[test]
-    fn cells_fill_the_area_in_one_row_up_to_three_then_two() {
-        let area = Rect::from_min_size(egui::pos2(0.0, 0.0), Vec2::new(903.0, 603.0));
-        let three = cells(area, 3);
+    fn cells_fill_the_area_in_the_layout_that_shows_images_largest() {
+        let wide = Rect::from_min_size(egui::pos2(0.0, 0.0), Vec2::new(1203.0, 500.0));
+        let three = cells(wide, 3);
         assert_eq!(three.len(), 3);
-        assert!(three.iter().all(|r| (r.height() - 603.0).abs() < 1e-3 && (r.width() - 299.0).abs() < 1e-3));
-        let five = cells(area, 5);
-        assert_eq!(five.len(), 5);
-        assert!(five.iter().all(|r| (r.height() - 300.0).abs() < 1e-3 && area.expand(0.01).contains_rect(*r)));
-        assert_eq!(five[3].min.y, 303.0);
+        assert!(three.iter().all(|r| (r.height() - 500.0).abs() < 1e-3 && (r.width() - 399.0).abs() < 1e-3), "{three:?}");
+        // Narrower: two rows of two show a larger image than one row of three.
+        let square = Rect::from_min_size(egui::pos2(0.0, 0.0), Vec2::new(953.0, 703.0));
+        let three = cells(square, 3);
+        assert!(three.iter().all(|r| (r.width() - 475.0).abs() < 1e-3 && (r.height() - 350.0).abs() < 1e-3), "{three:?}");
+        assert_eq!(three[2].min, egui::pos2(0.0, 353.0));
+        let six = cells(square, 6);
+        assert_eq!(six.len(), 6);
+        assert!(six.iter().all(|r| square.expand(0.01).contains_rect(*r)));
+        assert!(six.windows(2).all(|w| !w[0].intersects(w[1].shrink(0.5))));
     }
 }

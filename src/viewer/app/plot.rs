@@ -108,7 +108,10 @@ pub(super) fn plot_panel_ui(app: &App, ui: &mut egui::Ui, out: &mut Vec<AppComma
             let name = format!("{} size over time ({}), by {}", plot.label, plot.units, plot.x_axis);
             Plot::new(("size plot", plot.finding.as_str()))
                 .height(160.0)
-                .legend(Legend::default())
+                // Sizes sit near the top of a range from 0: the legend goes bottom right, and the
+                // margins keep the first and last points and their markers off the frame.
+                .legend(Legend::default().position(egui_plot::Corner::RightBottom))
+                .set_margin_fraction(egui::Vec2::new(0.06, 0.18))
                 .x_axis_label(plot.x_axis)
                 .y_axis_label(units.clone())
                 .include_y(0.0)

@@ -701,7 +701,8 @@ pub(super) fn timeline_strip_ui(app: &App, ui: &mut egui::Ui, out: &mut Vec<AppC
     let Some(t) = &app.timeline else { return };
     egui::Panel::top("timeline").show(ui, |ui| {
         egui::ScrollArea::horizontal().show(ui, |ui| {
-            ui.horizontal(|ui| {
+            // Cards of one height, tops aligned (a hung card's badge must not shift it down).
+            ui.horizontal_top(|ui| {
                 ui.vertical(|ui| {
                     ui.label(RichText::new(format!("Timeline\n{} studies", t.points.len())).strong());
                     let open = app.grid.is_some();
@@ -744,10 +745,9 @@ pub(super) fn timeline_strip_ui(app: &App, ui: &mut egui::Ui, out: &mut Vec<AppC
                                     egui::Label::new(RichText::new(format!("{}{badge}", p.date())).strong()).sense(egui::Sense::click()),
                                 );
                                 menu(date, out);
-                                ui.label(RichText::new(format!("{} · {} slice(s)", p.modality(), p.frames)).small());
-                                if !p.description().is_empty() {
-                                    ui.label(RichText::new(p.description()).small());
-                                }
+                                ui.label(format!("{} · {} slice(s)", p.modality(), p.frames));
+                                // Always a line, so that every card has the same height.
+                                ui.label(if p.description().is_empty() { "—" } else { p.description() });
                                 ui.horizontal(|ui| {
                                     for r in [Role::Prior, Role::Current] {
                                         let on = role == Some(r);
