@@ -48,12 +48,23 @@ const LESION: (f32, f32) = (96.0, 88.0);
 /// One study of `n` slices 2.5 mm apart: a lesion of radius `r` on slice 4 (two thirds of it on
 /// slices 3 and 5), none when `r` is 0.
 fn write_study(dir: &Path, study: usize, date: &str, n: usize, r: f32) {
-    write_levels(dir, study, date, 0..n, 0.0, "1.2.826.0.17.9", r);
+    write_levels(dir, study, date, 0..n, 0.0, "1.2.826.0.17.9", r, false);
 }
 
 /// One study of the anatomy's `levels`, level L at z = `z0` + 2.5 L mm in `frame_of_reference`:
 /// a lesion of radius `r` on level 4 (two thirds of it on levels 3 and 5), none when `r` is 0.
-fn write_levels(dir: &Path, study: usize, date: &str, levels: std::ops::Range<usize>, z0: f64, frame_of_reference: &str, r: f32) {
+/// `coarse`: half the matrix, pixels of twice the size (2 × 2 averaged), over the same field.
+#[allow(clippy::too_many_arguments)]
+fn write_levels(
+    dir: &Path,
+    study: usize,
+    date: &str,
+    levels: std::ops::Range<usize>,
+    z0: f64,
+    frame_of_reference: &str,
+    r: f32,
+    coarse: bool,
+) {
     std::fs::create_dir_all(dir).unwrap();
     let base = ct();
     let series_uid = format!("1.2.826.0.17.{study}.2");
@@ -65,6 +76,15 @@ fn write_levels(dir: &Path, study: usize, date: &str, levels: std::ops::Range<us
         };
         let img = anatomy(&base, k);
         let img = if radius > 0.0 { with_lesion(&img, LESION.0, LESION.1, radius) } else { img };
+        let img = if coarse {
+            GrayImage::from_fn(img.width / 2, img.height / 2, |x, y| {
+                (img.get(2 * x, 2 * y) + img.get(2 * x + 1, 2 * y) + img.get(2 * x, 2 * y + 1) + img.get(2 * x + 1, 2 * y + 1)) / 4.0
+            })
+        } else {
+            img
+        };
+        // A coarse pixel's centre lies half a fine pixel (0.35 mm) in from the fine one's.
+        let (spacing, corner) = if coarse { ("1.4\\1.4", 0.35) } else { ("0.7\\0.7", 0.0) };
         let pixels: Vec<u16> = img.data.iter().map(|v| (v + 1024.0).round().clamp(0.0, 4095.0) as u16).collect();
         let sop = format!("{series_uid}.{}", j + 1);
         let elements = vec![
@@ -79,8 +99,8 @@ fn write_levels(dir: &Path, study: usize, date: &str, levels: std::ops::Range<us
             DataElement::new(tags::FRAME_OF_REFERENCE_UID, VR::UI, frame_of_reference),
             DataElement::new(tags::MODALITY, VR::CS, "CT"),
             DataElement::new(tags::INSTANCE_NUMBER, VR::IS, (j + 1).to_string()),
-            DataElement::new(tags::PIXEL_SPACING, VR::DS, "0.7\\0.7"),
-            DataElement::new(tags::IMAGE_POSITION_PATIENT, VR::DS, format!("0\\0\\{}", z0 + 2.5 * k as f64)),
+            DataElement::new(tags::PIXEL_SPACING, VR::DS, spacing),
+            DataElement::new(tags::IMAGE_POSITION_PATIENT, VR::DS, format!("{corner}\\{corner}\\{}", z0 + 2.5 * k as f64)),
             DataElement::new(tags::IMAGE_ORIENTATION_PATIENT, VR::DS, "1\\0\\0\\0\\1\\0"),
             DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1u16)),
             DataElement::new(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
@@ -291,9 +311,9 @@ fn the_grid_shows_every_timepoint_and_scrolls_them_together_by_position() {
     use tandem::grounding::series::Matching;
     let dir = tempfile::tempdir().unwrap();
     let folder = dir.path().join("patient");
-    write_levels(&folder.join("a"), 0, "20240101", 0..8, 0.0, "1.2.826.0.17.9", 6.0);
-    write_levels(&folder.join("b"), 1, "20240701", 2..12, 0.0, "1.2.826.0.17.9", 9.0);
-    write_levels(&folder.join("c"), 2, "20250101", 3..9, 300.0, "1.2.826.0.17.8", 7.0);
+    write_levels(&folder.join("a"), 0, "20240101", 0..8, 0.0, "1.2.826.0.17.9", 6.0, false);
+    write_levels(&folder.join("b"), 1, "20240701", 2..12, 0.0, "1.2.826.0.17.9", 9.0, false);
+    write_levels(&folder.join("c"), 2, "20250101", 3..9, 300.0, "1.2.826.0.17.8", 7.0, false);
     let mut h = harness_for(Launch::Folder(folder));
     settle(&mut h);
     click(&mut h, "hang t0 as prior");
@@ -351,6 +371,49 @@ fn the_grid_shows_every_timepoint_and_scrolls_them_together_by_position() {
     assert_eq!(h.state().timeline().unwrap().hung, [0, 1]);
     assert_eq!(h.state().pane(Role::Current).frame, paired_frame);
     h.get_by_label("current pane");
+}
+
+/// A lesion tracked from a 0.7 mm study onto one of 1.4 mm pixels (half the matrix): the coarse
+/// study is followed on the fine grid (resampled by pixel spacing) and its box lands on the lesion
+/// in its own pixels, measured in its own millimetres.
+#[test]
+fn a_finding_is_tracked_onto_a_study_of_coarser_pixels() {
+    use tandem::annotation::{Command, Finding, ImageBox, Source};
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("patient");
+    write_levels(&folder.join("a"), 0, "20240101", 0..8, 0.0, "1.2.826.0.17.9", 6.0, false);
+    write_levels(&folder.join("b"), 1, "20240701", 0..8, 0.0, "1.2.826.0.17.9", 9.0, false);
+    write_levels(&folder.join("c"), 2, "20250101", 0..8, 0.0, "1.2.826.0.17.9", 7.0, true);
+    let mut h = harness_for(Launch::Folder(folder));
+    settle(&mut h);
+    assert_eq!(h.state().timeline().unwrap().hung, [1, 2]);
+    assert_eq!(h.state().pane(Role::Current).current_frame().unwrap().width, 64);
+    // The lesion boxed on t1's level 4 (the prior pane shows it).
+    assert_eq!(h.state().pane(Role::Prior).frame, 4);
+    let lesion = Finding::new(
+        FindingKind::Manual,
+        "lesion",
+        vec![ImageBox::new("t1", 4, BBox::from_centre(LESION.0, LESION.1, 20.0, 20.0))],
+        Source::Human { user: None },
+        &tandem::annotation::document::now(),
+    );
+    let id = lesion.id.clone();
+    h.state_mut().run(AppCommand::Edit(Box::new(Command::Add { findings: vec![lesion], description: "lesion".into() })));
+    h.state_mut().run(AppCommand::Select(Some(id)));
+    h.run_steps(2);
+    click(&mut h, "Track");
+    let tracked = h.state().selected().and_then(|id| h.state().doc().finding(id)).cloned().expect("tracked, not refused");
+    let track = tracked.track.clone().unwrap_or_else(|| panic!("no track: {}", h.state().status()));
+    assert_eq!(track.measurements.iter().map(|m| m.image.as_str()).collect::<Vec<_>>(), ["t0", "t1", "t2"]);
+    let on_t2 = tracked.box_at("t2", 4).expect("a box on t2's level 4").rect();
+    let (cx, cy) = on_t2.centre();
+    assert!((cx - LESION.0 / 2.0).abs() < 3.0 && (cy - LESION.1 / 2.0).abs() < 3.0, "{on_t2:?} on the 64² study");
+    assert!(on_t2.x2 <= 64.0 && on_t2.y2 <= 64.0);
+    // Measured in t2's own 1.4 mm pixels, and of a size like the fine studies' (within a third).
+    let m2 = &track.measurements[2];
+    assert!((m2.long_axis - 1.4 * on_t2.width().max(on_t2.height()) as f64).abs() < 0.05, "{m2:?}");
+    let m1 = &track.measurements[1];
+    assert!((m2.long_axis / m1.long_axis - 1.0).abs() < 1.0 / 3.0, "{} mm vs {} mm", m2.long_axis, m1.long_axis);
 }
 
 #[test]

@@ -18,6 +18,7 @@ use super::{App, AppCommand};
 use crate::annotation::document::Track;
 use crate::annotation::{Command, Document, Finding, FindingKind, ImageBox, ImageRef, Source};
 use crate::grounding::series::SeriesOutput;
+use crate::grounding::track::{self, OnGrid};
 use crate::grounding::{BBox, Method};
 use crate::study::series::SeriesGroup;
 use crate::study::{Series, StudyError};
@@ -632,15 +633,24 @@ impl App {
                 None if series.len() < n => Err("cancelled".into()),
                 None => (|| {
                     let refs: Vec<&Series> = series.iter().map(|s| s.as_ref()).collect();
-                    let slices = crate::grounding::track::timepoint_slices(&refs, at, slice)?;
+                    let slices = track::timepoint_slices(&refs, at, slice)?;
                     let frames: Vec<&crate::study::Frame> = slices.iter().zip(&refs).map(|(s, r)| &r.frames[*s]).collect();
-                    crate::grounding::track::check_one_grid(&frames).map_err(|(k, m)| format!("timepoint {k}: {m}"))?;
-                    let grays: Vec<crate::study::GrayImage> = frames.iter().map(|f| f.to_gray()).collect();
+                    // Timepoints of other pixel sizes or matrices are followed on the box's
+                    // timepoint's grid (resampled by pixel spacing), their boxes mapped back.
+                    let grids: Vec<OnGrid> = frames.iter().map(|f| track::onto(frames[at], f)).collect();
+                    let (w, h) = (frames[at].width, frames[at].height);
+                    let grays: Vec<crate::study::GrayImage> =
+                        frames.iter().zip(&grids).map(|(f, g)| track::resample(&f.to_gray(), g, w, h)).collect();
                     if let Ok(mut p) = progress.lock() {
                         *p = (n, n + 1);
                     }
-                    let path = crate::grounding::track::follow(&engine, &grays, at, b, Method::Model)?;
-                    Ok(slices.into_iter().zip(path).map(|(slice, (bbox, score))| TrackedStep { slice, bbox, score }).collect())
+                    let path = track::follow(&engine, &grays, at, b, Method::Model)?;
+                    Ok(slices
+                        .into_iter()
+                        .zip(path)
+                        .zip(&grids)
+                        .map(|((slice, (bbox, score)), g)| TrackedStep { slice, bbox: g.from_reference(bbox), score })
+                        .collect())
                 })(),
             };
             JobResult::Timeline(TimelineResult::Tracked { job: cancel, generation, from, keys, model, result, loaded })
