@@ -365,9 +365,15 @@ fn the_grid_shows_every_timepoint_and_scrolls_them_together_by_position() {
     }
     assert_eq!(levels(&h), [7, 8, 8]);
 
-    // Leaving the grid shows the pair as it was hung.
+    // Leaving the grid shows the pair as it was hung; a grid opened again draws from GPU textures of
+    // its own (the panes' generations are new).
+    let generations: Vec<u64> = h.state().grid().unwrap().panes.iter().map(|p| p.pane.generation).collect();
     click(&mut h, "Back to prior | current");
     assert!(h.state().grid().is_none());
+    click(&mut h, "Grid T");
+    let again: Vec<u64> = h.state().grid().unwrap().panes.iter().map(|p| p.pane.generation).collect();
+    assert!(again.iter().all(|g| !generations.contains(g)), "{generations:?} then {again:?}");
+    click(&mut h, "Back to prior | current");
     assert_eq!(h.state().timeline().unwrap().hung, [0, 1]);
     assert_eq!(h.state().pane(Role::Current).frame, paired_frame);
     h.get_by_label("current pane");

@@ -26,6 +26,11 @@ const FIRST_SLOT: usize = 16;
 /// Height of the strip above each grid pane that names its study.
 const HEADER: f32 = 22.0;
 
+/// Where grid panes' generations start: a GPU texture is keyed by slot, generation and frame, so a
+/// pane of a later grid in the same slot must not reuse an earlier grid's generation (it would
+/// show the earlier grid's picture).
+static GRID_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1 << 16);
+
 /// One timepoint in the grid.
 pub struct GridPane {
     /// The timepoint's index in the timeline.
@@ -181,6 +186,8 @@ impl App {
             let p = &t.points[k];
             let mut pane = Pane::new(PaneId(FIRST_SLOT + i), if k == t.hung[0] { Role::Prior } else { Role::Current });
             pane.title = Some(format!("{} · {}", p.date(), p.id));
+            // Room for the loading and loaded steps that follow.
+            pane.generation = GRID_GENERATION.fetch_add(4, std::sync::atomic::Ordering::Relaxed);
             // The pixels of a hung timepoint are its pane's, cached or not.
             let hung = [Role::Prior, Role::Current].into_iter().find(|r| t.hung[super::role_slot(*r)] == k);
             match p.series.clone().or_else(|| hung.and_then(|r| self.pane(r).series().cloned())) {
