@@ -365,6 +365,14 @@ fn the_grid_shows_every_timepoint_and_scrolls_them_together_by_position() {
     }
     assert_eq!(levels(&h), [7, 8, 8]);
 
+    // Cine plays the active pane (t2, under the pointer); the others follow level by level.
+    h.state_mut().run(AppCommand::SetCine { playing: true, fps: 10.0 });
+    h.run_steps(8);
+    h.state_mut().run(AppCommand::SetCine { playing: false, fps: 10.0 });
+    let played = levels(&h);
+    assert_ne!(played[2], 8, "t2 played on from its last slice (wrapping to its first)");
+    assert_eq!(played[1], played[2], "{played:?}");
+    assert_eq!(played[0], played[2].clamp(0, 7), "{played:?}");
     // Leaving the grid shows the pair as it was hung; a grid opened again draws from GPU textures of
     // its own (the panes' generations are new).
     let generations: Vec<u64> = h.state().grid().unwrap().panes.iter().map(|p| p.pane.generation).collect();

@@ -319,6 +319,19 @@ impl App {
         }
     }
 
+    /// Cine in the grid: the active pane `due` frames on (wrapping), the others following when
+    /// scroll sync is on.
+    pub(super) fn grid_cine_step(&mut self, due: usize) {
+        let Some(g) = self.grid.as_mut() else { return };
+        let active = g.active;
+        let Some(gp) = g.panes.get_mut(active) else { return };
+        let n = gp.pane.frame_count().max(1);
+        gp.pane.set_frame((gp.pane.frame + due) % n);
+        if self.sync.scroll {
+            self.grid_follow(active);
+        }
+    }
+
     /// A window preset on every grid pane when window sync is on, else on the active one.
     pub(super) fn grid_preset(&mut self, preset: Preset) {
         let (sync, Some(g)) = (self.sync.window, self.grid.as_mut()) else { return };
