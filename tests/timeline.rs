@@ -48,10 +48,27 @@ const LESION: (f32, f32) = (96.0, 88.0);
 /// One study of `n` slices 2.5 mm apart: a lesion of radius `r` on slice 4 (two thirds of it on
 /// slices 3 and 5), none when `r` is 0.
 fn write_study(dir: &Path, study: usize, date: &str, n: usize, r: f32) {
+    write_levels(dir, study, date, 0..n, 0.0, "1.2.826.0.17.9", r, false);
+}
+
+/// One study of the anatomy's `levels`, level L at z = `z0` + 2.5 L mm in `frame_of_reference`:
+/// a lesion of radius `r` on level 4 (two thirds of it on levels 3 and 5), none when `r` is 0.
+/// `coarse`: half the matrix, pixels of twice the size (2 × 2 averaged), over the same field.
+#[allow(clippy::too_many_arguments)]
+fn write_levels(
+    dir: &Path,
+    study: usize,
+    date: &str,
+    levels: std::ops::Range<usize>,
+    z0: f64,
+    frame_of_reference: &str,
+    r: f32,
+    coarse: bool,
+) {
     std::fs::create_dir_all(dir).unwrap();
     let base = ct();
     let series_uid = format!("1.2.826.0.17.{study}.2");
-    for k in 0..n {
+    for (j, k) in levels.enumerate() {
         let radius = match k {
             4 => r,
             3 | 5 => r * 2.0 / 3.0,
@@ -59,8 +76,17 @@ fn write_study(dir: &Path, study: usize, date: &str, n: usize, r: f32) {
         };
         let img = anatomy(&base, k);
         let img = if radius > 0.0 { with_lesion(&img, LESION.0, LESION.1, radius) } else { img };
+        let img = if coarse {
+            GrayImage::from_fn(img.width / 2, img.height / 2, |x, y| {
+                (img.get(2 * x, 2 * y) + img.get(2 * x + 1, 2 * y) + img.get(2 * x, 2 * y + 1) + img.get(2 * x + 1, 2 * y + 1)) / 4.0
+            })
+        } else {
+            img
+        };
+        // A coarse pixel's centre lies half a fine pixel (0.35 mm) in from the fine one's.
+        let (spacing, corner) = if coarse { ("1.4\\1.4", 0.35) } else { ("0.7\\0.7", 0.0) };
         let pixels: Vec<u16> = img.data.iter().map(|v| (v + 1024.0).round().clamp(0.0, 4095.0) as u16).collect();
-        let sop = format!("{series_uid}.{}", k + 1);
+        let sop = format!("{series_uid}.{}", j + 1);
         let elements = vec![
             DataElement::new(tags::SOP_CLASS_UID, VR::UI, uids::CT_IMAGE_STORAGE),
             DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, sop.as_str()),
@@ -70,11 +96,11 @@ fn write_study(dir: &Path, study: usize, date: &str, n: usize, r: f32) {
             DataElement::new(tags::STUDY_DATE, VR::DA, date),
             DataElement::new(tags::STUDY_DESCRIPTION, VR::LO, format!("CT chest {}", study + 1)),
             DataElement::new(tags::SERIES_INSTANCE_UID, VR::UI, series_uid.as_str()),
-            DataElement::new(tags::FRAME_OF_REFERENCE_UID, VR::UI, "1.2.826.0.17.9"),
+            DataElement::new(tags::FRAME_OF_REFERENCE_UID, VR::UI, frame_of_reference),
             DataElement::new(tags::MODALITY, VR::CS, "CT"),
-            DataElement::new(tags::INSTANCE_NUMBER, VR::IS, (k + 1).to_string()),
-            DataElement::new(tags::PIXEL_SPACING, VR::DS, "0.7\\0.7"),
-            DataElement::new(tags::IMAGE_POSITION_PATIENT, VR::DS, format!("0\\0\\{}", 2.5 * k as f64)),
+            DataElement::new(tags::INSTANCE_NUMBER, VR::IS, (j + 1).to_string()),
+            DataElement::new(tags::PIXEL_SPACING, VR::DS, spacing),
+            DataElement::new(tags::IMAGE_POSITION_PATIENT, VR::DS, format!("{corner}\\{corner}\\{}", z0 + 2.5 * k as f64)),
             DataElement::new(tags::IMAGE_ORIENTATION_PATIENT, VR::DS, "1\\0\\0\\0\\1\\0"),
             DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1u16)),
             DataElement::new(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
@@ -93,7 +119,7 @@ fn write_study(dir: &Path, study: usize, date: &str, n: usize, r: f32) {
         let file = InMemDicomObject::from_element_iter(elements)
             .with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
             .unwrap();
-        file.write_to_file(dir.join(format!("im{:03}.dcm", k))).unwrap();
+        file.write_to_file(dir.join(format!("im{:03}.dcm", j))).unwrap();
     }
 }
 
@@ -110,9 +136,6 @@ fn harness_for(launch: Launch) -> Harness<'static, App> {
         .with_size(Vec2::new(1500.0, 950.0))
         .with_step_dt(1.0 / 30.0)
         .with_max_steps(20)
-        // The cine rate slider's spin button (shown for multi-slice panes) and the plot's canvas
-        // carry no accessible name of their own.
-        .with_accessibility_check(false)
         .build_eframe(move |cc| App::with_device(cc, launch, None, DevicePreference::Cpu))
 }
 
@@ -279,6 +302,134 @@ fn a_timeline_is_hung_compared_through_the_series_tracked_plotted_saved_and_reop
     assert!(h.state().size_plot().is_some());
 }
 
+/// The grid of every timepoint scrolls them together by position: the baseline and the growth
+/// share a frame of reference but cover other levels (8 and 10 slices), the response was placed in
+/// another frame of reference 300 mm away (its levels found by comparing slices). A pane followed
+/// by relative index would land on other slices than the ones asserted here.
+#[test]
+fn the_grid_shows_every_timepoint_and_scrolls_them_together_by_position() {
+    use tandem::grounding::series::Matching;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("patient");
+    write_levels(&folder.join("a"), 0, "20240101", 0..8, 0.0, "1.2.826.0.17.9", 6.0, false);
+    write_levels(&folder.join("b"), 1, "20240701", 2..12, 0.0, "1.2.826.0.17.9", 9.0, false);
+    write_levels(&folder.join("c"), 2, "20250101", 3..9, 300.0, "1.2.826.0.17.8", 7.0, false);
+    let mut h = harness_for(Launch::Folder(folder));
+    settle(&mut h);
+    click(&mut h, "hang t0 as prior");
+    click(&mut h, "hang t1 as current");
+    let paired_frame = h.state().pane(Role::Current).frame;
+
+    // Open the grid from the strip: one pane per timepoint, placed in the current's frame.
+    click(&mut h, "Grid T");
+    let grid = h.state().grid().expect("the grid is open");
+    assert_eq!(grid.panes.iter().map(|p| p.point).collect::<Vec<_>>(), [0, 1, 2]);
+    assert_eq!(grid.left_out, 0);
+    assert_eq!(
+        grid.panes.iter().map(|p| p.matching).collect::<Vec<_>>(),
+        [Some(Matching::Position), Some(Matching::Position), Some(Matching::RegisteredPosition)]
+    );
+    assert!(grid.sync_text().contains("registered shift"), "{}", grid.sync_text());
+    // Level L is slice L of t0, L − 2 of t1 and L − 3 of t2.
+    let levels = |h: &Harness<'_, App>| {
+        let g = h.state().grid().unwrap();
+        [g.panes[0].pane.frame, g.panes[1].pane.frame + 2, g.panes[2].pane.frame + 3]
+    };
+    // The grid opens at the current pane's slice (t1's 6th: level 7).
+    assert_eq!(h.state().grid().unwrap().panes[1].pane.frame, paired_frame);
+    assert_eq!(levels(&h), [7, 7, 7]);
+    for key in ["t0", "t1", "t2"] {
+        h.get_by_label(&format!("grid pane {key}"));
+    }
+
+    // Two slices up on the baseline (the pane under the pointer takes the keys): the others follow to level 5 (by index t1 would show its
+    // slice 6, t2 its slice 4).
+    let centre = |h: &Harness<'_, App>, i: usize| h.state().grid().unwrap().panes[i].pane.rect.center();
+    h.hover_at(centre(&h, 0));
+    h.run_steps(2);
+    for _ in 0..2 {
+        h.key_press(eframe::egui::Key::ArrowUp);
+        h.run_steps(2);
+    }
+    assert_eq!(levels(&h), [5, 5, 5]);
+    // One down on the registered study: level 6 everywhere.
+    h.hover_at(centre(&h, 2));
+    h.run_steps(2);
+    h.key_press(eframe::egui::Key::ArrowDown);
+    h.run_steps(2);
+    assert_eq!(levels(&h), [6, 6, 6]);
+    // Past t0's last level (7): t0 stays on its nearest slice while the others go on to level 8.
+    for _ in 0..2 {
+        h.key_press(eframe::egui::Key::ArrowDown);
+        h.run_steps(2);
+    }
+    assert_eq!(levels(&h), [7, 8, 8]);
+
+    // Cine plays the active pane (t2, under the pointer); the others follow level by level.
+    h.state_mut().run(AppCommand::SetCine { playing: true, fps: 10.0 });
+    h.run_steps(8);
+    h.state_mut().run(AppCommand::SetCine { playing: false, fps: 10.0 });
+    let played = levels(&h);
+    assert_ne!(played[2], 8, "t2 played on from its last slice (wrapping to its first)");
+    assert_eq!(played[1], played[2], "{played:?}");
+    assert_eq!(played[0], played[2].clamp(0, 7), "{played:?}");
+    // Leaving the grid shows the pair as it was hung; a grid opened again draws from GPU textures of
+    // its own (the panes' generations are new).
+    let generations: Vec<u64> = h.state().grid().unwrap().panes.iter().map(|p| p.pane.generation).collect();
+    click(&mut h, "Back to prior | current");
+    assert!(h.state().grid().is_none());
+    click(&mut h, "Grid T");
+    let again: Vec<u64> = h.state().grid().unwrap().panes.iter().map(|p| p.pane.generation).collect();
+    assert!(again.iter().all(|g| !generations.contains(g)), "{generations:?} then {again:?}");
+    click(&mut h, "Back to prior | current");
+    assert_eq!(h.state().timeline().unwrap().hung, [0, 1]);
+    assert_eq!(h.state().pane(Role::Current).frame, paired_frame);
+    h.get_by_label("current pane");
+}
+
+/// A lesion tracked from a 0.7 mm study onto one of 1.4 mm pixels (half the matrix): the coarse
+/// study is followed on the fine grid (resampled by pixel spacing) and its box lands on the lesion
+/// in its own pixels, measured in its own millimetres.
+#[test]
+fn a_finding_is_tracked_onto_a_study_of_coarser_pixels() {
+    use tandem::annotation::{Command, Finding, ImageBox, Source};
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("patient");
+    write_levels(&folder.join("a"), 0, "20240101", 0..8, 0.0, "1.2.826.0.17.9", 6.0, false);
+    write_levels(&folder.join("b"), 1, "20240701", 0..8, 0.0, "1.2.826.0.17.9", 9.0, false);
+    write_levels(&folder.join("c"), 2, "20250101", 0..8, 0.0, "1.2.826.0.17.9", 7.0, true);
+    let mut h = harness_for(Launch::Folder(folder));
+    settle(&mut h);
+    assert_eq!(h.state().timeline().unwrap().hung, [1, 2]);
+    assert_eq!(h.state().pane(Role::Current).current_frame().unwrap().width, 64);
+    // The lesion boxed on t1's level 4 (the prior pane shows it).
+    assert_eq!(h.state().pane(Role::Prior).frame, 4);
+    let lesion = Finding::new(
+        FindingKind::Manual,
+        "lesion",
+        vec![ImageBox::new("t1", 4, BBox::from_centre(LESION.0, LESION.1, 20.0, 20.0))],
+        Source::Human { user: None },
+        &tandem::annotation::document::now(),
+    );
+    let id = lesion.id.clone();
+    h.state_mut().run(AppCommand::Edit(Box::new(Command::Add { findings: vec![lesion], description: "lesion".into() })));
+    h.state_mut().run(AppCommand::Select(Some(id)));
+    h.run_steps(2);
+    click(&mut h, "Track");
+    let tracked = h.state().selected().and_then(|id| h.state().doc().finding(id)).cloned().expect("tracked, not refused");
+    let track = tracked.track.clone().unwrap_or_else(|| panic!("no track: {}", h.state().status()));
+    assert_eq!(track.measurements.iter().map(|m| m.image.as_str()).collect::<Vec<_>>(), ["t0", "t1", "t2"]);
+    let on_t2 = tracked.box_at("t2", 4).expect("a box on t2's level 4").rect();
+    let (cx, cy) = on_t2.centre();
+    assert!((cx - LESION.0 / 2.0).abs() < 3.0 && (cy - LESION.1 / 2.0).abs() < 3.0, "{on_t2:?} on the 64² study");
+    assert!(on_t2.x2 <= 64.0 && on_t2.y2 <= 64.0);
+    // Measured in t2's own 1.4 mm pixels, and of a size like the fine studies' (within a third).
+    let m2 = &track.measurements[2];
+    assert!((m2.long_axis - 1.4 * on_t2.width().max(on_t2.height()) as f64).abs() < 0.05, "{m2:?}");
+    let m1 = &track.measurements[1];
+    assert!((m2.long_axis / m1.long_axis - 1.0).abs() < 1.0 / 3.0, "{} mm vs {} mm", m2.long_axis, m1.long_axis);
+}
+
 #[test]
 fn a_folder_of_two_studies_still_hangs_as_a_pair() {
     let dir = tempfile::tempdir().unwrap();
@@ -321,8 +472,8 @@ fn content_values(obj: &dicom_object::InMemDicomObject, concept: &str, out: &mut
 
 /// A tracked finding through three CT timepoints (and a whole-series change) in every export:
 /// COCO has one image entry per slice and links the track's boxes; MedSG has one object-tracking
-/// item per step; the SR has the track's sizes and one tracking UID, the same in every export, and
-/// dciodvfy finds no error in it.
+/// item per step and one difference item per slice pair of the change; the SR has the track's
+/// sizes and one tracking UID, the same in every export, and dciodvfy finds no error in it.
 #[test]
 fn a_track_exports_as_coco_frames_medsg_tracking_and_sr_measurement_groups() {
     use tandem::annotation::document::Track;
@@ -408,6 +559,20 @@ fn a_track_exports_as_coco_frames_medsg_tracking_and_sr_measurement_groups() {
         let b = boxes[k + 1].2;
         assert_eq!(item["answer"], serde_json::json!([b[0] as i64, b[1] as i64, b[2] as i64, b[3] as i64]));
     }
+
+    // MedSG: the whole-series change on timepoint keys, one difference item per slice pair, each
+    // naming its own slices (earlier timepoint first) as COCO does.
+    let diffs: Vec<&serde_json::Value> =
+        medsg.as_array().unwrap().iter().filter(|i| i["task"].as_str().is_some_and(|t| t.ends_with("_Diff"))).collect();
+    assert_eq!(diffs.len(), 2, "{medsg:#}");
+    for (item, slice, b) in [(diffs[0], 3, [88, 80, 104, 96]), (diffs[1], 4, [86, 78, 106, 98])] {
+        let name = |t: &str| entries.iter().find(|e| e["tandem_image"] == t && e["frame"] == slice).unwrap()["file_name"].clone();
+        assert_eq!(item["images"], serde_json::json!([name("t0"), name("t1")]));
+        assert_eq!(item["task"], "Registered_Diff", "same box on both: registered");
+        assert_eq!(item["answer"], serde_json::json!(b));
+        assert_eq!(item["frame"], slice);
+    }
+    assert_ne!(diffs[0]["id"], diffs[1]["id"]);
 
     // SR: one tracking UID for the track's three groups, the same in a second export; its sizes.
     let read = |p: &Path| dicom_object::open_file(p).unwrap().into_inner();

@@ -177,6 +177,8 @@ pub struct Pane {
     pub rect: Rect,
     /// Shown in the corner for non-clinical content (the demo).
     pub note: Option<String>,
+    /// Shown top right instead of the role (a timeline grid's pane names its timepoint).
+    pub title: Option<String>,
     /// Set by the app for the frame being drawn: on the GPU path the pane composites the prior
     /// with its own image (flicker, fade, subtraction) instead of drawing it plainly.
     pub compare: Option<crate::viewer::compare::GpuCompare>,
@@ -200,6 +202,7 @@ impl Pane {
             generation: 0,
             rect: Rect::NOTHING,
             note: None,
+            title: None,
             compare: None,
             cpu_texture: None,
             loader: None,
@@ -619,7 +622,8 @@ impl Pane {
         top_left.push(format!("Study {}", m.study_date_pretty().unwrap_or_else(|| "—".into())));
         let series_line = [m.modality.clone(), m.series_description.clone()].into_iter().flatten().collect::<Vec<_>>().join("  ");
         top_left.push(if series_line.is_empty() { file_name(&m.path) } else { series_line });
-        let top_right = vec![self.role.label().to_uppercase(), format!("Frame {}/{}", self.frame + 1, self.frame_count())];
+        let title = self.title.clone().unwrap_or_else(|| self.role.label().to_uppercase());
+        let top_right = vec![title, format!("Frame {}/{}", self.frame + 1, self.frame_count())];
         let w_line = if self.use_voi_lut && frame.voi_lut.is_some() {
             "VOI LUT".to_string()
         } else {

@@ -1,12 +1,13 @@
-//! MedSG-Bench JSON: each change finding with boxes on both images becomes a difference item,
-//! each correspondence a consistency item whose question carries the reference box, and each
-//! measurement (ruler or ROI, on one image) a referring item: its label and its box; a tracked
-//! finding one `object_tracking` item per step of its track. Image paths are pseudonyms unless
-//! `keep_phi`.
+//! MedSG-Bench JSON: each change finding with boxes on two images (prior and current, or two
+//! timepoints `t0`, `t1`, …) becomes a difference item, one per slice pair of a whole-series
+//! finding; each correspondence a consistency item whose question carries the reference box;
+//! each measurement (ruler or ROI, on one image) a referring item: its label and its box; a
+//! tracked finding one `object_tracking` item per step of its track. Image paths are pseudonyms
+//! unless `keep_phi`, and a slice of a series is named as the COCO export names it.
 
 use serde_json::{Value, json};
 
-use crate::annotation::document::{Document, Finding, FindingKind, Track};
+use crate::annotation::document::{Document, Finding, FindingKind, ImageBox, Track};
 use crate::annotation::export::coco::{file_name, frame_file_name};
 use crate::annotation::export::exported;
 use crate::grounding::Task;
@@ -36,37 +37,89 @@ pub fn to_medsg(doc: &Document, keep_phi: bool) -> Value {
             items.extend(tracking_items(doc, f, track, keep_phi));
             continue;
         }
-        let (Some(prior), Some(current)) = (f.box_on("prior"), f.box_on("current")) else { continue };
-        let (Some(prior_path), Some(current_path)) = (path_of("prior"), path_of("current")) else { continue };
-        let (task, images, reference, answer) = match f.kind {
-            FindingKind::Change | FindingKind::Manual | FindingKind::Measurement => {
-                let same_place = prior.bbox == current.bbox;
-                let t = if same_place { Task::RegisteredDiff } else { Task::NonRegisteredDiff };
-                (t, vec![prior_path, current_path], None, current.rect())
+        let Some((earlier, later)) = two_images(doc, f) else { continue };
+        let pairs = box_pairs(f, earlier, later);
+        let several = pairs.len() > 1;
+        for (prior, current) in pairs {
+            let (Some(prior_path), Some(current_path)) = (frame_name(doc, prior, keep_phi), frame_name(doc, current, keep_phi)) else {
+                continue;
+            };
+            let (task, images, reference, answer) = match f.kind {
+                FindingKind::Change | FindingKind::Manual | FindingKind::Measurement => {
+                    let same_place = prior.bbox == current.bbox;
+                    let t = if same_place { Task::RegisteredDiff } else { Task::NonRegisteredDiff };
+                    (t, vec![prior_path, current_path], None, current.rect())
+                }
+                FindingKind::Correspondence => {
+                    // The reference is the first box the finding was made from.
+                    let (from, to, from_path, to_path) = if f.boxes.first().is_some_and(|b| b.image == later) {
+                        (current, prior, current_path, prior_path)
+                    } else {
+                        (prior, current, prior_path, current_path)
+                    };
+                    let modality = |id: &str| doc.image(id).and_then(|i| i.extra.get("modality").cloned());
+                    let task = if modality(earlier) != modality(later) { Task::Crossmodal } else { Task::ObjectTracking };
+                    (task, vec![from_path, to_path], Some(from.rect().rounded()), to.rect())
+                }
+            };
+            // A whole-series finding gives one item per slice pair, each named apart.
+            let id = if several { format!("{}-s{}", f.id, current.frame + 1) } else { f.id.clone() };
+            let mut item = json!({
+                "id": id,
+                "task": task.medsg_name(),
+                "images": images,
+                "question": task.question(reference),
+                "answer": answer.rounded(),
+                "label": f.label,
+                "status": f.status.label(),
+            });
+            if several {
+                item["finding"] = json!(f.id);
+                item["frame"] = json!(current.frame);
             }
-            FindingKind::Correspondence => {
-                // The reference is the first box the finding was made from.
-                let (from, to, from_path, to_path) = if f.boxes.first().is_some_and(|b| b.image == "current") {
-                    (current, prior, current_path, prior_path)
-                } else {
-                    (prior, current, prior_path, current_path)
-                };
-                let modality = |id: &str| doc.image(id).and_then(|i| i.extra.get("modality").cloned());
-                let task = if modality("prior") != modality("current") { Task::Crossmodal } else { Task::ObjectTracking };
-                (task, vec![from_path, to_path], Some(from.rect().rounded()), to.rect())
-            }
-        };
-        items.push(json!({
-            "id": f.id,
-            "task": task.medsg_name(),
-            "images": images,
-            "question": task.question(reference),
-            "answer": answer.rounded(),
-            "label": f.label,
-            "status": f.status.label(),
-        }));
+            items.push(item);
+        }
     }
     Value::Array(items)
+}
+
+/// The two images a finding compares, earlier first: "prior" and "current", or two timepoints
+/// (`t0`, `t1`, …) in the document's image order (time order on a timeline). None when its boxes
+/// are not on exactly two images.
+fn two_images<'a>(doc: &Document, f: &'a Finding) -> Option<(&'a str, &'a str)> {
+    let mut keys: Vec<&str> = Vec::new();
+    for b in &f.boxes {
+        if !keys.contains(&b.image.as_str()) {
+            keys.push(&b.image);
+        }
+    }
+    let [a, b] = keys[..] else { return None };
+    let rank = |id: &str| match id {
+        "prior" => Some(0),
+        "current" => Some(usize::MAX),
+        _ => doc.images.iter().position(|i| i.id == id),
+    };
+    match (rank(a), rank(b)) {
+        (Some(ra), Some(rb)) if ra > rb => Some((b, a)),
+        (Some(_), Some(_)) => Some((a, b)),
+        _ => None,
+    }
+}
+
+/// The (earlier, later) box pairs of a finding: each later box with the earlier box listed just
+/// before it (a whole-series finding lists each slice's prior box before its current box), else
+/// the first box on each image.
+fn box_pairs<'a>(f: &'a Finding, earlier: &str, later: &str) -> Vec<(&'a ImageBox, &'a ImageBox)> {
+    let adjacent: Vec<_> = f.boxes.windows(2).filter(|w| w[0].image == earlier && w[1].image == later).map(|w| (&w[0], &w[1])).collect();
+    if !adjacent.is_empty() {
+        return adjacent;
+    }
+    f.box_on(earlier).zip(f.box_on(later)).into_iter().collect()
+}
+
+/// What the export calls the frame a box is on (the image's own name for a single frame).
+fn frame_name(doc: &Document, b: &ImageBox, keep_phi: bool) -> Option<String> {
+    doc.image(&b.image).map(|i| if keep_phi { i.path.clone() } else { frame_file_name(i, if i.frames > 1 { b.frame } else { 0 }, false) })
 }
 
 /// A tracked finding as `object_tracking` items (`crossmodal` where the modality changes), one

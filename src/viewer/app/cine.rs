@@ -41,7 +41,11 @@ impl App {
     /// other pane when scroll sync is on; returns how long until the next is due.
     pub(super) fn advance_cine(&mut self, time_secs: f64) -> Option<std::time::Duration> {
         let role = self.active_role();
-        let n = self.pane(role).frame_count();
+        // In the timeline grid the grid's active pane plays.
+        let n = match &self.grid {
+            Some(g) => g.panes.get(g.active).map_or(0, |p| p.pane.frame_count()),
+            None => self.pane(role).frame_count(),
+        };
         if !self.cine.playing || n < 2 {
             self.cine.last_secs = None;
             return None;
@@ -51,6 +55,10 @@ impl App {
         let due = ((time_secs - last) * fps).floor().max(0.0) as usize;
         if due > 0 {
             self.cine.last_secs = Some(last + due as f64 / fps);
+            if self.grid.is_some() {
+                self.grid_cine_step(due);
+                return Some(std::time::Duration::from_secs_f64(1.0 / fps));
+            }
             let pane = self.pane_mut(role);
             let next = (pane.frame + due) % n;
             pane.set_frame(next);
@@ -72,7 +80,10 @@ pub(super) fn cine_ui(app: &App, ui: &mut egui::Ui, out: &mut Vec<AppCommand>) {
             out.push(AppCommand::SetCine { playing: !cine.playing, fps: cine.fps });
         }
         let mut fps = cine.fps;
-        if ui.add(egui::Slider::new(&mut fps, 1.0..=60.0).integer().suffix(" fps")).changed() {
+        // Named for screen readers: no visible label sits beside it, and the number box takes
+        // the slider's name.
+        let rate = ui.add(egui::Slider::new(&mut fps, 1.0..=60.0).integer().suffix(" fps")).accessible_name("cine rate");
+        if rate.on_hover_text("Cine rate, frames per second").changed() {
             out.push(AppCommand::SetCine { playing: cine.playing, fps });
         }
     });

@@ -80,6 +80,7 @@ impl App {
             (Key::Num6, AppCommand::ApplyPreset(Preset::FromFile)),
             (Key::Num7, AppCommand::ApplyPreset(Preset::FullRange)),
             (Key::Space, AppCommand::SetCine { playing: !self.cine().playing, fps: self.cine().fps }),
+            (Key::T, AppCommand::Timeline(super::TimelineCommand::Grid(self.grid.is_none()))),
         ];
         out.extend(keys.into_iter().filter(|(k, _)| pressed(*k)).map(|(_, c)| c));
         if pressed(Key::L)

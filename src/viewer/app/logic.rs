@@ -126,6 +126,7 @@ impl App {
             AppCommand::SetFade(t) => self.fade = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.5 },
             AppCommand::SetFlickerHz(hz) => self.flicker_hz = if hz.is_finite() { hz.clamp(0.25, 10.0) } else { 2.0 },
             AppCommand::Compare(command) => self.run_compare(command),
+            AppCommand::ApplyPreset(preset) if self.grid.is_some() => self.grid_preset(preset),
             AppCommand::ApplyPreset(preset) => self.apply_preset(preset),
             AppCommand::SetInvert { role, on } => self.pane_mut(role).invert = on,
             AppCommand::SetWindow { role, window } => {
@@ -133,6 +134,7 @@ impl App {
                 pane.window = window;
                 pane.use_voi_lut = false;
             }
+            AppCommand::StepFrame(delta) if self.grid.is_some() => self.grid_step(delta),
             AppCommand::StepFrame(delta) => {
                 let role = self.active_role();
                 self.pane_mut(role).step_frame(delta);
@@ -140,6 +142,7 @@ impl App {
             }
             AppCommand::SetCine { playing, fps } => self.cine.set(playing, fps),
             AppCommand::Mirror { role, changes } => self.sync_from(role, changes),
+            AppCommand::ResetViews if self.grid.is_some() => self.grid_reset(),
             AppCommand::ResetViews => self.panes.iter_mut().for_each(|p| p.reset()),
             AppCommand::SwapPriorCurrent => self.swap_prior_current(),
             AppCommand::Escape => self.escape(),

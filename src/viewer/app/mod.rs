@@ -9,6 +9,7 @@
 mod cine;
 mod compare;
 mod focus;
+mod grid;
 mod input;
 mod logic;
 mod measuring;
@@ -42,6 +43,7 @@ use crate::viewer::overlay::Handle;
 use crate::viewer::pane::{Pane, PaneChanges, PaneId, Preset, Role};
 
 pub use compare::CompareCommand;
+pub use grid::{Grid, GridPane, MAX_GRID};
 pub use pacs::{ENV_PACS_URL, PacsCommand, PacsDialog};
 pub use plot::{SizePlot, SizePoint};
 pub use timeline::{Scanned, Timeline, TimelineCommand, TimelineResult, Timepoint, TrackedStep, slice_on};
@@ -339,6 +341,8 @@ pub struct App {
     whole_series: bool,
     /// The size-over-time plot of the selected tracked finding is shown.
     show_plot: bool,
+    /// The timeline grid, when it replaces the pair on screen.
+    grid: Option<grid::Grid>,
 }
 
 /// The minimum score a proposal needs to be shown until the reader picks another (a remembered
@@ -436,6 +440,7 @@ impl App {
             timeline: None,
             whole_series: true,
             show_plot: true,
+            grid: None,
         }
     }
 
@@ -548,6 +553,7 @@ impl App {
             || self.jobs.registering
             || self.jobs.pacs_running > 0
             || self.compare.busy()
+            || self.grid.as_ref().is_some_and(grid::Grid::is_busy)
     }
 
     /// Shown at the current threshold and rejected-filter.
@@ -629,6 +635,7 @@ impl eframe::App for App {
             self.on_dialog(spec, picked);
         }
         self.ensure_registration();
+        self.ensure_grid();
         self.ensure_compare(ui.ctx(), !self.cpu_rendering && frame.wgpu_render_state().is_some());
         if self.view_mode == ViewMode::Flicker {
             ui.ctx().request_repaint_after(Duration::from_secs_f32(0.5 / self.flicker_hz));
@@ -652,7 +659,11 @@ impl eframe::App for App {
         ui::findings_panel_ui(self, ui, &mut commands);
         ui::pairing_banner_ui(self, ui, &mut commands);
         egui::CentralPanel::default().frame(egui::Frame::NONE.fill(egui::Color32::from_gray(20))).show(ui, |ui| {
-            self.panes_ui(ui, frame);
+            if self.grid.is_some() {
+                self.grid_ui(ui, frame);
+            } else {
+                self.panes_ui(ui, frame);
+            }
         });
         pacs::pacs_dialog_ui(self, ui, &mut commands);
         ui::prompt_ui(self, ui, &mut commands);

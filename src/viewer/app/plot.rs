@@ -105,9 +105,13 @@ pub(super) fn plot_panel_ui(app: &App, ui: &mut egui::Ui, out: &mut Vec<AppComma
             let long: Vec<[f64; 2]> = plot.points.iter().map(|p| [p.x, p.long_axis]).collect();
             let short: Vec<[f64; 2]> = plot.points.iter().map(|p| [p.x, p.short_axis]).collect();
             let labels: Vec<(f64, String)> = plot.points.iter().map(|p| (p.x, p.label.clone())).collect();
+            let name = format!("{} size over time ({}), by {}", plot.label, plot.units, plot.x_axis);
             Plot::new(("size plot", plot.finding.as_str()))
                 .height(160.0)
-                .legend(Legend::default())
+                // Sizes sit near the top of a range from 0: the legend goes bottom right, and the
+                // margins keep the first and last points and their markers off the frame.
+                .legend(Legend::default().position(egui_plot::Corner::RightBottom))
+                .set_margin_fraction(egui::Vec2::new(0.06, 0.18))
                 .x_axis_label(plot.x_axis)
                 .y_axis_label(units.clone())
                 .include_y(0.0)
@@ -126,7 +130,9 @@ pub(super) fn plot_panel_ui(app: &App, ui: &mut egui::Ui, out: &mut Vec<AppComma
                     p.points(
                         Points::new("short axis", short).color(Color32::from_rgb(90, 180, 255)).radius(3.5).shape(MarkerShape::Square),
                     );
-                });
+                })
+                .response
+                .accessible_name(name);
             let ui = &mut cols[1];
             egui::Grid::new(("size table", plot.finding.as_str())).striped(true).show(ui, |ui| {
                 for h in ["date", "long", "short", "area", "vs baseline", "vs nadir"] {

@@ -18,6 +18,7 @@ use super::{App, AppCommand};
 use crate::annotation::document::Track;
 use crate::annotation::{Command, Document, Finding, FindingKind, ImageBox, ImageRef, Source};
 use crate::grounding::series::SeriesOutput;
+use crate::grounding::track::{self, OnGrid};
 use crate::grounding::{BBox, Method};
 use crate::study::series::SeriesGroup;
 use crate::study::{Series, StudyError};
@@ -26,7 +27,7 @@ use crate::viewer::pane::{Role, SharedProgress};
 
 /// Loaded timepoints keep their pixels while all of them together stay under this; a timepoint
 /// beyond it is loaded again when it is hung or tracked.
-const CACHE_BYTES: usize = 1 << 30;
+pub(super) const CACHE_BYTES: usize = 1 << 30;
 
 /// Side of a timeline thumbnail (pixels).
 const THUMB: usize = 72;
@@ -42,7 +43,7 @@ pub struct Timepoint {
     pub spacing: Option<[f64; 2]>,
     pub thumbnail: egui::ColorImage,
     texture: RefCell<Option<egui::TextureHandle>>,
-    series: Option<Arc<Series>>,
+    pub(super) series: Option<Arc<Series>>,
 }
 
 impl Timepoint {
@@ -89,7 +90,7 @@ impl Timeline {
         self.points.iter().position(|p| p.id == id)
     }
 
-    fn cached_bytes(&self) -> usize {
+    pub(super) fn cached_bytes(&self) -> usize {
         self.points.iter().filter_map(|p| p.series.as_deref()).map(series_bytes).sum()
     }
 }
@@ -108,6 +109,8 @@ pub enum TimelineCommand {
     Track,
     /// Shows or hides the size-over-time plot of the selected tracked finding.
     ShowPlot(bool),
+    /// Opens (or leaves) the grid of up to six timepoints side by side.
+    Grid(bool),
 }
 
 /// One timepoint as the scan found and loaded it.
@@ -159,6 +162,8 @@ pub enum TimelineResult {
         /// Timepoints the job loaded (index, series), for the cache.
         loaded: Vec<(usize, Arc<Series>)>,
     },
+    /// A grid pane's series, or where the grid's panes lie.
+    Grid(super::grid::GridResult),
 }
 
 impl TimelineResult {
@@ -171,7 +176,7 @@ impl TimelineResult {
     }
 }
 
-fn series_bytes(s: &Series) -> usize {
+pub(super) fn series_bytes(s: &Series) -> usize {
     s.frames.iter().map(|f| f.width * f.height * if f.is_color() { 3 } else { 4 }).sum()
 }
 
@@ -328,6 +333,8 @@ impl App {
             TimelineCommand::SetWholeSeries(on) => self.whole_series = on,
             TimelineCommand::Track => self.track_selected(),
             TimelineCommand::ShowPlot(on) => self.show_plot = on,
+            TimelineCommand::Grid(true) => self.open_grid(),
+            TimelineCommand::Grid(false) => self.close_grid(),
         }
     }
 
@@ -456,6 +463,7 @@ impl App {
                     }
                 }
             }
+            TimelineResult::Grid(result) => self.on_grid_job(result),
             TimelineResult::SeriesChanges { job, keys, model, result } => self.on_series_changes(&job, &keys, model.as_deref(), result),
             TimelineResult::Tracked { job, generation, from, keys, model, result, loaded } => {
                 if let Some(t) = self.timeline.as_mut().filter(|t| Some(t.generation) == generation) {
@@ -625,15 +633,24 @@ impl App {
                 None if series.len() < n => Err("cancelled".into()),
                 None => (|| {
                     let refs: Vec<&Series> = series.iter().map(|s| s.as_ref()).collect();
-                    let slices = crate::grounding::track::timepoint_slices(&refs, at, slice)?;
+                    let slices = track::timepoint_slices(&refs, at, slice)?;
                     let frames: Vec<&crate::study::Frame> = slices.iter().zip(&refs).map(|(s, r)| &r.frames[*s]).collect();
-                    crate::grounding::track::check_one_grid(&frames).map_err(|(k, m)| format!("timepoint {k}: {m}"))?;
-                    let grays: Vec<crate::study::GrayImage> = frames.iter().map(|f| f.to_gray()).collect();
+                    // Timepoints of other pixel sizes or matrices are followed on the box's
+                    // timepoint's grid (resampled by pixel spacing), their boxes mapped back.
+                    let grids: Vec<OnGrid> = frames.iter().map(|f| track::onto(frames[at], f)).collect();
+                    let (w, h) = (frames[at].width, frames[at].height);
+                    let grays: Vec<crate::study::GrayImage> =
+                        frames.iter().zip(&grids).map(|(f, g)| track::resample(&f.to_gray(), g, w, h)).collect();
                     if let Ok(mut p) = progress.lock() {
                         *p = (n, n + 1);
                     }
-                    let path = crate::grounding::track::follow(&engine, &grays, at, b, Method::Model)?;
-                    Ok(slices.into_iter().zip(path).map(|(slice, (bbox, score))| TrackedStep { slice, bbox, score }).collect())
+                    let path = track::follow(&engine, &grays, at, b, Method::Model)?;
+                    Ok(slices
+                        .into_iter()
+                        .zip(path)
+                        .zip(&grids)
+                        .map(|((slice, (bbox, score)), g)| TrackedStep { slice, bbox: g.from_reference(bbox), score })
+                        .collect())
                 })(),
             };
             JobResult::Timeline(TimelineResult::Tracked { job: cancel, generation, from, keys, model, result, loaded })
@@ -694,8 +711,20 @@ pub(super) fn timeline_strip_ui(app: &App, ui: &mut egui::Ui, out: &mut Vec<AppC
     let Some(t) = &app.timeline else { return };
     egui::Panel::top("timeline").show(ui, |ui| {
         egui::ScrollArea::horizontal().show(ui, |ui| {
-            ui.horizontal(|ui| {
-                ui.label(RichText::new(format!("Timeline\n{} studies", t.points.len())).strong());
+            // Cards of one height, tops aligned (a hung card's badge must not shift it down).
+            ui.horizontal_top(|ui| {
+                ui.vertical(|ui| {
+                    ui.label(RichText::new(format!("Timeline\n{} studies", t.points.len())).strong());
+                    let open = app.grid.is_some();
+                    let shown = t.points.len().min(super::grid::MAX_GRID);
+                    if ui
+                        .add(egui::Button::new("Grid").selected(open).shortcut_text("T"))
+                        .on_hover_text(format!("Show {shown} timepoints side by side, scrolled together (T); again to go back"))
+                        .clicked()
+                    {
+                        out.push(AppCommand::Timeline(TimelineCommand::Grid(!open)));
+                    }
+                });
                 for (k, p) in t.points.iter().enumerate() {
                     let role = [Role::Prior, Role::Current].into_iter().find(|r| t.hung[super::role_slot(*r)] == k);
                     let fill = match role {
@@ -726,10 +755,9 @@ pub(super) fn timeline_strip_ui(app: &App, ui: &mut egui::Ui, out: &mut Vec<AppC
                                     egui::Label::new(RichText::new(format!("{}{badge}", p.date())).strong()).sense(egui::Sense::click()),
                                 );
                                 menu(date, out);
-                                ui.label(RichText::new(format!("{} · {} slice(s)", p.modality(), p.frames)).small());
-                                if !p.description().is_empty() {
-                                    ui.label(RichText::new(p.description()).small());
-                                }
+                                ui.label(format!("{} · {} slice(s)", p.modality(), p.frames));
+                                // Always a line, so that every card has the same height.
+                                ui.label(if p.description().is_empty() { "—" } else { p.description() });
                                 ui.horizontal(|ui| {
                                     for r in [Role::Prior, Role::Current] {
                                         let on = role == Some(r);

@@ -79,7 +79,7 @@ pub(super) fn menu_bar_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands) {
 /// The keyboard and mouse reference (also in the README).
 pub const KEYS: &str = "Mouse: wheel zoom · left-drag pan / move box · right-drag window/level · Ctrl+wheel frames\n\
 Keys: ↑↓ ←→ frames · PgUp/PgDn ±10 frames · Space cine · Home reset · I invert · 1–7 W/L presets (2–5 CT only)\n\
-F find changes · G find in other image · B draw box · M ruler · Q rectangle ROI · E ellipse ROI · D subtraction · V cycle side by side / flicker / fade / subtraction · A accept · R reject (then the next undecided) · L relabel · Delete · N/P next/previous undecided\n\
+F find changes · G find in other image · T timeline grid · B draw box · M ruler · Q rectangle ROI · E ellipse ROI · D subtraction · V cycle side by side / flicker / fade / subtraction · A accept · R reject (then the next undecided) · L relabel · Delete · N/P next/previous undecided\n\
 Ctrl+Z undo · Ctrl+Shift+Z / Ctrl+Y redo · Ctrl+S save · Esc cancel";
 
 pub(super) fn status_bar_ui(app: &App, ui: &mut egui::Ui, out: &mut Commands) {
