@@ -420,11 +420,32 @@ fn track_without_pixel_spacing_measures_in_pixels_and_refuses_bad_input() {
         vec!["track", "--box", "10,10,40,30", "--frame", "5", png, png],
         vec!["track", "--box", "5000,5000,5040,5030", png],
         vec!["track", "--box", "10,10,40,30"],
-        vec!["track", "--box", "10,10,40,30", png, "tests/data/dicom/CT_small.dcm"],
     ] {
         let err = one_error_line(&tandem(&args));
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn track_follows_a_frame_of_another_size_on_the_first_frames_grid() {
+    // The same picture at half the matrix (no pixel spacing: the fields of view are taken as one):
+    // the box is found there and given in that frame's own pixels, its size on the common grid.
+    let dir = tempfile::tempdir().unwrap();
+    let png = "tests/data/medsg-example/images/t1_b.png";
+    let full = image::open(png).unwrap().to_luma8();
+    let half = image::imageops::resize(&full, full.width() / 2, full.height() / 2, image::imageops::FilterType::Triangle);
+    let half_path = dir.path().join("half.png");
+    half.save(&half_path).unwrap();
+    let json = dir.path().join("t.json");
+    let out = tandem(&["track", "--box", "100,120,190,200", png, s(&half_path), "--json", s(&json)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let b: Vec<f64> = v["frames"][1]["box"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    let expected = [50.0, 60.0, 95.0, 100.0];
+    assert!(b.iter().zip(expected).all(|(got, want)| (got - want).abs() <= 3.0), "box on the half-size frame: {b:?}");
+    assert_eq!(v["units"], "px");
+    let long = |k: usize| v["frames"][k]["long_axis"].as_f64().unwrap();
+    assert!((long(1) - long(0)).abs() <= 0.1 * long(0), "sizes on the common grid: {} and {}", long(0), long(1));
 }
 
 fn tandem_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Child {

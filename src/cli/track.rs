@@ -11,6 +11,7 @@ use crate::cli::ground::{parse_box, write_json};
 use crate::cli::series::load_series;
 use crate::cli::{Cli, CliError, MethodArg};
 use crate::fsutil::check_output;
+use crate::grounding::track::{self, OnGrid};
 use crate::grounding::{BBox, Engine, Method};
 use crate::study::{Frame, Series};
 
@@ -114,27 +115,22 @@ pub fn run(cli: &Cli, args: &TrackArgs) -> Result<(), CliError> {
     let b = parse_box(&args.bbox)?;
     let series: Vec<Series> = inputs.iter().map(|p| load_series(p)).collect::<Result<_, _>>()?;
     let steps = sequence(&series, args.frame, args.slice)?;
-    let first = steps[0].frame;
-    if let Some(s) = steps.iter().find(|s| (s.frame.width, s.frame.height) != (first.width, first.height)) {
-        return Err(CliError(format!(
-            "the frames differ in size ({}×{} and {}×{} in {}); tracking needs one grid",
-            first.width,
-            first.height,
-            s.frame.width,
-            s.frame.height,
-            inputs[s.input].display()
-        )));
-    }
     let r = &steps[args.frame].frame;
     let frame_box = BBox::new(0.0, 0.0, r.width as f32, r.height as f32);
     if b.intersection(&frame_box) < 0.5 * b.area() {
         return Err(CliError(format!("--box lies mostly outside the {}×{} frame", r.width, r.height)));
     }
+    // Frames of another size or pixel spacing are followed on the box's frame's grid (as the
+    // viewer's Track does), and their boxes mapped back to their own pixels.
+    let grids: Vec<OnGrid> = steps.iter().map(|s| track::onto(r, s.frame)).collect();
     let engine = crate::cli::engine(cli);
     let method: Method = args.method.into();
-    let boxes = follow(&engine, &steps, args.frame, b, method)?;
+    let on_reference = follow(&engine, &steps, &grids, r, args.frame, b, method)?;
+    let boxes: Vec<(BBox, f32)> = on_reference.iter().zip(&grids).map(|((bx, score), g)| (g.from_reference(*bx), *score)).collect();
     let spacing: Vec<Option<[f64; 2]>> = steps.iter().map(|s| s.frame.meta.pixel_spacing_mm).collect();
-    let (sizes, units) = measure(&boxes, &spacing);
+    // In mm each box is measured in its own frame; in px only the common grid compares sizes.
+    let in_mm = spacing.iter().all(Option::is_some);
+    let (sizes, units) = measure(if in_mm { &boxes } else { &on_reference }, &spacing);
     let longs: Vec<f64> = sizes.iter().map(|s| round(s.0, 2)).collect();
     let changes = crate::annotation::track::changes(&longs);
     let mut measured = Vec::new();
@@ -252,7 +248,18 @@ fn sequence(series: &[Series], frame: usize, slice: usize) -> Result<Vec<Step<'_
 }
 
 /// Follows the box from frame `at` forwards to the last frame and backwards to the first.
-fn follow(engine: &Engine, steps: &[Step], at: usize, b: BBox, method: Method) -> Result<Vec<(BBox, f32)>, CliError> {
-    let grays: Vec<crate::study::GrayImage> = steps.iter().map(|s| s.frame.to_gray()).collect();
-    crate::grounding::track::follow(engine, &grays, at, b, method).map_err(CliError)
+/// The box followed through the steps, every frame resampled onto `reference`'s grid as `grids`
+/// place them: boxes on that grid.
+fn follow(
+    engine: &Engine,
+    steps: &[Step],
+    grids: &[OnGrid],
+    reference: &Frame,
+    at: usize,
+    b: BBox,
+    method: Method,
+) -> Result<Vec<(BBox, f32)>, CliError> {
+    let grays: Vec<crate::study::GrayImage> =
+        steps.iter().zip(grids).map(|(s, g)| track::resample(&s.frame.to_gray(), g, reference.width, reference.height)).collect();
+    track::follow(engine, &grays, at, b, method).map_err(CliError)
 }
