@@ -173,7 +173,8 @@ fn lesions_found(json: &serde_json::Value, n: usize, w: f32, h: f32) -> usize {
         .count()
 }
 
-pub fn run(cli: &Cli, volume_path: &Path, sizes: &[usize], method: Method) -> Result<(), CliError> {
+/// The volume the benches reslice into series of `sizes` slices, both checked.
+pub(crate) fn source_volume(volume_path: &Path, sizes: &[usize]) -> Result<crate::study::Series, CliError> {
     if sizes.is_empty() || sizes.iter().any(|&n| n < 2) {
         return Err(CliError("--slices must list series lengths of at least 2".into()));
     }
@@ -183,6 +184,11 @@ pub fn run(cli: &Cli, volume_path: &Path, sizes: &[usize], method: Method) -> Re
     if volume.frames.len() < 2 {
         return Err(CliError(format!("the volume has one slice; a series needs more ({})", volume_path.display())));
     }
+    Ok(volume)
+}
+
+pub fn run(cli: &Cli, volume_path: &Path, sizes: &[usize], method: Method) -> Result<(), CliError> {
+    let volume = source_volume(volume_path, sizes)?;
     let engine = crate::cli::engine(cli);
     let (w, h) = (volume.frames[0].width, volume.frames[0].height);
     let scratch = std::env::temp_dir().join(format!("tandem-bench-series-{}", std::process::id()));

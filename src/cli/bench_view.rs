@@ -9,7 +9,7 @@ use eframe::egui_wgpu::{self, wgpu};
 
 use crate::cli::CliError;
 use crate::cli::bench::{median, peak_rss_mib};
-use crate::cli::bench_series::{resliced, write_slice};
+use crate::cli::bench_series::{resliced, source_volume, write_slice};
 use crate::study::progressive::LoadControl;
 use crate::viewer::gpu::{DrawParams, ImageRenderer};
 use crate::viewer::jobs::{JobResult, Jobs, Stamp, progress_cell};
@@ -205,15 +205,7 @@ fn time_series(dir: &Path, drawer: &mut Drawer) -> Result<Timed, CliError> {
 }
 
 pub fn run(volume_path: &Path, sizes: &[usize], cpu: bool) -> Result<(), CliError> {
-    if sizes.is_empty() || sizes.iter().any(|&n| n < 2) {
-        return Err(CliError("--slices must list series lengths of at least 2".into()));
-    }
-    let quiet = |_: f32, _: &str| {};
-    let volume =
-        crate::study::load(volume_path, &quiet).map_err(|e| CliError(format!("{e} (pass --volume) ({})", volume_path.display())))?;
-    if volume.frames.len() < 2 {
-        return Err(CliError(format!("the volume has one slice; a series needs more ({})", volume_path.display())));
-    }
+    let volume = source_volume(volume_path, sizes)?;
     let (w, h) = (volume.frames[0].width, volume.frames[0].height);
     let mut drawer = Drawer::new(cpu);
     let scratch = std::env::temp_dir().join(format!("tandem-bench-view-{}", std::process::id()));
