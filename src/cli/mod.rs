@@ -230,9 +230,9 @@ pub struct TrainArgs {
     /// Weights file to write (its .json metadata goes beside it).
     #[arg(long, default_value = "models/grounder.bpk")]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 20261127)]
+    #[arg(long, default_value_t = 20261204)]
     pub seed: u64,
-    #[arg(long, default_value_t = 5500)]
+    #[arg(long, default_value_t = 3500)]
     pub steps: usize,
     #[arg(long, default_value_t = 8)]
     pub batch: usize,

@@ -131,7 +131,7 @@ probabilities that the box is right (IoU ≥ 0.5), fitted after training on item
 images with a separate seed.
 
 ## Training
-- Command: `tandem train --seed {seed} --steps {steps} --batch {batch} --force` (needs the pydicom test
+- Command: `tandem train --seed {seed} --steps {steps} --batch {batch}{without} --force` (needs the pydicom test
   files in `../shared/data/dicom` and the training images in `../shared/data/train-images`, or
   `--data DIR` and `--images DIR`){commit}.
 - Data: MedSG-style items synthesized on the fly (`src/grounding/synth.rs`, `synth_multiview.rs`,
@@ -243,6 +243,7 @@ format and tasks, so they say how Tandem does on these tasks, not how it would r
         mb = calibration.1.b,
         params = train.parameters,
         seed = train.seed,
+        without = train.without_family.as_ref().map_or(String::new(), |f| format!(" --without-family {f}")),
         commit = train.source_commit.as_ref().map_or(String::new(), |c| format!(", run with the code of commit `{c}`")),
         steps = train.steps,
         batch = train.batch,

@@ -95,8 +95,8 @@ impl Default for TrainOptions {
         TrainOptions {
             data_dir: PathBuf::from("../shared/data/dicom"),
             out: PathBuf::from("models/grounder.bpk"),
-            seed: 20261127,
-            steps: 5500,
+            seed: 20261204,
+            steps: 3500,
             batch: 8,
             learning_rate: 2e-3,
             item_size: 256,
@@ -348,6 +348,15 @@ pub struct TrainReport {
     /// The git commit of the working directory training ran in, when it was one.
     #[serde(default)]
     pub source_commit: Option<String>,
+    /// The change family left out of training and calibration (`--without-family`), if any.
+    #[serde(default)]
+    pub without_family: Option<String>,
+}
+
+impl TrainReport {
+    pub fn left_out(&self) -> Option<ChangeKind> {
+        self.without_family.as_deref().and_then(ChangeKind::parse)
+    }
 }
 
 /// Trains, calibrates and writes `opts.out` (+ .json) and `loss.csv` beside it.
@@ -445,6 +454,7 @@ pub fn train(opts: &TrainOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Tra
         machine: machine_description(),
         recalibrated: false,
         source_commit: source_commit(),
+        without_family: opts.without_family.map(|k| k.name().to_string()),
     };
     if let Some(dir) = opts.out.parent() {
         std::fs::create_dir_all(dir)?;
@@ -506,7 +516,7 @@ fn finish(
     runner.meta.match_calibration = Calibration::default();
     runner.meta.change_extent_logit = 0.0;
     let engine = crate::grounding::Engine::from_runner(runner, "the training device");
-    let (change_cal, match_cal, extent) = calibrate(&engine, pool, opts.seed ^ 0xCA11B);
+    let (change_cal, match_cal, extent) = calibrate(&engine, pool, opts.seed ^ 0xCA11B, report.left_out());
     let mut runner = engine.into_runner().ok_or_else(|| anyhow::anyhow!("the trained network went missing"))?;
     runner.meta.change_calibration = change_cal;
     runner.meta.match_calibration = match_cal;
@@ -530,6 +540,10 @@ pub fn recalibrate(opts: &TrainOptions, progress: &dyn Fn(&str)) -> anyhow::Resu
     let mut report: TrainReport =
         serde_json::from_value(meta.training.clone()).map_err(|e| anyhow::anyhow!("{} has no training record: {e}", opts.out.display()))?;
     report.recalibrated = true;
+    if let Some(family) = opts.without_family {
+        // Weights trained before the record kept it: the caller says which family was left out.
+        report.without_family = Some(family.name().to_string());
+    }
     let pool = crate::grounding::splits::read(Split::Train, &opts.data_dir, opts.images_dir.as_deref())?.pool;
     finish(NetRunner::new(net, device, meta), report, &pool, opts, progress)
 }
@@ -565,9 +579,16 @@ pub fn machine_description() -> String {
 /// Fits Platt scaling of the peak logits on items from the training images (a fresh seed),
 /// run through the same `Engine` paths as evaluation with an identity calibration.
 /// Also picks the logit level where change boxes are cut (the one giving the best mean IoU).
-fn calibrate(engine: &crate::grounding::Engine, pool: &SourcePool, seed: u64) -> (Calibration, Calibration, f32) {
+/// A family left out of training stays out here too, or its items would tune the box extent.
+fn calibrate(
+    engine: &crate::grounding::Engine,
+    pool: &SourcePool,
+    seed: u64,
+    left_out: Option<ChangeKind>,
+) -> (Calibration, Calibration, f32) {
     use crate::grounding::Method;
-    let synth = Synth::new(pool.clone(), 336);
+    let mut synth = Synth::new(pool.clone(), 336);
+    synth.families.retain(|&k| Some(k) != left_out);
     let root = Rng::new(seed);
     let logit = |p: f32| (p.clamp(1e-6, 1.0 - 1e-6) / (1.0 - p.clamp(1e-6, 1.0 - 1e-6))).ln();
     // Mean IoU is fairly flat across the extent logit: on 160 items the choice flipped with
