@@ -324,12 +324,16 @@ fn a_lesion_is_tracked_through_timepoints_with_its_size_and_changes() {
         frame_keys,
         ["frame", "input", "slice", "box", "score", "long_axis", "short_axis", "area", "change_from_baseline_pct", "change_from_nadir_pct"]
     );
+    // The lesion stands out from the muscle: its outline is measured, not the box.
+    assert_eq!(v["axes"], "outline diameters");
     for (t, f) in frames.iter().enumerate() {
         let found = bbox(&f["box"]);
         assert!(found.iou(&truth(t)) > 0.5, "frame {t}: {found:?} vs {:?}", truth(t));
-        // The long axis is the box's longer side at 0.7 mm a pixel.
-        let long = f["long_axis"].as_f64().unwrap();
-        assert!((long - 0.7 * found.width().max(found.height()) as f64).abs() < 0.02, "{f}");
+        // Diameters of the lesion itself at 0.7 mm a pixel, within a pixel and a half.
+        let diameter = 2.0 * 0.7 * plan[t].2 as f64;
+        for axis in ["long_axis", "short_axis"] {
+            assert!((f[axis].as_f64().unwrap() - diameter).abs() < 1.05, "frame {t} {axis}: {f} (diameter {diameter:.1} mm)");
+        }
     }
     let long: Vec<f64> = frames.iter().map(|f| f["long_axis"].as_f64().unwrap()).collect();
     assert!(long[1] > long[0] && long[2] < long[0] && long[3] > long[2], "{long:?}");
@@ -354,6 +358,20 @@ fn a_lesion_is_tracked_through_timepoints_with_its_size_and_changes() {
     assert_eq!(d.findings[0].boxes.iter().map(|b| b.image.as_str()).collect::<Vec<_>>(), ["t0", "t1", "t2", "t3"]);
     ok(tandem(&["annotations", "validate", s(&doc)]));
     ok(tandem(&["annotations", "export", s(&doc), "--format", "sr", "--out", s(&dir.path().join("track.sr.dcm"))]));
+
+    // A loose box (twice the lesion's width) measures the same lesion: its size over time is
+    // the lesion's, not the box's.
+    let json_loose = dir.path().join("track-loose.json");
+    let mut args = vec!["track", "--box", "82,74,110,102", "--frame", "0", "--json", s(&json_loose)];
+    args.extend(paths.iter().map(|p| s(p)));
+    let out = tandem(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let loose: serde_json::Value = serde_json::from_slice(&std::fs::read(&json_loose).unwrap()).unwrap();
+    assert_eq!(loose["axes"], "outline diameters");
+    for (t, f) in loose["frames"].as_array().unwrap().iter().enumerate() {
+        let diameter = 2.0 * 0.7 * plan[t].2 as f64;
+        assert!((f["long_axis"].as_f64().unwrap() - diameter).abs() < 1.05, "loose box, frame {t}: {f} (diameter {diameter:.1} mm)");
+    }
 
     // The box drawn on the third timepoint is followed backwards too.
     let t2 = truth(2);

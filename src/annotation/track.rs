@@ -55,17 +55,29 @@ pub fn changes(long_axes: &[f64]) -> Vec<(f64, Option<f64>)> {
         .collect()
 }
 
+/// What a track's axes measure: the lesion's outline (its diameters, RECIST's long axis and the
+/// longest perpendicular) or, where no outline could be told from the surroundings, the boxes'
+/// sides. Kept in the track as `axes`.
+pub const OUTLINE_AXES: &str = "outline diameters";
+pub const BOX_AXES: &str = "box sides";
+
 impl Track {
     /// The track of boxes in time order, `(image, frame, box)`, each with its image's pixel
-    /// spacing: in mm when every image has one, else in pixels for all.
+    /// spacing: in mm when every image has one, else in pixels for all; measured by box sides.
     pub fn measure(boxes: &[(String, u32, [f32; 4])], spacing: &[Option<[f64; 2]>]) -> Track {
         let mm = !spacing.is_empty() && spacing.iter().all(Option::is_some);
         let sizes: Vec<(f64, f64, f64)> =
             boxes.iter().enumerate().map(|(k, b)| box_size(b.2, if mm { spacing.get(k).copied().flatten() } else { None })).collect();
+        Track::from_sizes(boxes, &sizes, if mm { "mm" } else { "px" }, BOX_AXES)
+    }
+
+    /// The track of boxes in time order with sizes (long, short, area) measured otherwise (a
+    /// lesion's outline), in `units`; `axes` says what was measured.
+    pub fn from_sizes(boxes: &[(String, u32, [f32; 4])], sizes: &[(f64, f64, f64)], units: &str, axes: &str) -> Track {
         let longs: Vec<f64> = sizes.iter().map(|s| round(s.0, 2)).collect();
         let measurements = boxes
             .iter()
-            .zip(&sizes)
+            .zip(sizes)
             .zip(changes(&longs))
             .map(|(((image, frame, bbox), (long, short, area)), (baseline, nadir))| Measurement {
                 image: image.clone(),
@@ -79,20 +91,43 @@ impl Track {
                 extra: Default::default(),
             })
             .collect();
-        Track { units: if mm { "mm" } else { "px" }.into(), measurements, extra: Default::default() }
+        let mut extra = serde_json::Map::new();
+        extra.insert("axes".into(), serde_json::Value::String(axes.into()));
+        Track { units: units.into(), measurements, extra }
     }
 
     /// The track measured again on `finding`'s boxes as they are now (after a box was moved or
-    /// resized), keeping its images, frames and order; measurements whose box is gone are dropped.
+    /// resized), keeping its images, frames and order; measurements whose box is gone are
+    /// dropped. A box left as it was keeps its size; an edited one is the reader's own
+    /// measurement, taken by its sides (and the track's `axes` then says so).
     pub fn remeasured(&self, finding: &Finding, spacing: &dyn Fn(&str) -> Option<[f64; 2]>) -> Track {
-        let boxes: Vec<(String, u32, [f32; 4])> = self
-            .measurements
-            .iter()
-            .filter_map(|m| finding.box_at(&m.image, m.frame).map(|b| (m.image.clone(), m.frame, b.bbox)))
-            .collect();
+        let kept: Vec<(&Measurement, [f32; 4])> =
+            self.measurements.iter().filter_map(|m| finding.box_at(&m.image, m.frame).map(|b| (m, b.bbox))).collect();
+        let boxes: Vec<(String, u32, [f32; 4])> = kept.iter().map(|(m, b)| (m.image.clone(), m.frame, *b)).collect();
         let spacings: Vec<Option<[f64; 2]>> = boxes.iter().map(|b| spacing(&b.0)).collect();
-        let mut track = Track::measure(&boxes, &spacings);
+        let by_sides = Track::measure(&boxes, &spacings);
+        let axes = self.extra.get("axes").and_then(|v| v.as_str()).unwrap_or(BOX_AXES);
+        if axes == BOX_AXES || by_sides.units != self.units {
+            let mut track = by_sides;
+            track.extra = self.extra.clone();
+            track.extra.insert("axes".into(), serde_json::Value::String(BOX_AXES.into()));
+            return track;
+        }
+        let edited = kept.iter().any(|(m, b)| m.bbox != *b);
+        let sizes: Vec<(f64, f64, f64)> = kept
+            .iter()
+            .zip(&by_sides.measurements)
+            .map(
+                |((m, b), side)| {
+                    if m.bbox == *b { (m.long_axis, m.short_axis, m.area) } else { (side.long_axis, side.short_axis, side.area) }
+                },
+            )
+            .collect();
+        let mut track = Track::from_sizes(&boxes, &sizes, &self.units, axes);
         track.extra = self.extra.clone();
+        if edited {
+            track.extra.insert("axes".into(), serde_json::Value::String(format!("{OUTLINE_AXES}; edited boxes by their sides")));
+        }
         track
     }
 }

@@ -79,7 +79,8 @@ struct TrackOutput<'a> {
     device: &'a str,
     /// "mm" when every frame has a pixel spacing, else "px" for all.
     units: &'static str,
-    /// What the axes measure: the tracked box's sides (not a segmented outline's diameters).
+    /// What the axes measure: the lesion's outline diameters (where it stands out from its
+    /// surroundings in every frame) or else the tracked boxes' sides.
     axes: &'static str,
     reference_frame: usize,
     frames: &'a [Measured],
@@ -125,12 +126,26 @@ pub fn run(cli: &Cli, args: &TrackArgs) -> Result<(), CliError> {
     let grids: Vec<OnGrid> = steps.iter().map(|s| track::onto(r, s.frame)).collect();
     let engine = crate::cli::engine(cli);
     let method: Method = args.method.into();
-    let on_reference = follow(&engine, &steps, &grids, r, args.frame, b, method)?;
-    let boxes: Vec<(BBox, f32)> = on_reference.iter().zip(&grids).map(|((bx, score), g)| (g.from_reference(*bx), *score)).collect();
+    let (grays, on_reference) = follow(&engine, &steps, &grids, r, args.frame, b, method)?;
     let spacing: Vec<Option<[f64; 2]>> = steps.iter().map(|s| s.frame.meta.pixel_spacing_mm).collect();
-    // In mm each box is measured in its own frame; in px only the common grid compares sizes.
     let in_mm = spacing.iter().all(Option::is_some);
-    let (sizes, units) = measure(if in_mm { &boxes } else { &on_reference }, &spacing);
+    // The lesion's own diameters where it stands out in every frame (on the common grid, whose
+    // pixel spacing is the box's frame's), its outline's box in each; else the boxes' sides.
+    let outlined = track::outlined(&grays, &on_reference, &grids, if in_mm { r.meta.pixel_spacing_mm } else { None });
+    let (boxes, sizes, units, axes) = match outlined {
+        Some(o) => (
+            o.iter().zip(&on_reference).map(|((bx, _), (_, score))| (*bx, *score)).collect::<Vec<_>>(),
+            o.iter().zip(&on_reference).map(|((_, d), (_, score))| (d.long, d.short, d.area, *score as f64)).collect::<Vec<_>>(),
+            if in_mm { "mm" } else { "px" },
+            crate::annotation::track::OUTLINE_AXES,
+        ),
+        None => {
+            let boxes: Vec<(BBox, f32)> = on_reference.iter().zip(&grids).map(|((bx, score), g)| (g.from_reference(*bx), *score)).collect();
+            // In mm each box is measured in its own frame; in px only the common grid compares sizes.
+            let (sizes, units) = measure(if in_mm { &boxes } else { &on_reference }, &spacing);
+            (boxes, sizes, units, crate::annotation::track::BOX_AXES)
+        }
+    };
     let longs: Vec<f64> = sizes.iter().map(|s| round(s.0, 2)).collect();
     let changes = crate::annotation::track::changes(&longs);
     let mut measured = Vec::new();
@@ -169,14 +184,14 @@ pub fn run(cli: &Cli, args: &TrackArgs) -> Result<(), CliError> {
             model,
             device: &engine.device.label,
             units,
-            axes: "box sides",
+            axes,
             reference_frame: args.frame,
             frames: &measured,
         };
         write_json(path, &out)?;
     }
     if let Some(path) = &args.annotations {
-        let doc = track_document(&series, &steps, &measured, units, &engine, method);
+        let doc = track_document(&series, &steps, &measured, units, axes, &engine, method);
         crate::annotation::io::save(&doc, path)?;
         eprintln!("wrote the track to {}", path.display());
     }
@@ -185,7 +200,15 @@ pub fn run(cli: &Cli, args: &TrackArgs) -> Result<(), CliError> {
 
 /// A document with one image per input and the track as one finding: a box and a measurement
 /// on every frame followed, in order.
-fn track_document(series: &[Series], steps: &[Step], measured: &[Measured], units: &str, engine: &Engine, method: Method) -> Document {
+fn track_document(
+    series: &[Series],
+    steps: &[Step],
+    measured: &[Measured],
+    units: &str,
+    axes: &str,
+    engine: &Engine,
+    method: Method,
+) -> Document {
     let images = series.iter().enumerate().map(|(k, s)| ImageRef::from_series(&format!("t{k}"), s)).collect();
     let mut doc = Document::new(images);
     let image_of = |k: usize| format!("t{}", steps[k].input);
@@ -217,7 +240,7 @@ fn track_document(series: &[Series], steps: &[Step], measured: &[Measured], unit
                 extra: Default::default(),
             })
             .collect(),
-        extra: Default::default(),
+        extra: [("axes".to_string(), serde_json::Value::String(axes.into()))].into_iter().collect(),
     });
     doc.findings.push(finding);
     doc.schema_version = doc.required_version();
@@ -250,6 +273,10 @@ fn sequence(series: &[Series], frame: usize, slice: usize) -> Result<Vec<Step<'_
 /// Follows the box from frame `at` forwards to the last frame and backwards to the first.
 /// The box followed through the steps, every frame resampled onto `reference`'s grid as `grids`
 /// place them: boxes on that grid.
+/// A box in every frame with its step's score.
+type BoxPath = Vec<(BBox, f32)>;
+
+/// The frames resampled onto the box's frame's grid, and the box followed through them.
 fn follow(
     engine: &Engine,
     steps: &[Step],
@@ -258,8 +285,9 @@ fn follow(
     at: usize,
     b: BBox,
     method: Method,
-) -> Result<Vec<(BBox, f32)>, CliError> {
+) -> Result<(Vec<crate::study::GrayImage>, BoxPath), CliError> {
     let grays: Vec<crate::study::GrayImage> =
         steps.iter().zip(grids).map(|(s, g)| track::resample(&s.frame.to_gray(), g, reference.width, reference.height)).collect();
-    track::follow(engine, &grays, at, b, method).map_err(CliError)
+    let path = track::follow(engine, &grays, at, b, method).map_err(CliError)?;
+    Ok((grays, path))
 }

@@ -419,6 +419,11 @@ impl ObjectRule {
     /// `None` when there is none or it runs into the margin's edge (not separated from its
     /// surroundings).
     fn extent(&self, img: &GrayImage, seed: BBox) -> Option<BBox> {
+        self.region(img, seed).map(|(b, _)| b)
+    }
+
+    /// As `extent`, with the region's pixels (image coordinates).
+    fn region(&self, img: &GrayImage, seed: BBox) -> Option<(BBox, Vec<(usize, usize)>)> {
         let side = seed.width().max(seed.height());
         let area = seed.expand(0.6 * side + 6.0).clamp_to(img.width as f32, img.height as f32);
         let (x0, y0) = (area.x1.floor() as usize, area.y1.floor() as usize);
@@ -449,7 +454,11 @@ impl ObjectRule {
             || b.y1 <= 0.0 && area.y1 > 0.5
             || b.x2 >= w as f32 && area.x2 < img.width as f32 - 0.5
             || b.y2 >= h as f32 && area.y2 < img.height as f32 - 0.5;
-        (!touches).then(|| b.translate(x0 as f32, y0 as f32))
+        if touches {
+            return None;
+        }
+        let pixels = (0..h).flat_map(|y| (0..w).map(move |x| (x, y))).filter(|&(x, y)| labels[y * w + x] as usize == label);
+        Some((b.translate(x0 as f32, y0 as f32), pixels.map(|(x, y)| (x + x0, y + y0)).collect()))
     }
 
     /// Boxes of the regions on the object's side of the threshold within `area`.
@@ -479,6 +488,13 @@ pub fn redraw_around_object(img: &GrayImage, found: BBox) -> Option<BBox> {
     let holds_centre = b.x1 <= cx && cx <= b.x2 && b.y1 <= cy && cy <= b.y2;
     (holds_centre && (REDRAW_AREA_RATIO.0..=REDRAW_AREA_RATIO.1).contains(&ratio)).then_some(b)
 }
+/// The region around `b` that stands out from its surroundings in `img` (the rule learnt on `b`
+/// itself: its core against a ring around it), as its box and pixels; `None` when nothing there
+/// stands out or the region runs on past a margin around `b`.
+pub fn object_region(img: &GrayImage, b: BBox) -> Option<(BBox, Vec<(usize, usize)>)> {
+    ObjectRule::learn(img, b)?.region(img, b)
+}
+
 /// The redrawn box's area against the found box's: outside this range the object the rule picks
 /// out is not the one found (chosen on multi-view items from the training images, seed 78: at 3
 /// a neighbour of the same intensity joined it).

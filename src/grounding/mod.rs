@@ -12,6 +12,7 @@ pub mod hints;
 pub mod infer;
 pub mod medsg;
 pub mod model;
+pub mod outline;
 pub mod phantom;
 pub mod rng;
 pub mod series;

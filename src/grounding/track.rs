@@ -1,7 +1,9 @@
 //! Following a box through time: the frames to follow (one series' frames, or one slice per
 //! timepoint at the reference slice's position) and the box followed through them, forwards and
-//! backwards from the frame it was drawn on. `tandem track` and the viewer's "Track" share this.
+//! backwards from the frame it was drawn on, and the lesion outlined along it. `tandem track` and
+//! the viewer's "Track" share this.
 
+use crate::grounding::outline::Diameters;
 use crate::grounding::series::{Matching, match_slices};
 use crate::grounding::{BBox, Engine, Method};
 use crate::study::{Frame, GrayImage, Series};
@@ -66,6 +68,15 @@ pub fn follow(engine: &Engine, frames: &[GrayImage], at: usize, b: BBox, method:
     path.pop(); // frame `at` again, as the forward path starts with it
     path.extend(forward);
     Ok(path)
+}
+
+/// The lesion followed along `path` (boxes on `frames`' common grid), outlined in every frame:
+/// each outline's box mapped back to its frame's own pixels through `grids`, with its diameters
+/// in mm of the grid's `spacing` (else grid pixels); `None` unless it stands out in every frame.
+pub fn outlined(frames: &[GrayImage], path: &[(BBox, f32)], grids: &[OnGrid], spacing: Option<[f64; 2]>) -> Option<Vec<(BBox, Diameters)>> {
+    let boxes: Vec<BBox> = path.iter().map(|p| p.0).collect();
+    let outlines = crate::grounding::outline::along_track(frames, &boxes)?;
+    Some(outlines.iter().zip(grids).map(|(o, g)| (g.from_reference(o.bbox), o.diameters(spacing))).collect())
 }
 
 /// Where a frame's pixels lie on another frame's pixel grid: point (x, y) of the frame (pixel-edge

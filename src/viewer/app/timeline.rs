@@ -128,6 +128,9 @@ pub struct TrackedStep {
     pub slice: usize,
     pub bbox: BBox,
     pub score: f32,
+    /// The lesion's outline diameters (mm, or px on the common grid), when it was outlined at
+    /// every timepoint.
+    pub outline: Option<crate::grounding::outline::Diameters>,
 }
 
 /// What a timeline job answered.
@@ -645,11 +648,19 @@ impl App {
                         *p = (n, n + 1);
                     }
                     let path = track::follow(&engine, &grays, at, b, Method::Model)?;
+                    // The lesion's own diameters where it stands out at every timepoint (on the
+                    // common grid, whose spacing is the box's timepoint's), else box sides.
+                    let in_mm = frames.iter().all(|f| f.meta.pixel_spacing_mm.is_some());
+                    let outlined = track::outlined(&grays, &path, &grids, if in_mm { frames[at].meta.pixel_spacing_mm } else { None });
                     Ok(slices
                         .into_iter()
                         .zip(path)
                         .zip(&grids)
-                        .map(|((slice, (bbox, score)), g)| TrackedStep { slice, bbox: g.from_reference(bbox), score })
+                        .enumerate()
+                        .map(|(k, ((slice, (bbox, score)), g))| match &outlined {
+                            Some(o) => TrackedStep { slice, bbox: o[k].0, score, outline: Some(o[k].1) },
+                            None => TrackedStep { slice, bbox: g.from_reference(bbox), score, outline: None },
+                        })
                         .collect())
                 })(),
             };
@@ -681,7 +692,14 @@ impl App {
         let label = if origin.label == origin.kind.label() { "tracked".to_string() } else { origin.label.clone() };
         let source = Source::Model { id, version, score: (score.clamp(0.0, 1.0) * 1000.0).round() / 1000.0 };
         let mut f = Finding::new(FindingKind::Correspondence, &label, boxes, source, &now);
-        f.track = Some(Track::measure(&entries, &spacing));
+        let outlined: Option<Vec<(f64, f64, f64)>> = steps.iter().map(|s| s.outline.map(|d| (d.long, d.short, d.area))).collect();
+        f.track = Some(match outlined {
+            Some(sizes) => {
+                let units = if spacing.iter().all(Option::is_some) { "mm" } else { "px" };
+                Track::from_sizes(&entries, &sizes, units, crate::annotation::track::OUTLINE_AXES)
+            }
+            None => Track::measure(&entries, &spacing),
+        });
         f.extra.insert("tracked_from".into(), serde_json::Value::String(origin.id.clone()));
         let fid = f.id.clone();
         self.apply(Command::Add { findings: vec![f], description: format!("track {label} through {} timepoints", keys.len()) });
