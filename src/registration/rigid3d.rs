@@ -545,44 +545,49 @@ impl Reslicer {
         Located { slice, distance_mm: (z - self.positions[nearest]).abs(), x, y, inside }
     }
 
-    /// Value at patient point `q`: bilinear on the two slices around it, linear between them;
-    /// `None` outside the series.
-    fn value(&self, q: V3) -> Option<f32> {
-        let z = dot(q, self.normal);
-        let last = self.positions.len() - 1;
-        if z < self.positions[0] - 1e-6 || z > self.positions[last] + 1e-6 {
-            return None;
-        }
-        let j = self.positions.partition_point(|&p| p <= z).clamp(1, last);
-        let (za, zb) = (self.positions[j - 1], self.positions[j]);
-        let t = if zb - za > 1e-9 { ((z - za) / (zb - za)).clamp(0.0, 1.0) as f32 } else { 0.0 };
-        let at = |n: usize| {
-            let k = self.order[n];
-            let (x, y) = self.pixel_on(k, q);
-            self.slices[k].sample_inside(x as f32, y as f32)
-        };
-        let a = at(j - 1)?;
-        if t == 0.0 {
-            return Some(a);
-        }
-        let b = at(j)?;
-        Some(a + (b - a) * t)
-    }
-
     /// This series resliced on slice `k` of `moving` through `rigid` (moving → this series):
-    /// each pixel of that slice sampled here; where it falls outside this series, `moving_slice`'s
-    /// own pixel, so that what this series does not cover shows no change.
+    /// each pixel of that slice sampled here (bilinear on the two slices around it, linear
+    /// between them); where it falls outside this series, `moving_slice`'s own pixel, so that
+    /// what this series does not cover shows no change.
     pub fn reslice(&self, moving: &SeriesGeometry, k: usize, rigid: &Rigid, moving_slice: &GrayImage) -> GrayImage {
+        let g = &self.geometry;
         let r = rigid.matrix();
         let q0 = rigid.apply(moving.point(k, 0.0, 0.0));
         let dx = mat_vec(&r, scaled(moving.row_dir, moving.spacing[0]));
         let dy = mat_vec(&r, scaled(moving.col_dir, moving.spacing[1]));
+        // A point's pixel coordinates on slice j are (q·ru, q·cv) less the slice origin's, and
+        // along a row q, and so both and the position along the normal, move linearly.
+        let (ru, cv) = (scaled(g.row_dir, 1.0 / g.spacing[0]), scaled(g.col_dir, 1.0 / g.spacing[1]));
+        let offsets: Vec<(f64, f64)> = self.order.iter().map(|&j| (dot(g.origins[j], ru), dot(g.origins[j], cv))).collect();
+        let (positions, last) = (&self.positions, self.positions.len() - 1);
         let (w, h) = (moving_slice.width, moving_slice.height);
+        let (du, dv, dz) = (dot(dx, ru), dot(dx, cv), dot(dx, self.normal));
         let rows: Vec<Vec<f32>> = (0..h)
             .into_par_iter()
             .map(|y| {
-                let row = add(q0, scaled(dy, y as f64));
-                (0..w).map(|x| self.value(add(row, scaled(dx, x as f64))).unwrap_or_else(|| moving_slice.get(x, y))).collect()
+                let p = add(q0, scaled(dy, y as f64));
+                let (u0, v0, z0) = (dot(p, ru), dot(p, cv), dot(p, self.normal));
+                let mut j = 1;
+                (0..w)
+                    .map(|x| {
+                        let (u, v, z) = (u0 + du * x as f64, v0 + dv * x as f64, z0 + dz * x as f64);
+                        if z < positions[0] - 1e-6 || z > positions[last] + 1e-6 {
+                            return moving_slice.get(x, y);
+                        }
+                        if !(positions[j - 1] <= z && z < positions[j]) {
+                            j = positions.partition_point(|&p| p <= z).clamp(1, last);
+                        }
+                        let (za, zb) = (positions[j - 1], positions[j]);
+                        let t = if zb - za > 1e-9 { ((z - za) / (zb - za)).clamp(0.0, 1.0) as f32 } else { 0.0 };
+                        let at = |n: usize| self.slices[self.order[n]].sample_inside((u - offsets[n].0) as f32, (v - offsets[n].1) as f32);
+                        let value = match at(j - 1) {
+                            Some(a) if t == 0.0 => Some(a),
+                            Some(a) => at(j).map(|b| a + (b - a) * t),
+                            None => None,
+                        };
+                        value.unwrap_or_else(|| moving_slice.get(x, y))
+                    })
+                    .collect()
             })
             .collect();
         GrayImage { width: w, height: h, data: rows.concat() }
