@@ -644,6 +644,7 @@ fn untimed(out: &tandem::grounding::series::SeriesOutput) -> serde_json::Value {
     v.as_object_mut().unwrap().remove("millis");
     if let Some(rigid) = v.get_mut("rigid").and_then(|r| r.as_object_mut()) {
         rigid.remove("millis");
+        rigid.remove("decode_millis");
     }
     v
 }
