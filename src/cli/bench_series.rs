@@ -297,9 +297,9 @@ pub fn run(cli: &Cli, volume_path: &Path, sizes: &[usize], method: Method) -> Re
         load()
     );
     println!(
-        "| slices | case | total s | of which finding changes s | of which 3D registration s (decode + search) | slices/s | ms per slice pair | CPU s | CPU ms per slice pair | lesions found | peak RSS MiB | two series' stored pixels MiB | 1.3 × pixels + fixed MiB |"
+        "| slices | case | total s | of which finding changes s | of which 3D registration s (decode + search) | turn found ° (x, y, z) | slices/s | ms per slice pair | CPU s | CPU ms per slice pair | lesions found | findings | peak RSS MiB | two series' stored pixels MiB | 1.3 × pixels + fixed MiB |"
     );
-    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &n in sizes {
         for case in [Case::SameFrame, Case::Tilted] {
             let dir = scratch.join(n.to_string());
@@ -313,9 +313,14 @@ pub fn run(cli: &Cli, volume_path: &Path, sizes: &[usize], method: Method) -> Re
                 _ if case == Case::Tilted => format!("none ({})", run.json["matching"].as_str().unwrap_or("?")),
                 _ => "–".into(),
             };
+            let turn = match rigid["angles_deg"].as_array() {
+                Some(a) => a.iter().map(|v| format!("{:.1}", v.as_f64().unwrap_or(f64::NAN))).collect::<Vec<_>>().join(", "),
+                None => "–".into(),
+            };
+            let findings = run.json["findings"].as_array().map_or(0, Vec::len);
             let stored = 2.0 * n as f64 * (w * h * 2) as f64 / (1 << 20) as f64;
             println!(
-                "| {n} | {} | {:.1} | {finding_s:.1} | {registration} | {:.1} | {:.1} | {:.1} | {:.1} | {} of {} | {:.0} | {stored:.0} | {:.0} |",
+                "| {n} | {} | {:.1} | {finding_s:.1} | {registration} | {turn} | {:.1} | {:.1} | {:.1} | {:.1} | {} of {} | {findings} | {:.0} | {stored:.0} | {:.0} |",
                 case.label(),
                 run.wall_s,
                 n as f64 / run.wall_s,
