@@ -660,6 +660,10 @@ fn whole_series_grounding_reports_progress_and_stops_when_cancelled() {
 fn untimed(out: &tandem::grounding::series::SeriesOutput) -> serde_json::Value {
     let mut v = serde_json::to_value(out).unwrap();
     v.as_object_mut().unwrap().remove("millis");
+    if let Some(rigid) = v.get_mut("rigid").and_then(|r| r.as_object_mut()) {
+        rigid.remove("millis");
+        rigid.remove("decode_millis");
+    }
     v
 }
 
@@ -721,4 +725,92 @@ fn a_slice_whose_pixels_cannot_be_decoded_is_one_error_line() {
     let last = lines.last().unwrap();
     assert!(last.starts_with("error: slice 2 of the current series cannot be read: "), "{err}");
     assert!(last.contains("truncated"), "{err}");
+}
+
+/// A smooth synthetic body in the prior's patient coordinates (mm): a torso holding organs of
+/// different densities, small along the normal so that every level looks different, and a faint
+/// texture. Soft edges, so that reslicing between slices 2.5 mm apart interpolates it well.
+fn phantom(p: [f64; 3]) -> f32 {
+    let blob = |c: [f64; 3], r: [f64; 3], v: f32| {
+        let d = ((p[0] - c[0]) / r[0]).powi(2) + ((p[1] - c[1]) / r[1]).powi(2) + ((p[2] - c[2]) / r[2]).powi(2);
+        v / (1.0 + ((d.sqrt() - 1.0) * 6.0).exp()) as f32
+    };
+    let organs = [
+        ([30.0, 35.0, 12.0], [8.0, 6.0, 7.0], 300.0),
+        ([58.0, 40.0, 20.0], [6.0, 9.0, 6.0], -400.0),
+        ([45.0, 60.0, 30.0], [10.0, 5.0, 8.0], 250.0),
+        ([35.0, 55.0, 42.0], [7.0, 7.0, 6.0], -300.0),
+        ([60.0, 28.0, 38.0], [5.0, 8.0, 9.0], 350.0),
+        ([42.0, 30.0, 50.0], [9.0, 6.0, 7.0], -250.0),
+        ([25.0, 45.0, 28.0], [5.0, 10.0, 8.0], 200.0),
+        ([62.0, 55.0, 8.0], [6.0, 6.0, 9.0], -350.0),
+        ([50.0, 45.0, 58.0], [8.0, 8.0, 7.0], 300.0),
+    ];
+    let texture = 30.0 * ((p[0] / 6.0).sin() * (p[1] / 7.0).sin() * (p[2] / 5.0).sin()) as f32;
+    -1000.0 + blob([44.8, 44.8, 30.0], [38.0, 30.0, 200.0], 1040.0) + organs.iter().map(|&(c, r, v)| blob(c, r, v)).sum::<f32>() + texture
+}
+
+/// Writes `n` slices of the phantom 2.5 mm apart from `z0`: slice point p shows the body at
+/// `body_from_slice(p)`, plus a +400 HU sphere of `lesion` = (centre, radius) in slice points.
+fn write_phantom_series(
+    dir: &Path,
+    series_uid: &str,
+    frame_of_reference: &str,
+    n: usize,
+    z0: f64,
+    body_from_slice: &dyn Fn([f64; 3]) -> [f64; 3],
+    lesion: Option<([f64; 3], f64)>,
+) {
+    std::fs::create_dir_all(dir).unwrap();
+    for k in 0..n {
+        let z = z0 + 2.5 * k as f64;
+        let img = GrayImage::from_fn(128, 128, |x, y| {
+            let p = [0.7 * x as f64, 0.7 * y as f64, z];
+            let inside = lesion.is_some_and(|(c, r)| (0..3).map(|i| (p[i] - c[i]).powi(2)).sum::<f64>().sqrt() < r);
+            phantom(body_from_slice(p)) + if inside { 400.0 } else { 0.0 }
+        });
+        write_slice(dir, &Slice { series_uid, frame_of_reference, instance: k, z: Some(z) }, &img);
+    }
+}
+
+#[test]
+fn a_tilted_follow_up_in_another_frame_of_reference_is_registered_in_3d_and_its_change_found() {
+    use tandem::registration::rigid3d::Rigid;
+    let dir = tempfile::tempdir().unwrap();
+    let (prior, current) = (dir.path().join("prior"), dir.path().join("current"));
+    write_phantom_series(&prior, "1.2.826.0.10.1", "1.2.826.0.10.9", 24, 0.0, &|p| p, None);
+    // The follow-up: another table position (200 mm on), the patient turned 6° about left-right
+    // and 3° about front-back and moved a little; a lesion of 5 mm radius on its slice 12.
+    let truth = Rigid { angles_deg: [6.0, 3.0, 0.0], translation_mm: [1.5, -2.0, -199.0], centre_mm: [44.8, 44.8, 228.75] };
+    let lesion = ([0.7 * 85.0, 0.7 * 45.0, 230.0], 5.0);
+    write_phantom_series(&current, "1.2.826.0.10.2", "1.2.826.0.10.8", 24, 200.0, &|p| truth.apply(p), Some(lesion));
+    let json = dir.path().join("out.json");
+    let out = tandem(&["ground", "series", s(&prior), s(&current), "--json", s(&json), "--min-score", "0.5"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(v["matching"], "rigid", "{v}");
+    let angles = numbers(&v["rigid"]["angles_deg"]);
+    assert!((angles[0] - 6.0).abs() < 1.0 && (angles[1] - 3.0).abs() < 1.0 && angles[2].abs() < 1.0, "{}", v["rigid"]);
+    assert!(v["rigid"]["ncc"].as_f64().unwrap() > 0.9, "{}", v["rigid"]);
+    // The lesion is found on its slices, at its place, and nothing else scores 0.5 or more.
+    let findings = v["findings"].as_array().unwrap();
+    let truth_box = tandem::grounding::BBox::new(78.0, 38.0, 92.0, 52.0);
+    let on_lesion = |f: &serde_json::Value| {
+        let s = numbers(&f["slices"]);
+        s[0] <= 12.0 && 12.0 <= s[1] && s[0] >= 10.0 && s[1] <= 14.0 && bbox(&f["box"]).iou(&truth_box) > 0.3
+    };
+    assert!(findings.iter().any(on_lesion), "{v}");
+    let elsewhere: Vec<&serde_json::Value> = findings.iter().filter(|f| !on_lesion(f)).collect();
+    assert!(elsewhere.is_empty(), "spurious findings: {elsewhere:?}");
+}
+
+#[test]
+fn series_overlapping_too_little_after_3d_registration_are_refused_with_one_error_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (prior, current) = (dir.path().join("prior"), dir.path().join("current"));
+    // Four prior slices (7.5 mm) against a current 97.5 mm long, in another frame of reference.
+    write_phantom_series(&prior, "1.2.826.0.11.1", "1.2.826.0.11.9", 4, 20.0, &|p| p, None);
+    write_phantom_series(&current, "1.2.826.0.11.2", "1.2.826.0.11.8", 40, 100.0, &|p| [p[0], p[1], p[2] - 100.0], None);
+    let err = one_error_line(&tandem(&["ground", "series", s(&prior), s(&current)]));
+    assert!(err.contains("lies within the prior"), "{err}");
 }

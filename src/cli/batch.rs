@@ -212,6 +212,10 @@ fn ground_pair(engine: &Engine, pair: &Pair, method: Method) -> Result<Value, Cl
             if let Value::Object(m) = &mut v {
                 m.remove("millis");
                 m.remove("device");
+                if let Some(Value::Object(rigid)) = m.get_mut("rigid") {
+                    rigid.remove("millis");
+                    rigid.remove("decode_millis");
+                }
             }
             Ok(v)
         }

@@ -1,4 +1,4 @@
-//! `tandem bench series`: whole-series change finding timed on series synthesized from a real CT volume, decode included.
+//! `tandem bench series`: whole-series change finding timed on series synthesized from a real CT volume, decode included, in one frame of reference and across two with a tilt.
 
 use std::path::Path;
 use std::time::Instant;
@@ -9,8 +9,11 @@ use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 
 use clap::ValueEnum;
 
+use rayon::prelude::*;
+
 use crate::cli::{Cli, CliError};
 use crate::grounding::Method;
+use crate::registration::rigid3d::Rigid;
 use crate::study::{GrayImage, Series};
 
 /// Lesions inserted into the current series: (centre x, y as a fraction of the slice, centre
@@ -31,6 +34,12 @@ pub(crate) fn resliced(volume: &Series, k: usize, n: usize) -> GrayImage {
 }
 
 pub(crate) fn write_slice(dir: &Path, series_uid: &str, k: usize, z_mm: f64, spacing: [f64; 2], img: &GrayImage) -> Result<(), CliError> {
+    write_slice_in(dir, (series_uid, "2.25.17017017"), k, z_mm, spacing, img)
+}
+
+/// `write_slice` in the frame of reference named by `uids`' second.
+fn write_slice_in(dir: &Path, uids: (&str, &str), k: usize, z_mm: f64, spacing: [f64; 2], img: &GrayImage) -> Result<(), CliError> {
+    let (series_uid, frame_of_reference) = uids;
     let pixels: Vec<u16> = img.data.iter().map(|v| (v + 1024.0).round().clamp(0.0, 65535.0) as u16).collect();
     let sop = format!("{series_uid}.{}", k + 1);
     let obj = InMemDicomObject::from_element_iter([
@@ -38,7 +47,7 @@ pub(crate) fn write_slice(dir: &Path, series_uid: &str, k: usize, z_mm: f64, spa
         DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, sop.as_str()),
         DataElement::new(tags::STUDY_INSTANCE_UID, VR::UI, format!("{series_uid}.0")),
         DataElement::new(tags::SERIES_INSTANCE_UID, VR::UI, series_uid),
-        DataElement::new(tags::FRAME_OF_REFERENCE_UID, VR::UI, "2.25.17017017"),
+        DataElement::new(tags::FRAME_OF_REFERENCE_UID, VR::UI, frame_of_reference),
         DataElement::new(tags::MODALITY, VR::CS, "CT"),
         DataElement::new(tags::INSTANCE_NUMBER, VR::IS, (k + 1).to_string()),
         DataElement::new(tags::IMAGE_POSITION_PATIENT, VR::DS, format!("0\\0\\{z_mm:.3}")),
@@ -62,18 +71,85 @@ pub(crate) fn write_slice(dir: &Path, series_uid: &str, k: usize, z_mm: f64, spa
     file.write_to_file(dir.join(format!("{k:05}.dcm"))).map_err(|e| CliError(format!("cannot write a slice: {e}")))
 }
 
-/// Writes a prior and a current series of `n` slices resliced from `volume` (the current moved
-/// 3 px right and 2 px down, with `LESIONS` inserted) into `dir/prior` and `dir/current`.
-fn synthesize(volume: &Series, n: usize, dir: &Path) -> Result<(), CliError> {
+/// How the current series lies against the prior.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Case {
+    /// One frame of reference, the current moved 3 px right and 2 px down in plane.
+    SameFrame,
+    /// Another frame of reference (150 mm along the table), the patient turned `TILT`.
+    Tilted,
+}
+
+impl Case {
+    fn label(self) -> &'static str {
+        match self {
+            Case::SameFrame => "same frame",
+            Case::Tilted => "other frame, tilted",
+        }
+    }
+}
+
+/// The tilted case's turn (degrees about x, then y) and move (mm) of the patient.
+const TILT: ([f64; 3], [f64; 3]) = ([5.0, 3.0, 0.0], [2.0, -3.0, 4.0]);
+
+/// The source volume as a continuous body: slices 2.5 mm apart (as the prior series is
+/// resliced from it), linear between them and bilinear within; air outside.
+struct Body {
+    slices: Vec<GrayImage>,
+}
+
+impl Body {
+    fn at(&self, x_px: f64, y_px: f64, z_mm: f64) -> f32 {
+        let z = z_mm / 2.5;
+        if z < 0.0 || z > (self.slices.len() - 1) as f64 {
+            return -1024.0;
+        }
+        let a = (z.floor() as usize).min(self.slices.len() - 2);
+        let t = (z - a as f64) as f32;
+        let at = |k: usize| self.slices[k].sample_inside(x_px as f32, y_px as f32).unwrap_or(-1024.0);
+        at(a) * (1.0 - t) + at(a + 1) * t
+    }
+}
+
+/// Slice `k` of `n` (`z_step` apart) of the tilted current: each pixel shows the body where the
+/// turned and moved patient puts it.
+fn tilted(body: &Body, k: usize, n: usize, z_step: f64, spacing: [f64; 2], (w, h): (usize, usize)) -> GrayImage {
+    let (sx, sy) = (spacing[1], spacing[0]);
+    let centre = [w as f64 * sx / 2.0, h as f64 * sy / 2.0, (n - 1) as f64 * z_step / 2.0];
+    let turn = Rigid { angles_deg: TILT.0, translation_mm: TILT.1, centre_mm: centre };
+    let rows: Vec<Vec<f32>> = (0..h)
+        .into_par_iter()
+        .map(|y| {
+            (0..w)
+                .map(|x| {
+                    let q = turn.apply([x as f64 * sx, y as f64 * sy, k as f64 * z_step]);
+                    body.at(q[0] / sx, q[1] / sy, q[2])
+                })
+                .collect()
+        })
+        .collect();
+    GrayImage { width: w, height: h, data: rows.concat() }
+}
+
+/// Writes a prior and a current series of `n` slices resliced from `volume` (the current placed
+/// as `case` says, with `LESIONS` inserted) into `dir/prior` and `dir/current`.
+fn synthesize(volume: &Series, body: &Body, n: usize, dir: &Path, case: Case) -> Result<(), CliError> {
     let spacing = volume.meta.pixel_spacing_mm.unwrap_or([1.0, 1.0]);
     let z_step = 2.5 * (volume.frames.len() as f64 - 1.0) / (n as f64 - 1.0).max(1.0);
     for (name, uid) in [("prior", "2.25.170170171"), ("current", "2.25.170170172")] {
         std::fs::create_dir_all(dir.join(name))?;
         for k in 0..n {
             let mut img = resliced(volume, k, n);
+            let (mut frame, mut z) = ("2.25.17017017", k as f64 * z_step);
             if name == "current" {
                 let (w, h) = (img.width, img.height);
-                img = img.crop(-3, -2, w, h, -1024.0);
+                img = match case {
+                    Case::SameFrame => img.crop(-3, -2, w, h, -1024.0),
+                    Case::Tilted => {
+                        (frame, z) = ("2.25.17017018", 150.0 + z);
+                        tilted(body, k, n, z_step, spacing, (w, h))
+                    }
+                };
                 for &(fx, fy, fz, r, half) in &LESIONS {
                     let level = (fz * (n - 1) as f32).round() as isize;
                     let dz = (k as isize - level).unsigned_abs();
@@ -92,7 +168,7 @@ fn synthesize(volume: &Series, n: usize, dir: &Path) -> Result<(), CliError> {
                     }
                 }
             }
-            write_slice(&dir.join(name), uid, k, k as f64 * z_step, spacing, &img)?;
+            write_slice_in(&dir.join(name), (uid, frame), k, z, spacing, &img)?;
         }
     }
     Ok(())
@@ -192,12 +268,16 @@ pub fn run(cli: &Cli, volume_path: &Path, sizes: &[usize], method: Method) -> Re
     let engine = crate::cli::engine(cli);
     let (w, h) = (volume.frames[0].width, volume.frames[0].height);
     let scratch = std::env::temp_dir().join(format!("tandem-bench-series-{}", std::process::id()));
+    let body = Body { slices: volume.frames.iter().map(|f| f.to_gray()).collect() };
     println!(
-        "whole-series find changes: {} ({w}×{h}, {} slices) resliced to N slices, current moved 3 px with {} lesions; {} on {}; \
-         each run is `tandem ground series` in its own process, timed from start to exit",
+        "whole-series find changes: {} ({w}×{h}, {} slices) resliced to N slices with {} lesions in the current, either in one frame \
+         of reference moved 3 px, or in another frame of reference with the patient turned {:?}° (about x, y, z) and moved {:?} mm \
+         (registered in 3D); {} on {}; each run is `tandem ground series` in its own process, timed from start to exit",
         volume_path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
         volume.frames.len(),
         LESIONS.len(),
+        TILT.0,
+        TILT.1,
         if method == Method::Model && engine.has_model() { "model" } else { "baseline" },
         engine.device.label
     );
@@ -205,7 +285,7 @@ pub fn run(cli: &Cli, volume_path: &Path, sizes: &[usize], method: Method) -> Re
     // The fixed cost: the program, the model and its working memory, on a 2-slice series.
     let fixed = {
         let dir = scratch.join("2");
-        let run = synthesize(&volume, 2, &dir).and_then(|()| ground_in_child(cli, &dir, method));
+        let run = synthesize(&volume, &body, 2, &dir, Case::SameFrame).and_then(|()| ground_in_child(cli, &dir, method));
         let _ = std::fs::remove_dir_all(&dir);
         run?
     };
@@ -217,28 +297,42 @@ pub fn run(cli: &Cli, volume_path: &Path, sizes: &[usize], method: Method) -> Re
         load()
     );
     println!(
-        "| slices | total s | of which finding changes s | slices/s | ms per slice pair | CPU s | CPU ms per slice pair | lesions found | peak RSS MiB | two series' stored pixels MiB | 1.3 × pixels + fixed MiB |"
+        "| slices | case | total s | of which finding changes s | of which 3D registration s (decode + search) | turn found ° (x, y, z) | slices/s | ms per slice pair | CPU s | CPU ms per slice pair | lesions found | findings | peak RSS MiB | two series' stored pixels MiB | 1.3 × pixels + fixed MiB |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &n in sizes {
-        let dir = scratch.join(n.to_string());
-        let run = synthesize(&volume, n, &dir).and_then(|()| ground_in_child(cli, &dir, method));
-        let _ = std::fs::remove_dir_all(&dir);
-        let run = run?;
-        let finding_s = run.json["millis"].as_f64().unwrap_or(f64::NAN) / 1e3;
-        let stored = 2.0 * n as f64 * (w * h * 2) as f64 / (1 << 20) as f64;
-        println!(
-            "| {n} | {:.1} | {finding_s:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} of {} | {:.0} | {stored:.0} | {:.0} |",
-            run.wall_s,
-            n as f64 / run.wall_s,
-            run.wall_s * 1e3 / n as f64,
-            run.cpu_s,
-            run.cpu_s * 1e3 / n as f64,
-            lesions_found(&run.json, n, w as f32, h as f32),
-            LESIONS.len(),
-            run.peak_rss_mib,
-            1.3 * stored + fixed.peak_rss_mib
-        );
+        for case in [Case::SameFrame, Case::Tilted] {
+            let dir = scratch.join(n.to_string());
+            let run = synthesize(&volume, &body, n, &dir, case).and_then(|()| ground_in_child(cli, &dir, method));
+            let _ = std::fs::remove_dir_all(&dir);
+            let run = run?;
+            let finding_s = run.json["millis"].as_f64().unwrap_or(f64::NAN) / 1e3;
+            let rigid = &run.json["rigid"];
+            let registration = match (rigid["decode_millis"].as_f64(), rigid["millis"].as_f64()) {
+                (Some(decode), Some(search)) => format!("{:.1} + {:.1}", decode / 1e3, search / 1e3),
+                _ if case == Case::Tilted => format!("none ({})", run.json["matching"].as_str().unwrap_or("?")),
+                _ => "–".into(),
+            };
+            let turn = match rigid["angles_deg"].as_array() {
+                Some(a) => a.iter().map(|v| format!("{:.1}", v.as_f64().unwrap_or(f64::NAN))).collect::<Vec<_>>().join(", "),
+                None => "–".into(),
+            };
+            let findings = run.json["findings"].as_array().map_or(0, Vec::len);
+            let stored = 2.0 * n as f64 * (w * h * 2) as f64 / (1 << 20) as f64;
+            println!(
+                "| {n} | {} | {:.1} | {finding_s:.1} | {registration} | {turn} | {:.1} | {:.1} | {:.1} | {:.1} | {} of {} | {findings} | {:.0} | {stored:.0} | {:.0} |",
+                case.label(),
+                run.wall_s,
+                n as f64 / run.wall_s,
+                run.wall_s * 1e3 / n as f64,
+                run.cpu_s,
+                run.cpu_s * 1e3 / n as f64,
+                lesions_found(&run.json, n, w as f32, h as f32),
+                LESIONS.len(),
+                run.peak_rss_mib,
+                1.3 * stored + fixed.peak_rss_mib
+            );
+        }
     }
     let _ = std::fs::remove_dir_all(&scratch);
     println!("{}", load());

@@ -164,9 +164,10 @@ pub enum GroundCommand {
         #[arg(long)]
         replace: bool,
     },
-    /// What changed through a whole series: slices paired by position along the normal (index
-    /// order without geometry), each pair grounded, one change's boxes on neighbouring slices
-    /// merged into one finding with its slice range.
+    /// What changed through a whole series: slices paired by position along the normal (the
+    /// volumes registered in 3D and the prior resliced on each current slice's plane when the
+    /// frames of reference differ; index order without geometry), each pair grounded, one
+    /// change's boxes on neighbouring slices merged into one finding with its slice range.
     Series {
         /// The prior series: a folder (its largest series), a multi-frame file or a volume.
         prior: PathBuf,

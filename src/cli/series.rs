@@ -160,6 +160,20 @@ fn matching_note(out: &SeriesOutput) -> String {
         }
         (Matching::RegisteredPosition, None) => "matched by registered position".into(),
         (Matching::Index, _) => "no slice positions: matched by index".into(),
+        (Matching::Rigid, _) => match &out.matched.rigid {
+            Some(r) => {
+                let ([ax, ay, az], [tx, ty, tz]) = (r.transform.angles_deg, r.transform.translation_mm);
+                format!(
+                    "frames of reference differ: volumes registered in 3D (turned {ax:.1}°, {ay:.1}°, {az:.1}° about x, y, z; moved {tx:.1}, {ty:.1}, {tz:.1} mm; \
+                     NCC {:.3}, {:.0}% of the current within the prior; {:.0} ms decoding, {:.0} ms searching), each current slice compared with the prior resliced on its plane",
+                    r.ncc,
+                    r.overlap * 100.0,
+                    r.decode_millis,
+                    r.millis
+                )
+            }
+            None => "matched by 3D registration".into(),
+        },
     }
 }
 

@@ -1,4 +1,4 @@
-//! Whole-series change finding: slices of two series matched by position, difference grounding on every matched pair, and one change's boxes on neighbouring slices merged into one finding with its slice range.
+//! Whole-series change finding: slices of two series matched by position (by a 3D rigid registration when their frames of reference differ), difference grounding on every matched pair, and one change's boxes on neighbouring slices merged into one finding with its slice range.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::grounding::infer::NetRunner;
 use crate::grounding::{BBox, DiffOutput, Engine, Method};
+use crate::registration::rigid3d::{self, Pyramid, Reslicer, Rigid, RigidError, SeriesGeometry};
 use crate::study::slices::SliceFiles;
 use crate::study::{GrayImage, Series, StudyError};
 
@@ -24,6 +25,10 @@ pub enum Matching {
     RegisteredPosition,
     /// By index, stretched over the shorter series: the slices carry no positions.
     Index,
+    /// The frames of reference differ and the volumes were registered in 3D (rotation and
+    /// translation): each current slice is compared with the prior resliced on its plane, and
+    /// paired with the prior slice nearest its centre.
+    Rigid,
 }
 
 /// A current slice and the prior slice it is compared with.
@@ -42,8 +47,31 @@ pub struct SliceMatch {
     pub pairs: Vec<SlicePair>,
     /// Current slices outside the prior's coverage: not compared.
     pub unmatched: Vec<usize>,
-    /// Prior position = current position + this (mm), under `RegisteredPosition`.
+    /// Prior position = current position + this (mm), under `RegisteredPosition`; under `Rigid`,
+    /// the registered transform's shift along the normal at the current volume's centre.
     pub shift_mm: Option<f64>,
+    /// The 3D registration, under `Rigid`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rigid: Option<RigidMatch>,
+}
+
+/// The 3D rigid registration of the current volume onto the prior's, as reported.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RigidMatch {
+    /// Current patient point → prior patient point: rotations (degrees) about the patient's x,
+    /// then y, then z axis through `centre_mm`, then `translation_mm`.
+    #[serde(flatten)]
+    pub transform: Rigid,
+    /// Normalized cross-correlation of the overlapping voxels at the transform.
+    pub ncc: f64,
+    /// Share of the current volume lying within the prior.
+    pub overlap: f64,
+    /// Voxel size of the registration grid (mm).
+    pub voxel_mm: f64,
+    /// Decoding both series for the registration (ms): the prior once for the whole run.
+    pub decode_millis: f64,
+    /// Building the grids and searching the transform (ms).
+    pub millis: f64,
 }
 
 /// Why two series cannot be compared slice by slice.
@@ -57,6 +85,8 @@ pub enum SeriesError {
     NoOverlap,
     #[error("slice {1} of the {0} series cannot be read: {2}")]
     Unreadable(&'static str, usize, String),
+    #[error("{0}")]
+    Rigid(#[from] RigidError),
 }
 
 /// Where whole-series change finding reads its slices from: a series in memory, or one whose
@@ -69,6 +99,10 @@ pub trait SliceSource: Sync {
     /// The first slice's Image Orientation.
     fn orientation(&self) -> Option<[f64; 6]>;
     fn frame_of_reference(&self) -> Option<&str>;
+    /// Image Position (Patient) of slice `i`: its first pixel's centre (mm), when known.
+    fn slice_origin(&self, i: usize) -> Option<[f64; 3]>;
+    /// Row spacing, column spacing (mm) of the first slice.
+    fn pixel_spacing(&self) -> Option<[f64; 2]>;
     /// Slice `i` as `Frame::to_gray` gives it.
     fn gray(&self, i: usize) -> Result<GrayImage, StudyError>;
 }
@@ -88,6 +122,14 @@ impl SliceSource for Series {
 
     fn frame_of_reference(&self) -> Option<&str> {
         self.meta.frame_of_reference_uid.as_deref()
+    }
+
+    fn slice_origin(&self, i: usize) -> Option<[f64; 3]> {
+        self.frames.get(i)?.image_position
+    }
+
+    fn pixel_spacing(&self) -> Option<[f64; 2]> {
+        self.frames.first()?.meta.pixel_spacing_mm
     }
 
     fn gray(&self, i: usize) -> Result<GrayImage, StudyError> {
@@ -110,6 +152,14 @@ impl SliceSource for SliceFiles {
 
     fn frame_of_reference(&self) -> Option<&str> {
         self.meta.frame_of_reference_uid.as_deref()
+    }
+
+    fn slice_origin(&self, i: usize) -> Option<[f64; 3]> {
+        self.slices.get(i)?.image_position
+    }
+
+    fn pixel_spacing(&self) -> Option<[f64; 2]> {
+        self.slices.first()?.meta.pixel_spacing_mm
     }
 
     fn gray(&self, i: usize) -> Result<GrayImage, StudyError> {
@@ -237,7 +287,7 @@ pub fn match_slices_in(prior: &dyn SliceSource, current: &dyn SliceSource) -> Re
                 SlicePair { current: c, prior: p.min(np - 1), distance_mm: None }
             })
             .collect();
-        return Ok(SliceMatch { matching: Matching::Index, pairs, unmatched: Vec::new(), shift_mm: None });
+        return Ok(SliceMatch { matching: Matching::Index, pairs, unmatched: Vec::new(), shift_mm: None, rigid: None });
     };
     if cos.abs() < 0.95 {
         return Err(SeriesError::Orientation(cos.abs().acos().to_degrees()));
@@ -257,7 +307,149 @@ pub fn match_slices_in(prior: &dyn SliceSource, current: &dyn SliceSource) -> Re
     if pairs.is_empty() {
         return Err(SeriesError::NoOverlap);
     }
-    Ok(SliceMatch { matching, pairs, unmatched, shift_mm: (!same_frame).then_some(shift) })
+    Ok(SliceMatch { matching, pairs, unmatched, shift_mm: (!same_frame).then_some(shift), rigid: None })
+}
+
+/// Whether both series name their frame of reference and the two differ.
+fn frames_differ(prior: &dyn SliceSource, current: &dyn SliceSource) -> bool {
+    matches!((prior.frame_of_reference(), current.frame_of_reference()), (Some(a), Some(b)) if a != b)
+}
+
+/// Where a series' slices lie, when its slices say (positions, orientation, spacing).
+fn geometry_of(series: &dyn SliceSource, width: usize, height: usize) -> Option<SeriesGeometry> {
+    let o = series.orientation()?;
+    let ps = series.pixel_spacing().filter(|s| s.iter().all(|v| v.is_finite() && *v > 0.0))?;
+    let n = normal(series)?;
+    let unit = |v: [f64; 3]| {
+        let len = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
+        (len > 1e-6).then(|| v.map(|x| x / len))
+    };
+    let origins = (0..series.slice_count())
+        .map(|i| series.slice_origin(i).or_else(|| series.slice_position(i).map(|z| n.map(|c| c * z))))
+        .collect::<Option<Vec<_>>>()?;
+    // Pixel Spacing is (between rows, between columns): x steps by the second.
+    Some(SeriesGeometry {
+        row_dir: unit([o[0], o[1], o[2]])?,
+        col_dir: unit([o[3], o[4], o[5]])?,
+        spacing: [ps[1], ps[0]],
+        width,
+        height,
+        origins,
+    })
+}
+
+/// The prior held whole, the current's geometry and the transform between them: what each
+/// pair needs to reslice the prior on its current slice's plane.
+pub struct RigidPlan {
+    pub reslicer: Reslicer,
+    pub current: SeriesGeometry,
+    pub transform: Rigid,
+}
+
+impl RigidPlan {
+    /// `b` (current slice `slice`'s pixels) on prior slice `prior`, its size kept in mm.
+    fn on_prior(&self, slice: usize, prior: usize, b: BBox) -> BBox {
+        let (cx, cy) = ((b.x1 + b.x2) as f64 / 2.0, (b.y1 + b.y2) as f64 / 2.0);
+        let (x, y) = self.reslicer.pixel_on(prior, self.transform.apply(self.current.point(slice, cx, cy)));
+        let g = &self.reslicer.geometry;
+        let (hw, hh) = (
+            (b.x2 - b.x1) as f64 / 2.0 * self.current.spacing[0] / g.spacing[0],
+            (b.y2 - b.y1) as f64 / 2.0 * self.current.spacing[1] / g.spacing[1],
+        );
+        BBox::new((x - hw) as f32, (y - hh) as f32, (x + hw) as f32, (y + hh) as f32)
+    }
+}
+
+/// The share of a current slice's plane that must lie within the prior for the slice to be
+/// compared: less, and most of the resliced prior would be the current itself.
+const MIN_PLANE_INSIDE: f64 = 0.5;
+
+/// Pairs the slices of two series whose frames of reference differ by registering their volumes
+/// in 3D (`rigid3d`); the prior is decoded once and held for reslicing. `Ok(None)` when the
+/// series do not say enough of their geometry (positions, orientation, pixel spacing, slices of
+/// one size) or are too thin for a volume: `match_slices_in` pairs them then.
+pub fn match_rigid(prior: &dyn SliceSource, current: &dyn SliceSource) -> Result<Option<(SliceMatch, RigidPlan)>, SeriesError> {
+    let start = Instant::now();
+    if prior.slice_count() < 3 || current.slice_count() < 3 {
+        return Ok(None);
+    }
+    let first = |s: &dyn SliceSource, which: &'static str| s.gray(0).map_err(|e| SeriesError::Unreadable(which, 0, e.to_string()));
+    let (p0, c0) = (first(prior, "prior")?, first(current, "current")?);
+    let (Some(gp), Some(gc)) = (geometry_of(prior, p0.width, p0.height), geometry_of(current, c0.width, c0.height)) else {
+        return Ok(None);
+    };
+    drop((p0, c0));
+    let voxel = rigid3d::voxel_mm(&gp, &gc);
+    // The current is only needed small here (its slices are decoded again as their pairs are
+    // grounded); the prior is kept whole, to be resliced.
+    let decode = |s: &dyn SliceSource, which: &'static str, g: &SeriesGeometry, keep: bool| {
+        let (nx, ny) = rigid3d::grid_size(g, voxel);
+        (0..s.slice_count())
+            .into_par_iter()
+            .map(|i| {
+                let img = s.gray(i).map_err(|e| SeriesError::Unreadable(which, i, e.to_string()))?;
+                if (img.width, img.height) != (g.width, g.height) {
+                    return Ok(None);
+                }
+                let small = img.resize(nx, ny);
+                Ok(Some((small, keep.then_some(img))))
+            })
+            .collect::<Result<Option<Vec<_>>, SeriesError>>()
+    };
+    let Some(pd) = decode(prior, "prior", &gp, true)? else { return Ok(None) };
+    let (p_small, p_full): (Vec<GrayImage>, Vec<Option<GrayImage>>) = pd.into_iter().unzip();
+    let Some(cd) = decode(current, "current", &gc, false)? else { return Ok(None) };
+    let c_small: Vec<GrayImage> = cd.into_iter().map(|(s, _)| s).collect();
+    let decoded = Instant::now();
+    let pyramids = Pyramid::build("prior", &gp, &p_small, voxel).and_then(|p| Ok((p, Pyramid::build("current", &gc, &c_small, voxel)?)));
+    let (fixed, moving) = match pyramids {
+        Ok(p) => p,
+        Err(RigidError::Thin(..) | RigidError::Geometry(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    drop((p_small, c_small));
+    let found = rigid3d::register(&fixed, &moving)?;
+    drop((fixed, moving));
+    let reslicer = Reslicer::new(gp, p_full.into_iter().flatten().collect())?;
+    let transform = found.transform;
+    let (mut pairs, mut unmatched) = (Vec::new(), Vec::new());
+    let (w, h) = (gc.width as f64, gc.height as f64);
+    for k in 0..gc.origins.len() {
+        let at = |x: f64, y: f64| reslicer.locate(transform.apply(gc.point(k, x, y)));
+        let grid = 8;
+        let inside =
+            (0..grid * grid).filter(|i| at((i % grid) as f64 * (w - 1.0) / 7.0, (i / grid) as f64 * (h - 1.0) / 7.0).inside).count();
+        let centre = at((w - 1.0) / 2.0, (h - 1.0) / 2.0);
+        if inside as f64 >= MIN_PLANE_INSIDE * (grid * grid) as f64 {
+            pairs.push(SlicePair { current: k, prior: centre.slice, distance_mm: Some((centre.distance_mm * 1000.0).round() / 1000.0) });
+        } else {
+            unmatched.push(k);
+        }
+    }
+    if pairs.is_empty() {
+        return Err(SeriesError::NoOverlap);
+    }
+    // The shift along the normal at the current's centre, signed as `match_slices` signs it.
+    let (np, nc) = (reslicer.geometry.normal(), gc.normal());
+    let dot = |a: [f64; 3], b: [f64; 3]| a[0] * b[0] + a[1] * b[1] + a[2] * b[2];
+    let sign = if dot(np, nc) < 0.0 { -1.0 } else { 1.0 };
+    let c = transform.centre_mm;
+    let shift = sign * dot(transform.apply(c), np) - dot(c, nc);
+    let r2 = |v: f64| (v * 100.0).round() / 100.0;
+    let reported = RigidMatch {
+        transform: Rigid {
+            angles_deg: transform.angles_deg.map(r2),
+            translation_mm: transform.translation_mm.map(r2),
+            centre_mm: transform.centre_mm.map(r2),
+        },
+        ncc: (found.ncc * 1e4).round() / 1e4,
+        overlap: (found.overlap * 1e3).round() / 1e3,
+        voxel_mm: r2(found.voxel_mm),
+        decode_millis: (decoded - start).as_secs_f64() * 1e3,
+        millis: decoded.elapsed().as_secs_f64() * 1e3,
+    };
+    let matched = SliceMatch { matching: Matching::Rigid, pairs, unmatched, shift_mm: Some(r2(shift)), rigid: Some(reported) };
+    Ok(Some((matched, RigidPlan { reslicer, current: gc, transform })))
 }
 
 /// One change box on one current slice.
@@ -383,22 +575,28 @@ pub fn find_changes(
     find_changes_in(engine, prior, current, method, min_score, progress, cancel)
 }
 
-/// One pair read and grounded; its grey slices are dropped on return.
+/// One pair read and grounded; its grey slices are dropped on return. Under a rigid plan the
+/// prior is the held prior resliced on the current slice's plane.
 fn ground_pair(
     engine: &Engine,
     runner: Option<&NetRunner>,
-    prior: &dyn SliceSource,
-    current: &dyn SliceSource,
+    (prior, current): (&dyn SliceSource, &dyn SliceSource),
+    plan: Option<&RigidPlan>,
     pair: &SlicePair,
     method: Method,
 ) -> Result<DiffOutput, SeriesError> {
-    let p = prior.gray(pair.prior).map_err(|e| SeriesError::Unreadable("prior", pair.prior, e.to_string()))?;
     let c = current.gray(pair.current).map_err(|e| SeriesError::Unreadable("current", pair.current, e.to_string()))?;
+    let p = match plan {
+        Some(plan) => plan.reslicer.reslice(&plan.current, pair.current, &plan.transform, &c),
+        None => prior.gray(pair.prior).map_err(|e| SeriesError::Unreadable("prior", pair.prior, e.to_string()))?,
+    };
     Ok(engine.diff_on(runner, &p, &c, method))
 }
 
 /// `find_changes` on any slice source: with `SliceFiles`, each slice is decoded when its pair
-/// is grounded and dropped after it.
+/// is grounded and dropped after it. When the frames of reference differ, the volumes are
+/// registered in 3D (`match_rigid`) and the prior is held decoded (its pixels as f32: twice its
+/// 16-bit stored bytes) to be resliced on each current slice's plane.
 pub fn find_changes_in(
     engine: &Engine,
     prior: &dyn SliceSource,
@@ -409,7 +607,11 @@ pub fn find_changes_in(
     cancel: Option<&AtomicBool>,
 ) -> Result<SeriesOutput, SeriesError> {
     let start = Instant::now();
-    let matched = match_slices_in(prior, current)?;
+    let rigid = if frames_differ(prior, current) { match_rigid(prior, current)? } else { None };
+    let (matched, plan) = match rigid {
+        Some((matched, plan)) => (matched, Some(plan)),
+        None => (match_slices_in(prior, current)?, None),
+    };
     let total = matched.pairs.len();
     progress(0, total);
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, MAX_WORKERS).min(total.max(1));
@@ -421,12 +623,12 @@ pub fn find_changes_in(
     std::thread::scope(|scope| {
         let (tx, rx) = mpsc::channel::<(usize, Result<DiffOutput, SeriesError>)>();
         for runner in runners {
-            let (tx, next, stop, pairs) = (tx.clone(), &next, &stop, &matched.pairs);
+            let (tx, next, stop, pairs, plan) = (tx.clone(), &next, &stop, &matched.pairs, plan.as_ref());
             scope.spawn(move || {
                 while !stop.load(Ordering::Relaxed) && !cancelled() {
                     let k = next.fetch_add(1, Ordering::Relaxed);
                     let Some(pair) = pairs.get(k) else { break };
-                    if tx.send((k, ground_pair(engine, runner.as_ref(), prior, current, pair, method))).is_err() {
+                    if tx.send((k, ground_pair(engine, runner.as_ref(), (prior, current), plan, pair, method))).is_err() {
                         break;
                     }
                 }
@@ -456,7 +658,11 @@ pub fn find_changes_in(
                         slice: pair.current,
                         prior_slice: pair.prior,
                         bbox: round2(prop.target_box),
-                        reference_box: prop.reference_box.map(round2),
+                        reference_box: prop.reference_box.map(|b| match &plan {
+                            // Found on the resliced prior, which lies on the current's grid.
+                            Some(plan) => round2(plan.on_prior(pair.current, pair.prior, b)),
+                            None => round2(b),
+                        }),
                         score: (prop.score as f64 * 1000.0).round() / 1000.0,
                     });
                 }

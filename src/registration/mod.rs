@@ -5,6 +5,7 @@ pub mod difference;
 pub mod mutual;
 pub mod phase;
 pub mod planes;
+pub mod rigid3d;
 pub mod transform;
 pub mod verify;
 

@@ -18,6 +18,8 @@ pub struct SliceHeader {
     pub height: usize,
     /// Position along the series normal (mm), when known (as `Frame::slice_position`).
     pub slice_position: Option<f64>,
+    /// Image Position (Patient), when known (as `Frame::image_position`).
+    pub image_position: Option<[f64; 3]>,
 }
 
 /// The slices of a folder's series in display order, the same series and order that
@@ -85,5 +87,6 @@ fn header(path: &Path) -> Result<Option<SliceHeader>, StudyError> {
         }
         _ => None,
     };
-    Ok(Some(SliceHeader { path: path.to_path_buf(), meta: Arc::new(meta), width, height, slice_position }))
+    let image_position = obj.floats_of(tags::IMAGE_POSITION_PATIENT).filter(|p| p.len() >= 3).map(|p| [p[0], p[1], p[2]]);
+    Ok(Some(SliceHeader { path: path.to_path_buf(), meta: Arc::new(meta), width, height, slice_position, image_position }))
 }
