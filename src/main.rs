@@ -3,6 +3,7 @@
 use clap::Parser;
 
 fn main() {
+    tandem::study::resident::return_freed_slices_to_the_system();
     let cli = match tandem::cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => std::process::exit(tandem::cli::report_usage_error(e)),

@@ -98,9 +98,11 @@ pub fn render_default(frame: &Frame) -> Rgba {
         let t = t.clamp(0.0, 255.0) as u8;
         if frame.invert { 255 - t } else { t }
     };
-    let data = match &frame.samples {
-        Samples::Gray(v) => v.iter().map(|&g| gray(map(g))).collect(),
-        Samples::Rgb(v) => v.iter().map(|p| [map(p[0] as f32), map(p[1] as f32), map(p[2] as f32), 255]).collect(),
+    let samples = frame.samples();
+    let data = match samples.as_deref() {
+        Err(_) => vec![gray(0); frame.width * frame.height],
+        Ok(Samples::Gray(v)) => v.iter().map(|&g| gray(map(g))).collect(),
+        Ok(Samples::Rgb(v)) => v.iter().map(|p| [map(p[0] as f32), map(p[1] as f32), map(p[2] as f32), 255]).collect(),
     };
     Rgba { width: frame.width, height: frame.height, data }
 }

@@ -487,7 +487,8 @@ fn demo_snapshot_inputs(dir: &std::path::Path) -> (std::path::PathBuf, std::path
     let demo = tandem::viewer::demo::demo_pair().unwrap();
     let quarter = |s: &tandem::study::Series, path: &std::path::Path| {
         let f = &s.frames[0];
-        let tandem::study::Samples::Gray(v) = &f.samples else { panic!("demo is grey") };
+        let samples = f.samples().unwrap();
+        let tandem::study::Samples::Gray(v) = &*samples else { panic!("demo is grey") };
         let img =
             image::GrayImage::from_raw(f.width as u32, f.height as u32, v.iter().map(|&g| g.round().clamp(0.0, 255.0) as u8).collect())
                 .unwrap();

@@ -486,7 +486,7 @@ fn a_stale_grounding_result_is_dropped() {
 
 fn gray_at(h: &Harness<'_, App>, role: Role, x: usize, y: usize) -> f32 {
     let frame = h.state().pane(role).current_frame().unwrap();
-    match &frame.samples {
+    match &*frame.samples().unwrap() {
         tandem::study::Samples::Gray(v) => v[y * frame.width + x],
         tandem::study::Samples::Rgb(_) => panic!("a grey image was expected"),
     }

@@ -14,9 +14,9 @@ fn load(path: &Path) -> Result<Series, StudyError> {
     tandem::study::load(path, &quiet)
 }
 
-fn gray(series: &Series, frame: usize) -> &[f32] {
-    match &series.frames[frame].samples {
-        Samples::Gray(v) => v,
+fn gray(series: &Series, frame: usize) -> Vec<f32> {
+    match &*series.frames[frame].samples().unwrap() {
+        Samples::Gray(v) => v.clone(),
         Samples::Rgb(_) => panic!("grey expected"),
     }
 }

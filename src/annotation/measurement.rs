@@ -259,8 +259,8 @@ mod tests {
         let img = image::GrayImage::from_fn(10, 10, |x, _| image::Luma([x as u8]));
         let meta = Meta { modality: Some("CT".into()), pixel_spacing_mm: spacing, ..Meta::default() };
         let mut f = crate::study::raster::frame_from_image(image::DynamicImage::ImageLuma8(img), Arc::new(meta));
-        if let Samples::Gray(v) = &mut f.samples {
-            v.iter_mut().for_each(|s| *s -= 1000.0);
+        if let Ok(Samples::Gray(v)) = f.samples().as_deref() {
+            f.pixels = crate::study::Pixels::new(Samples::Gray(v.iter().map(|s| s - 1000.0).collect()));
         }
         f
     }

@@ -79,11 +79,12 @@ impl Drawer {
     /// milliseconds its upload took on the GPU path (the rest is the draw).
     fn draw(&mut self, pane: &Pane, key: u64) -> Option<f64> {
         let frame = pane.shown_frame()?;
+        let samples = frame.samples().ok()?;
         match self {
             Drawer::Gpu { state, renderer, target } => {
                 let (device, queue) = (&state.device, &state.queue);
                 let start = Instant::now();
-                renderer.upload(device, queue, 0, key, frame);
+                renderer.upload(device, queue, 0, key, frame, &samples);
                 // The upload is staged until a submission: make it happen, to time it apart.
                 queue.submit([]);
                 let _ = device.poll(wgpu::PollType::wait_indefinitely());
@@ -162,6 +163,9 @@ struct Timed {
     loaded: Vec<f64>,
     /// The GPU upload's share of each `loaded` step.
     uploads: Vec<f64>,
+    /// Steps of `loaded` whose slice had been evicted and was not back yet when asked for (the
+    /// pane said "decoding…" until the prefetch brought it).
+    waited: usize,
 }
 
 fn time_series(dir: &Path, drawer: &mut Drawer) -> Result<Timed, CliError> {
@@ -193,15 +197,28 @@ fn time_series(dir: &Path, drawer: &mut Drawer) -> Result<Timed, CliError> {
     }
     pump(&mut jobs, &mut pane, |p| !p.is_loading())?;
     let all_in_s = start.elapsed().as_secs_f64();
-    let (mut loaded, mut uploads) = (Vec::new(), Vec::new());
-    for target in 0..pane.frame_count() {
+    // End to end twice (first to last, then back): with more slices than the pixel budget
+    // holds, each pass evicts what the other needs, and the prefetch decodes ahead of the scroll.
+    let (mut loaded, mut uploads, mut waited) = (Vec::new(), Vec::new(), 0);
+    let n = pane.frame_count();
+    for target in (0..n).chain((0..n).rev()) {
         let t = Instant::now();
         pane.set_frame(target);
+        // What the pane does: draw the slice once it is in memory, "decoding…" until then.
+        let mut missing = false;
+        while pane.shown_frame().is_some_and(|f| f.pixels.peek().is_none()) {
+            missing = true;
+            if t.elapsed() > Duration::from_secs(10) {
+                return Err(CliError(format!("slice {target} did not come back within 10 s")));
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        waited += usize::from(missing);
         key += 1;
         uploads.extend(drawer.draw(&pane, key));
         loaded.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    Ok(Timed { first, all_in_s, loading, loaded, uploads })
+    Ok(Timed { first, all_in_s, loading, loaded, uploads, waited })
 }
 
 pub fn run(volume_path: &Path, sizes: &[usize], cpu: bool) -> Result<(), CliError> {
@@ -210,14 +227,17 @@ pub fn run(volume_path: &Path, sizes: &[usize], cpu: bool) -> Result<(), CliErro
     let mut drawer = Drawer::new(cpu);
     let scratch = std::env::temp_dir().join(format!("tandem-bench-view-{}", std::process::id()));
     println!(
-        "viewer: {} ({w}×{h}) resliced to N slices, uncompressed DICOM files in the page cache; {}",
+        "viewer: {} ({w}×{h}) resliced to N slices, uncompressed DICOM files in the page cache; {}; decoded pixels held under {:.0} MiB ({})",
         volume_path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
-        drawer.label()
+        drawer.label(),
+        crate::study::PixelCache::global().budget_bytes() as f64 / (1 << 20) as f64,
+        crate::study::resident::BUDGET_ENV
     );
     println!(
-        "| slices | first image ms | all slices in s | scroll while loading ms: median (fps), 95th pct, slowest | scroll once loaded ms: median (fps), 95th pct, slowest | of which GPU upload ms | peak RSS MiB | decoded pixels MiB |"
+        "| slices | first image ms | all slices in s | scroll while loading ms: median (fps), 95th pct, slowest | scroll once loaded, end to end twice, ms: median (fps), 95th pct, slowest | of which GPU upload ms | steps waiting on a decode | peak RSS MiB | decoded pixels MiB: series, held at most |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let cache = crate::study::PixelCache::global();
     let mut sorted = sizes.to_vec();
     // Smallest first: the process's peak memory only grows, so each row's peak is its own.
     sorted.sort_unstable();
@@ -230,7 +250,7 @@ pub fn run(volume_path: &Path, sizes: &[usize], cpu: bool) -> Result<(), CliErro
         });
         let result = made.and_then(|()| time_series(&dir, &mut drawer));
         let _ = std::fs::remove_dir_all(&dir);
-        let Timed { first, all_in_s, loading, loaded, uploads } = result?;
+        let Timed { first, all_in_s, loading, loaded, uploads, waited } = result?;
         let cell = |v: &[f64]| {
             let mut sorted = v.to_vec();
             sorted.sort_by(f64::total_cmp);
@@ -239,12 +259,15 @@ pub fn run(volume_path: &Path, sizes: &[usize], cpu: bool) -> Result<(), CliErro
             format!("{m:.1} ({:.0}), {p95:.1}, {:.1}", 1e3 / m, sorted.last().copied().unwrap_or(f64::NAN))
         };
         let upload = if uploads.is_empty() { "—".to_string() } else { format!("{:.1}", median(uploads)) };
+        let mib = |b: usize| b as f64 / (1 << 20) as f64;
         println!(
-            "| {n} | {first:.0} | {all_in_s:.2} | {} | {} | {upload} | {:.0} | {:.0} |",
+            "| {n} | {first:.0} | {all_in_s:.2} | {} | {} | {upload} | {waited} of {} | {:.0} | {:.0}, {:.0} |",
             cell(&loading),
             cell(&loaded),
+            loaded.len(),
             peak_rss_mib().unwrap_or(f64::NAN),
-            (n * w * h * 4) as f64 / (1 << 20) as f64
+            mib(n * w * h * 4),
+            mib(cache.peak_bytes())
         );
     }
     let _ = std::fs::remove_dir_all(&scratch);

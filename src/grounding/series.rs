@@ -133,7 +133,7 @@ impl SliceSource for Series {
     }
 
     fn gray(&self, i: usize) -> Result<GrayImage, StudyError> {
-        self.frames.get(i).map(|f| f.to_gray()).ok_or_else(|| StudyError::Empty(format!("the series has no slice {i}")))
+        self.frames.get(i).ok_or_else(|| StudyError::Empty(format!("the series has no slice {i}")))?.try_gray()
     }
 }
 
@@ -163,7 +163,7 @@ impl SliceSource for SliceFiles {
     }
 
     fn gray(&self, i: usize) -> Result<GrayImage, StudyError> {
-        self.frame(i).map(|f| f.to_gray())
+        self.frame(i)?.try_gray()
     }
 }
 

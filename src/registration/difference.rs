@@ -32,13 +32,13 @@ pub fn relative_transform(prior: (usize, usize), current: (usize, usize)) -> Tra
 
 /// A frame's values as `Frame::to_gray` gives them (MONOCHROME1 negated, luminance for colour),
 /// read in place.
-struct GrayOf<'a>(&'a Frame);
+struct GrayOf<'a>(&'a Frame, std::sync::Arc<Samples>);
 
 impl GrayOf<'_> {
     fn at(&self, x: isize, y: isize) -> f32 {
         let f = self.0;
         let i = y.clamp(0, f.height as isize - 1) as usize * f.width + x.clamp(0, f.width as isize - 1) as usize;
-        match &f.samples {
+        match &*self.1 {
             Samples::Gray(v) if f.invert => -v[i],
             Samples::Gray(v) => v[i],
             Samples::Rgb(v) => 0.299 * v[i][0] as f32 + 0.587 * v[i][1] as f32 + 0.114 * v[i][2] as f32,
@@ -69,7 +69,9 @@ pub fn sampled_symmetric_window(prior: &Frame, current: &Frame, prior_from_curre
     if current.width == 0 || current.height == 0 || prior.width == 0 || prior.height == 0 {
         return 1e-6;
     }
-    let (p, c) = (GrayOf(prior), GrayOf(current));
+    // Evicted pixels that cannot be decoded again (logged where it failed): no window to take.
+    let (Ok(ps), Ok(cs)) = (prior.samples(), current.samples()) else { return 1e-6 };
+    let (p, c) = (GrayOf(prior, ps), GrayOf(current, cs));
     let (step_x, step_y) = (current.width.div_ceil(512), current.height.div_ceil(512));
     let mut magnitudes = Vec::with_capacity((current.width / step_x + 1) * (current.height / step_y + 1));
     for y in (0..current.height).step_by(step_y) {
@@ -125,7 +127,7 @@ mod tests {
         let frame = |w: usize, h: usize, f: &dyn Fn(usize, usize) -> f32, invert: bool| Frame {
             width: w,
             height: h,
-            samples: Samples::Gray((0..w * h).map(|i| f(i % w, i / w)).collect()),
+            pixels: crate::study::Pixels::new(Samples::Gray((0..w * h).map(|i| f(i % w, i / w)).collect())),
             default_window: Window { center: 0.0, width: 1.0 },
             voi_lut: None,
             invert,

@@ -281,7 +281,7 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/dicom");
         let frame = |f: &str, i: usize| -> Option<GrayImage> {
             let s = crate::study::load(&dir.join(f), &|_, _| {}).ok()?;
-            Some(s.frames.get(i.min(s.frames.len() - 1))?.to_gray())
+            s.frames.get(i.min(s.frames.len() - 1))?.try_gray().ok()
         };
         let unrelated = [
             ("MR_small.dcm", "CT_small.dcm"),

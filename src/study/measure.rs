@@ -68,7 +68,8 @@ pub fn value_at(frame: &Frame, x: f32, y: f32) -> Option<Readout> {
         return None;
     }
     let i = py * frame.width + px;
-    let value = match &frame.samples {
+    let samples = frame.samples().ok()?;
+    let value = match &*samples {
         Samples::Gray(v) => Value::Gray(*v.get(i)?),
         Samples::Rgb(v) => Value::Rgb(*v.get(i)?),
     };
@@ -196,7 +197,9 @@ pub fn roi(frame: &Frame, shape: RoiShape, b: [f32; 4]) -> RoiMeasure {
         (Some([row, col]), source) => Area { value: px_area * row * col, source: Some(source.unwrap_or(SpacingSource::PixelSpacing)) },
         (None, _) => Area { value: px_area, source: None },
     };
-    let Samples::Gray(values) = &frame.samples else { return RoiMeasure { area, stats: None } };
+    // Evicted pixels that cannot be decoded again give the area alone, as colour does.
+    let samples = frame.samples();
+    let Ok(Samples::Gray(values)) = samples.as_deref() else { return RoiMeasure { area, stats: None } };
     let (cx, cy, rx, ry) = ((x1 + x2) / 2.0, (y1 + y2) / 2.0, w / 2.0, h / 2.0);
     let inside = |x: f64, y: f64| match shape {
         RoiShape::Rectangle => x >= x1 && x < x2 && y >= y1 && y < y2,
@@ -237,8 +240,8 @@ mod tests {
     fn frame(meta: Meta) -> Frame {
         let img = image::GrayImage::from_fn(4, 3, |x, y| image::Luma([(10 * y + x) as u8]));
         let mut f = crate::study::raster::frame_from_image(image::DynamicImage::ImageLuma8(img), Arc::new(meta));
-        if let Samples::Gray(v) = &mut f.samples {
-            v.iter_mut().for_each(|s| *s -= 1000.0);
+        if let Ok(Samples::Gray(v)) = f.samples().as_deref() {
+            f.pixels = crate::study::Pixels::new(Samples::Gray(v.iter().map(|s| s - 1000.0).collect()));
         }
         f
     }
@@ -272,7 +275,7 @@ mod tests {
         let mut f = frame(meta);
         f.width = width;
         f.height = height;
-        f.samples = Samples::Gray(values);
+        f.pixels = crate::study::Pixels::new(Samples::Gray(values));
         f
     }
 
@@ -327,7 +330,7 @@ mod tests {
     #[test]
     fn a_colour_frame_gives_an_area_but_no_grey_statistics() {
         let mut rgb = frame(Meta::default());
-        rgb.samples = Samples::Rgb(vec![[1, 2, 3]; 12]);
+        rgb.pixels = crate::study::Pixels::new(Samples::Rgb(vec![[1, 2, 3]; 12]));
         let m = roi(&rgb, RoiShape::Rectangle, [0.0, 0.0, 2.0, 2.0]);
         assert_eq!((m.area.value, m.stats), (4.0, None));
     }

@@ -14,6 +14,7 @@ pub mod pixels;
 pub mod present;
 pub mod progressive;
 pub mod raster;
+pub mod resident;
 pub mod rle;
 pub mod series;
 pub mod slices;
@@ -27,6 +28,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 pub use gray::GrayImage;
+pub use resident::{PixelCache, Pixels};
 pub use series::{LoadProgress, hang_folder, load};
 pub use source::Source;
 
@@ -184,7 +186,8 @@ pub enum Samples {
 pub struct Frame {
     pub width: usize,
     pub height: usize,
-    pub samples: Samples,
+    /// The samples, held for good or evictable (`resident`): read them through `samples()`.
+    pub pixels: Pixels,
     pub default_window: Window,
     pub voi_lut: Option<Arc<VoiLut>>,
     /// MONOCHROME1: high values are displayed dark.
@@ -198,10 +201,16 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// The samples, decoded again from the file when they were evicted.
+    pub fn samples(&self) -> Result<Arc<Samples>, StudyError> {
+        self.pixels.get()
+    }
+
     /// Greyscale view for registration and grounding (luminance for colour), as displayed
     /// (MONOCHROME1 inverted so that bright means the same thing in every image).
-    pub fn to_gray(&self) -> GrayImage {
-        let data = match &self.samples {
+    pub fn try_gray(&self) -> Result<GrayImage, StudyError> {
+        let samples = self.samples()?;
+        let data = match &*samples {
             Samples::Gray(v) => {
                 if self.invert {
                     v.iter().map(|&x| -x).collect()
@@ -211,11 +220,18 @@ impl Frame {
             }
             Samples::Rgb(v) => v.iter().map(|p| 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32).collect(),
         };
-        GrayImage { width: self.width, height: self.height, data }
+        Ok(GrayImage { width: self.width, height: self.height, data })
+    }
+
+    /// `try_gray`, black when an evicted frame cannot be decoded again (its file went away or
+    /// changed after loading; logged): for the callers that had no error path before frames
+    /// could be evicted. Those that can say why use `try_gray`.
+    pub fn to_gray(&self) -> GrayImage {
+        self.try_gray().unwrap_or_else(|_| GrayImage { width: self.width, height: self.height, data: vec![0.0; self.width * self.height] })
     }
 
     pub fn is_color(&self) -> bool {
-        matches!(self.samples, Samples::Rgb(_))
+        self.pixels.is_color()
     }
 }
 

@@ -167,7 +167,7 @@ pub fn frames_from_stored(
         frames.push(Frame {
             width: header.cols,
             height: header.rows,
-            samples,
+            pixels: crate::study::Pixels::new(samples),
             default_window: window,
             voi_lut: if palette.is_none() && header.samples_per_pixel == 1 { voi.clone() } else { None },
             invert: pi == "MONOCHROME1",

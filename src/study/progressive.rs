@@ -1,18 +1,20 @@
 //! Progressive loading of a folder series: the slice to be shown is decoded first, the others
 //! follow nearest to the slice the viewer wants, and each file is handed over as soon as it is in.
 //!
-//! Why this rather than a lazy frame store: every consumer of a series (sync, whole-series find
-//! changes, measurements, the timeline, exports) reads `Series::frames` as decoded pixels, and
-//! a 300-slice 512² CT decodes in under 2 s; so the series keeps its type and only its arrival
-//! is reordered. The first image waits for the folder's headers (to know the display order)
-//! and one slice, not for the whole series.
+//! The series keeps its type: every consumer (sync, whole-series find changes, measurements, the
+//! timeline, exports) reads `Series::frames`. What is lazy is a frame's samples, not the frame:
+//! the headers stay, while the pixels of a folder's slices are held under a byte budget and
+//! decoded again from their file when asked for (`study::resident`), the slices near the shown
+//! one kept decoded ahead of the scroll by a prefetch. So a 1000-slice series costs the budget,
+//! not its 1 GiB of f32. The first image waits for the folder's headers (to know the display
+//! order) and one slice, not for the whole series.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::study::series::{SeriesGroup, group_file, load_file, load_group, scan_folder};
-use crate::study::{Frame, LoadProgress, Meta, Series, StudyError};
+use crate::study::{Frame, LoadProgress, Meta, PixelCache, Series, StudyError};
 
 /// Shared by a progressive load and the pane showing it: which frame the viewer wants next,
 /// whether it still wants any, and an optional pace.
@@ -25,6 +27,8 @@ pub struct LoadControl {
     /// Milliseconds to wait before each file after the first: lets a test (or a demo) watch a
     /// series arrive on a machine that decodes it in an instant. 0 in normal use.
     pub pace_ms: AtomicU64,
+    /// Where the decoded slices are counted; `None`: `PixelCache::global()`.
+    pub cache: Option<Arc<PixelCache>>,
 }
 
 impl LoadControl {
@@ -196,6 +200,7 @@ pub fn load_group_progressive(
     control.want.store(plan.total() / 2, Ordering::Relaxed);
     deliver(Arrival::Planned(Box::new(plan)));
     let n = group.files.len();
+    let cache = control.cache.clone().unwrap_or_else(|| PixelCache::global().clone());
     let mut pending: Vec<usize> = (0..n).collect();
     while !pending.is_empty() {
         if control.cancelled.load(Ordering::Relaxed) {
@@ -211,7 +216,7 @@ pub fn load_group_progressive(
         progress(0.3 + 0.7 * done as f32 / n as f32, &format!("loading {done}/{n}"));
         // Per-file progress would only flicker: the pane counts files.
         let quiet = |_: f32, _: &str| {};
-        let frames = group_file(group, file, &quiet, 0.0, 1.0);
+        let frames = group_file(group, file, &cache, &quiet, 0.0, 1.0);
         if let Err(e) = &frames {
             log::warn!("skipping {}: {e}", group.files[file].display());
         }
@@ -301,7 +306,7 @@ mod tests {
         assert_eq!(partial.total(), 4);
         assert!(partial.frame(0).is_none() && partial.any_frame().is_none());
         for file in 0..4 {
-            partial.insert(file, group_file(&group, file, &|_, _| {}, 0.0, 1.0));
+            partial.insert(file, group_file(&group, file, PixelCache::global(), &|_, _| {}, 0.0, 1.0));
         }
         assert!(partial.frame(1).is_none() && partial.error_at(1).is_some());
         assert_eq!(partial.finished_index(2), 1, "frames after the gap move up");

@@ -65,7 +65,7 @@ pub fn frame_from_image(img: DynamicImage, meta: Arc<Meta>) -> Frame {
     Frame {
         width,
         height,
-        samples,
+        pixels: crate::study::Pixels::new(samples),
         default_window: window,
         voi_lut: None,
         invert: false,

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::study::dicom;
-use crate::study::{Frame, Meta, Series, StudyError, pixels, present, raster, volume};
+use crate::study::resident::Origin;
+use crate::study::{Frame, Meta, PixelCache, Series, StudyError, pixels, present, raster, volume};
 
 /// Progress callback: fraction done (0..1) and what is happening.
 pub type LoadProgress<'a> = &'a (dyn Fn(f32, &str) + Sync);
@@ -191,7 +192,7 @@ pub fn load_group(group: &SeriesGroup, progress: LoadProgress) -> Result<Series,
     for (i, path) in group.files.iter().enumerate() {
         let (from, to) = (0.3 + 0.7 * i as f32 / n, 0.3 + 0.7 * (i + 1) as f32 / n);
         progress(from, &format!("loading {}/{}", i + 1, group.files.len()));
-        match group_file(group, i, progress, from, to) {
+        match group_file(group, i, crate::study::PixelCache::global(), progress, from, to) {
             Ok(f) => frames.extend(f),
             Err(e) => {
                 log::warn!("skipping {}: {e}", path.display());
@@ -207,10 +208,31 @@ pub fn load_group(group: &SeriesGroup, progress: LoadProgress) -> Result<Series,
     Ok(Series { id: meta.series_uid.clone().unwrap_or_else(|| source.display().to_string()), frames, meta, source })
 }
 
-/// The frames of file `i` of a group.
-pub(crate) fn group_file(group: &SeriesGroup, i: usize, progress: LoadProgress, from: f32, to: f32) -> Result<Vec<Frame>, StudyError> {
+/// The frames of file `i` of a group. The slice of a single-frame DICOM file in a folder of
+/// several is counted in `cache` (evicted and decoded again as the budget asks); anything else
+/// keeps its samples for good.
+pub(crate) fn group_file(
+    group: &SeriesGroup,
+    i: usize,
+    cache: &Arc<PixelCache>,
+    progress: LoadProgress,
+    from: f32,
+    to: f32,
+) -> Result<Vec<Frame>, StudyError> {
     let path = group.files.get(i).ok_or_else(|| StudyError::Empty(format!("the series has no file {i}")))?;
-    if group.raster { raster::load(path).map(|f| vec![f]) } else { dicom_frames(path, progress, from, to) }
+    if group.raster {
+        return raster::load(path).map(|f| vec![f]);
+    }
+    let mut frames = dicom_frames(path, progress, from, to)?;
+    if group.files.len() > 1
+        && let [frame] = frames.as_mut_slice()
+        && let Ok(samples) = frame.samples()
+    {
+        let samples = Arc::try_unwrap(samples).unwrap_or_else(|s| (*s).clone());
+        let origin = Origin { path: path.clone(), frame_index: frame.frame_index, width: frame.width, height: frame.height };
+        frame.pixels = cache.adopt(samples, origin);
+    }
+    Ok(frames)
 }
 
 /// The study a group belongs to, for hanging.

@@ -240,7 +240,7 @@ pub fn series_from_volume(volume: &Volume, path: &Path) -> Series {
             Frame {
                 width: nx,
                 height: ny,
-                samples: Samples::Gray(pixels),
+                pixels: crate::study::Pixels::new(Samples::Gray(pixels)),
                 default_window: Window { center: 0.0, width: 1.0 },
                 voi_lut: None,
                 invert: false,
@@ -264,9 +264,10 @@ pub fn series_from_volume(volume: &Volume, path: &Path) -> Series {
 fn volume_window(frames: &[Frame], display_range: Option<(f32, f32)>) -> Window {
     let total: usize = frames.iter().map(|f| f.width * f.height).sum();
     let step = (total / 262_144).max(1);
-    let sample: Vec<f32> = frames
+    let held: Vec<_> = frames.iter().filter_map(|f| f.samples().ok()).collect();
+    let sample: Vec<f32> = held
         .iter()
-        .flat_map(|f| match &f.samples {
+        .flat_map(|s| match &**s {
             Samples::Gray(v) => v.as_slice(),
             Samples::Rgb(_) => &[],
         })

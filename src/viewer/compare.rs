@@ -398,7 +398,7 @@ mod tests {
         Frame {
             width: w,
             height: h,
-            samples: Samples::Gray(values),
+            pixels: crate::study::Pixels::new(Samples::Gray(values)),
             default_window: Window { center: 50.0, width: 100.0 },
             voi_lut: None,
             invert,

@@ -116,15 +116,16 @@ impl ImageRenderer {
         self.panes.get(&pane).is_some_and(|p| p.key == key)
     }
 
-    /// Uploads `frame` for `pane` (once per frame change; window/level never re-uploads).
-    pub fn upload(&mut self, device: &wgpu::Device, queue: &wgpu::Queue, pane: usize, key: u64, frame: &Frame) {
+    /// Uploads `frame`, whose samples are `samples`, for `pane` (once per frame change;
+    /// window/level never re-uploads).
+    pub fn upload(&mut self, device: &wgpu::Device, queue: &wgpu::Queue, pane: usize, key: u64, frame: &Frame, samples: &Samples) {
         let (w, h) = (frame.width as u32, frame.height as u32);
         if w == 0 || h == 0 || w > self.max_side || h > self.max_side {
             log::error!("frame of {w}×{h} px exceeds the GPU's texture limit {}", self.max_side);
             self.panes.remove(&pane);
             return;
         }
-        let (format, bytes): (wgpu::TextureFormat, Vec<u8>) = match &frame.samples {
+        let (format, bytes): (wgpu::TextureFormat, Vec<u8>) = match samples {
             Samples::Gray(v) => (wgpu::TextureFormat::R32Float, bytemuck::cast_slice(v).to_vec()),
             Samples::Rgb(v) => (wgpu::TextureFormat::Rgba8Unorm, v.iter().flat_map(|p| [p[0], p[1], p[2], 255]).collect()),
         };

@@ -183,9 +183,15 @@ pub struct Pane {
     /// with its own image (flicker, fade, subtraction) instead of drawing it plainly.
     pub compare: Option<crate::viewer::compare::GpuCompare>,
     cpu_texture: Option<(u64, [u32; 4], egui::TextureHandle)>,
-    /// The progressive load feeding this pane, told which frame is shown and cancelled when the
-    /// pane moves on to something else.
+    /// The progressive load feeding this pane, then the prefetch keeping the slices near the
+    /// shown one decoded: told which frame is shown, cancelled when the pane moves on.
     loader: Option<Arc<LoadControl>>,
+}
+
+impl Drop for Pane {
+    fn drop(&mut self) {
+        self.stop_loader();
+    }
 }
 
 impl Pane {
@@ -324,11 +330,14 @@ impl Pane {
         }
         let frame = series.finished_index(self.frame);
         let Content::Arriving { source, series, windowed } = std::mem::replace(&mut self.content, Content::Empty) else { return None };
-        self.loader = None;
+        self.stop_loader();
         Some(match series.finish() {
             Ok(s) => {
                 // The reader looked and scrolled while it arrived: keep the view, window and frame.
-                self.content = Content::Ready(Arc::new(s));
+                let s = Arc::new(s);
+                self.frame = frame;
+                self.keep_near(&s);
+                self.content = Content::Ready(s);
                 self.set_frame(frame);
                 if !windowed {
                     self.reset_window();
@@ -351,11 +360,22 @@ impl Pane {
             self.window = f.default_window;
             self.use_voi_lut = f.voi_lut.is_some();
         }
+        self.keep_near(&series);
         self.content = Content::Ready(series);
         self.view = None;
         self.invert = false;
         self.generation += 1;
         self.cpu_texture = None;
+    }
+
+    /// Starts the prefetch of an evictable series (a folder of slices), steered as the loader
+    /// was: the frames around the shown one stay decoded whatever the budget evicts.
+    fn keep_near(&mut self, series: &Arc<Series>) {
+        let control = Arc::new(LoadControl::default());
+        control.want.store(self.frame, std::sync::atomic::Ordering::Relaxed);
+        if crate::study::resident::keep_near(series, control.clone()).is_some() {
+            self.loader = Some(control);
+        }
     }
 
     pub fn set_frame(&mut self, frame: usize) {
@@ -398,7 +418,8 @@ impl Pane {
             Preset::Auto | Preset::FullRange => {
                 // The pane windows the values themselves (not `to_gray`'s, negated for MONOCHROME1).
                 let luminance;
-                let values: &[f32] = match &frame.samples {
+                let Ok(samples) = frame.samples() else { return preset };
+                let values: &[f32] = match &*samples {
                     Samples::Gray(v) => v,
                     Samples::Rgb(_) => {
                         luminance = frame.to_gray().data;
@@ -533,6 +554,28 @@ impl Pane {
             self.paint_arriving(&painter, rect);
             return;
         };
+        let samples = match frame.pixels.peek() {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                centered_message(&painter, rect, &format!("slice {} cannot be read: {e}", self.frame + 1), Color32::LIGHT_GRAY);
+                return;
+            }
+            // While a series arrives its loader decodes every file once, not this one again:
+            // an evicted slice scrolled back to is decoded here.
+            None if matches!(self.content, Content::Arriving { .. }) => match frame.samples() {
+                Ok(s) => s,
+                Err(e) => {
+                    centered_message(&painter, rect, &format!("slice {} cannot be read: {e}", self.frame + 1), Color32::LIGHT_GRAY);
+                    return;
+                }
+            },
+            // Evicted: the prefetch, steered to this frame, brings it back in milliseconds.
+            None => {
+                centered_message(&painter, rect, &format!("slice {}: {DECODING_LABEL}", self.frame + 1), Color32::LIGHT_GRAY);
+                ui.ctx().request_repaint_after(std::time::Duration::from_millis(8));
+                return;
+            }
+        };
         let key = (self.generation << 24) | self.frame as u64;
         let top_left = view.screen_from_image(rect, Pos2::ZERO);
         let bottom_right = view.screen_from_image(rect, Pos2::new(frame.width as f32, frame.height as f32));
@@ -551,7 +594,7 @@ impl Pane {
                 if let Some(r) = renderer.callback_resources.get_mut::<ImageRenderer>()
                     && !r.has(self.id.0, key)
                 {
-                    r.upload(&rs.device, &rs.queue, self.id.0, key, frame);
+                    r.upload(&rs.device, &rs.queue, self.id.0, key, frame, &samples);
                 }
                 if self.compare.is_some() {
                     crate::viewer::compare::CompareRenderer::install(&mut renderer.callback_resources, &rs.device, rs.target_format);
@@ -585,7 +628,7 @@ impl Pane {
         if series.frame(self.frame).is_none() {
             let why = match series.error_at(self.frame) {
                 Some(e) => format!("slice {} cannot be read: {e}", self.frame + 1),
-                None => format!("slice {}: decoding…", self.frame + 1),
+                None => format!("slice {}: {DECODING_LABEL}", self.frame + 1),
             };
             centered_message(painter, rect, &why, Color32::LIGHT_GRAY);
         }
@@ -679,6 +722,9 @@ fn frame_of(content: &Content, k: usize) -> Option<&Frame> {
     }
 }
 
+/// What a pane says while the slice it shows is being decoded.
+pub const DECODING_LABEL: &str = "decoding…";
+
 /// The word before "n/N" in a pane while its series arrives.
 pub const ARRIVING_LABEL: &str = "loading";
 
@@ -750,9 +796,12 @@ pub fn render_cpu_region(frame: &Frame, window: Window, invert: bool, use_lut: b
         let t = t.clamp(0.0, 255.0) as u8;
         if invert { 255 - t } else { t }
     };
-    let pixels: Vec<Color32> = match &frame.samples {
-        Samples::Gray(v) => indices.map(|i| Color32::from_gray(map(v[i]))).collect(),
-        Samples::Rgb(v) => indices.map(|i| Color32::from_rgb(map(v[i][0] as f32), map(v[i][1] as f32), map(v[i][2] as f32))).collect(),
+    // Evicted pixels that cannot be decoded again (the pane says so before it gets here): black.
+    let samples = frame.samples();
+    let pixels: Vec<Color32> = match samples.as_deref() {
+        Ok(Samples::Gray(v)) => indices.map(|i| Color32::from_gray(map(v[i]))).collect(),
+        Ok(Samples::Rgb(v)) => indices.map(|i| Color32::from_rgb(map(v[i][0] as f32), map(v[i][1] as f32), map(v[i][2] as f32))).collect(),
+        Err(_) => indices.map(|_| Color32::BLACK).collect(),
     };
     egui::ColorImage::new([x1 - x0, y1 - y0], pixels)
 }

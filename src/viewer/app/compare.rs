@@ -344,7 +344,7 @@ mod tests {
             .map(|k| Frame {
                 width: w,
                 height: h,
-                samples: Samples::Gray((0..w * h).map(|i| value(k, i % w, i / w)).collect()),
+                pixels: crate::study::Pixels::new(Samples::Gray((0..w * h).map(|i| value(k, i % w, i / w)).collect())),
                 default_window: Window { center: 100.0, width: 200.0 },
                 voi_lut: None,
                 invert: false,

@@ -708,7 +708,13 @@ impl App {
             return;
         }
         let frames = (self.pane(Role::Prior).frame as u32, self.pane(Role::Current).frame as u32);
-        let (pg, cg) = (p.to_gray(), c.to_gray());
+        let (pg, cg) = match (p.try_gray(), c.try_gray()) {
+            (Ok(pg), Ok(cg)) => (pg, cg),
+            (Err(e), _) | (_, Err(e)) => {
+                self.status = format!("Find changes: a shown slice cannot be read: {e}");
+                return;
+            }
+        };
         self.jobs.find_changes(self.stamp_all(), engine, pg, cg, frames);
         self.status = "finding changes…".into();
     }
@@ -748,7 +754,13 @@ impl App {
         let (Some(ms), Some(mt)) = (self.pane(from).series(), self.pane(to).series()) else { return };
         let hint = crate::grounding::hints::between(&ms.meta, &mt.meta, b.rect(), (sx, sy), dst.width.max(dst.height) as f32);
         let frames = (b.frame, self.pane(to).frame as u32);
-        let (rg, tg) = (src.to_gray(), dst.to_gray());
+        let (rg, tg) = match (src.try_gray(), dst.try_gray()) {
+            (Ok(rg), Ok(tg)) => (rg, tg),
+            (Err(e), _) | (_, Err(e)) => {
+                self.status = format!("Find in the other image: a slice cannot be read: {e}");
+                return;
+            }
+        };
         self.jobs.locate(self.stamp_all(), engine, from, rg, b.rect(), tg, hint, frames);
     }
 
@@ -911,7 +923,13 @@ impl App {
             return;
         }
         let (Some(p), Some(c)) = (self.pane(Role::Prior).current_frame(), self.pane(Role::Current).current_frame()) else { return };
-        let (pg, cg) = (p.to_gray(), c.to_gray());
+        let (pg, cg) = match (p.try_gray(), c.try_gray()) {
+            (Ok(pg), Ok(cg)) => (pg, cg),
+            (Err(e), _) | (_, Err(e)) => {
+                self.status = format!("By registration: a shown slice cannot be read: {e}");
+                return;
+            }
+        };
         self.jobs.register(self.stamp_all(), pg, cg);
     }
 
