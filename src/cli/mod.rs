@@ -362,6 +362,13 @@ pub fn report_usage_error(e: clap::Error) -> i32 {
 }
 
 /// Runs the parsed command; returns the process exit code.
+impl Cli {
+    /// The viewer (and its bench): the commands that hold folder series under the pixel budget.
+    pub fn holds_evictable_series(&self) -> bool {
+        matches!(self.command, None | Some(Command::View { .. }) | Some(Command::Bench { what: bench::BenchCommand::View { .. } }))
+    }
+}
+
 pub fn run(cli: Cli) -> i32 {
     let device: DevicePreference = cli.device.into();
     let result = match &cli.command {
