@@ -83,6 +83,54 @@ fn ood_section(ood: Option<&Path>) -> String {
     s
 }
 
+/// Leave-one-family-out runs kept beside the OOD report (`lofo/F/grounder.json` + `ood.json`):
+/// weights trained without family F, scored on items of every family.
+fn lofo_section(ood: Option<&Path>) -> String {
+    let Some(dir) = ood.and_then(Path::parent).map(|d| d.join("lofo")) else { return String::new() };
+    let Ok(entries) = std::fs::read_dir(&dir) else { return String::new() };
+    let mut runs: Vec<std::path::PathBuf> =
+        entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join("ood.json").exists()).collect();
+    runs.sort();
+    let mut s = String::new();
+    for run in runs {
+        let read = |f: &str| std::fs::read_to_string(run.join(f)).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+        let (Some(meta), Some(rows)) = (read("grounder.json"), read("ood.json")) else { continue };
+        let t = &meta["training"];
+        let Some(family) = t["without_family"].as_str() else { continue };
+        if s.is_empty() {
+            s.push_str(
+                "\n## Leave one family out\nWeights trained without one change family, then scored on difference items of every family\n\
+                 (validation images, as the family rows above): the row of the family left out measures changes\n\
+                 of a kind never trained on; the others are the same run's seen families, its control.\n",
+            );
+        }
+        let folder = run.display();
+        s.push_str(&format!(
+            "\n`tandem train --seed {} --steps {} --batch {} --without-family {family} --out {folder}/grounder.bpk`, then\n\
+             `TANDEM_WEIGHTS={folder}/grounder.bpk tandem eval ood --only family --per-task 40 --json {folder}/ood.json`:\n\n\
+             | items | task | n | model Acc@0.5 | baseline Acc@0.5 | mean IoU model / baseline |\n|---|---|---:|---:|---:|---:|\n",
+            t["seed"], t["steps"], t["batch"]
+        ));
+        for r in rows.as_array().into_iter().flatten() {
+            let g = |k: &str| r.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+            let (m, b) = (g("model_acc05"), g("baseline_acc05"));
+            let bold = |v: f64, other: f64| if v > other { format!("**{v:.1}**") } else { format!("{v:.1}") };
+            let row = r.get("row").and_then(|v| v.as_str()).unwrap_or("?");
+            let unseen = if row.starts_with(&format!("family {family},")) { " (never trained on)" } else { "" };
+            s.push_str(&format!(
+                "| {row}{unseen} | {} | {} | {} | {} | {:.3} / {:.3} |\n",
+                r.get("task").and_then(|v| v.as_str()).unwrap_or("?"),
+                r.get("n").and_then(|v| v.as_u64()).unwrap_or(0),
+                bold(m, b),
+                bold(b, m),
+                g("model_iou"),
+                g("baseline_iou"),
+            ));
+        }
+    }
+    s
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn model_card(
     train: &TrainReport,
@@ -161,7 +209,7 @@ Regenerate with `tandem synth --split validation --seed 9001 --per-task 40 --for
 MedSeq-Grounder's figures are on MedSG-Bench itself; ours are on a synthetic benchmark of the same
 format and tasks, so they say how Tandem does on these tasks, not how it would rank on MedSG-Bench.
 "Reference box as answer" is the null model for the consistency tasks (the marked box, unmoved).
-{ood}
+{ood}{lofo}
 ## How each task is answered
 - **T1, T2** (`grounding::Engine::diff`): translation registration by phase correlation (its
   strongest peak, unless the normalized cross-correlation of the overlap is clearly higher, by
@@ -249,6 +297,7 @@ format and tasks, so they say how Tandem does on these tasks, not how it would r
         batch = train.batch,
         images = grouped_images(&train.train_images),
         ood = ood_section(ood),
+        lofo = lofo_section(ood),
         size = train.item_size,
         device_train = train.device,
         machine = train.machine,
