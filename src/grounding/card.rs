@@ -66,21 +66,27 @@ fn ood_section(ood: Option<&Path>) -> String {
         path.display()
     );
     for r in &rows {
-        let g = |k: &str| r.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
-        let (m, b) = (g("model_acc05"), g("baseline_acc05"));
-        let bold = |v: f64, other: f64| if v > other { format!("**{v:.1}**") } else { format!("{v:.1}") };
-        s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {:.3} / {:.3} |\n",
-            r.get("row").and_then(|v| v.as_str()).unwrap_or("?"),
-            r.get("task").and_then(|v| v.as_str()).unwrap_or("?"),
-            r.get("n").and_then(|v| v.as_u64()).unwrap_or(0),
-            bold(m, b),
-            bold(b, m),
-            g("model_iou"),
-            g("baseline_iou"),
-        ));
+        s.push_str(&ood_row(r, ""));
     }
     s
+}
+
+/// One row of an OOD table (`tandem eval ood --json`), the better Acc@0.5 in bold, `note` after
+/// the row's name.
+fn ood_row(r: &serde_json::Value, note: &str) -> String {
+    let g = |k: &str| r.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+    let (m, b) = (g("model_acc05"), g("baseline_acc05"));
+    let bold = |v: f64, other: f64| if v > other { format!("**{v:.1}**") } else { format!("{v:.1}") };
+    format!(
+        "| {}{note} | {} | {} | {} | {} | {:.3} / {:.3} |\n",
+        r.get("row").and_then(|v| v.as_str()).unwrap_or("?"),
+        r.get("task").and_then(|v| v.as_str()).unwrap_or("?"),
+        r.get("n").and_then(|v| v.as_u64()).unwrap_or(0),
+        bold(m, b),
+        bold(b, m),
+        g("model_iou"),
+        g("baseline_iou"),
+    )
 }
 
 /// Leave-one-family-out runs kept beside the OOD report (`lofo/F/grounder.json` + `ood.json`):
@@ -112,20 +118,9 @@ fn lofo_section(ood: Option<&Path>) -> String {
             t["seed"], t["steps"], t["batch"]
         ));
         for r in rows.as_array().into_iter().flatten() {
-            let g = |k: &str| r.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
-            let (m, b) = (g("model_acc05"), g("baseline_acc05"));
-            let bold = |v: f64, other: f64| if v > other { format!("**{v:.1}**") } else { format!("{v:.1}") };
             let row = r.get("row").and_then(|v| v.as_str()).unwrap_or("?");
             let unseen = if row.starts_with(&format!("family {family},")) { " (never trained on)" } else { "" };
-            s.push_str(&format!(
-                "| {row}{unseen} | {} | {} | {} | {} | {:.3} / {:.3} |\n",
-                r.get("task").and_then(|v| v.as_str()).unwrap_or("?"),
-                r.get("n").and_then(|v| v.as_u64()).unwrap_or(0),
-                bold(m, b),
-                bold(b, m),
-                g("model_iou"),
-                g("baseline_iou"),
-            ));
+            s.push_str(&ood_row(r, unseen));
         }
     }
     s
