@@ -32,6 +32,8 @@ pub struct SizePlot {
     pub units: String,
     /// What x counts: "days since baseline" or "timepoint".
     pub x_axis: &'static str,
+    /// What the sizes measure: the track's `axes` (the lesion's outline or the boxes' sides).
+    pub axes: String,
     pub points: Vec<SizePoint>,
 }
 
@@ -73,6 +75,7 @@ impl App {
             label: f.label.clone(),
             units: track.units.clone(),
             x_axis: if by_date { "days since baseline" } else { "timepoint" },
+            axes: track.extra.get("axes").and_then(|v| v.as_str()).unwrap_or(crate::annotation::track::BOX_AXES).to_string(),
             points,
         })
     }
@@ -150,7 +153,7 @@ pub(super) fn plot_panel_ui(app: &App, ui: &mut egui::Ui, out: &mut Vec<AppComma
                     ui.end_row();
                 }
             });
-            ui.label(RichText::new("Axes are the tracked box's sides; changes are of the long axis.").small());
+            ui.label(RichText::new(format!("Axes: {}; changes are of the long axis.", plot.axes)).small());
         });
     });
 }
