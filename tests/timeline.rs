@@ -555,6 +555,46 @@ fn a_timepoint_turned_in_another_frame_of_reference_follows_through_the_3d_regis
     assert!(asserted >= 6, "{asserted} levels asserted");
 }
 
+/// A timepoint in another frame of reference too thin for a 3D registration (two slices): the
+/// grid says why and places it by the shift along the normal found by comparing slices.
+#[test]
+fn a_timepoint_too_thin_to_register_in_3d_follows_by_the_shift_and_the_bar_says_why() {
+    use tandem::grounding::series::Matching;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("patient");
+    write_chest(&folder.join("a"), 0, "20240101", "1.2.826.0.17.9", 0.0, 24, &|p| p);
+    write_chest(&folder.join("b"), 1, "20240701", "1.2.826.0.17.9", 0.0, 24, &|p| p);
+    // Levels 10 and 11 of the chest, 300 mm on in another frame.
+    write_chest(&folder.join("c"), 2, "20250101", "1.2.826.0.17.8", 325.0, 2, &|p| [p[0], p[1], p[2] - 300.0]);
+    let mut h = harness_for(Launch::Folder(folder));
+    settle(&mut h);
+    click(&mut h, "hang t0 as prior");
+    click(&mut h, "hang t1 as current");
+    click(&mut h, "Grid T");
+    let grid = h.state().grid().unwrap();
+    assert_eq!(
+        grid.panes.iter().map(|p| p.matching).collect::<Vec<_>>(),
+        [Some(Matching::Position), Some(Matching::Position), Some(Matching::RegisteredPosition)]
+    );
+    let text = grid.sync_text();
+    assert!(text.contains("registered shift") && text.contains("3D registration refused: the other series is too thin"), "{text}");
+    // Its two slices lie at levels 10 and 11.
+    h.hover_at(grid.panes[1].pane.rect.center());
+    h.run_steps(2);
+    for _ in 0..24 {
+        h.key_press(eframe::egui::Key::ArrowUp);
+        h.run_steps(2);
+    }
+    for _ in 0..11 {
+        h.key_press(eframe::egui::Key::ArrowDown);
+        h.run_steps(2);
+    }
+    assert_eq!(h.state().grid().unwrap().panes.iter().map(|p| p.pane.frame).collect::<Vec<_>>(), [11, 11, 1]);
+    h.key_press(eframe::egui::Key::ArrowUp);
+    h.run_steps(2);
+    assert_eq!(h.state().grid().unwrap().panes.iter().map(|p| p.pane.frame).collect::<Vec<_>>(), [10, 10, 0]);
+}
+
 /// A lesion tracked from a 0.7 mm study onto one of 1.4 mm pixels (half the matrix): the coarse
 /// study is followed on the fine grid (resampled by pixel spacing) and its box lands on the lesion
 /// in its own pixels, measured in its own millimetres.

@@ -87,9 +87,7 @@ impl Grid {
         let mut parts = Vec::new();
         let rigid = count(Matching::Rigid);
         if rigid > 0 {
-            parts.push(format!(
-                "{rigid} pane(s) in another frame of reference through a 3D rigid registration (the slice nearest the followed slice's centre)"
-            ));
+            parts.push(format!("{rigid} pane(s) in another frame of reference by a 3D rigid registration"));
         }
         let shifted = count(Matching::RegisteredPosition);
         if shifted > 0 {
@@ -598,6 +596,41 @@ mod tests {
         assert_eq!(follow(None, 8, 7, Some(&b), 12), Some(11));
         assert_eq!(follow(Some(&a), 8, 3, None, 15), Some(6));
         assert_eq!(follow(Some(&a), 8, 3, None, 1), None);
+    }
+
+    #[test]
+    fn the_sync_text_says_how_each_pane_follows_and_why_not_in_3d() {
+        let pane = |i: usize, positions: bool, matching: Matching, why_not_rigid: Option<&str>| GridPane {
+            point: i,
+            pane: Pane::new(PaneId(FIRST_SLOT + i), Role::Current),
+            positions: positions.then(Vec::new),
+            space: None,
+            matching: Some(matching),
+            why_index: (!positions).then(|| "the slices carry no positions".into()),
+            why_not_rigid: why_not_rigid.map(String::from),
+        };
+        let grid = |panes| Grid { generation: 0, panes, active: 0, reference: 0, left_out: 0, placing: false, progress: progress_cell() };
+        let same = grid(vec![pane(0, true, Matching::Position, None), pane(1, true, Matching::Position, None)]);
+        assert_eq!(same.sync_text(), "synced by Image Position along the slice normal");
+        let mixed = grid(vec![
+            pane(0, true, Matching::Position, None),
+            pane(1, true, Matching::Rigid, None),
+            pane(2, true, Matching::RegisteredPosition, Some("3D registration refused: too thin")),
+            pane(3, false, Matching::Index, None),
+        ]);
+        let text = mixed.sync_text();
+        for part in [
+            "1 pane(s) in another frame of reference by a 3D rigid registration",
+            "1 pane(s) by a registered shift along the slice normal (frames of reference differ; 3D registration refused: too thin)",
+            "1 pane(s) by slice index (the slices carry no positions)",
+        ] {
+            assert!(text.contains(part), "{text}");
+        }
+        // Until every pane is placed, what the job is doing.
+        let mut placing = grid(vec![pane(0, true, Matching::Position, None)]);
+        placing.panes[0].matching = None;
+        *placing.progress.lock().unwrap() = (0.0, "t2: reading 8/40 slices for the 3D registration".into());
+        assert_eq!(placing.sync_text(), "placing the series: t2: reading 8/40 slices for the 3D registration…");
     }
 
     #[test]
