@@ -158,9 +158,12 @@ pub enum GridResult {
         point: usize,
         result: Result<Arc<Series>, String>,
     },
-    /// Each pane's placement, in pane order.
+    /// Each pane's placement, in pane order; `job` is the progress cell of the grid it was
+    /// started for (a grid closed and opened again on the same timeline must not take an earlier
+    /// opening's placement, whose panes may differ).
     Placed {
         generation: u64,
+        job: SharedProgress,
         placed: Vec<Placement>,
     },
 }
@@ -242,8 +245,17 @@ impl App {
         if g.placing || g.panes.iter().all(|p| p.matching.is_some()) {
             return;
         }
-        let series: Option<Vec<Arc<Series>>> = g.panes.iter().map(|p| p.pane.series().cloned()).collect();
-        let (Some(series), Some(reference)) = (series, g.panes.get(g.reference).and_then(|p| p.pane.series().cloned())) else {
+        // Once every pane is loaded or failed (a failed one is placed by index, not waited for).
+        if g.panes.iter().any(|p| p.pane.series().is_none() && p.matching.is_none()) {
+            return;
+        }
+        let series: Vec<Option<Arc<Series>>> = g.panes.iter().map(|p| p.pane.series().cloned()).collect();
+        let Some(reference) = g.panes.get(g.reference).and_then(|p| p.pane.series().cloned()) else {
+            // The reference failed: there is no frame to place the others in.
+            for p in g.panes.iter_mut().filter(|p| p.matching.is_none()) {
+                p.matching = Some(Matching::Index);
+                p.why_index = Some("the hung current did not load".into());
+            }
             return;
         };
         g.placing = true;
@@ -261,10 +273,13 @@ impl App {
                             p.1 = format!("{name}: {msg}");
                         }
                     };
-                    place::place(&reference, s, &mut registered, &report)
+                    match s {
+                        Some(s) => place::place(&reference, s, &mut registered, &report),
+                        None => Placement::by_index("not loaded".into()),
+                    }
                 })
                 .collect();
-            JobResult::Timeline(TimelineResult::Grid(GridResult::Placed { generation, placed }))
+            JobResult::Timeline(TimelineResult::Grid(GridResult::Placed { generation, job: cell, placed }))
         });
     }
 
@@ -291,8 +306,8 @@ impl App {
                     }
                 }
             }
-            GridResult::Placed { generation, placed } => {
-                let Some(g) = self.grid.as_mut().filter(|g| g.generation == generation) else { return };
+            GridResult::Placed { generation, job, placed } => {
+                let Some(g) = self.grid.as_mut().filter(|g| g.generation == generation && Arc::ptr_eq(&g.progress, &job)) else { return };
                 g.placing = false;
                 for (gp, p) in g.panes.iter_mut().zip(placed) {
                     gp.positions = p.positions;
