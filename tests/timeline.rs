@@ -67,7 +67,6 @@ fn write_levels(
 ) {
     std::fs::create_dir_all(dir).unwrap();
     let base = ct();
-    let series_uid = format!("1.2.826.0.17.{study}.2");
     for (j, k) in levels.enumerate() {
         let radius = match k {
             4 => r,
@@ -84,43 +83,60 @@ fn write_levels(
             img
         };
         // A coarse pixel's centre lies half a fine pixel (0.35 mm) in from the fine one's.
-        let (spacing, corner) = if coarse { ("1.4\\1.4", 0.35) } else { ("0.7\\0.7", 0.0) };
-        let pixels: Vec<u16> = img.data.iter().map(|v| (v + 1024.0).round().clamp(0.0, 4095.0) as u16).collect();
-        let sop = format!("{series_uid}.{}", j + 1);
-        let elements = vec![
-            DataElement::new(tags::SOP_CLASS_UID, VR::UI, uids::CT_IMAGE_STORAGE),
-            DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, sop.as_str()),
-            DataElement::new(tags::PATIENT_ID, VR::LO, "SYNTH-17"),
-            DataElement::new(tags::PATIENT_NAME, VR::PN, "Timeline^Test"),
-            DataElement::new(tags::STUDY_INSTANCE_UID, VR::UI, format!("1.2.826.0.17.{study}")),
-            DataElement::new(tags::STUDY_DATE, VR::DA, date),
-            DataElement::new(tags::STUDY_DESCRIPTION, VR::LO, format!("CT chest {}", study + 1)),
-            DataElement::new(tags::SERIES_INSTANCE_UID, VR::UI, series_uid.as_str()),
-            DataElement::new(tags::FRAME_OF_REFERENCE_UID, VR::UI, frame_of_reference),
-            DataElement::new(tags::MODALITY, VR::CS, "CT"),
-            DataElement::new(tags::INSTANCE_NUMBER, VR::IS, (j + 1).to_string()),
-            DataElement::new(tags::PIXEL_SPACING, VR::DS, spacing),
-            DataElement::new(tags::IMAGE_POSITION_PATIENT, VR::DS, format!("{corner}\\{corner}\\{}", z0 + 2.5 * k as f64)),
-            DataElement::new(tags::IMAGE_ORIENTATION_PATIENT, VR::DS, "1\\0\\0\\0\\1\\0"),
-            DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1u16)),
-            DataElement::new(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
-            DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(img.height as u16)),
-            DataElement::new(tags::COLUMNS, VR::US, PrimitiveValue::from(img.width as u16)),
-            DataElement::new(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(16u16)),
-            DataElement::new(tags::BITS_STORED, VR::US, PrimitiveValue::from(12u16)),
-            DataElement::new(tags::HIGH_BIT, VR::US, PrimitiveValue::from(11u16)),
-            DataElement::new(tags::PIXEL_REPRESENTATION, VR::US, PrimitiveValue::from(0u16)),
-            DataElement::new(tags::RESCALE_INTERCEPT, VR::DS, "-1024"),
-            DataElement::new(tags::RESCALE_SLOPE, VR::DS, "1"),
-            DataElement::new(tags::WINDOW_CENTER, VR::DS, "40"),
-            DataElement::new(tags::WINDOW_WIDTH, VR::DS, "400"),
-            DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(pixels.into())),
-        ];
-        let file = InMemDicomObject::from_element_iter(elements)
-            .with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
-            .unwrap();
-        file.write_to_file(dir.join(format!("im{:03}.dcm", j))).unwrap();
+        let (spacing, corner) = if coarse { (1.4, 0.35) } else { (0.7, 0.0) };
+        write_image(dir, study, date, frame_of_reference, j, &img, spacing, [corner, corner, z0 + 2.5 * k as f64]);
     }
+}
+
+/// Slice `j` of study `study` (one series) as a CT file: `img` (HU) of `spacing` mm pixels, its
+/// first pixel's centre at `position`, axial in `frame_of_reference`.
+#[allow(clippy::too_many_arguments)]
+fn write_image(
+    dir: &Path,
+    study: usize,
+    date: &str,
+    frame_of_reference: &str,
+    j: usize,
+    img: &GrayImage,
+    spacing: f64,
+    position: [f64; 3],
+) {
+    let series_uid = format!("1.2.826.0.17.{study}.2");
+    let pixels: Vec<u16> = img.data.iter().map(|v| (v + 1024.0).round().clamp(0.0, 4095.0) as u16).collect();
+    let sop = format!("{series_uid}.{}", j + 1);
+    let elements = vec![
+        DataElement::new(tags::SOP_CLASS_UID, VR::UI, uids::CT_IMAGE_STORAGE),
+        DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, sop.as_str()),
+        DataElement::new(tags::PATIENT_ID, VR::LO, "SYNTH-17"),
+        DataElement::new(tags::PATIENT_NAME, VR::PN, "Timeline^Test"),
+        DataElement::new(tags::STUDY_INSTANCE_UID, VR::UI, format!("1.2.826.0.17.{study}")),
+        DataElement::new(tags::STUDY_DATE, VR::DA, date),
+        DataElement::new(tags::STUDY_DESCRIPTION, VR::LO, format!("CT chest {}", study + 1)),
+        DataElement::new(tags::SERIES_INSTANCE_UID, VR::UI, series_uid.as_str()),
+        DataElement::new(tags::FRAME_OF_REFERENCE_UID, VR::UI, frame_of_reference),
+        DataElement::new(tags::MODALITY, VR::CS, "CT"),
+        DataElement::new(tags::INSTANCE_NUMBER, VR::IS, (j + 1).to_string()),
+        DataElement::new(tags::PIXEL_SPACING, VR::DS, format!("{spacing}\\{spacing}")),
+        DataElement::new(tags::IMAGE_POSITION_PATIENT, VR::DS, format!("{}\\{}\\{}", position[0], position[1], position[2])),
+        DataElement::new(tags::IMAGE_ORIENTATION_PATIENT, VR::DS, "1\\0\\0\\0\\1\\0"),
+        DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1u16)),
+        DataElement::new(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
+        DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(img.height as u16)),
+        DataElement::new(tags::COLUMNS, VR::US, PrimitiveValue::from(img.width as u16)),
+        DataElement::new(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(16u16)),
+        DataElement::new(tags::BITS_STORED, VR::US, PrimitiveValue::from(12u16)),
+        DataElement::new(tags::HIGH_BIT, VR::US, PrimitiveValue::from(11u16)),
+        DataElement::new(tags::PIXEL_REPRESENTATION, VR::US, PrimitiveValue::from(0u16)),
+        DataElement::new(tags::RESCALE_INTERCEPT, VR::DS, "-1024"),
+        DataElement::new(tags::RESCALE_SLOPE, VR::DS, "1"),
+        DataElement::new(tags::WINDOW_CENTER, VR::DS, "40"),
+        DataElement::new(tags::WINDOW_WIDTH, VR::DS, "400"),
+        DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(pixels.into())),
+    ];
+    let file = InMemDicomObject::from_element_iter(elements)
+        .with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
+        .unwrap();
+    file.write_to_file(dir.join(format!("im{:03}.dcm", j))).unwrap();
 }
 
 /// Baseline, growth, response: three studies of one patient in one folder, written out of date
@@ -338,9 +354,9 @@ fn the_grid_shows_every_timepoint_and_scrolls_them_together_by_position() {
     assert_eq!(grid.left_out, 0);
     assert_eq!(
         grid.panes.iter().map(|p| p.matching).collect::<Vec<_>>(),
-        [Some(Matching::Position), Some(Matching::Position), Some(Matching::RegisteredPosition)]
+        [Some(Matching::Position), Some(Matching::Position), Some(Matching::Rigid)]
     );
-    assert!(grid.sync_text().contains("registered shift"), "{}", grid.sync_text());
+    assert!(grid.sync_text().contains("3D rigid registration"), "{}", grid.sync_text());
     // Level L is slice L of t0, L − 2 of t1 and L − 3 of t2.
     let levels = |h: &Harness<'_, App>| {
         let g = h.state().grid().unwrap();
@@ -396,6 +412,187 @@ fn the_grid_shows_every_timepoint_and_scrolls_them_together_by_position() {
     assert_eq!(h.state().timeline().unwrap().hung, [0, 1]);
     assert_eq!(h.state().pane(Role::Current).frame, paired_frame);
     h.get_by_label("current pane");
+}
+
+/// A smooth synthetic chest in patient coordinates (mm) of a 192 mm field: a torso lying low in
+/// the field (as on a table, so that the field's centre is off the body's), organs of different
+/// densities small along the body's axis (every level looks different), and a faint texture.
+fn chest(p: [f64; 3]) -> f32 {
+    let blob = |c: [f64; 3], r: [f64; 3], v: f32| {
+        let d = ((p[0] - c[0]) / r[0]).powi(2) + ((p[1] - c[1]) / r[1]).powi(2) + ((p[2] - c[2]) / r[2]).powi(2);
+        v / (1.0 + ((d.sqrt() - 1.0) * 6.0).exp()) as f32
+    };
+    let organs = [
+        ([70.0, 110.0, 12.0], [12.0, 10.0, 7.0], 300.0),
+        ([120.0, 115.0, 20.0], [10.0, 14.0, 6.0], -400.0),
+        ([95.0, 140.0, 30.0], [16.0, 8.0, 8.0], 250.0),
+        ([75.0, 135.0, 42.0], [11.0, 11.0, 6.0], -300.0),
+        ([125.0, 105.0, 38.0], [8.0, 12.0, 9.0], 350.0),
+        ([90.0, 105.0, 50.0], [14.0, 9.0, 7.0], -250.0),
+        ([60.0, 125.0, 28.0], [8.0, 15.0, 8.0], 200.0),
+        ([130.0, 140.0, 8.0], [10.0, 10.0, 9.0], -350.0),
+        ([105.0, 125.0, 58.0], [12.0, 12.0, 7.0], 300.0),
+    ];
+    let texture = 30.0 * ((p[0] / 6.0).sin() * (p[1] / 7.0).sin() * (p[2] / 5.0).sin()) as f32;
+    -1000.0 + blob([96.0, 125.0, 30.0], [75.0, 45.0, 200.0], 1040.0) + organs.iter().map(|&(c, r, v)| blob(c, r, v)).sum::<f32>() + texture
+}
+
+/// The centre of pixel (63.5, 63.5) of the chest's slices at `z`: where a grid pane is followed.
+fn chest_centre(z: f64) -> [f64; 3] {
+    [1.5 * 63.5, 1.5 * 63.5, z]
+}
+
+/// `n` axial slices of the chest, 128² pixels of 1.5 mm, 2.5 mm apart from `z0`: slice point p
+/// shows the chest at `body_from_slice(p)`.
+fn write_chest(
+    dir: &Path,
+    study: usize,
+    date: &str,
+    frame_of_reference: &str,
+    z0: f64,
+    n: usize,
+    body_from_slice: &dyn Fn([f64; 3]) -> [f64; 3],
+) {
+    std::fs::create_dir_all(dir).unwrap();
+    for k in 0..n {
+        let z = z0 + 2.5 * k as f64;
+        let img = GrayImage::from_fn(128, 128, |x, y| chest(body_from_slice([1.5 * x as f64, 1.5 * y as f64, z])));
+        write_image(dir, study, date, frame_of_reference, k, &img, 1.5, [0.0, 0.0, z]);
+    }
+}
+
+/// A follow-up in another frame of reference, the patient turned 8° about left-right: the grid
+/// registers it in 3D and, as the straight timepoint scrolls, shows its slice through the same
+/// anatomy as the centre of the straight one's (and the other way round), with the distance from
+/// that point to the shown slice in the header. The levels asserted are those the true transform
+/// puts well inside a slice (0.6 mm of its plane), and on several of them a shift along the
+/// normal (the earlier sync, computed here by `match_slices`) shows another slice.
+#[test]
+fn a_timepoint_turned_in_another_frame_of_reference_follows_through_the_3d_registration() {
+    use tandem::grounding::series::{Matching, match_slices};
+    use tandem::registration::rigid3d::Rigid;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("patient");
+    write_chest(&folder.join("a"), 0, "20240101", "1.2.826.0.17.9", 0.0, 24, &|p| p);
+    write_chest(&folder.join("b"), 1, "20240701", "1.2.826.0.17.9", 0.0, 24, &|p| p);
+    // The latest: another table position (200 mm on), the patient turned 8° and moved a little.
+    let truth = Rigid { angles_deg: [8.0, 0.0, 0.0], translation_mm: [2.0, -3.0, -199.0], centre_mm: [96.0, 125.0, 230.0] };
+    write_chest(&folder.join("c"), 2, "20250101", "1.2.826.0.17.8", 200.0, 24, &|p| truth.apply(p));
+    let mut h = harness_for(Launch::Folder(folder));
+    settle(&mut h);
+    click(&mut h, "hang t0 as prior");
+    click(&mut h, "hang t1 as current");
+    click(&mut h, "Grid T");
+    let grid = h.state().grid().expect("the grid is open");
+    assert_eq!(
+        grid.panes.iter().map(|p| p.matching).collect::<Vec<_>>(),
+        [Some(Matching::Position), Some(Matching::Position), Some(Matching::Rigid)],
+        "{}",
+        grid.sync_text()
+    );
+    assert!(grid.sync_text().contains("3D rigid registration"), "{}", grid.sync_text());
+    let series = |h: &Harness<'_, App>, i: usize| h.state().grid().unwrap().panes[i].pane.series().unwrap().clone();
+    // The earlier sync: t2's positions less the shift `match_slices` finds by comparing slices.
+    let shift = match_slices(&series(&h, 2), &series(&h, 1)).unwrap().shift_mm.unwrap();
+    let by_shift =
+        |z: f64| (0..24).min_by(|&a, &b| (200.0 + 2.5 * a as f64 - shift - z).abs().total_cmp(&(200.0 + 2.5 * b as f64 - shift - z).abs()));
+    let frames = |h: &Harness<'_, App>| h.state().grid().unwrap().panes.iter().map(|p| p.pane.frame).collect::<Vec<_>>();
+    let hover = |h: &mut Harness<'_, App>, i: usize| {
+        let at = h.state().grid().unwrap().panes[i].pane.rect.center();
+        h.hover_at(at);
+        h.run_steps(2);
+    };
+    let key = |h: &mut Harness<'_, App>, k: eframe::egui::Key| {
+        h.key_press(k);
+        h.run_steps(2);
+    };
+
+    // Scrolling the straight t1 from its first slice to its last.
+    hover(&mut h, 1);
+    for _ in 0..24 {
+        key(&mut h, eframe::egui::Key::ArrowUp);
+    }
+    let (mut asserted, mut differ) = (0, 0);
+    for s in 0..24 {
+        let f = frames(&h);
+        assert_eq!((f[0], f[1]), (s, s), "t0 shares t1's frame of reference and positions");
+        // The slice of t2 through t1's slice centre, by the true transform taken back.
+        let q = truth.apply_inverse(chest_centre(2.5 * s as f64));
+        let k = ((q[2] - 200.0) / 2.5).round();
+        let off = 200.0 + 2.5 * k - q[2];
+        if (0.0..=23.0).contains(&k) && off.abs() <= 0.6 {
+            assert_eq!(f[2], k as usize, "t1 slice {s}: t2 shows slice {} where the anatomy is on {k}", f[2]);
+            let shown = h.state().grid().unwrap().offset_mm(2, 1).unwrap();
+            assert!((shown - off).abs() < 1.0, "t1 slice {s}: {shown:.2} mm off in the header, truly {off:.2}");
+            asserted += 1;
+            differ += usize::from(by_shift(2.5 * s as f64) != Some(k as usize));
+        }
+        key(&mut h, eframe::egui::Key::ArrowDown);
+    }
+    assert!(asserted >= 6, "{asserted} levels asserted");
+    assert!(differ >= 3, "the shift along the normal shows the same slices on all but {differ} of {asserted} levels");
+
+    // Scrolling the turned t2: t1 (and t0) show the slice through its slice centre.
+    hover(&mut h, 2);
+    for _ in 0..24 {
+        key(&mut h, eframe::egui::Key::ArrowUp);
+    }
+    let mut asserted = 0;
+    for k in 0..24 {
+        let f = frames(&h);
+        assert_eq!(f[2], k);
+        let q = truth.apply(chest_centre(200.0 + 2.5 * k as f64));
+        let s = (q[2] / 2.5).round();
+        let off = 2.5 * s - q[2];
+        if (0.0..=23.0).contains(&s) && off.abs() <= 0.6 {
+            assert_eq!((f[0], f[1]), (s as usize, s as usize), "t2 slice {k}");
+            let shown = h.state().grid().unwrap().offset_mm(1, 2).unwrap();
+            assert!((shown - off).abs() < 1.0, "t2 slice {k}: {shown:.2} mm off in the header, truly {off:.2}");
+            asserted += 1;
+        }
+        key(&mut h, eframe::egui::Key::ArrowDown);
+    }
+    assert!(asserted >= 6, "{asserted} levels asserted");
+}
+
+/// A timepoint in another frame of reference too thin for a 3D registration (two slices): the
+/// grid says why and places it by the shift along the normal found by comparing slices.
+#[test]
+fn a_timepoint_too_thin_to_register_in_3d_follows_by_the_shift_and_the_bar_says_why() {
+    use tandem::grounding::series::Matching;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("patient");
+    write_chest(&folder.join("a"), 0, "20240101", "1.2.826.0.17.9", 0.0, 24, &|p| p);
+    write_chest(&folder.join("b"), 1, "20240701", "1.2.826.0.17.9", 0.0, 24, &|p| p);
+    // Levels 10 and 11 of the chest, 300 mm on in another frame.
+    write_chest(&folder.join("c"), 2, "20250101", "1.2.826.0.17.8", 325.0, 2, &|p| [p[0], p[1], p[2] - 300.0]);
+    let mut h = harness_for(Launch::Folder(folder));
+    settle(&mut h);
+    click(&mut h, "hang t0 as prior");
+    click(&mut h, "hang t1 as current");
+    click(&mut h, "Grid T");
+    let grid = h.state().grid().unwrap();
+    assert_eq!(
+        grid.panes.iter().map(|p| p.matching).collect::<Vec<_>>(),
+        [Some(Matching::Position), Some(Matching::Position), Some(Matching::RegisteredPosition)]
+    );
+    let text = grid.sync_text();
+    assert!(text.contains("registered shift") && text.contains("3D registration refused: the other series is too thin"), "{text}");
+    // Its two slices lie at levels 10 and 11.
+    h.hover_at(grid.panes[1].pane.rect.center());
+    h.run_steps(2);
+    for _ in 0..24 {
+        h.key_press(eframe::egui::Key::ArrowUp);
+        h.run_steps(2);
+    }
+    for _ in 0..11 {
+        h.key_press(eframe::egui::Key::ArrowDown);
+        h.run_steps(2);
+    }
+    assert_eq!(h.state().grid().unwrap().panes.iter().map(|p| p.pane.frame).collect::<Vec<_>>(), [11, 11, 1]);
+    h.key_press(eframe::egui::Key::ArrowUp);
+    h.run_steps(2);
+    assert_eq!(h.state().grid().unwrap().panes.iter().map(|p| p.pane.frame).collect::<Vec<_>>(), [10, 10, 0]);
 }
 
 /// A lesion tracked from a 0.7 mm study onto one of 1.4 mm pixels (half the matrix): the coarse

@@ -159,6 +159,14 @@ impl Rigid {
         add(add(mat_vec(&self.matrix(), sub(p, self.centre_mm)), self.centre_mm), self.translation_mm)
     }
 
+    /// The point that `apply` takes to `q`: the map back (the rotation is orthonormal, so its
+    /// transpose undoes it).
+    pub fn apply_inverse(&self, q: V3) -> V3 {
+        let m = self.matrix();
+        let d = sub(sub(q, self.translation_mm), self.centre_mm);
+        add([0, 1, 2].map(|i| m[0][i] * d[0] + m[1][i] * d[1] + m[2][i] * d[2]), self.centre_mm)
+    }
+
     /// Angle (degrees) of the rotation that takes this one's rotation to `other`'s.
     pub fn angle_to(&self, other: &Rigid) -> f64 {
         let (a, b) = (self.matrix(), other.matrix());

@@ -1,7 +1,9 @@
 //! The timeline grid: up to six timepoints side by side, each pane headed by its study and
 //! showing that timepoint's boxes, scrolled together by Image Position along the slice normal
-//! (one frame of reference), by a shift along the normal found by comparing slices (frames of
-//! reference differ), else by slice index.
+//! (one frame of reference), through a 3D rigid registration (frames of reference differ; else a
+//! shift along the normal found by comparing slices), else by slice index.
+
+mod place;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -11,11 +13,12 @@ use eframe::egui::{self, Color32, FontId, Rect, Sense, Vec2};
 use super::timeline::{CACHE_BYTES, TimelineResult, series_bytes};
 use super::{App, AppCommand, TimelineCommand};
 use crate::annotation::Finding;
-use crate::grounding::series::{Matching, match_slices};
+use crate::grounding::series::Matching;
 use crate::study::{Series, Window};
 use crate::viewer::jobs::{JobResult, Stamp, progress_cell};
 use crate::viewer::overlay::{self, OverlayState};
-use crate::viewer::pane::{Pane, PaneChanges, PaneId, Preset, Role, View};
+use crate::viewer::pane::{Pane, PaneChanges, PaneId, Preset, Role, SharedProgress, View};
+pub use place::{Placement, Space};
 
 /// The most timepoints the grid shows at once.
 pub const MAX_GRID: usize = 6;
@@ -39,10 +42,16 @@ pub struct GridPane {
     /// Each slice's position along the reference pane's slice normal (mm, in the reference's
     /// frame of reference), once placed; `None` follows the others by relative slice index.
     pub positions: Option<Vec<f64>>,
+    /// Its slices in space, mapped into the reference's frame (by a 3D rigid registration when
+    /// the frames differ): a pane follows another that has them by the point at the centre of
+    /// that pane's slice, else by `positions`.
+    pub space: Option<Space>,
     /// How its positions were found, once placed.
     pub matching: Option<Matching>,
     /// Why it follows by index though positions were sought.
     pub why_index: Option<String>,
+    /// Why, in another frame of reference, it was not registered in 3D.
+    pub why_not_rigid: Option<String>,
 }
 
 /// The grid's panes and how they follow one another.
@@ -58,6 +67,8 @@ pub struct Grid {
     /// Timepoints of the timeline the grid leaves out.
     pub left_out: usize,
     placing: bool,
+    /// What the placing job is doing.
+    progress: SharedProgress,
 }
 
 impl Grid {
@@ -68,26 +79,50 @@ impl Grid {
 
     /// How the panes follow one another, in words.
     pub fn sync_text(&self) -> String {
-        let placed: Vec<Option<Matching>> = self.panes.iter().map(|p| p.matching).collect();
-        if placed.iter().any(Option::is_none) {
-            return "placing the series…".into();
+        if self.panes.iter().any(|p| p.matching.is_none()) {
+            let doing = self.progress.lock().map(|p| p.1.clone()).unwrap_or_default();
+            return if doing.is_empty() { "placing the series…".into() } else { format!("placing the series: {doing}…") };
+        }
+        let count = |m: Matching| self.panes.iter().filter(|p| p.positions.is_some() && p.matching == Some(m)).count();
+        let mut parts = Vec::new();
+        let rigid = count(Matching::Rigid);
+        if rigid > 0 {
+            parts.push(format!("{rigid} pane(s) in another frame of reference by a 3D rigid registration"));
+        }
+        let shifted = count(Matching::RegisteredPosition);
+        if shifted > 0 {
+            let why = self.panes.iter().find_map(|p| p.why_not_rigid.clone()).map(|w| format!("; {w}")).unwrap_or_default();
+            parts.push(format!("{shifted} pane(s) by a registered shift along the slice normal (frames of reference differ{why})"));
         }
         let by_index = self.panes.iter().filter(|p| p.positions.is_none()).count();
         if by_index > 0 {
             let why = self.panes.iter().find_map(|p| p.why_index.clone()).unwrap_or_default();
-            return format!("{by_index} pane(s) follow by slice index ({why}); the others by position");
+            parts.push(format!("{by_index} pane(s) by slice index ({why})"));
         }
-        if placed.contains(&Some(Matching::RegisteredPosition)) {
-            "synced by position after a registered shift along the slice normal (frames of reference differ)".into()
-        } else {
+        if parts.is_empty() {
             "synced by Image Position along the slice normal".into()
+        } else {
+            format!("synced by Image Position along the slice normal; {}", parts.join("; "))
         }
     }
 
-    /// Where pane `i`'s shown slice lies along the reference normal (mm), when placed.
-    pub fn position(&self, i: usize) -> Option<f64> {
+    /// The point pane `i` is followed by: its shown slice's centre in the reference's frame,
+    /// when placed in space.
+    fn point(&self, i: usize) -> Option<[f64; 3]> {
         let p = self.panes.get(i)?;
-        p.positions.as_ref()?.get(p.pane.frame).copied()
+        p.space.as_ref()?.centre_in_reference(p.pane.frame)
+    }
+
+    /// How far pane `i`'s shown slice lies from the level of pane `from` (mm): from its plane to
+    /// the centre of `from`'s slice along its normal when both are placed in space, else the
+    /// difference of their positions along the reference's normal.
+    pub fn offset_mm(&self, i: usize, from: usize) -> Option<f64> {
+        let p = self.panes.get(i)?;
+        if let (Some(space), Some(q)) = (&p.space, self.point(from)) {
+            return space.offset_mm(p.pane.frame, q);
+        }
+        let at = |p: &GridPane| p.positions.as_ref()?.get(p.pane.frame).copied();
+        Some(at(p)? - at(self.panes.get(from)?)?)
     }
 }
 
@@ -116,40 +151,6 @@ pub fn follow(from: Option<&[f64]>, from_len: usize, slice: usize, to: Option<&[
     (from_len > 1 && to_len > 1).then(|| ((slice.min(from_len - 1) as f64 / (from_len - 1) as f64) * (to_len - 1) as f64).round() as usize)
 }
 
-/// The unit normal of a series' slices (first frame's Image Orientation).
-fn normal(series: &Series) -> Option<[f64; 3]> {
-    let o = series.frames.first()?.meta.image_orientation?;
-    let n = [o[1] * o[5] - o[2] * o[4], o[2] * o[3] - o[0] * o[5], o[0] * o[4] - o[1] * o[3]];
-    let len = (n[0] * n[0] + n[1] * n[1] + n[2] * n[2]).sqrt();
-    (len > 1e-6).then(|| [n[0] / len, n[1] / len, n[2] / len])
-}
-
-/// `series`' slice positions along `reference`'s normal, in `reference`'s frame (see
-/// `GridPane::positions`), as `match_slices` pairs them: as they are within one frame of
-/// reference, shifted by comparing slices across two. `None` (with the reason) where they follow by
-/// index: no positions, another plane, no overlap.
-pub fn place(reference: &Series, series: &Series) -> (Option<Vec<f64>>, Matching, Option<String>) {
-    let m = match match_slices(series, reference) {
-        Ok(m) => m,
-        Err(e) => return (None, Matching::Index, Some(e.to_string())),
-    };
-    if m.matching == Matching::Index {
-        return (None, Matching::Index, Some("the slices carry no positions".into()));
-    }
-    // `match_slices` counts a flipped normal's positions the other way and puts the prior
-    // (`series`) at current + shift.
-    let sign = match (normal(series), normal(reference)) {
-        (Some(a), Some(b)) if a[0] * b[0] + a[1] * b[1] + a[2] * b[2] < 0.0 => -1.0,
-        _ => 1.0,
-    };
-    let shift = m.shift_mm.unwrap_or(0.0);
-    let positions: Option<Vec<f64>> = series.frames.iter().map(|f| f.slice_position.map(|z| sign * z - shift)).collect();
-    match positions {
-        Some(p) => (Some(p), m.matching, None),
-        None => (None, Matching::Index, Some("the slices carry no positions".into())),
-    }
-}
-
 /// What a grid job answered.
 pub enum GridResult {
     Loaded {
@@ -157,10 +158,13 @@ pub enum GridResult {
         point: usize,
         result: Result<Arc<Series>, String>,
     },
-    /// Each pane's placement, in pane order.
+    /// Each pane's placement, in pane order; `job` is the progress cell of the grid it was
+    /// started for (a grid closed and opened again on the same timeline must not take an earlier
+    /// opening's placement, whose panes may differ).
     Placed {
         generation: u64,
-        placed: Vec<(Option<Vec<f64>>, Matching, Option<String>)>,
+        job: SharedProgress,
+        placed: Vec<Placement>,
     },
 }
 
@@ -198,7 +202,7 @@ impl App {
                     loads.push((k, p.group.clone(), cell));
                 }
             }
-            panes.push(GridPane { point: k, pane, positions: None, matching: None, why_index: None });
+            panes.push(GridPane { point: k, pane, positions: None, space: None, matching: None, why_index: None, why_not_rigid: None });
         }
         let frame = self.pane(Role::Current).frame;
         if let Some(r) = panes.get_mut(reference) {
@@ -216,7 +220,7 @@ impl App {
             });
         }
         let n = panes.len();
-        self.grid = Some(Grid { generation, panes, active: reference, reference, left_out, placing: false });
+        self.grid = Some(Grid { generation, panes, active: reference, reference, left_out, placing: false, progress: progress_cell() });
         self.status = if left_out > 0 {
             format!("grid of {n} of {} timepoints (the baseline, the hung pair and the latest); T or Grid goes back", n + left_out)
         } else {
@@ -241,16 +245,41 @@ impl App {
         if g.placing || g.panes.iter().all(|p| p.matching.is_some()) {
             return;
         }
-        let series: Option<Vec<Arc<Series>>> = g.panes.iter().map(|p| p.pane.series().cloned()).collect();
-        let (Some(series), Some(reference)) = (series, g.panes.get(g.reference).and_then(|p| p.pane.series().cloned())) else {
+        // Once every pane is loaded or failed (a failed one is placed by index, not waited for).
+        if g.panes.iter().any(|p| p.pane.series().is_none() && p.matching.is_none()) {
+            return;
+        }
+        let series: Vec<Option<Arc<Series>>> = g.panes.iter().map(|p| p.pane.series().cloned()).collect();
+        let Some(reference) = g.panes.get(g.reference).and_then(|p| p.pane.series().cloned()) else {
+            // The reference failed: there is no frame to place the others in.
+            for p in g.panes.iter_mut().filter(|p| p.matching.is_none()) {
+                p.matching = Some(Matching::Index);
+                p.why_index = Some("the hung current did not load".into());
+            }
             return;
         };
         g.placing = true;
-        let generation = g.generation;
-        // Comparing slices across frames of reference reads every slice: off the UI thread.
+        let (generation, cell) = (g.generation, g.progress.clone());
+        let names: Vec<String> = g.panes.iter().map(|p| p.pane.title.clone().unwrap_or_default()).collect();
+        // Registering across frames of reference reads every slice: off the UI thread.
         self.jobs.spawn("grid placement", Stamp::none(), move || {
-            let placed = series.iter().map(|s| place(&reference, s)).collect();
-            JobResult::Timeline(TimelineResult::Grid(GridResult::Placed { generation, placed }))
+            let mut registered = place::Registered::new();
+            let placed = series
+                .iter()
+                .zip(&names)
+                .map(|(s, name)| {
+                    let report = |msg: String| {
+                        if let Ok(mut p) = cell.lock() {
+                            p.1 = format!("{name}: {msg}");
+                        }
+                    };
+                    match s {
+                        Some(s) => place::place(&reference, s, &mut registered, &report),
+                        None => Placement::by_index("not loaded".into()),
+                    }
+                })
+                .collect();
+            JobResult::Timeline(TimelineResult::Grid(GridResult::Placed { generation, job: cell, placed }))
         });
     }
 
@@ -277,13 +306,15 @@ impl App {
                     }
                 }
             }
-            GridResult::Placed { generation, placed } => {
-                let Some(g) = self.grid.as_mut().filter(|g| g.generation == generation) else { return };
+            GridResult::Placed { generation, job, placed } => {
+                let Some(g) = self.grid.as_mut().filter(|g| g.generation == generation && Arc::ptr_eq(&g.progress, &job)) else { return };
                 g.placing = false;
-                for (gp, (positions, matching, why)) in g.panes.iter_mut().zip(placed) {
-                    gp.positions = positions;
-                    gp.matching = Some(matching);
-                    gp.why_index = why;
+                for (gp, p) in g.panes.iter_mut().zip(placed) {
+                    gp.positions = p.positions;
+                    gp.space = p.space;
+                    gp.matching = Some(p.matching);
+                    gp.why_index = p.why_index;
+                    gp.why_not_rigid = p.why_not_rigid;
                 }
                 let (reference, text) = (g.reference, g.sync_text());
                 self.grid_follow(reference);
@@ -292,16 +323,20 @@ impl App {
         }
     }
 
-    /// Moves every other pane to the level of pane `from`'s slice.
+    /// Moves every other pane to the level of pane `from`'s slice: a pane placed in space to its
+    /// slice nearest the centre of `from`'s (when that is placed in space too), else by position.
     fn grid_follow(&mut self, from: usize) {
         let Some(g) = self.grid.as_mut() else { return };
+        let point = g.point(from);
         let Some(src) = g.panes.get(from) else { return };
         let (positions, len, slice) = (src.positions.clone(), src.pane.frame_count(), src.pane.frame);
         for (i, gp) in g.panes.iter_mut().enumerate() {
             if i == from {
                 continue;
             }
-            if let Some(s) = follow(positions.as_deref(), len, slice, gp.positions.as_deref(), gp.pane.frame_count()) {
+            if let Some(s) = point.zip(gp.space.as_ref()).and_then(|(q, space)| space.nearest(q)) {
+                gp.pane.set_frame(s);
+            } else if let Some(s) = follow(positions.as_deref(), len, slice, gp.positions.as_deref(), gp.pane.frame_count()) {
                 gp.pane.set_frame(s);
             }
         }
@@ -417,7 +452,6 @@ impl App {
         let cells = cells(area, g.panes.len());
         let render_state = if self.cpu_rendering { None } else { frame.wgpu_render_state() };
         let hung = self.timeline.as_ref().map(|t| t.hung).unwrap_or([usize::MAX; 2]);
-        let active_z = g.position(g.active);
         let mut mirrored = Vec::new();
         for (i, cell) in cells.iter().enumerate() {
             let image = Rect::from_min_max(cell.min + Vec2::new(0.0, HEADER), cell.max);
@@ -456,8 +490,10 @@ impl App {
                 );
             }
             let role = [Role::Prior, Role::Current].into_iter().find(|r| hung[super::role_slot(*r)] == gp.point);
-            let z = gp.positions.as_ref().and_then(|p| p.get(gp.pane.frame)).copied();
-            let header = header_text(self.timeline.as_ref().and_then(|t| t.points.get(gp.point)), role, &gp.pane, z, active_z);
+            let off = if i == g.active { None } else { g.offset_mm(i, g.active) };
+            let gp = &g.panes[i];
+            let z = gp.positions.is_some().then(|| gp.pane.current_frame().and_then(|f| f.slice_position)).flatten();
+            let header = header_text(self.timeline.as_ref().and_then(|t| t.points.get(gp.point)), role, &gp.pane, z, off);
             paint_header(ui, Rect::from_min_max(cell.min, egui::pos2(cell.max.x, image.min.y)), role, &header);
             if let Some(id) = select {
                 self.queued.push(AppCommand::Select(id));
@@ -500,14 +536,9 @@ fn cells(area: Rect, n: usize) -> Vec<Rect> {
 }
 
 /// The strip over a grid pane: (left) its date, modality, description and pair role; (right) its
-/// slice, position and how far that lies from the active pane's level.
-fn header_text(
-    point: Option<&super::Timepoint>,
-    role: Option<Role>,
-    pane: &Pane,
-    z: Option<f64>,
-    active_z: Option<f64>,
-) -> (String, String) {
+/// slice, its position along its own normal (in its own frame of reference) and `off`: how far
+/// it lies from the active pane's level (`Grid::offset_mm`).
+fn header_text(point: Option<&super::Timepoint>, role: Option<Role>, pane: &Pane, z: Option<f64>, off: Option<f64>) -> (String, String) {
     let left = match point {
         Some(p) => {
             let mut parts = vec![p.date(), p.modality().to_string(), p.description().to_string()];
@@ -526,8 +557,8 @@ fn header_text(
     if let Some(z) = z {
         right.push_str(&format!(" · {z:.1} mm"));
         // The nearest slice may lie off the level followed (other slice spacing, less coverage).
-        if let Some(a) = active_z.filter(|a| (a - z).abs() > 1.0) {
-            right.push_str(&format!(" ({:+.1} mm off)", z - a));
+        if let Some(off) = off.filter(|d| d.abs() > 1.0) {
+            right.push_str(&format!(" ({off:+.1} mm off)"));
         }
     }
     (left, right)
@@ -580,6 +611,41 @@ mod tests {
         assert_eq!(follow(None, 8, 7, Some(&b), 12), Some(11));
         assert_eq!(follow(Some(&a), 8, 3, None, 15), Some(6));
         assert_eq!(follow(Some(&a), 8, 3, None, 1), None);
+    }
+
+    #[test]
+    fn the_sync_text_says_how_each_pane_follows_and_why_not_in_3d() {
+        let pane = |i: usize, positions: bool, matching: Matching, why_not_rigid: Option<&str>| GridPane {
+            point: i,
+            pane: Pane::new(PaneId(FIRST_SLOT + i), Role::Current),
+            positions: positions.then(Vec::new),
+            space: None,
+            matching: Some(matching),
+            why_index: (!positions).then(|| "the slices carry no positions".into()),
+            why_not_rigid: why_not_rigid.map(String::from),
+        };
+        let grid = |panes| Grid { generation: 0, panes, active: 0, reference: 0, left_out: 0, placing: false, progress: progress_cell() };
+        let same = grid(vec![pane(0, true, Matching::Position, None), pane(1, true, Matching::Position, None)]);
+        assert_eq!(same.sync_text(), "synced by Image Position along the slice normal");
+        let mixed = grid(vec![
+            pane(0, true, Matching::Position, None),
+            pane(1, true, Matching::Rigid, None),
+            pane(2, true, Matching::RegisteredPosition, Some("3D registration refused: too thin")),
+            pane(3, false, Matching::Index, None),
+        ]);
+        let text = mixed.sync_text();
+        for part in [
+            "1 pane(s) in another frame of reference by a 3D rigid registration",
+            "1 pane(s) by a registered shift along the slice normal (frames of reference differ; 3D registration refused: too thin)",
+            "1 pane(s) by slice index (the slices carry no positions)",
+        ] {
+            assert!(text.contains(part), "{text}");
+        }
+        // Until every pane is placed, what the job is doing.
+        let mut placing = grid(vec![pane(0, true, Matching::Position, None)]);
+        placing.panes[0].matching = None;
+        *placing.progress.lock().unwrap() = (0.0, "t2: reading 8/40 slices for the 3D registration".into());
+        assert_eq!(placing.sync_text(), "placing the series: t2: reading 8/40 slices for the 3D registration…");
     }
 
     #[test]
