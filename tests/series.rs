@@ -747,7 +747,18 @@ fn phantom(p: [f64; 3]) -> f32 {
         ([50.0, 45.0, 58.0], [8.0, 8.0, 7.0], 300.0),
     ];
     let texture = 30.0 * ((p[0] / 6.0).sin() * (p[1] / 7.0).sin() * (p[2] / 5.0).sin()) as f32;
-    -1000.0 + blob([44.8, 44.8, 30.0], [38.0, 30.0, 200.0], 1040.0) + organs.iter().map(|&(c, r, v)| blob(c, r, v)).sum::<f32>() + texture
+    // A catheter: a dense wire 1.6 mm thick across the body, thinner than the slice gap, so
+    // that a slice cut at an angle through it differs from the slices around it blended.
+    let wire = if (15.0..75.0).contains(&p[0]) {
+        1500.0 / (1.0 + ((((p[1] - 50.0).powi(2) + (p[2] - 15.0).powi(2)).sqrt() - 0.8) * 6.0).exp()) as f32
+    } else {
+        0.0
+    };
+    -1000.0
+        + blob([44.8, 44.8, 30.0], [38.0, 30.0, 200.0], 1040.0)
+        + organs.iter().map(|&(c, r, v)| blob(c, r, v)).sum::<f32>()
+        + texture
+        + wire
 }
 
 /// Writes `n` slices of the phantom 2.5 mm apart from `z0`: slice point p shows the body at

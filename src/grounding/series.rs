@@ -576,7 +576,9 @@ pub fn find_changes(
 }
 
 /// One pair read and grounded; its grey slices are dropped on return. Under a rigid plan the
-/// prior is the held prior resliced on the current slice's plane.
+/// prior is the held prior resliced on the current slice's plane, matched to it between its
+/// slices (`Reslicer::reslice_matched`): a blend of two prior slices is not what a slice cut
+/// at an angle between them shows.
 fn ground_pair(
     engine: &Engine,
     runner: Option<&NetRunner>,
@@ -587,7 +589,7 @@ fn ground_pair(
 ) -> Result<DiffOutput, SeriesError> {
     let c = current.gray(pair.current).map_err(|e| SeriesError::Unreadable("current", pair.current, e.to_string()))?;
     let p = match plan {
-        Some(plan) => plan.reslicer.reslice(&plan.current, pair.current, &plan.transform, &c),
+        Some(plan) => plan.reslicer.reslice_matched(&plan.current, pair.current, &plan.transform, &c),
         None => prior.gray(pair.prior).map_err(|e| SeriesError::Unreadable("prior", pair.prior, e.to_string()))?,
     };
     Ok(engine.diff_on(runner, &p, &c, method))
