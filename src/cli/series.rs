@@ -151,10 +151,10 @@ pub fn run(
     // their pace.
     let mut progress = None;
     let mut report = |stage: Stage| match stage {
-        // On a terminal only, where the pairs' progress line takes its place: a log (and a
-        // refusal's one error line) has the registration in the summary line instead.
+        // On a terminal only: a log (and a refusal's one error line) has the registration in
+        // the summary line instead.
         Stage::Registering if std::io::stderr().is_terminal() => {
-            eprint!("\r\x1b[2Kregistering the volumes in 3D (the frames of reference differ)…")
+            eprintln!("registering the volumes in 3D (the frames of reference differ)…")
         }
         Stage::Registering => {}
         Stage::Pairs(done, total) => {
