@@ -367,7 +367,8 @@ const MIN_PLANE_INSIDE: f64 = 0.5;
 /// Pairs the slices of two series whose frames of reference differ by registering their volumes
 /// in 3D (`rigid3d`); the prior is decoded once and held for reslicing. `Ok(None)` when the
 /// series do not say enough of their geometry (positions, orientation, pixel spacing, slices of
-/// one size) or are too thin for a volume: `match_slices_in` pairs them then.
+/// one size: every prior slice, the current slices the registration reads) or are too thin for
+/// a volume: `match_slices_in` pairs them then.
 pub fn match_rigid(prior: &dyn SliceSource, current: &dyn SliceSource) -> Result<Option<(SliceMatch, RigidPlan)>, SeriesError> {
     match_rigid_cancellable(prior, current, None)
 }
