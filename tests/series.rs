@@ -623,6 +623,7 @@ fn version_1_documents_still_open_and_stay_version_1_without_tracks() {
 #[test]
 fn whole_series_grounding_reports_progress_and_stops_when_cancelled() {
     use std::sync::atomic::{AtomicBool, Ordering};
+    use tandem::grounding::series::Stage;
     use tandem::grounding::{ComputeDevice, Engine, Method};
     let dir = tempfile::tempdir().unwrap();
     write_series(&dir.path().join("p"), "1.2.826.0.7.1", "1.2.826.0.7.9", 6, Some(0.0), &unchanged);
@@ -638,20 +639,21 @@ fn whole_series_grounding_reports_progress_and_stops_when_cancelled() {
         &c,
         Method::Model,
         0.0,
-        &mut |done, total| {
-            seen.push((done, total));
-            if done == 2 {
+        &mut |stage| {
+            seen.push(stage);
+            if stage == Stage::Pairs(2, 6) {
                 cancel.store(true, Ordering::Relaxed);
             }
         },
         Some(&cancel),
     )
     .unwrap();
-    assert_eq!(seen, [(0, 6), (1, 6), (2, 6)]);
+    // One frame of reference: nothing to register, the pairs are counted from the start.
+    assert_eq!(seen, [Stage::Pairs(0, 6), Stage::Pairs(1, 6), Stage::Pairs(2, 6)]);
     assert_eq!((out.compared, out.cancelled), (2, true));
     assert_eq!(out.method, Method::Baseline, "without a model the baseline answers, and says so");
     // Uncancelled, the baseline finds the lesion's slices too.
-    let out = tandem::grounding::series::find_changes(&engine, &p, &c, Method::Baseline, 0.0, &mut |_, _| {}, None).unwrap();
+    let out = tandem::grounding::series::find_changes(&engine, &p, &c, Method::Baseline, 0.0, &mut |_| {}, None).unwrap();
     assert!(!out.cancelled);
     assert!(out.findings.iter().any(|f| f.slices[0] <= 4 && f.slices[1] >= 4), "{:?}", out.findings);
 }
@@ -684,10 +686,10 @@ fn a_series_read_slice_by_slice_is_paired_and_grounded_as_the_loaded_series() {
     let loaded = |p: &Path| tandem::study::load(p, &quiet).unwrap();
     let scanned = |p: &Path| SliceFiles::scan(p).unwrap().expect("a folder of single-frame files is read slice by slice");
     for other in [&current, &moved] {
-        let whole = find_changes(&engine, &loaded(&prior), &loaded(other), Method::Model, 0.0, &mut |_, _| {}, None).unwrap();
+        let whole = find_changes(&engine, &loaded(&prior), &loaded(other), Method::Model, 0.0, &mut |_| {}, None).unwrap();
         let (p, c) = (scanned(&prior), scanned(other));
         assert_eq!(c.slices.len(), 8);
-        let streamed = find_changes_in(&engine, &p, &c, Method::Model, 0.0, &mut |_, _| {}, None).unwrap();
+        let streamed = find_changes_in(&engine, &p, &c, Method::Model, 0.0, &mut |_| {}, None).unwrap();
         assert_eq!(untimed(&streamed), untimed(&whole));
         assert_eq!(streamed.compared, 8);
         assert!(streamed.findings.iter().any(|f| f.slices == [3, 5]), "{:?}", streamed.findings);
@@ -747,7 +749,18 @@ fn phantom(p: [f64; 3]) -> f32 {
         ([50.0, 45.0, 58.0], [8.0, 8.0, 7.0], 300.0),
     ];
     let texture = 30.0 * ((p[0] / 6.0).sin() * (p[1] / 7.0).sin() * (p[2] / 5.0).sin()) as f32;
-    -1000.0 + blob([44.8, 44.8, 30.0], [38.0, 30.0, 200.0], 1040.0) + organs.iter().map(|&(c, r, v)| blob(c, r, v)).sum::<f32>() + texture
+    // A catheter: a dense wire 1.6 mm thick across the body, thinner than the slice gap, so
+    // that a slice cut at an angle through it differs from the slices around it blended.
+    let wire = if (15.0..75.0).contains(&p[0]) {
+        1500.0 / (1.0 + ((((p[1] - 50.0).powi(2) + (p[2] - 15.0).powi(2)).sqrt() - 0.8) * 6.0).exp()) as f32
+    } else {
+        0.0
+    };
+    -1000.0
+        + blob([44.8, 44.8, 30.0], [38.0, 30.0, 200.0], 1040.0)
+        + organs.iter().map(|&(c, r, v)| blob(c, r, v)).sum::<f32>()
+        + texture
+        + wire
 }
 
 /// Writes `n` slices of the phantom 2.5 mm apart from `z0`: slice point p shows the body at
@@ -802,6 +815,49 @@ fn a_tilted_follow_up_in_another_frame_of_reference_is_registered_in_3d_and_its_
     assert!(findings.iter().any(on_lesion), "{v}");
     let elsewhere: Vec<&serde_json::Value> = findings.iter().filter(|f| !on_lesion(f)).collect();
     assert!(elsewhere.is_empty(), "spurious findings: {elsewhere:?}");
+}
+
+#[test]
+fn the_3d_registration_is_a_stage_of_the_progress_and_is_cancelled_by_the_run_s_flag() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tandem::grounding::series::{Matching, Stage, find_changes_in};
+    use tandem::grounding::{ComputeDevice, Engine, Method};
+    use tandem::registration::rigid3d::Rigid;
+    use tandem::study::slices::SliceFiles;
+    let dir = tempfile::tempdir().unwrap();
+    let (prior, current) = (dir.path().join("prior"), dir.path().join("current"));
+    write_phantom_series(&prior, "1.2.826.0.12.1", "1.2.826.0.12.9", 16, 0.0, &|p| p, None);
+    let turn = Rigid { angles_deg: [4.0, 0.0, 0.0], translation_mm: [0.0, 0.0, -100.0], centre_mm: [44.8, 44.8, 120.0] };
+    write_phantom_series(&current, "1.2.826.0.12.2", "1.2.826.0.12.8", 16, 100.0, &|p| turn.apply(p), None);
+    let scanned = |p: &Path| SliceFiles::scan(p).unwrap().unwrap();
+    let (p, c) = (scanned(&prior), scanned(&current));
+    let engine = Engine::baseline_only(ComputeDevice::cpu("test"), "baseline for the test".into());
+    // Heard before any pair, then the pairs from 0.
+    let mut seen = Vec::new();
+    let out = find_changes_in(&engine, &p, &c, Method::Baseline, 0.5, &mut |stage| seen.push(stage), None).unwrap();
+    assert_eq!(out.matched.matching, Matching::Rigid);
+    let total = out.matched.pairs.len();
+    assert!(total > 0 && !out.cancelled);
+    assert_eq!(seen[..2], [Stage::Registering, Stage::Pairs(0, total)]);
+    assert_eq!(seen.last(), Some(&Stage::Pairs(total, total)));
+    // Cancelled while registering: nothing compared, no error, and said so.
+    let cancel = AtomicBool::new(false);
+    let mut seen = Vec::new();
+    let out = find_changes_in(
+        &engine,
+        &p,
+        &c,
+        Method::Baseline,
+        0.5,
+        &mut |stage| {
+            seen.push(stage);
+            cancel.store(true, Ordering::Relaxed);
+        },
+        Some(&cancel),
+    )
+    .unwrap();
+    assert_eq!(seen, [Stage::Registering]);
+    assert!(out.cancelled && out.compared == 0 && out.findings.is_empty(), "{out:?}");
 }
 
 #[test]

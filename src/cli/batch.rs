@@ -207,7 +207,7 @@ fn ground_pair(engine: &Engine, pair: &Pair, method: Method) -> Result<Value, Cl
         }
         Kind::Series => {
             let (p, c) = (load_series(&prior)?, load_series(&current)?);
-            let out = find_changes(engine, &p, &c, method, 0.0, &mut |_, _| {}, None)?;
+            let out = find_changes(engine, &p, &c, method, 0.0, &mut |_| {}, None)?;
             let mut v = report(engine, Path::new(&pair.prior), Path::new(&pair.current), &p, &c, &out);
             if let Value::Object(m) = &mut v {
                 m.remove("millis");

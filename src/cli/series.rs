@@ -1,5 +1,6 @@
 //! `tandem ground series`: whole-series change finding from the command line.
 
+use std::io::IsTerminal;
 use std::path::Path;
 
 use serde_json::{Value, json};
@@ -8,7 +9,7 @@ use crate::annotation::{Document, Finding, FindingKind, ImageBox, ImageRef, Sour
 use crate::cli::ground::{target_document, write_json};
 use crate::cli::{Cli, CliError};
 use crate::fsutil::{check_distinct_outputs, check_output};
-use crate::grounding::series::{SeriesOutput, SliceSource, find_changes_in};
+use crate::grounding::series::{SeriesOutput, SliceSource, Stage, find_changes_in};
 use crate::grounding::{BBox, Engine, Method};
 use crate::study::Series;
 use crate::study::slices::SliceFiles;
@@ -146,8 +147,20 @@ pub fn run(
     method: Method,
     min_score: f32,
 ) -> Result<SeriesOutput, CliError> {
-    let mut progress = super::progress::Progress::new("slice pairs grounded");
-    let mut report = |done: usize, total: usize| progress.update(done, total);
+    // Made when the pairs start, so that the time a registration took does not count in
+    // their pace.
+    let mut progress = None;
+    let mut report = |stage: Stage| match stage {
+        // On a terminal only: a log (and a refusal's one error line) has the registration in
+        // the summary line instead.
+        Stage::Registering if std::io::stderr().is_terminal() => {
+            eprintln!("registering the volumes in 3D (the frames of reference differ)…")
+        }
+        Stage::Registering => {}
+        Stage::Pairs(done, total) => {
+            progress.get_or_insert_with(|| super::progress::Progress::new("slice pairs grounded")).update(done, total)
+        }
+    };
     Ok(find_changes_in(engine, prior, current, method, min_score, &mut report, None)?)
 }
 

@@ -367,9 +367,21 @@ const MIN_PLANE_INSIDE: f64 = 0.5;
 /// Pairs the slices of two series whose frames of reference differ by registering their volumes
 /// in 3D (`rigid3d`); the prior is decoded once and held for reslicing. `Ok(None)` when the
 /// series do not say enough of their geometry (positions, orientation, pixel spacing, slices of
-/// one size) or are too thin for a volume: `match_slices_in` pairs them then.
+/// one size: every prior slice, the current slices the registration reads) or are too thin for
+/// a volume: `match_slices_in` pairs them then.
 pub fn match_rigid(prior: &dyn SliceSource, current: &dyn SliceSource) -> Result<Option<(SliceMatch, RigidPlan)>, SeriesError> {
+    match_rigid_cancellable(prior, current, None)
+}
+
+/// `match_rigid`, given up with `RigidError::Cancelled` once `cancel` is set (checked before
+/// each slice is decoded and between the search's steps).
+pub fn match_rigid_cancellable(
+    prior: &dyn SliceSource,
+    current: &dyn SliceSource,
+    cancel: Option<&AtomicBool>,
+) -> Result<Option<(SliceMatch, RigidPlan)>, SeriesError> {
     let start = Instant::now();
+    let cancelled = || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
     if prior.slice_count() < 3 || current.slice_count() < 3 {
         return Ok(None);
     }
@@ -380,13 +392,20 @@ pub fn match_rigid(prior: &dyn SliceSource, current: &dyn SliceSource) -> Result
     };
     drop((p0, c0));
     let voxel = rigid3d::voxel_mm(&gp, &gc);
-    // The current is only needed small here (its slices are decoded again as their pairs are
-    // grounded); the prior is kept whole, to be resliced.
+    // The current is only needed small here, and only the slices its grids read (its slices
+    // are decoded again as their pairs are grounded); the prior is kept whole, to be resliced.
     let decode = |s: &dyn SliceSource, which: &'static str, g: &SeriesGeometry, keep: bool| {
         let (nx, ny) = rigid3d::grid_size(g, voxel);
+        let read = if keep { vec![true; s.slice_count()] } else { Pyramid::slices_read(g, voxel) };
         (0..s.slice_count())
             .into_par_iter()
             .map(|i| {
+                if !read[i] {
+                    return Ok(Some((GrayImage::new(nx, ny), None)));
+                }
+                if cancelled() {
+                    return Err(SeriesError::Rigid(RigidError::Cancelled));
+                }
                 let img = s.gray(i).map_err(|e| SeriesError::Unreadable(which, i, e.to_string()))?;
                 if (img.width, img.height) != (g.width, g.height) {
                     return Ok(None);
@@ -408,7 +427,7 @@ pub fn match_rigid(prior: &dyn SliceSource, current: &dyn SliceSource) -> Result
         Err(e) => return Err(e.into()),
     };
     drop((p_small, c_small));
-    let found = rigid3d::register(&fixed, &moving)?;
+    let found = rigid3d::register_cancellable(&fixed, &moving, cancel)?;
     drop((fixed, moving));
     let reslicer = Reslicer::new(gp, p_full.into_iter().flatten().collect())?;
     let transform = found.transform;
@@ -554,6 +573,16 @@ pub fn merge_neighbours(mut boxes: Vec<SliceBox>) -> Vec<SeriesFinding> {
     findings
 }
 
+/// Where a whole-series run is, as its `progress` hears it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Registering the volumes in 3D (their frames of reference differ): decoding both and
+    /// searching the transform, before any pair is grounded.
+    Registering,
+    /// (done, of) slice pairs grounded.
+    Pairs(usize, usize),
+}
+
 /// Most slice pairs grounded at once: each worker thread grounds whole pairs (decode,
 /// registration, network) on its own copy of the network, so that one pair's classical steps
 /// overlap another's network and no pair waits for the shared network's lock.
@@ -562,21 +591,24 @@ const MAX_WORKERS: usize = 4;
 /// Finds what changed from `prior` to `current` through the whole series: the slices are paired
 /// (`match_slices`), every pair is grounded as `tandem ground diff` grounds one (boxes scoring
 /// below `min_score` are dropped), and neighbouring boxes of one change merged. `progress`
-/// hears (pairs done, pairs); setting `cancel` stops after the pairs in hand.
+/// hears each `Stage`; setting `cancel` stops the registration, or the grounding after the
+/// pairs in hand.
 pub fn find_changes(
     engine: &Engine,
     prior: &Series,
     current: &Series,
     method: Method,
     min_score: f32,
-    progress: &mut dyn FnMut(usize, usize),
+    progress: &mut dyn FnMut(Stage),
     cancel: Option<&AtomicBool>,
 ) -> Result<SeriesOutput, SeriesError> {
     find_changes_in(engine, prior, current, method, min_score, progress, cancel)
 }
 
 /// One pair read and grounded; its grey slices are dropped on return. Under a rigid plan the
-/// prior is the held prior resliced on the current slice's plane.
+/// prior is the held prior resliced on the current slice's plane, matched to it between its
+/// slices (`Reslicer::reslice_matched`): a blend of two prior slices is not what a slice cut
+/// at an angle between them shows.
 fn ground_pair(
     engine: &Engine,
     runner: Option<&NetRunner>,
@@ -587,7 +619,7 @@ fn ground_pair(
 ) -> Result<DiffOutput, SeriesError> {
     let c = current.gray(pair.current).map_err(|e| SeriesError::Unreadable("current", pair.current, e.to_string()))?;
     let p = match plan {
-        Some(plan) => plan.reslicer.reslice(&plan.current, pair.current, &plan.transform, &c),
+        Some(plan) => plan.reslicer.reslice_matched(&plan.current, pair.current, &plan.transform, &c),
         None => prior.gray(pair.prior).map_err(|e| SeriesError::Unreadable("prior", pair.prior, e.to_string()))?,
     };
     Ok(engine.diff_on(runner, &p, &c, method))
@@ -603,17 +635,31 @@ pub fn find_changes_in(
     current: &dyn SliceSource,
     method: Method,
     min_score: f32,
-    progress: &mut dyn FnMut(usize, usize),
+    progress: &mut dyn FnMut(Stage),
     cancel: Option<&AtomicBool>,
 ) -> Result<SeriesOutput, SeriesError> {
     let start = Instant::now();
-    let rigid = if frames_differ(prior, current) { match_rigid(prior, current)? } else { None };
+    let rigid = if frames_differ(prior, current) {
+        progress(Stage::Registering);
+        match match_rigid_cancellable(prior, current, cancel) {
+            Err(SeriesError::Rigid(RigidError::Cancelled)) => {
+                let matched =
+                    SliceMatch { matching: Matching::Rigid, pairs: Vec::new(), unmatched: Vec::new(), shift_mm: None, rigid: None };
+                let method = if engine.has_model() { method } else { Method::Baseline };
+                let millis = start.elapsed().as_secs_f64() * 1e3;
+                return Ok(SeriesOutput { method, matched, findings: Vec::new(), compared: 0, cancelled: true, millis });
+            }
+            found => found?,
+        }
+    } else {
+        None
+    };
     let (matched, plan) = match rigid {
         Some((matched, plan)) => (matched, Some(plan)),
         None => (match_slices_in(prior, current)?, None),
     };
     let total = matched.pairs.len();
-    progress(0, total);
+    progress(Stage::Pairs(0, total));
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, MAX_WORKERS).min(total.max(1));
     let runners: Vec<_> =
         (0..workers).map(|_| if engine.effective(method) == Method::Model { engine.runner_copy() } else { None }).collect();
@@ -667,7 +713,7 @@ pub fn find_changes_in(
                     });
                 }
                 compared += 1;
-                progress(compared, total);
+                progress(Stage::Pairs(compared, total));
             }
         }
         stop.store(true, Ordering::Relaxed);

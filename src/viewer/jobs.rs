@@ -107,12 +107,18 @@ pub struct RunningGround {
     pub cancelled: Arc<AtomicBool>,
     /// (done, total) for a job that works through steps (slice pairs, timepoints).
     pub progress: Option<Arc<Mutex<(usize, usize)>>>,
+    /// What it does before its steps begin ("registering volumes"), while it does it.
+    pub stage: Arc<Mutex<Option<&'static str>>>,
 }
 
 impl RunningGround {
     /// "3/8 slice pairs · about 4 s left" while steps remain (the time left from the pace so far).
     pub fn progress_text(&self, unit: &str) -> Option<String> {
-        let (done, total) = *self.progress.as_ref()?.lock().ok()?;
+        let progress = self.progress.as_ref()?;
+        if let Some(stage) = self.stage.lock().ok().and_then(|s| *s) {
+            return Some(format!("{stage}…"));
+        }
+        let (done, total) = *progress.lock().ok()?;
         let eta =
             eta(self.started.elapsed(), done, total).map(|d| format!(" · about {:.0} s left", d.as_secs_f32().ceil())).unwrap_or_default();
         Some(format!("{done}/{total} {unit}{eta}"))
@@ -170,8 +176,14 @@ impl Jobs {
             started: Instant::now(),
             cancelled: cancelled.clone(),
             progress: Some(progress.clone()),
+            stage: Arc::default(),
         });
         (cancelled, progress)
+    }
+
+    /// Where the running grounding job says which stage it is in (`RunningGround::stage`).
+    pub fn grounding_stage(&self) -> Arc<Mutex<Option<&'static str>>> {
+        self.grounding.as_ref().map(|g| g.stage.clone()).unwrap_or_default()
     }
 
     /// Ends the bookkeeping of the grounding job whose cancel flag is `job` (not a later one's).
@@ -252,8 +264,13 @@ impl Jobs {
     /// Difference grounding of the shown frames (prior, current).
     pub fn find_changes(&mut self, stamp: Stamp, engine: Arc<Engine>, prior: GrayImage, current: GrayImage, frames: (u32, u32)) {
         let cancelled = Arc::new(AtomicBool::new(false));
-        self.grounding =
-            Some(RunningGround { label: "Finding changes".into(), started: Instant::now(), cancelled: cancelled.clone(), progress: None });
+        self.grounding = Some(RunningGround {
+            label: "Finding changes".into(),
+            started: Instant::now(),
+            cancelled: cancelled.clone(),
+            progress: None,
+            stage: Arc::default(),
+        });
         self.spawn("find changes", stamp, move || {
             let out = engine.diff(&prior, &current, crate::grounding::Method::Model);
             if cancelled.load(Ordering::Relaxed) {
@@ -282,6 +299,7 @@ impl Jobs {
             started: Instant::now(),
             cancelled: cancelled.clone(),
             progress: None,
+            stage: Arc::default(),
         });
         self.spawn("locate", stamp, move || {
             let start = Instant::now();

@@ -17,7 +17,7 @@ use eframe::egui::{self, Color32, RichText};
 use super::{App, AppCommand};
 use crate::annotation::document::Track;
 use crate::annotation::{Command, Document, Finding, FindingKind, ImageBox, ImageRef, Source};
-use crate::grounding::series::SeriesOutput;
+use crate::grounding::series::{SeriesOutput, Stage};
 use crate::grounding::track::{self, OnGrid};
 use crate::grounding::{BBox, Method};
 use crate::study::series::SeriesGroup;
@@ -503,12 +503,23 @@ impl App {
         let keys = [self.image_key(Role::Prior), self.image_key(Role::Current)];
         let stamp = self.stamp_all();
         let (cancel, progress) = self.jobs.start_grounding("Finding changes through the series");
+        let stage_text = self.jobs.grounding_stage();
         let model = engine.model_name().map(str::to_string);
         self.status = "finding changes through the whole series…".into();
         self.jobs.spawn("find series changes", stamp, move || {
-            let mut report = |done: usize, total: usize| {
-                if let Ok(mut p) = progress.lock() {
-                    *p = (done, total);
+            let mut report = |stage: Stage| match stage {
+                Stage::Registering => {
+                    if let Ok(mut s) = stage_text.lock() {
+                        *s = Some("registering volumes");
+                    }
+                }
+                Stage::Pairs(done, total) => {
+                    if let Ok(mut s) = stage_text.lock() {
+                        *s = None;
+                    }
+                    if let Ok(mut p) = progress.lock() {
+                        *p = (done, total);
+                    }
                 }
             };
             let result = crate::grounding::series::find_changes(&engine, &prior, &current, Method::Model, 0.0, &mut report, Some(&cancel))
