@@ -168,7 +168,7 @@ impl SliceSource for SliceFiles {
 }
 
 /// The unit normal of a series' slices, from its first frame's Image Orientation.
-fn normal(series: &dyn SliceSource) -> Option<[f64; 3]> {
+pub fn normal(series: &dyn SliceSource) -> Option<[f64; 3]> {
     let o = series.orientation()?;
     let n = [o[1] * o[5] - o[2] * o[4], o[2] * o[3] - o[0] * o[5], o[0] * o[4] - o[1] * o[3]];
     let len = (n[0] * n[0] + n[1] * n[1] + n[2] * n[2]).sqrt();

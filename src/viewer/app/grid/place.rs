@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 
-use crate::grounding::series::{Matching, SliceSource, match_slices};
+use crate::grounding::series::{Matching, SliceSource, match_slices, normal as slice_normal};
 use crate::registration::rigid3d::{self, Pyramid, Rigid, SeriesGeometry};
 use crate::study::{GrayImage, Series};
 
@@ -209,7 +209,7 @@ fn by_shift(reference: &Series, series: &Series) -> Placement {
     }
     // `match_slices` counts a flipped normal's positions the other way and puts the prior
     // (`series`) at current + shift.
-    let sign = match (geometry_normal(series), geometry_normal(reference)) {
+    let sign = match (slice_normal(series), slice_normal(reference)) {
         (Some(a), Some(b)) if dot(a, b) < 0.0 => -1.0,
         _ => 1.0,
     };
@@ -219,14 +219,6 @@ fn by_shift(reference: &Series, series: &Series) -> Placement {
         Some(p) => Placement { positions: Some(p), space: None, matching: m.matching, why_index: None, why_not_rigid: None },
         None => Placement::by_index("the slices carry no positions".into()),
     }
-}
-
-/// The unit normal of a series' slices (first frame's Image Orientation).
-fn geometry_normal(series: &Series) -> Option<V3> {
-    let o = series.orientation()?;
-    let n = [o[1] * o[5] - o[2] * o[4], o[2] * o[3] - o[0] * o[5], o[0] * o[4] - o[1] * o[3]];
-    let len = dot(n, n).sqrt();
-    (len > 1e-6).then(|| n.map(|x| x / len))
 }
 
 #[cfg(test)]
