@@ -134,7 +134,9 @@ fn diff_sample(item: &SynthItem, rng: &mut Rng) -> (GrayImage, GrayImage, GrayIm
     // network presumably learns to see past windowing and gamma differences, and the mapping at
     // inference is a margin on top. Trained on the mapped prior instead (same seed and steps),
     // it lost 8 of the 16 out-of-distribution T1/T2 rows and won one (second rendering of the
-    // validation images T1 77.5 -> 62.5 %, T2 82.5 -> 72.5 %).
+    // validation images T1 77.5 -> 62.5 %, T2 82.5 -> 72.5 %; to rerun: map the prior here,
+    // `tandem train --out DIR/grounder.bpk`, then `TANDEM_WEIGHTS=DIR/grounder.bpk tandem eval
+    // ood --per-task 40`).
     let warped = baseline::prior_on_current(prior, current, &prior_from_current);
     let mask = item.change_mask.clone().unwrap_or_else(|| GrayImage::new(current.width, current.height));
     let (w, h) = (current.width, current.height);
