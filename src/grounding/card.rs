@@ -55,8 +55,9 @@ fn ood_section(ood: Option<&Path>) -> String {
     let Some(path) = ood else { return String::new() };
     let Ok(text) = std::fs::read_to_string(path) else { return String::new() };
     let Ok(rows) = serde_json::from_str::<Vec<serde_json::Value>>(&text) else { return String::new() };
+    let per_task = items_per_task(&rows);
     let mut s = format!(
-        "\n## Out of distribution\nItems the model never saw the like of, from `{}`, written by `tandem eval ood --per-task 40 --json {}`\n\
+        "\n## Out of distribution\nItems the model never saw the like of, from `{}`, written by `tandem eval ood --per-task {per_task} --json {}`\n\
          (rerun it to reproduce; each row is a MedSG-format set scored like `tandem eval medsg`):\n\
          - **second rendering**: another resampling (nearest or cubic, no prefilter), crops of other\n  proportions, linear windows with clipping, sigmoid contrast, speckle or Rician noise,\n  quantization, any orientation; never used in training;\n\
          - **held-out source**: the `heudiconv` folder of the training images (Siemens EPI and diffusion\n  brain MR mosaics, split into slices and volumes), never read by training;\n\
@@ -69,6 +70,11 @@ fn ood_section(ood: Option<&Path>) -> String {
         s.push_str(&ood_row(r, ""));
     }
     s
+}
+
+/// The `--per-task` that wrote an OOD table: its rows' item count (40 when it says none).
+fn items_per_task(rows: &[serde_json::Value]) -> u64 {
+    rows.iter().filter_map(|r| r.get("n").and_then(|v| v.as_u64())).max().unwrap_or(40)
 }
 
 /// One row of an OOD table (`tandem eval ood --json`), the better Acc@0.5 in bold, `note` after
@@ -113,9 +119,12 @@ fn lofo_section(ood: Option<&Path>) -> String {
         let folder = run.display();
         s.push_str(&format!(
             "\n`tandem train --seed {} --steps {} --batch {} --without-family {family} --out {folder}/grounder.bpk`, then\n\
-             `TANDEM_WEIGHTS={folder}/grounder.bpk tandem eval ood --only family --per-task 40 --json {folder}/ood.json`:\n\n\
+             `TANDEM_WEIGHTS={folder}/grounder.bpk tandem eval ood --only family --per-task {} --json {folder}/ood.json`:\n\n\
              | items | task | n | model Acc@0.5 | baseline Acc@0.5 | mean IoU model / baseline |\n|---|---|---:|---:|---:|---:|\n",
-            t["seed"], t["steps"], t["batch"]
+            t["seed"],
+            t["steps"],
+            t["batch"],
+            items_per_task(rows.as_array().map_or(&[], |v| v.as_slice()))
         ));
         for r in rows.as_array().into_iter().flatten() {
             let row = r.get("row").and_then(|v| v.as_str()).unwrap_or("?");

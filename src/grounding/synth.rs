@@ -659,11 +659,26 @@ pub fn visible_change(before: &GrayImage, after: &GrayImage, cx: f32, cy: f32, r
 const RENDER_SPREAD_PX: usize = 3;
 
 /// `mask` (0/1) grown by `radius` px (a square neighbourhood).
-fn dilate(mask: &GrayImage, radius: usize) -> GrayImage {
+pub(crate) fn dilate(mask: &GrayImage, radius: usize) -> GrayImage {
+    square_filter(mask, radius, 0.0, f32::max)
+}
+
+/// `mask` (0/1) shrunk by `radius` px (a square neighbourhood; the frame does not erode it).
+pub(crate) fn erode(mask: &GrayImage, radius: usize) -> GrayImage {
+    square_filter(mask, radius, 1.0, f32::min)
+}
+
+/// `mask` with gaps and holes narrower than 2 × `radius` + 1 px filled, its outline kept.
+pub(crate) fn close(mask: &GrayImage, radius: usize) -> GrayImage {
+    erode(&dilate(mask, radius), radius)
+}
+
+/// `fold` over the square neighbourhood of each pixel, rows first (the filter is separable).
+fn square_filter(mask: &GrayImage, radius: usize, init: f32, fold: fn(f32, f32) -> f32) -> GrayImage {
     let (w, h) = (mask.width, mask.height);
     let rows =
-        GrayImage::from_fn(w, h, |x, y| (x.saturating_sub(radius)..(x + radius + 1).min(w)).map(|i| mask.get(i, y)).fold(0.0, f32::max));
-    GrayImage::from_fn(w, h, |x, y| (y.saturating_sub(radius)..(y + radius + 1).min(h)).map(|j| rows.get(x, j)).fold(0.0, f32::max))
+        GrayImage::from_fn(w, h, |x, y| (x.saturating_sub(radius)..(x + radius + 1).min(w)).map(|i| mask.get(i, y)).fold(init, fold));
+    GrayImage::from_fn(w, h, |x, y| (y.saturating_sub(radius)..(y + radius + 1).min(h)).map(|j| rows.get(x, j)).fold(init, fold))
 }
 
 /// The pixels near a change (`near`) that the current's rendering shows visibly changed from
@@ -903,6 +918,21 @@ mod tests {
                 assert!(item.answer.area() >= 64.0);
             }
         }
+    }
+
+    #[test]
+    fn closing_fills_gaps_and_keeps_the_outline() {
+        // Two 4-px bars 5 px apart, and a lone pixel far away.
+        let mask = GrayImage::from_fn(40, 20, |x, y| {
+            let bar = (5..15).contains(&y) && ((4..8).contains(&x) || (13..17).contains(&x));
+            if bar || (x, y) == (35, 3) { 1.0 } else { 0.0 }
+        });
+        let closed = close(&mask, 3);
+        assert_eq!(closed.get(10, 9), 1.0, "the gap between the bars is filled");
+        assert_eq!(BBox::of_mask(&closed, 0.5), BBox::of_mask(&mask, 0.5), "the outline stays");
+        assert_eq!(closed.get(35, 3), 1.0, "an isolated pixel survives");
+        assert_eq!(closed.get(10, 2), 0.0, "nothing grows outside the bars");
+        assert_eq!(close(&mask, 1).get(10, 9), 0.0, "a gap wider than the radius stays open");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::grounding::infer::{NetRunner, antialias, batch_tensor, scaled_crop, t
 use crate::grounding::model::{GrounderConfig, GrounderNet, STRIDE, TEMPLATE_CROP_PX, TEMPLATE_PX};
 use crate::grounding::rng::Rng;
 use crate::grounding::splits::Split;
-use crate::grounding::synth::{ChangeKind, Rendering, SourcePool, Synth, SynthItem, normalize_for_pool};
+use crate::grounding::synth::{self, ChangeKind, Rendering, SourcePool, Synth, SynthItem, normalize_for_pool};
 use crate::grounding::task::Task;
 use crate::grounding::weights::{Calibration, ModelMeta};
 use crate::registration::{self, AlignOptions, Transform};
@@ -112,6 +112,8 @@ impl Default for TrainOptions {
 const SEARCH_PX: usize = 160;
 /// Side of difference-training crops.
 const DIFF_CROP: usize = 160;
+/// Gaps (px, either side) between a change's visible pixels that its training mask fills.
+const MASK_GAP_PX: usize = 3;
 
 /// One training batch, already turned into model-sized arrays.
 struct Batch {
@@ -138,7 +140,15 @@ fn diff_sample(item: &SynthItem, rng: &mut Rng) -> (GrayImage, GrayImage, GrayIm
     // `tandem train --out DIR/grounder.bpk`, then `TANDEM_WEIGHTS=DIR/grounder.bpk tandem eval
     // ood --per-task 40`).
     let warped = baseline::prior_on_current(prior, current, &prior_from_current);
-    let mask = item.change_mask.clone().unwrap_or_else(|| GrayImage::new(current.width, current.height));
+    // The head is trained on the visible mask averaged over its stride-4 cells, so a change
+    // whose visible pixels are scattered (a warp moving texture, a feathered rim under noise)
+    // becomes fractional targets that sit near the extent cut, and its box shrank to the solid
+    // core (all growth misses on training items were boxes 0.2-0.5 of the answer's area). The
+    // gaps between those pixels are filled; the outline, hence the answer box, is kept.
+    let mask = match &item.change_mask {
+        Some(m) => synth::close(m, MASK_GAP_PX),
+        None => GrayImage::new(current.width, current.height),
+    };
     let (w, h) = (current.width, current.height);
     let c = DIFF_CROP.min(w).min(h);
     let a = item.answer;
