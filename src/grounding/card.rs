@@ -195,7 +195,9 @@ images with a separate seed.
   nuisance differences that are not the answer (noise, blur, gamma, gain, sub-pixel
   misregistration, clipping); the answer box spans every pixel the current image shows visibly
   changed (the acquisition differences replayed on the unchanged scene, so a window or noise that
-  hides part of a change hides it from the answer too).
+  hides part of a change hides it from the answer too). The change head is trained on those
+  visible pixels with the gaps between them (up to 7 px) filled: scattered pixels, as a warp of
+  texture leaves them, had taught it to box only a change's solid core.
 - {steps} steps × {batch} difference pairs + {batch} reference/target pairs, items of {size} px.
 - Wall time {minutes:.1} min on {device_train}; machine: {machine}.
 - Final smoothed losses: change {l0:.4}, match {l1:.4}, size {l2:.4} (curve: `models/loss.csv`).{recal}

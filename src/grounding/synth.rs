@@ -668,7 +668,8 @@ pub(crate) fn erode(mask: &GrayImage, radius: usize) -> GrayImage {
     square_filter(mask, radius, 1.0, f32::min)
 }
 
-/// `mask` with gaps and holes narrower than 2 × `radius` + 1 px filled, its outline kept.
+/// `mask` with gaps and holes narrower than 2 × `radius` + 1 px filled, its outline kept
+/// (except within `radius` of the frame, which counts as a gap: such a part reaches the edge).
 pub(crate) fn close(mask: &GrayImage, radius: usize) -> GrayImage {
     erode(&dilate(mask, radius), radius)
 }
@@ -922,17 +923,19 @@ mod tests {
 
     #[test]
     fn closing_fills_gaps_and_keeps_the_outline() {
-        // Two 4-px bars 5 px apart, and a lone pixel far away.
+        // Two 4-px bars 5 px apart, and a lone pixel away from them and from the frame.
         let mask = GrayImage::from_fn(40, 20, |x, y| {
             let bar = (5..15).contains(&y) && ((4..8).contains(&x) || (13..17).contains(&x));
-            if bar || (x, y) == (35, 3) { 1.0 } else { 0.0 }
+            if bar || (x, y) == (30, 9) { 1.0 } else { 0.0 }
         });
         let closed = close(&mask, 3);
         assert_eq!(closed.get(10, 9), 1.0, "the gap between the bars is filled");
         assert_eq!(BBox::of_mask(&closed, 0.5), BBox::of_mask(&mask, 0.5), "the outline stays");
-        assert_eq!(closed.get(35, 3), 1.0, "an isolated pixel survives");
+        assert_eq!(closed.get(30, 9), 1.0, "an isolated pixel survives");
         assert_eq!(closed.get(10, 2), 0.0, "nothing grows outside the bars");
         assert_eq!(close(&mask, 1).get(10, 9), 0.0, "a gap wider than the radius stays open");
+        let near_frame = GrayImage::from_fn(10, 10, |x, y| if (x, y) == (5, 2) { 1.0 } else { 0.0 });
+        assert_eq!(close(&near_frame, 3).get(5, 0), 1.0, "the frame counts as a gap");
     }
 
     #[test]
