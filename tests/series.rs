@@ -459,8 +459,10 @@ fn track_follows_a_frame_of_another_size_on_the_first_frames_grid() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let b: Vec<f64> = v["frames"][1]["box"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    // Within 4 px: the network places boxes on its match map's 4-px stride, interpolated; a box
+    // given on the wrong grid would be off by tens of pixels.
     let expected = [50.0, 60.0, 95.0, 100.0];
-    assert!(b.iter().zip(expected).all(|(got, want)| (got - want).abs() <= 3.0), "box on the half-size frame: {b:?}");
+    assert!(b.iter().zip(expected).all(|(got, want)| (got - want).abs() <= 4.0), "box on the half-size frame: {b:?}");
     assert_eq!(v["units"], "px");
     let long = |k: usize| v["frames"][k]["long_axis"].as_f64().unwrap();
     assert!((long(1) - long(0)).abs() <= 0.1 * long(0), "sizes on the common grid: {} and {}", long(0), long(1));

@@ -289,12 +289,6 @@ pub fn locate_orthogonal(reference: &GrayImage, reference_box: BBox, target: &Gr
     best.map(|s| Scored { score: s.score.clamp(0.0, 1.0), ..s })
 }
 
-/// Tracks `reference_box` from the first frame to the last, one frame at a time (see
-/// `track_with`; the classical tracker proposes no places of its own beyond its search window).
-pub fn track(frames: &[GrayImage], reference_box: BBox) -> Option<Scored> {
-    track_with(frames, reference_box, &mut |_, _| Vec::new())
-}
-
 /// The box `b` of `img` resampled to `w` × `h` pixels.
 fn region_resized(img: &GrayImage, b: BBox, w: usize, h: usize) -> GrayImage {
     let (sx, sy) = (b.width() / w as f32, b.height() / h as f32);
@@ -514,32 +508,25 @@ fn ncc_same(a: &GrayImage, b: &GrayImage) -> f32 {
     if na < 1e-9 || nb < 1e-9 { 0.0 } else { (dot / (na * nb).sqrt()) as f32 }
 }
 
-/// A search window: centre and reach (pixels).
-type Window = ((f32, f32), f32);
-
 /// Weight of the squared move (in box sides) against a tracking match's correlation.
 const MOTION_PRIOR: f32 = 0.1;
 
-/// Tracks `reference_box` from the first frame to the last, one frame at a time. At each step
-/// the previous frame's region and the first frame's (brought to the same size) are matched
-/// together, so that a slowly changing object is followed and drift stays bounded, at three
-/// scales (the object grows, shrinks, or the slice cuts it wider), within a window around the
-/// previous box and around any places beyond it that `propose(frame, previous box)` adds. When
-/// the object stands out from its surroundings by intensity, as checked on the first frame (the
-/// rule redraws the reference box), its box is then redrawn around its extent in each frame.
-pub fn track_with(frames: &[GrayImage], reference_box: BBox, propose: &mut dyn FnMut(usize, BBox) -> Vec<BBox>) -> Option<Scored> {
-    let path = track_path_with(frames, reference_box, propose)?;
+/// Tracks `reference_box` from the first frame to the last, one frame at a time: the last
+/// frame's box, scored by the weakest step (see `track_path`).
+pub fn track(frames: &[GrayImage], reference_box: BBox) -> Option<Scored> {
+    let path = track_path(frames, reference_box)?;
     let score = path.iter().map(|s| s.score).fold(1.0f32, f32::min);
     path.last().map(|s| Scored { bbox: s.bbox, score })
 }
 
-/// As `track_with`, with the box in every frame (the first frame's is `reference_box`), each
-/// scored by its own step's match (1 for the first frame).
-pub fn track_path_with(
-    frames: &[GrayImage],
-    reference_box: BBox,
-    propose: &mut dyn FnMut(usize, BBox) -> Vec<BBox>,
-) -> Option<Vec<Scored>> {
+/// The box in every frame (the first frame's is `reference_box`), each scored by its own step's
+/// match (1 for the first frame). At each step the previous frame's region and the first
+/// frame's (brought to the same size) are matched together, so that a slowly changing object
+/// is followed and drift stays bounded, at three scales (the object grows, shrinks, or the
+/// slice cuts it wider), within a window around the previous box. When the object stands out
+/// from its surroundings by intensity, as checked on the first frame (the rule redraws the
+/// reference box), its box is then redrawn around its extent in each frame.
+pub fn track_path(frames: &[GrayImage], reference_box: BBox) -> Option<Vec<Scored>> {
     let first = frames.first()?;
     let mut path = vec![Scored { bbox: reference_box, score: 1.0 }];
     let smooth: Vec<GrayImage> = frames.iter().map(|f| f.blur(1.0)).collect();
@@ -552,43 +539,22 @@ pub fn track_path_with(
         let (cx, cy) = current.centre();
         let side = current.width().max(current.height());
         let reach = (0.8 * side).max(24.0) + 16.0;
-        let near = (0.25 * side).max(6.0);
-        let proposed = propose(t, current);
-        // Proposals beyond the search window widen it.
-        let mut windows = vec![((cx, cy), reach)];
-        for p in &proposed {
-            let (px, py) = p.centre();
-            if (px - cx).abs().max((py - cy).abs()) > reach {
-                windows.push(((px, py), near));
-            }
-        }
-        // Sizes tried: three scales of the previous box everywhere, and the previous size again
-        // in a small window around each proposal (a local search there, where the coarse pass
-        // over the whole window may have passed the peak by).
-        let mut sizes: Vec<(f32, f32, f32, Vec<Window>)> = [0.88f32, 1.0, 1.0 / 0.88]
-            .iter()
-            .map(|&s| (current.width() * s, current.height() * s, if s == 1.0 { 0.0 } else { 0.02 }, windows.clone()))
-            .collect();
-        if !proposed.is_empty() {
-            sizes.push((current.width(), current.height(), 0.01, proposed.iter().map(|p| (p.centre(), near)).collect()));
-        }
         let mut best: Option<(BBox, f32)> = None;
-        for (sw, sh, penalty, windows) in &sizes {
-            let (w, h) = (sw.round().max(6.0) as usize, sh.round().max(6.0) as usize);
+        for s in [0.88f32, 1.0, 1.0 / 0.88] {
+            let penalty = if s == 1.0 { 0.0 } else { 0.02 };
+            let (w, h) = ((current.width() * s).round().max(6.0) as usize, (current.height() * s).round().max(6.0) as usize);
             let a = region_resized(prev, current, w, h);
             let b = region_resized(first, reference_box, w, h);
             let templates = [(&a, 0.5f32), (&b, 0.5f32)];
-            for &((wx, wy), r) in windows {
-                let (lx, ly) = (wx - w as f32 / 2.0, wy - h as f32 / 2.0);
-                let xs = ((lx - r).floor() as isize, (lx + r).ceil() as isize);
-                let ys = ((ly - r).floor() as isize, (ly + r).ceil() as isize);
-                if let Some((x, y, sc)) = match_weighted(next, &templates, xs, ys) {
-                    // A mild motion prior: far moves must match clearly better.
-                    let d = ((x as f32 + w as f32 / 2.0 - cx).powi(2) + (y as f32 + h as f32 / 2.0 - cy).powi(2)).sqrt();
-                    let sc = sc - penalty - MOTION_PRIOR * (d / (side + 24.0)).powi(2);
-                    if best.is_none_or(|(_, bs)| sc > bs) {
-                        best = Some((BBox::new(x as f32, y as f32, (x + w) as f32, (y + h) as f32), sc));
-                    }
+            let (lx, ly) = (cx - w as f32 / 2.0, cy - h as f32 / 2.0);
+            let xs = ((lx - reach).floor() as isize, (lx + reach).ceil() as isize);
+            let ys = ((ly - reach).floor() as isize, (ly + reach).ceil() as isize);
+            if let Some((x, y, sc)) = match_weighted(next, &templates, xs, ys) {
+                // A mild motion prior: far moves must match clearly better.
+                let d = ((x as f32 + w as f32 / 2.0 - cx).powi(2) + (y as f32 + h as f32 / 2.0 - cy).powi(2)).sqrt();
+                let sc = sc - penalty - MOTION_PRIOR * (d / (side + 24.0)).powi(2);
+                if best.is_none_or(|(_, bs)| sc > bs) {
+                    best = Some((BBox::new(x as f32, y as f32, (x + w) as f32, (y + h) as f32), sc));
                 }
             }
         }

@@ -274,12 +274,16 @@ format and tasks, so they say how Tandem does on these tasks, not how it would r
   training items. The T7 row therefore measures the registration, not the network; the model
   (correlation with a Gaussian prior of σ = 12 px + 0.375 × box side around the reference box)
   answers only when registration fails (NMI − 1 < 0.08).
-- **T4** (`Engine::track`): frame to frame, the previous frame's region and the first frame's
-  region are matched together at three scales (0.88, 1, 1.14) around the previous box, coarse to
-  fine with a mild motion prior, so drift stays bounded and the size follows growth; when the object
-  stands out by intensity on the first frame, same-intensity regions nearby are candidates too and
-  the box is redrawn around the object's extent. The model adds its 5 best places per frame as
-  hypotheses to the same search; the baseline is that search without them.
+- **T4** (`Engine::track`): the network follows the box frame to frame. Each frame's box is
+  matched by the network from the previous frame's box and from the first frame's, both with a
+  Gaussian prior (σ = 12 px + 0.6 × box side) around the previous box, position and size from the
+  match map; where the two matches overlap (IoU > 0.5) the box is their mean, else the previous
+  frame's match stands. Chosen on training-image items (`tandem synth --split train --seed 502
+  --per-task 100` and `--seed 503 --per-task 200`, 300 tracking items): 82.0 % against 79.0 % for
+  the previous frame's match alone and 72.7 % for the baseline. The baseline
+  matches the previous frame's region and the first frame's together by pixel correlation at three
+  scales (0.88, 1, 1.14) around the previous box with a mild motion prior, and redraws the box
+  around the object's extent when it stands out by intensity.
 - **T6**: the model matches the crop's inner half and proposes 16 places; pixel correlation of the
   whole crop picks among them and a whole-image correlation search, so this task is answered at
   least as well as the classical baseline by construction.

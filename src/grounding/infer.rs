@@ -18,6 +18,10 @@ use crate::study::gray::GrayImage;
 /// 2 to 3 did equally well, 1 let look-alikes win, 4 kept too many misread geometries.
 const GEOMETRY_ESCAPE_LOGIT: f32 = 2.5;
 
+/// Overlap above which a tracked box's two matches (from the previous frame, from the first)
+/// count as the same place and are averaged.
+const TRACK_AGREEMENT_IOU: f32 = 0.5;
+
 /// Model input normalization for 0..1 images.
 pub const INPUT_MEAN: f32 = 0.5;
 pub const INPUT_SCALE: f32 = 4.0;
@@ -309,6 +313,37 @@ impl NetRunner {
             out.push(Scored { bbox: BBox::from_centre(cx, cy, w, h), score: self.meta.match_calibration.probability(peak) });
         }
         Ok(out)
+    }
+
+    /// The box in every frame (frames of one size, 0..1), following `reference_box` from the
+    /// first frame to the last, each scored by its step's match. Each frame's box is matched from
+    /// the previous frame's (a slowly changing object stays followed) and from the first frame's
+    /// (drift stays bounded), both looked for near the previous box; where the two agree the box
+    /// is their mean, else the previous frame's match stands. `None` when a frame has no match.
+    pub fn track_path(&self, frames: &[GrayImage], reference_box: BBox) -> Result<Option<Vec<Scored>>, InferError> {
+        let Some(first) = frames.first() else { return Ok(None) };
+        let mut path = vec![Scored { bbox: reference_box, score: 1.0 }];
+        let mut current = reference_box;
+        for t in 1..frames.len() {
+            let (cx, cy) = current.centre();
+            let hint = LocateHint {
+                expected_centre: Some((cx, cy)),
+                sigma_px: 0.6 * current.width().max(current.height()) + 12.0,
+                same_scale: true,
+                ..Default::default()
+            };
+            let Some(step) = self.locate(&frames[t - 1], current, &frames[t], &hint)? else { return Ok(None) };
+            let Some(anchored) = self.locate(first, reference_box, &frames[t], &hint)? else { return Ok(None) };
+            current = if anchored.bbox.iou(&step.bbox) > TRACK_AGREEMENT_IOU {
+                let ((sx, sy), (ax, ay)) = (step.bbox.centre(), anchored.bbox.centre());
+                let (w, h) = ((step.bbox.width() + anchored.bbox.width()) / 2.0, (step.bbox.height() + anchored.bbox.height()) / 2.0);
+                BBox::from_centre((sx + ax) / 2.0, (sy + ay) / 2.0, w, h)
+            } else {
+                step.bbox
+            };
+            path.push(Scored { bbox: current, score: step.score });
+        }
+        Ok(Some(path))
     }
 
     /// The views' geometry can be misread (another line taken for the one they share): when the

@@ -409,26 +409,8 @@ impl Engine {
         let ws: Vec<GrayImage> = frames.iter().map(|f| working(f).image).collect();
         let start = reference_box.scale(1.0 / scale, 1.0 / scale);
         let path = match method {
-            Method::Baseline => baseline::track_path_with(&ws, start, &mut |_, _| Vec::new())?,
-            // As `track`: the model's places near the previous box are further hypotheses.
-            Method::Model => self.with_runner(|n| {
-                baseline::track_path_with(&ws, start, &mut |t, prev| {
-                    let (cx, cy) = prev.centre();
-                    let hint = LocateHint {
-                        expected_centre: Some((cx, cy)),
-                        sigma_px: 0.6 * prev.width().max(prev.height()) + 12.0,
-                        same_scale: true,
-                        ..Default::default()
-                    };
-                    match n.candidates(&ws[t - 1], prev, &ws[t], &hint, 5) {
-                        Ok(c) => c.into_iter().map(|s| s.bbox).collect(),
-                        Err(e) => {
-                            log::error!("{e}");
-                            Vec::new()
-                        }
-                    }
-                })
-            })??,
+            Method::Baseline => baseline::track_path(&ws, start)?,
+            Method::Model => self.with_runner(|n| n.track_path(&ws, start))?.map_err(|e| log::error!("{e}")).ok()??,
         };
         let mut out: Vec<(BBox, f32)> = path.into_iter().map(|s| (s.bbox.scale(scale, scale), s.score)).collect();
         // The first frame's box is the one given, not a round trip through the working scale.
