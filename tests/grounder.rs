@@ -98,7 +98,7 @@ fn verbose_cli_reports_the_device_and_why() {
 }
 
 /// The consistency-task figures the model card claims hold on the committed validation set:
-/// multi-view through the planes' common line (65 %, short of the 70 % target since its views
+/// multi-view through the planes' common line (67.5 %, short of the 70 % target since its views
 /// are rendered each on its own), cross-modal through registration, with the classical grounder
 /// (given the same geometry) behind on multi-view.
 #[test]

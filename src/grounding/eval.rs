@@ -108,9 +108,11 @@ pub fn answer(engine: &Engine, task: Task, images: &[GrayImage], reference: Opti
             found(engine.locate(&images[0], r, &images[1], &crossmodal_hint(r, true), method), "not found")
         }
         Task::MultiView => {
-            // Two planes of one volume share its intensity scale.
+            // Each view of an item is an image of its own, windowed on its own: nothing says the
+            // two share an intensity scale (the viewer's hint assumes one only where the headers
+            // name one volume), so each is normalized by its own range.
             let r = need_reference()?;
-            let hint = LocateHint { same_scale: true, orthogonal_to: Some(r), ..Default::default() };
+            let hint = LocateHint { orthogonal_to: Some(r), ..Default::default() };
             found(engine.locate(&images[0], r, &images[1], &hint, method), "not found")
         }
         Task::ObjectTracking => found(engine.track(images, need_reference()?, method), "lost track"),
