@@ -329,7 +329,6 @@ impl NetRunner {
             let hint = LocateHint {
                 expected_centre: Some((cx, cy)),
                 sigma_px: 0.6 * current.width().max(current.height()) + 12.0,
-                same_scale: true,
                 ..Default::default()
             };
             let Some(step) = self.locate(&frames[t - 1], current, &frames[t], &hint)? else { return Ok(None) };

@@ -51,8 +51,8 @@ impl Outline {
         let (mut bbox, mut pixels) = baseline::object_region(&unit, b)?;
         // A loose box's core holds some surroundings, which pulls the threshold towards them
         // and the edge outwards: learnt again on the region's own box, the core is all lesion.
-        // Once the box stays put, its pixels are the ones that rule found, so that the outline
-        // does not depend on the box it started from.
+        // Once the box stays put, its pixels are the ones its own rule found, so that the
+        // outline depends less on the box the search started from.
         for _ in 0..2 {
             match baseline::object_region(&unit, bbox) {
                 Some((again, p)) if again.iou(&bbox) > 0.5 => {
