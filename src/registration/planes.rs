@@ -1,8 +1,8 @@
 //! Where two orthogonal planes of one volume meet: each shows the same line of voxels, so
 //! one row or column of the first shows what one row or column of the second shows. Each view
 //! may have been cropped, resampled (to another pixel size along each axis) and windowed on its
-//! own, so the two lines agree only up to a scale and an offset along them and a monotone
-//! intensity map: they are compared by normalized correlation over their overlap, for every
+//! own, so the two lines agree only up to a scale (of either sign: an axis may run the other
+//! way in one view) and an offset along them and a monotone intensity map: they are compared by normalized correlation over their overlap, for every
 //! scale and offset in a plausible range, coarse to fine. Finding that pair says which axis the
 //! planes share, where each lies in the other, and how positions along the shared axis map.
 
@@ -14,7 +14,7 @@ const LINES: usize = 112;
 /// Search levels, coarse to fine (lines per axis).
 const LEVELS: [usize; 3] = [28, 56, LINES];
 /// Scales between the views along the shared axis (target extent per reference extent, both
-/// as fractions of their images): 0.5..2.0 on a geometric grid.
+/// as fractions of their images): 0.5..2.0 on a geometric grid, each also reversed.
 const SCALE_MIN: f32 = 0.5;
 const SCALE_STEPS: usize = 16;
 const SCALE_RATIO: f32 = 4.0;
@@ -66,7 +66,8 @@ pub struct Intersection {
     /// Where it lies across the reference's other axis, in reference pixels.
     pub line_in_reference: f32,
     /// Along the shared axis, target pixel = `scale` · reference pixel + `offset` (pixel-edge
-    /// coordinates); 1 and 0 when both views show the same field of view at one pixel size.
+    /// coordinates); 1 and 0 when both views show the same field of view at one pixel size,
+    /// negative when the shared axis runs the other way in the target.
     pub scale: f32,
     pub offset: f32,
     /// Correlation of the two lines, and of the best line pair under any other hypothesis.
@@ -179,7 +180,7 @@ fn overlap_ncc(r: &[[f32; 2]], t: &[[f32; 2]], a: f32, b: f32, window: (f32, f32
         }
     }
     let frac_r = all[0].m / nf;
-    if frac_r < MIN_OVERLAP || frac_r * a < MIN_OVERLAP {
+    if frac_r < MIN_OVERLAP || frac_r * a.abs() < MIN_OVERLAP {
         return None;
     }
     // Both forms of the images vote: the equalized one holds under another window, the plain
@@ -188,7 +189,7 @@ fn overlap_ncc(r: &[[f32; 2]], t: &[[f32; 2]], a: f32, b: f32, window: (f32, f32
     let w = 0.4;
     let ncc = (1.0 - w) * all[0].ncc()? + w * all[1].ncc().unwrap_or(0.0);
     let local = (1.0 - w) * near[0].ncc().unwrap_or(0.0) + w * near[1].ncc().unwrap_or(0.0);
-    let overlap = frac_r.min(frac_r * a).min(1.0);
+    let overlap = frac_r.min(frac_r * a.abs()).min(1.0);
     Some((0.5 * (ncc + local) - 0.15 * (1.0 - overlap), ncc))
 }
 
@@ -203,8 +204,12 @@ fn lines_in(n: usize, range: Option<(f32, f32)>) -> Vec<usize> {
     }
 }
 
+/// The scales tried, both ways along the line: the shared axis may run the other way in one
+/// view (an axial image's rows run anterior to posterior or back, a sagittal image's columns
+/// either way, as each exporter orients them).
 fn scales() -> Vec<f32> {
-    (0..=SCALE_STEPS).map(|k| SCALE_MIN * SCALE_RATIO.powf(k as f32 / SCALE_STEPS as f32)).collect()
+    let forward = (0..=SCALE_STEPS).map(|k| SCALE_MIN * SCALE_RATIO.powf(k as f32 / SCALE_STEPS as f32));
+    forward.flat_map(|a| [a, -a]).collect()
 }
 
 /// The profile sets of both images at one level, for one hypothesis.
@@ -263,8 +268,9 @@ fn search(
     for &i in &lines_in(n, across) {
         for j in 0..n {
             for &a in &scales() {
-                let mut b = -a;
-                while b < 1.0 {
+                // Target fraction a·u + b must reach 0..1 for some u in 0..1.
+                let mut b = -a.max(0.0);
+                while b < 1.0 - a.min(0.0) {
                     found.extend(coarse.score(i, j, a, b));
                     b += 1.0 / n as f32;
                 }
@@ -445,6 +451,22 @@ mod tests {
         assert!((found.scale - 1.0).abs() < 0.03 && found.offset.abs() < 2.0, "{found:?}");
     }
 
+    /// A sagittal view whose columns run posterior to anterior while the axial view's rows run
+    /// anterior to posterior: the shared axis is reversed, and the scale says so.
+    #[test]
+    fn a_reversed_shared_axis_is_found_with_a_negative_scale() {
+        let (x0, z0) = (55.0, 20.0);
+        let axial = GrayImage::from_fn(96, 96, |x, y| volume(x as f32, y as f32, z0));
+        let sagittal = GrayImage::from_fn(96, 96, |u, z| volume(x0, 95.0 - u as f32, z as f32));
+        let found = intersect_near(&axial, &sagittal, Some(BBox::new(x0 - 14.0, 30.0, x0 + 8.0, 50.0))).unwrap();
+        assert_eq!(found.shared, SharedAxes::YtoX, "{found:?}");
+        assert!((found.line_in_reference - x0).abs() < 2.0, "{found:?}");
+        assert!((found.line_in_target - z0).abs() < 2.0, "{found:?}");
+        // Axial row y (pixel-edge) is sagittal column 96 − y.
+        assert!((found.scale + 1.0).abs() < 0.03, "{found:?}");
+        assert!((found.to_target(40.0) - 56.0).abs() < 2.0, "{found:?}");
+    }
+
     /// Each view cropped, resampled (another pixel size along each axis) and windowed on its
     /// own: the line is still found, with the scale and offset along it.
     #[test]
@@ -492,7 +514,7 @@ mod tests {
                 } else {
                     ((truth.y1 + truth.y2) / 2.0, truth.height(), truth.x1, truth.x2)
                 };
-                let along_ok = (p.to_target(c) - tc).abs() < 0.3 * te && (p.scale * e / te - 1.0).abs() < 0.35;
+                let along_ok = (p.to_target(c) - tc).abs() < 0.3 * te && (p.scale.abs() * e / te - 1.0).abs() < 0.35;
                 let across_ok = p.line_in_target > lo - 3.0 && p.line_in_target < hi + 3.0;
                 (along_ok, across_ok)
             };
