@@ -249,33 +249,33 @@ format and tasks, so they say how Tandem does on these tasks, not how it would r
   on difference items from the training images (`tandem synth --split train --seed 78 --per-task
   80` and `--seed 79 --family F --per-task 40` for each family), never on the validation or
   out-of-distribution sets.
-- **T3** (`Engine::locate` with `orthogonal_to`): two planes through one structure of a volume
-  share a line of voxels, but each view may be cropped, resampled to 336² (anisotropic) and windowed
-  on its own, so that line appears at its own scale and offset in each. `registration::planes`
+- **T3** (`Engine::locate` with `orthogonal_to`): two planes through one structure of a volume share
+  a line of voxels, but each view may be cropped, resampled to 336² (anisotropic) and windowed on
+  its own, so that line appears at its own scale and offset in each. `registration::planes`
   searches, for each of the four ways the planes can share an axis, a line of the reference through
   the reference box, a line of the target, and a scale (0.5–2, either way round: an axial view's
   rows and a sagittal view's columns both run along the anterior–posterior axis, each in the
-  direction its exporter chose) and offset along the shared axis, coarse to fine, comparing the profiles as they are and through each view's cumulative histogram
-  (which undoes its window). Every hypothesis keeps its score; only near ties stay open. The model's
-  correlation map is restricted to the band where the shared axis spans the reference box's range
-  mapped through that scale and offset (and, when the line crosses the reference box, to boxes
-  straddling it in the target), and its best place there and size head give the box, unless the
-  best match anywhere in the target beats the best inside the band by 2.5 logits: then the geometry
-  was misread (another line taken for the shared one) and appearance wins. The baseline gets the
-  same geometry (boxes of the mapped size slid along the band, ranked by how alike the equalized
-  intensities are in both boxes), so the gap between the columns is what the model adds. In both
-  columns, when the object stands out from its surroundings in the target view (a two-class
-  intensity rule learnt on that view, which has its own window), the box is redrawn around its
-  extent there, if that extent holds the box's centre and has 0.3–2× its area. Both were chosen on
-  multi-view items from the training images (`tandem synth --split train --seed 78 --per-task 80`,
-  both renderings). Each view is brought to 0..1 by its own intensity range: an item's views are
-  images exported and windowed one by one, and mapping both through the target's range, as before,
-  cost both columns on training-image items (`--seed 502 --per-task 100` and `--seed 503
-  --per-task 200`, 300 multi-view items: the model 80.3 % against 78.0 % before, the baseline 58.3
-  against 53.0). Searching reversed scales too took multi-view items from the training images
-  (`--seed 502 --per-task 100`, `--seed 503` and `--seed 504 --per-task 200`) from 76 / 82.5 / 87 %
-  to 82 / 83.5 / 91 % for the model and from 50 / 62.5 / 62 to 66 / 71.5 / 72 for the baseline,
-  for about 80 ms more per item.
+  direction its exporter chose) and offset along the shared axis, coarse to fine, comparing the
+  profiles as they are and through each view's cumulative histogram (which undoes its window). Every
+  hypothesis keeps its score; only near ties stay open. The model's correlation map is restricted to
+  the band where the shared axis spans the reference box's range mapped through that scale and
+  offset (and, when the line crosses the reference box, to boxes straddling it in the target), and
+  its best place there and size head give the box, unless the best match anywhere in the target
+  beats the best inside the band by 2.5 logits: then the geometry was misread (another line taken
+  for the shared one) and appearance wins. The baseline gets the same geometry (boxes of the mapped
+  size slid along the band, ranked by how alike the equalized intensities are in both boxes), so the
+  gap between the columns is what the model adds. In both columns, when the object stands out from
+  its surroundings in the target view (a two-class intensity rule learnt on that view, which has its
+  own window), the box is redrawn around its extent there, if that extent holds the box's centre and
+  has 0.3–2× its area. Both were chosen on multi-view items from the training images (`tandem synth
+  --split train --seed 78 --per-task 80`, both renderings). Each view is brought to 0..1 by its own
+  intensity range: an item's views are images exported and windowed one by one, and mapping both
+  through the target's range, as before, cost both columns on training-image items (`--seed 502
+  --per-task 100` and `--seed 503 --per-task 200`, 300 multi-view items: the model 80.3 % against
+  78.0 % before, the baseline 58.3 against 53.0). Searching reversed scales too took multi-view
+  items from the training images (`--seed 502 --per-task 100`, `--seed 503` and `--seed 504
+  --per-task 200`) from 76 / 82.5 / 87 % to 82 / 83.5 / 91 % for the model and from 50 / 62.5 / 62
+  to 66 / 71.5 / 72 for the baseline, for about 80 ms more per item.
 - **T7** (`Engine::locate` with `register_first`): the pair is registered by normalized mutual
   information (shift, rotation, scale; `registration::mutual`) and the reference box mapped
   through it — for **both** columns, since the model's local matching only added noise to it on
