@@ -275,7 +275,10 @@ format and tasks, so they say how Tandem does on these tasks, not how it would r
   78.0 % before, the baseline 58.3 against 53.0). Searching reversed scales too took multi-view
   items from the training images (`--seed 502 --per-task 100`, `--seed 503` and `--seed 504
   --per-task 200`) from 76 / 82.5 / 87 % to 82 / 83.5 / 91 % for the model and from 50 / 62.5 / 62
-  to 66 / 71.5 / 72 for the baseline, for about 80 ms more per item.
+  to 66 / 71.5 / 72 for the baseline; with the four hypotheses searched side by side on two cores an
+  item takes as long as before (`tandem eval medsg` on `--seed 502`'s 100 multi-view items, two
+  alternating runs each, mean ms per item: 110.7 / 110.0 one way, 174.1 / 172.3 both ways one
+  hypothesis at a time, 108.4 / 104.1 side by side).
 - **T7** (`Engine::locate` with `register_first`): the pair is registered by normalized mutual
   information (shift, rotation, scale; `registration::mutual`) and the reference box mapped
   through it — for **both** columns, since the model's local matching only added noise to it on

@@ -8,6 +8,7 @@
 
 use crate::grounding::geometry::BBox;
 use crate::study::gray::GrayImage;
+use rayon::prelude::*;
 
 /// Lines per axis at the finest level of the search.
 const LINES: usize = 112;
@@ -345,8 +346,9 @@ pub fn equalized(img: &GrayImage) -> GrayImage {
 
 /// The best line pair under each hypothesis of which axes the planes share, best first.
 pub fn intersect_all(reference: &GrayImage, target: &GrayImage, reference_box: Option<BBox>) -> Vec<Intersection> {
+    // The hypotheses are searched side by side (each on its own; the result does not depend on it).
     let mut found: Vec<(SharedAxes, Candidate)> = SharedAxes::ALL
-        .iter()
+        .par_iter()
         .filter_map(|&s| {
             let ra = s.axes().0;
             let across = reference_box.map(|b| {
