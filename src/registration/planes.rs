@@ -2,9 +2,10 @@
 //! one row or column of the first shows what one row or column of the second shows. Each view
 //! may have been cropped, resampled (to another pixel size along each axis) and windowed on its
 //! own, so the two lines agree only up to a scale (of either sign: an axis may run the other
-//! way in one view) and an offset along them and a monotone intensity map: they are compared by normalized correlation over their overlap, for every
-//! scale and offset in a plausible range, coarse to fine. Finding that pair says which axis the
-//! planes share, where each lies in the other, and how positions along the shared axis map.
+//! way in one view) and an offset along them and a monotone intensity map: they are compared by
+//! normalized correlation over their overlap, for every scale and offset in a plausible range,
+//! coarse to fine. Finding that pair says which axis the planes share, where each lies in the
+//! other, and how positions along the shared axis map.
 
 use crate::grounding::geometry::BBox;
 use crate::study::gray::GrayImage;
@@ -266,9 +267,10 @@ fn search(
     let coarse = &levels[0];
     let n = coarse.n;
     let mut found = Vec::new();
+    let scales = scales();
     for &i in &lines_in(n, across) {
         for j in 0..n {
-            for &a in &scales() {
+            for &a in &scales {
                 // Target fraction a·u + b must reach 0..1 for some u in 0..1.
                 let mut b = -a.max(0.0);
                 while b < 1.0 - a.min(0.0) {
