@@ -231,7 +231,7 @@ pub struct TrainArgs {
     /// Weights file to write (its .json metadata goes beside it).
     #[arg(long, default_value = "models/grounder.bpk")]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 20261204)]
+    #[arg(long, default_value_t = 20261206)]
     pub seed: u64,
     #[arg(long, default_value_t = 3500)]
     pub steps: usize,

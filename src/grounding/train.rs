@@ -95,7 +95,7 @@ impl Default for TrainOptions {
         TrainOptions {
             data_dir: PathBuf::from("../shared/data/dicom"),
             out: PathBuf::from("models/grounder.bpk"),
-            seed: 20261204,
+            seed: 20261206,
             steps: 3500,
             batch: 8,
             learning_rate: 2e-3,
@@ -405,6 +405,7 @@ pub fn train(opts: &TrainOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Tra
     let mut train_images = pool.names.clone();
     train_images.extend(sources.volumes.iter().map(|v| format!("{} (volume)", v.name)));
     let mut synth = crate::grounding::splits::synth(&sources, opts.item_size, Rendering::Train);
+    synth.augment = true;
     if let Some(left_out) = opts.without_family {
         synth.families.retain(|&k| k != left_out);
         progress(&format!("change family left out: {}", left_out.name()));
