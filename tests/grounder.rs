@@ -98,7 +98,7 @@ fn verbose_cli_reports_the_device_and_why() {
 }
 
 /// The consistency-task figures the model card claims hold on the committed validation set:
-/// multi-view through the planes' common line (70 %, its views rendered each on its own and
+/// multi-view through the planes' common line (67.5 %, its views rendered each on its own and
 /// their shared axis found either way round), cross-modal through registration, with the
 /// classical grounder (given the same geometry) behind on multi-view.
 #[test]

@@ -198,6 +198,12 @@ images with a separate seed.
   hides part of a change hides it from the answer too). The change head is trained on those
   visible pixels with the gaps between them (up to 7 px) filled: scattered pixels, as a warp of
   texture leaves them, had taught it to box only a change's solid core.
+- Half the images of a difference pair also get a reconstruction of their own (a softer or sharper
+  kernel, a tone curve, signal-dependent noise: `synth::reconstruction`), so that two acquisitions
+  of one patient may differ by more than a global curve; evaluation items never get it. It raised
+  the second-rendering T1/T2 rows of the out-of-distribution table below by 3–11 points; the first
+  training seed tried with it (20261204) lost three items on the held-out source's
+  training-rendering T2, one more than the rule written before its run allowed, and was not kept.
 - {steps} steps × {batch} difference pairs + {batch} reference/target pairs, items of {size} px.
 - Wall time {minutes:.1} min on {device_train}; machine: {machine}.
 - Final smoothed losses: change {l0:.4}, match {l1:.4}, size {l2:.4} (curve: `models/loss.csv`).{recal}
