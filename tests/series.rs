@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use tandem::grounding::BBox;
 use tandem::grounding::series::{Matching, match_slices};
 use tandem::study::GrayImage;
 
@@ -459,10 +460,12 @@ fn track_follows_a_frame_of_another_size_on_the_first_frames_grid() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let b: Vec<f64> = v["frames"][1]["box"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
-    // Within 4 px: the network places boxes on its match map's 4-px stride, interpolated; a box
-    // given on the wrong grid would be off by tens of pixels.
-    let expected = [50.0, 60.0, 95.0, 100.0];
-    assert!(b.iter().zip(expected).all(|(got, want)| (got - want).abs() <= 4.0), "box on the half-size frame: {b:?}");
+    // The half-size box, up to the network's precision (its match map has a 4-px stride and its
+    // size head is not exact: IoU ≥ 0.7); a box given on the first frame's grid would lie at twice
+    // these coordinates and hardly overlap it.
+    let found = BBox::new(b[0] as f32, b[1] as f32, b[2] as f32, b[3] as f32);
+    let iou = found.iou(&BBox::new(50.0, 60.0, 95.0, 100.0));
+    assert!(iou >= 0.7, "box on the half-size frame: {b:?} (IoU {iou:.2})");
     assert_eq!(v["units"], "px");
     let long = |k: usize| v["frames"][k]["long_axis"].as_f64().unwrap();
     assert!((long(1) - long(0)).abs() <= 0.1 * long(0), "sizes on the common grid: {} and {}", long(0), long(1));
