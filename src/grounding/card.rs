@@ -200,10 +200,11 @@ images with a separate seed.
   texture leaves them, had taught it to box only a change's solid core.
 - Half the images of a difference pair also get a reconstruction of their own (a softer or sharper
   kernel, a tone curve, signal-dependent noise: `synth::reconstruction`), so that two acquisitions
-  of one patient may differ by more than a global curve; evaluation items never get it. It raised
-  the second-rendering T1/T2 rows of the out-of-distribution table below by 3–11 points; the first
-  training seed tried with it (20261204) lost three items on the held-out source's
-  training-rendering T2, one more than the rule written before its run allowed, and was not kept.
+  of one patient may differ by more than a global curve; evaluation items never get it. Against
+  the weights before it (trained without it, seed 20261204) the second-rendering T1/T2 rows of the
+  out-of-distribution table below rose by 3–11 points. Trained with that same seed, it had raised
+  them by 3–13 but lost three items on the held-out source's training-rendering T2, one more than
+  the rule written before its run allowed, so that run was not kept.
 - {steps} steps × {batch} difference pairs + {batch} reference/target pairs, items of {size} px.
 - Wall time {minutes:.1} min on {device_train}; machine: {machine}.
 - Final smoothed losses: change {l0:.4}, match {l1:.4}, size {l2:.4} (curve: `models/loss.csv`).{recal}
