@@ -95,6 +95,14 @@ fn ood_row(r: &serde_json::Value, note: &str) -> String {
     )
 }
 
+/// Which code trained a leave-one-family-out run, and whether its calibration was redone since:
+/// it may be older than the shipped weights' recipe.
+fn lofo_provenance(training: &serde_json::Value) -> String {
+    let Some(commit) = training["source_commit"].as_str() else { return String::new() };
+    let recalibrated = if training["recalibrated"].as_bool() == Some(true) { ", calibrated again since by `--calibrate-only`" } else { "" };
+    format!(" (trained by the code at `{commit}`{recalibrated})")
+}
+
 /// Leave-one-family-out runs kept beside the OOD report (`lofo/F/grounder.json` + `ood.json`):
 /// weights trained without family F, scored on items of every family.
 fn lofo_section(ood: Option<&Path>) -> String {
@@ -118,12 +126,13 @@ fn lofo_section(ood: Option<&Path>) -> String {
         }
         let folder = run.display();
         s.push_str(&format!(
-            "\n`tandem train --seed {} --steps {} --batch {} --without-family {family} --out {folder}/grounder.bpk`, then\n\
+            "\n`tandem train --seed {} --steps {} --batch {} --without-family {family} --out {folder}/grounder.bpk`{}, then\n\
              `TANDEM_WEIGHTS={folder}/grounder.bpk tandem eval ood --only family --per-task {} --json {folder}/ood.json`:\n\n\
              | items | task | n | model Acc@0.5 | baseline Acc@0.5 | mean IoU model / baseline |\n|---|---|---:|---:|---:|---:|\n",
             t["seed"],
             t["steps"],
             t["batch"],
+            lofo_provenance(t),
             items_per_task(rows.as_array().map_or(&[], |v| v.as_slice()))
         ));
         for r in rows.as_array().into_iter().flatten() {
