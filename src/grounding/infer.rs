@@ -446,7 +446,7 @@ pub fn boxes_from_logits(full: &GrayImage, extent_logit: f32, calibrate: &dyn Fn
 /// on difference items from the training images (`tandem synth --split train --seed 78
 /// --per-task 80`, both renderings, and `--seed 79 --family …`) among 0, 0.7, 1.0, 1.4, 2.0 and
 /// blurring only the sharper image: 1.0 gained 5.0 / 3.8 points (T1 / T2) on the second rendering
-/// and kept the training rendering and each family within one item; then confirmed on seeds 505
+/// while no training-rendering or family cell lost more than one item; then confirmed on seeds 505
 /// (second rendering), 502 and 503 (see the model card).
 // Training on pairs smoothed the same way (same seed and steps) lost 1.9–5.0 points on the
 // second-rendering T1/T2 rows of `tandem eval ood --per-task 160` while it gained on growth
