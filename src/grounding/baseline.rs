@@ -43,13 +43,7 @@ pub fn diff(prior: &GrayImage, current: &GrayImage) -> (Vec<Scored>, Transform) 
     // align gives current_from_prior; we need prior_from_current to resample the prior.
     let prior_from_current = align.fixed_from_moving.inverse().unwrap_or(Transform::IDENTITY);
     let (warped, covered) = prior_on_current_covering(prior, current, &prior_from_current);
-    (regions(&warped, current, &covered), prior_from_current)
-}
-
-/// The regions where an aligned pair differs, each grown through its feathered rim, strongest
-/// first; `covered` marks the pixels the prior covers.
-pub fn regions(warped: &GrayImage, current: &GrayImage, covered: &[bool]) -> Vec<Scored> {
-    let matched = MatchedDifference::new(warped, current, covered, &[]);
+    let matched = MatchedDifference::new(&warped, current, &covered, &[]);
     let (difference, threshold) = (&matched.difference, matched.threshold);
     let (_, mut comps) = components(difference, threshold, difference);
     if comps.is_empty() {
@@ -71,7 +65,7 @@ pub fn regions(warped: &GrayImage, current: &GrayImage, covered: &[bool]) -> Vec
         })
         .collect();
     out.sort_by(|a, b| b.score.total_cmp(&a.score));
-    out
+    (out, prior_from_current)
 }
 
 /// Sums over windows via an integral image (f64 for precision on large images).

@@ -3,7 +3,7 @@
 
 use burn::prelude::*;
 
-use crate::grounding::baseline::{self, Scored};
+use crate::grounding::baseline::Scored;
 use crate::grounding::fused::FusedNet;
 use crate::grounding::geometry::{BBox, components};
 use crate::grounding::model::{GrounderNet, STRIDE, TEMPLATE_CROP_PX, TEMPLATE_PX};
@@ -222,14 +222,7 @@ impl NetRunner {
         // the change's region.
         let (prior, current_soft) = (prior.blur(COMMON_RESOLUTION_SIGMA), current.blur(COMMON_RESOLUTION_SIGMA));
         let logits = upsample_logits(&self.change_logits(&prior, &current_soft)?, current.width, current.height);
-        let mut boxes = boxes_from_logits(&logits, self.meta.change_extent_logit, &|l| self.meta.change_calibration.probability(l));
-        if let Some(top) = boxes.first_mut()
-            && let Some(region) = baseline::regions(prior_on_current, current, covered).first()
-            && rim_supported(&logits, extent_level(&logits, self.meta.change_extent_logit), top.bbox, region.bbox)
-        {
-            top.bbox = region.bbox;
-        }
-        Ok(boxes)
+        Ok(boxes_from_logits(&logits, self.meta.change_extent_logit, &|l| self.meta.change_calibration.probability(l)))
     }
 
     /// Finds `reference_box` of `reference` in `target` (0..1 images): the best candidate.
@@ -461,41 +454,15 @@ pub fn boxes_from_logits(full: &GrayImage, extent_logit: f32, calibrate: &dyn Fn
 // pairs smoother than those the network learnt on, so training keeps unsmoothed pairs.
 const COMMON_RESOLUTION_SIGMA: f32 = 1.0;
 
-/// A subtraction region may replace the network's box only up to this many times its area…
-const RIM_MAX_AREA_RATIO: f32 = 2.5;
-/// …and where the network's logits over the added ring stand above (extent level − this)…
-const RIM_LOGIT_BELOW_EXTENT: f32 = 6.0;
-/// …on at least this fraction of the ring's pixels.
-const RIM_MIN_SUPPORT: f32 = 0.3;
-
-/// Whether the pixel subtraction's `region` should replace the network's `found` box: it holds
-/// the box, is at most `RIM_MAX_AREA_RATIO` times larger, and the network itself responds, if
-/// faintly, over the ring between them. A change of a kind the network never learnt (a growth
-/// warp, left out of training) is boxed at its core while the subtraction sees its whole visible
-/// extent; where the subtraction instead spreads into noise or edges, the network stays silent
-/// over the ring. Chosen on training-image items (see the model card).
-fn rim_supported(logits: &GrayImage, level: f32, found: BBox, region: BBox) -> bool {
-    const CONTAIN_TOLERANCE_PX: f32 = 2.0;
-    let holds = found.x1 >= region.x1 - CONTAIN_TOLERANCE_PX
-        && found.y1 >= region.y1 - CONTAIN_TOLERANCE_PX
-        && found.x2 <= region.x2 + CONTAIN_TOLERANCE_PX
-        && found.y2 <= region.y2 + CONTAIN_TOLERANCE_PX;
-    if !holds || region.area() > RIM_MAX_AREA_RATIO * found.area() {
-        return false;
-    }
-    let (mut ring, mut responding) = (0usize, 0usize);
-    for y in (region.y1.max(0.0) as usize)..(region.y2.max(0.0) as usize).min(logits.height) {
-        for x in (region.x1.max(0.0) as usize)..(region.x2.max(0.0) as usize).min(logits.width) {
-            let (cx, cy) = (x as f32 + 0.5, y as f32 + 0.5);
-            if cx >= found.x1 && cx <= found.x2 && cy >= found.y1 && cy <= found.y2 {
-                continue;
-            }
-            ring += 1;
-            responding += usize::from(logits.get(x, y) > level - RIM_LOGIT_BELOW_EXTENT);
-        }
-    }
-    ring > 0 && responding as f32 >= RIM_MIN_SUPPORT * ring as f32
-}
+// The head's boxes are its own. Growing the top box to the pixel subtraction's region
+// (`baseline::diff`) where that region holds it, is at most 2.5 times its area and the logits over
+// the ring between stand above the extent level minus 6 on 30 % of its pixels (chosen on
+// training-image items, passed a rule written before on seeds 502, 503, 505 and 506) raised the
+// leave-growth-out weights' growth rows of `tandem eval ood --per-task 160` from 23.8 / 29.4 % to
+// 40.6 / 36.2 (the baseline: 70.6 / 61.9), but the shipped weights lost items on eleven of the
+// sixteen T1/T2 rows, up to six of 160 (removal 93.8 / 95.0 -> 90.0 / 91.9, second rendering of
+// the validation images T1 78.1 -> 75.0; validation T2 100 -> 95.0) and gained on four (growth
+// 80.0 / 77.5 -> 81.9 / 80.6): not kept.
 
 // Chosen on difference items from the training images (`tandem synth --split train --seed 78
 // --per-task 80`, both renderings, and `--seed 79 --family growth --per-task 40`, whose large
@@ -562,29 +529,5 @@ mod tests {
         let clean = logits.map(|v| if v > 5.0 { v } else { -6.0 });
         let c = boxes_from_logits(&upsample_logits(&clean, 160, 160), -0.5, &|l| 1.0 / (1.0 + (-l).exp()))[0].bbox;
         assert!(c.iou(&truth) > 0.7, "{c:?}");
-    }
-
-    #[test]
-    fn the_subtraction_extends_a_box_only_where_the_network_responds_around_it() {
-        // The network boxes the core (20..40)² at logit 5; the subtraction's region is (16..44)².
-        let core = BBox::new(20.0, 20.0, 40.0, 40.0);
-        let region = BBox::new(16.0, 16.0, 44.0, 44.0);
-        let inside = |x: usize, y: usize, b: BBox| (x as f32) >= b.x1 && (x as f32) < b.x2 && (y as f32) >= b.y1 && (y as f32) < b.y2;
-        let faint_rim = GrayImage::from_fn(64, 64, |x, y| {
-            if inside(x, y, core) {
-                5.0
-            } else if inside(x, y, region) {
-                -4.0
-            } else {
-                -12.0
-            }
-        });
-        assert!(rim_supported(&faint_rim, 0.0, core, region));
-        // Silent around the box: the region spread into something the network does not see.
-        let silent = faint_rim.map(|v| if v > 0.0 { v } else { -12.0 });
-        assert!(!rim_supported(&silent, 0.0, core, region));
-        // A region that does not hold the box, or is far larger than it, never replaces it.
-        assert!(!rim_supported(&faint_rim, 0.0, core, BBox::new(24.0, 16.0, 44.0, 44.0)));
-        assert!(!rim_supported(&faint_rim.map(|_| 0.0), 0.0, core, BBox::new(0.0, 0.0, 64.0, 64.0)));
     }
 }
