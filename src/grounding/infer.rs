@@ -222,6 +222,15 @@ impl NetRunner {
         // the change's region.
         let (prior, current_soft) = (prior.blur(COMMON_RESOLUTION_SIGMA), current.blur(COMMON_RESOLUTION_SIGMA));
         let logits = upsample_logits(&self.change_logits(&prior, &current_soft)?, current.width, current.height);
+        // The head's boxes are its own. Growing the top box to the pixel subtraction's region
+        // (`baseline::diff`) where that region holds it, is at most 2.5 times its area and the logits
+        // over the ring between stand above the extent level minus 6 on 30 % of its pixels (chosen on
+        // training-image items, passed a rule written before on seeds 502, 503, 505 and 506) raised
+        // the leave-growth-out weights' growth rows of `tandem eval ood --per-task 160` from 23.8 /
+        // 29.4 % to 40.6 / 36.2 (the baseline: 70.6 / 61.9), but the shipped weights lost items on
+        // eleven of the sixteen T1/T2 rows, up to six of 160 (removal 93.8 / 95.0 -> 90.0 / 91.9,
+        // second rendering of the validation images T1 78.1 -> 75.0; validation T2 100 -> 95.0) and
+        // gained on four (growth 80.0 / 77.5 -> 81.9 / 80.6): not kept.
         Ok(boxes_from_logits(&logits, self.meta.change_extent_logit, &|l| self.meta.change_calibration.probability(l)))
     }
 
@@ -453,16 +462,6 @@ pub fn boxes_from_logits(full: &GrayImage, extent_logit: f32, calibrate: &dyn Fn
 // (80.0 / 77.5 -> 81.2 / 84.4 %) and validation T3 (67.5 -> 72.5). The gain here seems to need
 // pairs smoother than those the network learnt on, so training keeps unsmoothed pairs.
 const COMMON_RESOLUTION_SIGMA: f32 = 1.0;
-
-// The head's boxes are its own. Growing the top box to the pixel subtraction's region
-// (`baseline::diff`) where that region holds it, is at most 2.5 times its area and the logits over
-// the ring between stand above the extent level minus 6 on 30 % of its pixels (chosen on
-// training-image items, passed a rule written before on seeds 502, 503, 505 and 506) raised the
-// leave-growth-out weights' growth rows of `tandem eval ood --per-task 160` from 23.8 / 29.4 % to
-// 40.6 / 36.2 (the baseline: 70.6 / 61.9), but the shipped weights lost items on eleven of the
-// sixteen T1/T2 rows, up to six of 160 (removal 93.8 / 95.0 -> 90.0 / 91.9, second rendering of
-// the validation images T1 78.1 -> 75.0; validation T2 100 -> 95.0) and gained on four (growth
-// 80.0 / 77.5 -> 81.9 / 80.6): not kept.
 
 // Chosen on difference items from the training images (`tandem synth --split train --seed 78
 // --per-task 80`, both renderings, and `--seed 79 --family growth --per-task 40`, whose large
