@@ -592,11 +592,20 @@ pub enum ChangeKind {
     Intensity,
     /// A structure removed and filled in with the texture around it.
     Removal,
+    /// Texture moved or re-grained in place: a smooth displacement field of no one direction, or
+    /// the fine detail blurred away or sharpened. Training only (not in `ALL`, so evaluation
+    /// sets are unchanged): a change whose visible pixels are scattered, to teach the extent of
+    /// changes of kinds the other families do not make.
+    Texture,
 }
 
 impl ChangeKind {
     pub const ALL: [ChangeKind; 5] =
         [ChangeKind::Lesion, ChangeKind::CutPaste, ChangeKind::Growth, ChangeKind::Intensity, ChangeKind::Removal];
+
+    /// The families training draws from: the evaluated ones and the training-only `Texture`.
+    pub const TRAINING: [ChangeKind; 6] =
+        [ChangeKind::Lesion, ChangeKind::CutPaste, ChangeKind::Growth, ChangeKind::Intensity, ChangeKind::Removal, ChangeKind::Texture];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -605,11 +614,12 @@ impl ChangeKind {
             ChangeKind::Growth => "growth",
             ChangeKind::Intensity => "intensity",
             ChangeKind::Removal => "removal",
+            ChangeKind::Texture => "texture",
         }
     }
 
     pub fn parse(s: &str) -> Option<ChangeKind> {
-        ChangeKind::ALL.into_iter().find(|k| k.name() == s)
+        ChangeKind::TRAINING.into_iter().find(|k| k.name() == s)
     }
 
     /// How often the family is drawn when all are allowed.
@@ -620,6 +630,7 @@ impl ChangeKind {
             ChangeKind::Growth => 0.2,
             ChangeKind::Intensity => 0.15,
             ChangeKind::Removal => 0.15,
+            ChangeKind::Texture => 0.2,
         }
     }
 
@@ -674,6 +685,7 @@ pub fn apply_change_of(
         ChangeKind::Growth => local_warp(rng, img, cx, cy, radius),
         ChangeKind::Intensity => local_intensity(rng, img, cx, cy, radius),
         ChangeKind::Removal => remove_structure(rng, img, cx, cy, radius),
+        ChangeKind::Texture => regrain(rng, img, cx, cy, radius),
     };
     let region = visible_change(img, &after, cx, cy, radius * 3.0 + 16.0)?;
     Some((after, region))
@@ -922,6 +934,34 @@ fn remove_structure(rng: &mut Rng, img: &GrayImage, cx: f32, cy: f32, radius: f3
     })
 }
 
+/// Moves the texture around (`cx`, `cy`) by a smooth field whose direction wanders (not radial,
+/// unlike `local_warp`), or blurs or sharpens its fine detail, inside a soft envelope.
+fn regrain(rng: &mut Rng, img: &GrayImage, cx: f32, cy: f32, radius: f32) -> GrayImage {
+    let sigma = radius * rng.range(0.6, 1.2);
+    let envelope = |x: usize, y: usize| {
+        let d2 = (x as f32 - cx).powi(2) + (y as f32 - cy).powi(2);
+        (-d2 / (2.0 * sigma * sigma)).exp()
+    };
+    if rng.chance(0.6) {
+        let amp = (sigma * rng.range(0.15, 0.4)).clamp(1.5, 10.0);
+        let freq = rng.range(0.5, 1.5) / sigma;
+        let (nx, ny) = (Noise3::new(rng.next_u64()), Noise3::new(rng.next_u64()));
+        blend_local(img, cx, cy, sigma * 2.5, |x, y, _| {
+            let e = amp * envelope(x, y);
+            let (fx, fy) = (x as f32 * freq, y as f32 * freq);
+            img.sample(x as f32 + e * nx.value(fx, fy, 0.0), y as f32 + e * ny.value(fx, fy, 5.3))
+        })
+    } else {
+        let smooth = img.blur(rng.range(1.0, 3.0));
+        // Detail kept 0–40 % (blurred away) or raised 1.8–3 times (sharpened).
+        let gain = if rng.chance(0.5) { rng.range(0.0, 0.4) } else { rng.range(1.8, 3.0) };
+        blend_local(img, cx, cy, sigma * 2.5, |x, y, v| {
+            let s = smooth.get(x, y);
+            v + (s + gain * (v - s) - v) * envelope(x, y)
+        })
+    }
+}
+
 /// A smooth random displacement field of amplitude up to `amp` pixels.
 pub(crate) struct Elastic {
     noise_x: Noise3,
@@ -968,6 +1008,31 @@ mod tests {
                 assert!(item.answer.area() >= 64.0);
             }
         }
+    }
+
+    #[test]
+    fn texture_changes_move_pixels_only_near_their_centre() {
+        let img = phantom_view(&mut Rng::new(3), 160);
+        let mut rng = Rng::new(21);
+        let mut made = 0;
+        for _ in 0..12 {
+            let (cx, cy, radius) = (80.0, 80.0, rng.range(6.0, 20.0));
+            let after = regrain(&mut rng, &img, cx, cy, radius);
+            let Some(region) = visible_change(&img, &after, cx, cy, radius * 3.0 + 16.0) else { continue };
+            made += 1;
+            assert!(region.bbox.area() >= 16.0);
+            // Nothing moves beyond the envelope's blend reach (2.5 σ, σ ≤ 1.2 r), so the answer
+            // box of the item stays within reach of the change.
+            let reach = 3.0 * radius + 1.0;
+            for y in 0..img.height {
+                for x in 0..img.width {
+                    if (x as f32 - cx).abs().max((y as f32 - cy).abs()) > reach {
+                        assert_eq!(after.get(x, y), img.get(x, y));
+                    }
+                }
+            }
+        }
+        assert!(made >= 6, "only {made} of 12 texture changes were visible");
     }
 
     #[test]

@@ -406,6 +406,7 @@ pub fn train(opts: &TrainOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Tra
     train_images.extend(sources.volumes.iter().map(|v| format!("{} (volume)", v.name)));
     let mut synth = crate::grounding::splits::synth(&sources, opts.item_size, Rendering::Train);
     synth.augment = true;
+    synth.families = ChangeKind::TRAINING.to_vec();
     if let Some(left_out) = opts.without_family {
         synth.families.retain(|&k| k != left_out);
         progress(&format!("change family left out: {}", left_out.name()));
