@@ -268,6 +268,7 @@ pub fn train(cli: &Cli, args: &TrainArgs) -> Result<(), CliError> {
         minutes: args.minutes,
         images_dir: (args.images.as_os_str() != "none").then(|| args.images.clone()),
         without_family: args.without_family,
+        with_texture: args.with_texture,
         ..TrainOptions::default()
     };
     let run = if args.calibrate_only { train::recalibrate } else { train::train };

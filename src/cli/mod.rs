@@ -247,6 +247,10 @@ pub struct TrainArgs {
     /// Leave one change family out of training (lesion, cutpaste, growth, intensity, removal).
     #[arg(long, value_parser = parse_family)]
     pub without_family: Option<ChangeKind>,
+    /// Also draw the training-only texture family (a measurement; the shipped weights were
+    /// trained without it, see the model card).
+    #[arg(long)]
+    pub with_texture: bool,
     /// Train on a GPU through wgpu.
     #[arg(long)]
     pub gpu: bool,

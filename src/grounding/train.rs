@@ -88,6 +88,8 @@ pub struct TrainOptions {
     pub images_dir: Option<PathBuf>,
     /// A change family left out of training (to measure changes of an unseen kind).
     pub without_family: Option<ChangeKind>,
+    /// Also draw the training-only `texture` family (measured, not in the shipped recipe).
+    pub with_texture: bool,
 }
 
 impl Default for TrainOptions {
@@ -104,6 +106,7 @@ impl Default for TrainOptions {
             minutes: None,
             images_dir: Some(PathBuf::from("../shared/data/train-images")),
             without_family: None,
+            with_texture: false,
         }
     }
 }
@@ -370,6 +373,9 @@ pub struct TrainReport {
     /// The change family left out of training and calibration (`--without-family`), if any.
     #[serde(default)]
     pub without_family: Option<String>,
+    /// Whether the training-only texture family was drawn (`--with-texture`).
+    #[serde(default)]
+    pub with_texture: bool,
 }
 
 impl TrainReport {
@@ -406,7 +412,10 @@ pub fn train(opts: &TrainOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Tra
     train_images.extend(sources.volumes.iter().map(|v| format!("{} (volume)", v.name)));
     let mut synth = crate::grounding::splits::synth(&sources, opts.item_size, Rendering::Train);
     synth.augment = true;
-    synth.families = ChangeKind::TRAINING.to_vec();
+    if opts.with_texture {
+        synth.families = ChangeKind::TRAINING.to_vec();
+        progress("training-only change family added: texture");
+    }
     if let Some(left_out) = opts.without_family {
         synth.families.retain(|&k| k != left_out);
         progress(&format!("change family left out: {}", left_out.name()));
@@ -476,6 +485,7 @@ pub fn train(opts: &TrainOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Tra
         recalibrated: false,
         source_commit: source_commit(),
         without_family: opts.without_family.map(|k| k.name().to_string()),
+        with_texture: opts.with_texture,
     };
     if let Some(dir) = opts.out.parent() {
         std::fs::create_dir_all(dir)?;
