@@ -324,7 +324,7 @@ impl From<RenderingArg> for crate::grounding::synth::Rendering {
 }
 
 fn parse_family(s: &str) -> Result<ChangeKind, String> {
-    ChangeKind::parse(s).ok_or_else(|| format!("unknown change family {s:?}; one of {}", ChangeKind::TRAINING.map(|k| k.name()).join(", ")))
+    ChangeKind::parse(s).ok_or_else(|| format!("unknown change family {s:?}; one of {}", ChangeKind::ALL.map(|k| k.name()).join(", ")))
 }
 
 /// A failure to report as `error: …` with exit code 2.

@@ -571,6 +571,8 @@ pub fn recalibrate(opts: &TrainOptions, progress: &dyn Fn(&str)) -> anyhow::Resu
     let mut report: TrainReport =
         serde_json::from_value(meta.training.clone()).map_err(|e| anyhow::anyhow!("{} has no training record: {e}", opts.out.display()))?;
     report.recalibrated = true;
+    // Weights trained before the record kept the flag: the caller says whether texture was drawn.
+    report.with_texture |= opts.with_texture;
     if let Some(family) = opts.without_family {
         // Weights trained before the record kept it: the caller says which family was left out.
         report.without_family = Some(family.name().to_string());
