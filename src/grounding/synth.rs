@@ -600,10 +600,6 @@ impl ChangeKind {
     pub const ALL: [ChangeKind; 5] =
         [ChangeKind::Lesion, ChangeKind::CutPaste, ChangeKind::Growth, ChangeKind::Intensity, ChangeKind::Removal];
 
-    /// The families training draws from: the evaluated ones and the training-only `Texture`.
-    pub const TRAINING: [ChangeKind; 6] =
-        [ChangeKind::Lesion, ChangeKind::CutPaste, ChangeKind::Growth, ChangeKind::Intensity, ChangeKind::Removal, ChangeKind::Texture];
-
     pub fn name(self) -> &'static str {
         match self {
             ChangeKind::Lesion => "lesion",
@@ -1010,7 +1006,7 @@ mod tests {
     }
 
     #[test]
-    fn texture_changes_move_pixels_only_near_their_centre() {
+    fn texture_changes_lie_inside_their_answer_mask() {
         // Tissue-like texture: fine structure for the displacement to move and the filter to blur.
         let grain = Noise3::new(3);
         let img = GrayImage::from_fn(160, 160, |x, y| 0.5 + 0.45 * grain.value(x as f32 * 0.3, y as f32 * 0.3, 0.0));

@@ -413,7 +413,7 @@ pub fn train(opts: &TrainOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Tra
     let mut synth = crate::grounding::splits::synth(&sources, opts.item_size, Rendering::Train);
     synth.augment = true;
     if opts.with_texture {
-        synth.families = ChangeKind::TRAINING.to_vec();
+        synth.families.push(ChangeKind::Texture);
         progress("training-only change family added: texture");
     }
     if let Some(left_out) = opts.without_family {
