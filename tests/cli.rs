@@ -1,5 +1,5 @@
-//! The command-line contracts other tools rely on: `tandem info`, `ground`, `eval medsg` and
-//! `annotations`, including exit codes and error lines for bad input.
+//! The command-line contracts other tools rely on: `tandem info`, `ground`, `eval medsg`,
+//! `eval compare` and `annotations`, including exit codes and error lines for bad input.
 
 use std::process::{Command, Output};
 
@@ -180,6 +180,22 @@ fn eval_medsg_runs_every_task_of_the_example() {
         }
     }
     one_error_line(&tandem(&["eval", "medsg", "tests/data/dicom/reference.json"]));
+}
+
+#[test]
+fn eval_compare_reads_the_shipped_report_and_rejects_a_truncated_one() {
+    // The shipped report against itself: every row compared, nothing lost, kept.
+    let out = tandem(&["eval", "compare", "models/ood.json", "models/ood.json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("| family growth, validation images | T1 Registered_Diff | 160 |"), "{table}");
+    assert!(table.contains("(+0)") && table.ends_with("kept\n") && !table.contains("not kept"), "{table}");
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("cut.json");
+    let text = std::fs::read_to_string("models/ood.json").unwrap();
+    std::fs::write(&cut, &text[..text.len() / 2]).unwrap();
+    let err = one_error_line(&tandem(&["eval", "compare", "models/ood.json", cut.to_str().unwrap()]));
+    assert!(err.contains("not an `eval ood --json` report"), "{err}");
 }
 
 // ----- outputs never clobber inputs or reviewed work (issue 18) ------------------------------

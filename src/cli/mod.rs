@@ -6,6 +6,7 @@ pub mod batch;
 pub mod bench;
 pub mod bench_series;
 pub mod bench_view;
+pub mod compare;
 pub mod ground;
 pub mod info;
 pub mod ood;
@@ -224,6 +225,9 @@ pub enum EvalCommand {
     /// The out-of-distribution report: items from images and a source never trained on, a
     /// second rendering pipeline and each change family, model beside baseline.
     Ood(ood::OodArgs),
+    /// Two `eval ood --json` reports side by side, in items per row, with the rule a change to
+    /// the grounder is kept by (no T1-T4 row down by more than a tolerance, the T1/T2 total not down).
+    Compare(compare::CompareArgs),
 }
 
 #[derive(Args, Debug)]
@@ -384,6 +388,7 @@ pub fn run(cli: Cli) -> i32 {
         Some(Command::Info { file, json }) => info_cmd(file, *json),
         Some(Command::Ground { what }) => ground::run(&cli, what),
         Some(Command::Eval { what: EvalCommand::Ood(args) }) => ood::run(&cli, args),
+        Some(Command::Eval { what: EvalCommand::Compare(args) }) => compare::run(args),
         Some(Command::Eval { what }) => ground::eval(&cli, what),
         Some(Command::Train(args)) => ground::train(&cli, args),
         Some(Command::Synth(args)) => ground::synth(args),

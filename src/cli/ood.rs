@@ -65,15 +65,16 @@ fn rows() -> Vec<Row> {
     rows
 }
 
-#[derive(serde::Serialize)]
-struct RowResult {
-    row: String,
-    task: String,
-    n: usize,
-    model_acc05: f64,
-    baseline_acc05: f64,
-    model_iou: f64,
-    baseline_iou: f64,
+/// One row of the report, as `--json` writes it.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct RowResult {
+    pub row: String,
+    pub task: String,
+    pub n: usize,
+    pub model_acc05: f64,
+    pub baseline_acc05: f64,
+    pub model_iou: f64,
+    pub baseline_iou: f64,
 }
 
 pub fn run(cli: &Cli, args: &OodArgs) -> Result<(), CliError> {
