@@ -231,7 +231,12 @@ impl NetRunner {
         // eleven of the sixteen T1/T2 rows, up to six of 160 (removal 93.8 / 95.0 -> 90.0 / 91.9,
         // second rendering of the validation images T1 78.1 -> 75.0; validation T2 100 -> 95.0) and
         // gained on four (growth 80.0 / 77.5 -> 81.9 / 80.6): not kept.
-        Ok(boxes_from_logits(&logits, self.meta.change_extent_logit, &|l| self.meta.change_calibration.probability(l)))
+        let mut boxes = boxes_from_logits(&logits, self.meta.change_extent_logit, &|l| self.meta.change_calibration.probability(l));
+        // The map places an edge only to within a stride cell; the pixels place it exactly.
+        for b in &mut boxes {
+            b.bbox = subtract::snap_edges_to_visible(&prior, &current_soft, b.bbox);
+        }
+        Ok(boxes)
     }
 
     /// Finds `reference_box` of `reference` in `target` (0..1 images): the best candidate.
