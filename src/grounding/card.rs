@@ -236,7 +236,7 @@ images with a separate seed.
   held-out source (T3 112 → 119 and 105 → 111 items) but the T1/T2 total fell from 2316 to 2308,
   the held-out source's second-rendering T1 by 5 items (133 → 128) and the validation images'
   second-rendering T3 by 3; on the validation set T2 and T3 lost one item each. The extra steps
-  helped the match head more than the change head.
+  raised multi-view on the held-out source only.
 - Half the images of a difference pair also get a reconstruction of their own (a softer or sharper
   kernel, a tone curve, signal-dependent noise: `synth::reconstruction`), so that two acquisitions
   of one patient may differ by more than a global curve; evaluation items never get it. Against
@@ -299,7 +299,7 @@ format and tasks, so they say how Tandem does on these tasks, not how it would r
   asked for the family mean, 92.6 against 92.9, to stay within one point). The head's map has a
   stride of 4 px, so it places an edge only to within a cell: each edge of its box then moves by
   at most 2 px to the outermost row or column with at least two visibly changed pixels (the
-  smoothed pair differing by 0.02, or by 3 robust σ of the difference around the box where that
+  smoothed pair differing by more than 0.02, or than 3 robust σ of the difference around the box where that
   is higher), and stays where noise puts that level above 0.03 and hides the rim
   (`subtract::snap_edges_to_visible`). Chosen on difference items of `tandem synth --split train`
   (seed 601 second rendering, 602–605 both; 1800 items, these weights: Acc@0.5 763 → 769 of 800

@@ -255,7 +255,8 @@ const EDGE_SNAP_RING: (isize, isize) = (6, 16);
 /// `b` with each edge moved by at most `EDGE_SNAP_PX` to the outermost row or column where the
 /// pair visibly differs (`prior` already in `current`'s units, both at one resolution): the
 /// answer spans every visibly changed pixel, and the network's stride-4 map places an edge only
-/// to within a cell. Where the pair is too noisy to see the rim, `b` as it is.
+/// to within a cell. `b` as it is where the pair is too noisy to see the rim, where no ring
+/// around it lies in the image, or where snapping would leave it under 4 px.
 pub fn snap_edges_to_visible(prior: &GrayImage, current: &GrayImage, b: BBox) -> BBox {
     let (w, h) = (current.width as isize, current.height as isize);
     let d = |x: isize, y: isize| -> f32 {
@@ -300,7 +301,7 @@ mod tests {
 
     #[test]
     fn change_box_edges_snap_to_the_visible_rim_only_within_reach_and_where_noise_allows() {
-        // A change visible over x 30..60, y 40..70 (a soft rim included) on a textured scene.
+        // A hard-edged change over x 30..60, y 40..70 on a textured scene.
         let prior = GrayImage::from_fn(112, 112, |x, y| 0.3 + 0.1 * (((x * 5 + y * 11) % 17) as f32 / 16.0));
         let changed = |x: usize, y: usize| (30..60).contains(&x) && (40..70).contains(&y);
         let current = GrayImage::from_fn(112, 112, |x, y| prior.get(x, y) + if changed(x, y) { 0.15 } else { 0.0 });
