@@ -389,12 +389,14 @@ format and tasks, so they say how Tandem does on these tasks, not how it would r
   760 → 773 of 900 items and tracking 755 → 764 → 773 with 1 → 2 → 4 copies, mean IoU up in both
   renderings. Confirmed by a rule written before on seeds 621 and 622, both renderings (no task's
   total down, no set down more than 3 items): multi-view 326 → 334 of 400, tracking 325 → 330,
-  tracking mean IoU up on all four sets. Out of distribution (`tandem eval compare`, 160 items per row; rows in the order validation
-  images' second rendering, held-out source's training and second rendering): multi-view 106 /
-  112 / 105 → 106 / 115 / 106 items, tracking 130 / 130 / 127 → 131 / 131 / 128 with mean IoU
-  0.697 / 0.688 / 0.664 → 0.718 / 0.709 / 0.692; difference rows identical item for item; patch
-  one item down on the validation images' second rendering (159 → 158). A search then costs about
-  three times as long (tracking 110 → 340 ms per item on the validation set, two runs each). Change
+  tracking mean IoU up on all four sets. Out of distribution (`tandem eval compare`, 160 items
+  per row; rows in the order validation images' second rendering, held-out source's training and
+  second rendering): multi-view 106 / 112 / 105 → 106 / 115 / 106 items, tracking 130 / 130 / 127
+  → 131 / 131 / 128 with mean IoU 0.697 / 0.688 / 0.664 → 0.718 / 0.709 / 0.692; difference rows
+  identical item for item; patch one item down on the validation images' second rendering (159 →
+  158). A search then takes about twice as long (`tandem bench ground --runs 21`, two runs each,
+  alternating: locate 24.4 / 28.5 ms against 12.9 / 12.9) and a tracking item, two searches per
+  frame, about three times (124.0 ms per item in the card before, 283.0 in the table above). Change
   maps gained too (training-image difference items, 1800: 1575 → 1583 with 2 copies, 1579 with 4),
   but two copies took a pair from about 50 to 100 ms, past the 60 ms budget of difference
   grounding, so they are read once.

@@ -35,6 +35,7 @@ const CHANGE_MIRRORS: usize = 1;
 
 /// `x` ([1,C,H,W]) followed by its first `n - 1` mirror images, stacked along the batch.
 fn with_mirrors(x: Tensor<4>, n: usize) -> Tensor<4> {
+    debug_assert_eq!(x.dims()[0], 1, "mirrors of one input at a time");
     Tensor::cat((0..n).map(|k| mirror(x.clone(), k)).collect(), 0)
 }
 
@@ -54,6 +55,13 @@ fn mean_unmirrored(maps: Tensor<4>, n: usize) -> Tensor<4> {
     let [_, c, h, w] = maps.dims();
     let back: Vec<Tensor<4>> = (0..n).map(|k| mirror(maps.clone().slice([k..k + 1, 0..c, 0..h, 0..w]), k)).collect();
     Tensor::cat(back, 0).mean_dim(0)
+}
+
+/// `fused`'s score and size maps for one template and search ([1,1,H,W] each), averaged over
+/// their first `n` mirror images.
+fn mirrored_match_maps(fused: &FusedNet, template: Tensor<4>, search: Tensor<4>, n: usize) -> (Tensor<4>, Tensor<4>) {
+    let (score, size) = fused.match_maps(with_mirrors(template, n), with_mirrors(search, n));
+    (mean_unmirrored(score, n), mean_unmirrored(size, n))
 }
 
 /// Model input normalization for 0..1 images.
@@ -307,8 +315,7 @@ impl NetRunner {
         let search = scaled_crop(&target_aa, centre, sx, sy, sw, sh);
         let (fused, device) = self.search.as_ref().map_or((&self.fused, &self.device), |(f, d)| (f, d));
         let (template, search) = (batch_tensor(&[&template], device), batch_tensor(&[&search], device));
-        let (score, size) = fused.match_maps(with_mirrors(template, MATCH_MIRRORS), with_mirrors(search, MATCH_MIRRORS));
-        let (score, size) = (mean_unmirrored(score, MATCH_MIRRORS), mean_unmirrored(size, MATCH_MIRRORS));
+        let (score, size) = mirrored_match_maps(fused, template, search, MATCH_MIRRORS);
         let score = read_maps(score)?.pop().ok_or_else(|| InferError("no score map".into()))?;
         let size = read_maps(size)?;
         // Output cell (i, j) ↔ scaled search pixel (STRIDE·j, STRIDE·i) ↔ target edge coords.
@@ -532,6 +539,32 @@ fn extent_level(full: &GrayImage, extent_logit: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mirrored_maps_are_flipped_back_onto_the_input_grid() {
+        use burn::tensor::Distribution;
+        let device = Device::flex();
+        let net = crate::grounding::model::GrounderConfig::new().init(&device);
+        let fused = FusedNet::new(&net);
+        let template = Tensor::<4>::random([1, 1, TEMPLATE_CROP_PX, TEMPLATE_CROP_PX], Distribution::Normal(0.0, 1.0), &device);
+        let search = Tensor::<4>::random([1, 1, 64, 80], Distribution::Normal(0.0, 1.0), &device);
+        let max_abs_diff = |a: Tensor<4>, b: Tensor<4>| -> f32 { (a - b).abs().max().into_scalar() };
+        // One mirror image is the plain map.
+        let (plain, _) = fused.match_maps(template.clone(), search.clone());
+        let (one, _) = mirrored_match_maps(&fused, template.clone(), search.clone(), 1);
+        assert!(max_abs_diff(plain.clone(), one) < 1e-5);
+        // The mean over all four mirror images is mirror-symmetric: the inputs flipped give the
+        // maps flipped, which holds only if each copy's map was flipped back onto the input grid.
+        let (score, size) = mirrored_match_maps(&fused, template.clone(), search.clone(), 4);
+        assert_eq!(score.dims(), plain.dims());
+        for k in 1..4 {
+            let (s, z) = mirrored_match_maps(&fused, mirror(template.clone(), k), mirror(search.clone(), k), 4);
+            let (ds, dz) = (max_abs_diff(mirror(s, k), score.clone()), max_abs_diff(mirror(z, k), size.clone()));
+            assert!(ds < 1e-4 && dz < 1e-4, "mirror {k}: maps differ by {ds} / {dz}");
+        }
+        // …and differs from the plain map (the network is not symmetric itself).
+        assert!(max_abs_diff(plain, score) > 1e-3);
+    }
 
     #[test]
     fn scaled_crop_centres_the_box() {
