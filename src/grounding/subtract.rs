@@ -181,16 +181,16 @@ impl MatchedDifference {
             if covered[i] { map.distance(prior_on_current.data[i], current.data[i]) } else { 0.0 }
         })
         .blur(BLUR_PX);
-        // Noise σ from the unchanged pixels' median absolute difference (half-normal: 0.674σ).
+        // Noise σ from the unchanged pixels' absolute differences.
         let quiet: Vec<f32> = samples.iter().map(|&i| difference.data[i]).collect();
-        let noise = percentiles(&quiet, &[0.5])[0] / 0.674;
+        let noise = robust_sigma(&quiet);
         let noise_threshold = NOISE_SIGMAS * noise;
         let rim = difference.blur(RIM_BLUR_PX);
         // Robust statistics: the samples include the changed pixels.
         let quiet_rim: Vec<f32> = samples.iter().map(|&i| rim.data[i]).collect();
         let median = percentiles(&quiet_rim, &[0.5])[0];
         let spread: Vec<f32> = quiet_rim.iter().map(|v| (v - median).abs()).collect();
-        let (quiet_mean, quiet_sd) = (median, percentiles(&spread, &[0.5])[0] / 0.674);
+        let (quiet_mean, quiet_sd) = (median, robust_sigma(&spread));
         MatchedDifference {
             difference,
             threshold: noise_threshold.max(VISIBLE),
@@ -252,6 +252,12 @@ const EDGE_SNAP_MAX_LEVEL: f32 = 0.03;
 /// The noise is measured on the ring this far outside the box (px), clear of its rim.
 const EDGE_SNAP_RING: (isize, isize) = (6, 16);
 
+/// σ of zero-centred normal noise from absolute deviations, robust to a minority of outliers
+/// (a change among the samples): their median is 0.674 σ.
+fn robust_sigma(absolute_deviations: &[f32]) -> f32 {
+    percentiles(absolute_deviations, &[0.5])[0] / 0.674
+}
+
 /// `b` with each edge moved by at most `EDGE_SNAP_PX` to the outermost row or column where the
 /// pair visibly differs (`prior` already in `current`'s units, both at one resolution): the
 /// answer spans every visibly changed pixel, and the network's stride-4 map places an edge only
@@ -276,8 +282,7 @@ pub fn snap_edges_to_visible(prior: &GrayImage, current: &GrayImage, b: BBox) ->
     if ring.is_empty() {
         return b;
     }
-    // Robust σ of a difference centred on zero: median |d| / 0.674.
-    let noise = percentiles(&ring, &[0.5])[0] / 0.674;
+    let noise = robust_sigma(&ring);
     if EDGE_SNAP_SIGMAS * noise > EDGE_SNAP_MAX_LEVEL {
         return b;
     }
