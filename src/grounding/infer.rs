@@ -22,16 +22,16 @@ const GEOMETRY_ESCAPE_LOGIT: f32 = 2.5;
 /// count as the same place and are averaged.
 const TRACK_AGREEMENT_IOU: f32 = 0.5;
 
-/// How many mirror images of its inputs the network reads, its maps flipped back and averaged:
-/// the input as it is, left-right, up-down, both (the first N). A convolutional network is not
-/// mirror-symmetric, so each copy errs differently and the mean errs less. Chosen on items from
-/// the training images (`tandem synth --split train`, seed 601 in the second rendering and 602–605
-/// in both, 100 per task; these weights): multi-view 753 → 760 → 773 of 900 items and tracking
-/// 755 → 764 → 773 with 1 → 2 → 4 copies. Difference items gained too (1800: 1575 → 1583 with 2
-/// copies, 1579 with 4), but two copies took a pair from about 50 to 100 ms on 2 cores, past the
-/// 60 ms budget of difference grounding.
+/// How many mirror images of template and search the network's match reads, its maps flipped
+/// back and averaged: the input as it is, left-right, up-down, both (the first N). A
+/// convolutional network is not mirror-symmetric, so each copy errs differently and the mean
+/// errs less. Chosen on items from the training images (`tandem synth --split train`, seed 601
+/// in the second rendering and 602–605 in both, 100 per task; these weights): multi-view 753 →
+/// 760 → 773 of 900 items and tracking 755 → 764 → 773 with 1 → 2 → 4 copies. Change maps are
+/// read once: mirrored, difference items gained too (1800: 1575 → 1583 with 2 copies, 1579 with
+/// 4), but two copies took a pair from about 50 to 100 ms on 2 cores, past the 60 ms budget of
+/// difference grounding.
 const MATCH_MIRRORS: usize = 4;
-const CHANGE_MIRRORS: usize = 1;
 
 /// `x` ([1,C,H,W]) followed by its first `n - 1` mirror images, stacked along the batch.
 fn with_mirrors(x: Tensor<4>, n: usize) -> Tensor<4> {
@@ -248,9 +248,8 @@ impl NetRunner {
     /// Change logits at stride 4 for aligned 0..1 images of the same size.
     pub fn change_logits(&self, prior_on_current: &GrayImage, current: &GrayImage) -> Result<GrayImage, InferError> {
         let (a, b) = (pad8(prior_on_current), pad8(current));
-        let (a, b) = (batch_tensor(&[&a], &self.device), batch_tensor(&[&b], &self.device));
-        let logits = self.fused.change_logits(with_mirrors(a, CHANGE_MIRRORS), with_mirrors(b, CHANGE_MIRRORS));
-        let mut maps = read_maps(mean_unmirrored(logits, CHANGE_MIRRORS))?;
+        let logits = self.fused.change_logits(batch_tensor(&[&a], &self.device), batch_tensor(&[&b], &self.device));
+        let mut maps = read_maps(logits)?;
         maps.pop().ok_or_else(|| InferError("no output".into()))
     }
 
