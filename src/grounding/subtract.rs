@@ -239,7 +239,9 @@ impl MatchedDifference {
 // Chosen on `tandem synth --split train` difference items (seed 601 second rendering, 602–605 both;
 // 1800 items, shipped weights: Acc@0.5 763 → 769 of 800 on the training rendering, 799 → 806 of
 // 1000 on the second; without the noise gate the second lost 20 at ±4 px), confirmed on seeds 611
-// and 612 (800 items: 692 → 698, no set down, mean IoU up on both renderings).
+// and 612 (800 items: 692 → 698, no set down, mean IoU up on both renderings). With the noise
+// gate, a longer reach on the same 1800 items: 3 / 4 / 6 px gave 770 / 771 / 771 of 800 on the
+// training rendering (769 at 2) and 804 / 796 / 789 of 1000 on the second (806).
 /// A change box's edge moves at most this far (px): half a cell of the change head's stride-4
 /// map, whose upsampled edges fall anywhere within a cell…
 const EDGE_SNAP_PX: isize = 2;
