@@ -94,8 +94,21 @@ pub fn read_image(path: &Path) -> Result<BenchImage, MedsgError> {
         let p = &raw[(y * w + x) * 3..(y * w + x) * 3 + 3];
         (0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32) / 255.0
     });
-    let mut mask = GrayImage::from_fn(w, h, |x, y| if red[y * w + x] { 1.0 } else { 0.0 });
-    let red_box = BBox::of_mask(&mask, 0.5).filter(|b| b.width() > 6.0 && b.height() > 6.0).map(|b| b.expand(-2.0));
+    let red_mask = GrayImage::from_fn(w, h, |x, y| if red[y * w + x] { 1.0 } else { 0.0 });
+    let Some(mut mask) = mark_outline(&red_mask) else {
+        // Red in the picture itself (a fundus photograph, colour Doppler) is no mark: it stays.
+        return Ok(BenchImage { image: gray, red_box: None });
+    };
+    // The marks run 2 px outside the box; along the image's edge they fell outside the image.
+    let red_box = BBox::of_mask(&mask, 0.5).map(|m| {
+        let inset = |v: f32, at_edge: bool, by: f32| if at_edge { v } else { v + by };
+        BBox::new(
+            inset(m.x1, m.x1 <= 0.0, 2.0),
+            inset(m.y1, m.y1 <= 0.0, 2.0),
+            inset(m.x2, m.x2 >= w as f32, -2.0),
+            inset(m.y2, m.y2 >= h as f32, -2.0),
+        )
+    });
     // Paint the marks out from their unmarked neighbours, growing inwards.
     for _ in 0..6 {
         let mut changed = false;
@@ -125,6 +138,60 @@ pub fn read_image(path: &Path) -> Result<BenchImage, MedsgError> {
         }
     }
     Ok(BenchImage { image: gray, red_box })
+}
+
+/// How far (px) from its bounding box's edge a mark's line may run: MedSG draws 2-px lines.
+const MARK_LINE_PX: f32 = 3.0;
+
+/// The pixels of `red` (1 where mark-red) that outline a rectangle, as a 0/1 mask: the largest
+/// connected set whose pixels all but lie on their bounding box's border (within the line
+/// width) and cover each of its sides (but those along the image's edge, which may have been
+/// drawn outside it). Red regions of the picture itself (a fundus photograph, colour Doppler, a
+/// red vessel) are filled or wander off their box's border, so they are neither taken for the
+/// mark nor painted out.
+fn mark_outline(red: &GrayImage) -> Option<GrayImage> {
+    let (labels, comps) = crate::grounding::geometry::components(red, 0.5, red);
+    let (w, h) = (red.width, red.height);
+    let is_outline = |label: u32, b: &BBox| -> bool {
+        if b.width() <= 6.0 || b.height() <= 6.0 {
+            return false;
+        }
+        let (x1, y1, x2, y2) = (b.x1 as usize, b.y1 as usize, b.x2 as usize, b.y2 as usize);
+        let near_edge = |x: usize, y: usize| {
+            let (fx, fy) = (x as f32 + 0.5, y as f32 + 0.5);
+            fx - b.x1 < MARK_LINE_PX || b.x2 - fx < MARK_LINE_PX || fy - b.y1 < MARK_LINE_PX || b.y2 - fy < MARK_LINE_PX
+        };
+        let (mut on_border, mut total) = (0usize, 0usize);
+        // Which columns hold the mark along the top and bottom edges, which rows along the sides.
+        let (mut top, mut bottom) = (vec![false; x2 - x1], vec![false; x2 - x1]);
+        let (mut left, mut right) = (vec![false; y2 - y1], vec![false; y2 - y1]);
+        for y in y1..y2 {
+            for x in x1..x2 {
+                if labels[y * w + x] != label {
+                    continue;
+                }
+                total += 1;
+                on_border += near_edge(x, y) as usize;
+                let (fx, fy) = (x as f32 + 0.5, y as f32 + 0.5);
+                top[x - x1] |= fy - b.y1 < MARK_LINE_PX;
+                bottom[x - x1] |= b.y2 - fy < MARK_LINE_PX;
+                left[y - y1] |= fx - b.x1 < MARK_LINE_PX;
+                right[y - y1] |= b.x2 - fx < MARK_LINE_PX;
+            }
+        }
+        let covered = |side: &[bool]| side.iter().filter(|&&v| v).count() as f32 >= 0.8 * side.len() as f32;
+        // A side along the image's own edge may have been drawn outside it.
+        let sides = [(&top, y1 == 0), (&bottom, y2 == h), (&left, x1 == 0), (&right, x2 == w)];
+        let all_drawn = sides.iter().all(|(side, at_edge)| *at_edge || covered(side));
+        on_border as f32 >= 0.95 * total as f32 && all_drawn && sides.iter().filter(|(side, _)| covered(side)).count() >= 2
+    };
+    let (label, _) = comps
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (i as u32 + 1, c))
+        .filter(|(label, c)| is_outline(*label, &c.bbox))
+        .max_by_key(|(_, c)| c.pixels)?;
+    Some(GrayImage::from_fn(w, h, |x, y| if labels[y * w + x] == label { 1.0 } else { 0.0 }))
 }
 
 /// Draws a 2-px pure red rectangle just outside `b` (MedSG's marking).
@@ -241,6 +308,42 @@ mod tests {
     }
 
     #[test]
+    fn red_in_the_picture_is_neither_a_mark_nor_painted_out() {
+        // A colour picture with a filled red disc and a wavy red line (as a fundus photograph's
+        // vessels can be), and a red box drawn around 20..50 × 24..44.
+        let mut picture = image::RgbImage::from_fn(96, 80, |x, _| image::Rgb([150 + (x % 5) as u8, 140, 110]));
+        let in_disc = |x: u32, y: u32| (x as i64 - 75).pow(2) + (y as i64 - 60).pow(2) < 100;
+        let on_line = |x: u32, y: u32| (y as f32 - (10.0 + 6.0 * (x as f32 / 9.0).sin())).abs() <= 1.0;
+        for (x, y, p) in picture.enumerate_pixels_mut() {
+            if in_disc(x, y) || on_line(x, y) {
+                *p = image::Rgb([230, 30, 20]);
+            }
+        }
+        let red_grey = (0.299 * 230.0 + 0.587 * 30.0 + 0.114 * 20.0) / 255.0;
+        let line_pixel = (40, (10.0f32 + 6.0 * (40.0f32 / 9.0).sin()).round() as usize);
+        let dir = tempfile::tempdir().unwrap();
+        let read = |rgb: &image::RgbImage, name: &str| {
+            let p = dir.path().join(name);
+            image::DynamicImage::ImageRgb8(rgb.clone()).save(&p).unwrap();
+            read_image(&p).unwrap()
+        };
+        // Unmarked: no reference box, and the red parts keep their own grey value.
+        let plain = read(&picture, "plain.png");
+        assert_eq!(plain.red_box, None);
+        assert!((plain.image.get(75, 60) - red_grey).abs() < 1e-3);
+        assert!((plain.image.get(line_pixel.0, line_pixel.1) - red_grey).abs() < 1e-3);
+        // Marked: the box is the mark's, and only the mark is painted out.
+        let b = BBox::new(20.0, 24.0, 50.0, 44.0);
+        let mut marked = picture.clone();
+        draw_red_box(&mut marked, &b);
+        let read_marked = read(&marked, "marked.png");
+        assert_eq!(read_marked.red_box, Some(b));
+        assert!((read_marked.image.get(75, 60) - red_grey).abs() < 1e-3);
+        assert!((read_marked.image.get(line_pixel.0, line_pixel.1) - red_grey).abs() < 1e-3);
+        assert!((read_marked.image.get(19, 30) - red_grey).abs() > 0.05, "the mark is painted out");
+    }
+
+    #[test]
     fn red_box_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let g = GrayImage::from_fn(64, 64, |x, y| ((x + y) % 7) as f32 / 7.0);
@@ -254,5 +357,12 @@ mod tests {
         // Marks are painted out: no pixel is far from its neighbours' range.
         let (lo, hi) = read.image.min_max();
         assert!(lo >= 0.0 && hi <= 1.0);
+        // A box against the image's edge or in its corner: the marks there fell outside it.
+        for b in [BBox::new(0.0, 0.0, 30.0, 20.0), BBox::new(20.0, 30.0, 64.0, 50.0), BBox::new(5.0, 40.0, 25.0, 64.0)] {
+            let mut rgb = image::DynamicImage::ImageLuma8(gray_png(&g)).to_rgb8();
+            draw_red_box(&mut rgb, &b);
+            image::DynamicImage::ImageRgb8(rgb).save(&p).unwrap();
+            assert_eq!(read_image(&p).unwrap().red_box, Some(b));
+        }
     }
 }
