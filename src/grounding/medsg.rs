@@ -95,20 +95,11 @@ pub fn read_image(path: &Path) -> Result<BenchImage, MedsgError> {
         (0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32) / 255.0
     });
     let red_mask = GrayImage::from_fn(w, h, |x, y| if red[y * w + x] { 1.0 } else { 0.0 });
-    let Some(mut mask) = mark_outline(&red_mask) else {
+    let Some(MarkOutline { mut mask, inset }) = mark_outline(&red_mask) else {
         // Red in the picture itself (a fundus photograph, colour Doppler) is no mark: it stays.
         return Ok(BenchImage { image: gray, red_box: None });
     };
-    // The marks run 2 px outside the box; along the image's edge they fell outside the image.
-    let red_box = BBox::of_mask(&mask, 0.5).map(|m| {
-        let inset = |v: f32, at_edge: bool, by: f32| if at_edge { v } else { v + by };
-        BBox::new(
-            inset(m.x1, m.x1 <= 0.0, 2.0),
-            inset(m.y1, m.y1 <= 0.0, 2.0),
-            inset(m.x2, m.x2 >= w as f32, -2.0),
-            inset(m.y2, m.y2 >= h as f32, -2.0),
-        )
-    });
+    let red_box = BBox::of_mask(&mask, 0.5).map(|m| BBox::new(m.x1 + inset[2], m.y1 + inset[0], m.x2 - inset[3], m.y2 - inset[1]));
     // Paint the marks out from their unmarked neighbours, growing inwards.
     for _ in 0..6 {
         let mut changed = false;
@@ -141,57 +132,95 @@ pub fn read_image(path: &Path) -> Result<BenchImage, MedsgError> {
 }
 
 /// How far (px) from its bounding box's edge a mark's line may run: MedSG draws 2-px lines.
-const MARK_LINE_PX: f32 = 3.0;
+const MARK_LINE_PX: usize = 3;
 
-/// The pixels of `red` (1 where mark-red) that outline a rectangle, as a 0/1 mask: the largest
-/// connected set whose pixels all but lie on their bounding box's border (within the line
-/// width) and cover each of its sides (but those along the image's edge, which may have been
-/// drawn outside it). Red regions of the picture itself (a fundus photograph, colour Doppler, a
-/// red vessel) are filled or wander off their box's border, so they are neither taken for the
-/// mark nor painted out.
-fn mark_outline(red: &GrayImage) -> Option<GrayImage> {
-    let (labels, comps) = crate::grounding::geometry::components(red, 0.5, red);
+/// A reference mark found in an image: its pixels (0/1) and how far (px) the box lies inside
+/// its bounding box on each side (top, bottom, left, right).
+struct MarkOutline {
+    mask: GrayImage,
+    inset: [f32; 4],
+}
+
+/// The red pixels (`red`: 1 where mark-red) that outline a rectangle. Red regions of the picture
+/// itself (a fundus photograph, colour Doppler, a lesion) are set aside first: lines of the mark
+/// are at most `MARK_LINE_PX` thick, so a pixel under a solid red square one px thicker is not
+/// one of them (a mark drawn against red content loses only the pixels where they touch). Of
+/// what is left, the largest connected set whose pixels all but lie on their bounding box's
+/// border, that covers at least half of each side of it (a side along the image's edge may have
+/// been drawn outside it), has at least three of its corners and an empty middle.
+fn mark_outline(red: &GrayImage) -> Option<MarkOutline> {
     let (w, h) = (red.width, red.height);
-    let is_outline = |label: u32, b: &BBox| -> bool {
-        if b.width() <= 6.0 || b.height() <= 6.0 {
-            return false;
-        }
+    let thin = GrayImage::from_fn(w, h, |x, y| if red.get(x, y) > 0.5 && !under_solid_square(red, x, y) { 1.0 } else { 0.0 });
+    let (labels, comps) = crate::grounding::geometry::components(&thin, 0.5, &thin);
+    let (t, line) = (MARK_LINE_PX, |label: u32, x: usize, y: usize| labels[y * w + x] == label);
+    let outline = |label: u32, b: &BBox| -> Option<[f32; 4]> {
         let (x1, y1, x2, y2) = (b.x1 as usize, b.y1 as usize, b.x2 as usize, b.y2 as usize);
-        let near_edge = |x: usize, y: usize| {
-            let (fx, fy) = (x as f32 + 0.5, y as f32 + 0.5);
-            fx - b.x1 < MARK_LINE_PX || b.x2 - fx < MARK_LINE_PX || fy - b.y1 < MARK_LINE_PX || b.y2 - fy < MARK_LINE_PX
-        };
+        if x2 - x1 <= 6 || y2 - y1 <= 6 {
+            return None;
+        }
         let (mut on_border, mut total) = (0usize, 0usize);
         // Which columns hold the mark along the top and bottom edges, which rows along the sides.
-        let (mut top, mut bottom) = (vec![false; x2 - x1], vec![false; x2 - x1]);
-        let (mut left, mut right) = (vec![false; y2 - y1], vec![false; y2 - y1]);
+        let mut sides = [vec![false; x2 - x1], vec![false; x2 - x1], vec![false; y2 - y1], vec![false; y2 - y1]];
         for y in y1..y2 {
             for x in x1..x2 {
-                if labels[y * w + x] != label {
+                if !line(label, x, y) {
                     continue;
                 }
+                let near = [y < y1 + t, y + t >= y2, x < x1 + t, x + t >= x2];
                 total += 1;
-                on_border += near_edge(x, y) as usize;
-                let (fx, fy) = (x as f32 + 0.5, y as f32 + 0.5);
-                top[x - x1] |= fy - b.y1 < MARK_LINE_PX;
-                bottom[x - x1] |= b.y2 - fy < MARK_LINE_PX;
-                left[y - y1] |= fx - b.x1 < MARK_LINE_PX;
-                right[y - y1] |= b.x2 - fx < MARK_LINE_PX;
+                on_border += near.contains(&true) as usize;
+                for (k, &n) in near.iter().enumerate() {
+                    sides[k][if k < 2 { x - x1 } else { y - y1 }] |= n;
+                }
             }
         }
-        let covered = |side: &[bool]| side.iter().filter(|&&v| v).count() as f32 >= 0.8 * side.len() as f32;
-        // A side along the image's own edge may have been drawn outside it.
-        let sides = [(&top, y1 == 0), (&bottom, y2 == h), (&left, x1 == 0), (&right, x2 == w)];
-        let all_drawn = sides.iter().all(|(side, at_edge)| *at_edge || covered(side));
-        on_border as f32 >= 0.95 * total as f32 && all_drawn && sides.iter().filter(|(side, _)| covered(side)).count() >= 2
+        let at_image_edge = [y1 == 0, y2 == h, x1 == 0, x2 == w];
+        let drawn = [0, 1, 2, 3].map(|k| sides[k].iter().filter(|&&v| v).count() * 2 >= sides[k].len());
+        let corners = [(x1, y1, 0, 2), (x2 - 1, y1, 0, 3), (x1, y2 - 1, 1, 2), (x2 - 1, y2 - 1, 1, 3)]
+            .iter()
+            .filter(|&&(x, y, a, b)| line(label, x, y) || !drawn[a] || !drawn[b])
+            .count();
+        let hollow = !line(label, (x1 + x2) / 2, (y1 + y2) / 2);
+        let closed = (0..4).all(|k| drawn[k] || at_image_edge[k]) && drawn.iter().filter(|&&d| d).count() >= 2;
+        if !(on_border * 20 >= total * 19 && closed && corners >= 3 && hollow) {
+            return None;
+        }
+        // The box lies 2 px inside a side drawn whole; a side against the image's edge may have
+        // been clipped, so there it lies as far inside as the line is thick.
+        let full = |cells: &mut dyn Iterator<Item = bool>, n: usize| cells.filter(|&v| v).count() * 5 >= n * 4;
+        let (rows, cols) = (y1 + t..y2 - t, x1 + t..x2 - t);
+        let thickness = |k: usize| {
+            (0..t)
+                .take_while(|&c| match k {
+                    0 => full(&mut cols.clone().map(|x| line(label, x, y1 + c)), cols.len()),
+                    1 => full(&mut cols.clone().map(|x| line(label, x, y2 - 1 - c)), cols.len()),
+                    2 => full(&mut rows.clone().map(|y| line(label, x1 + c, y)), rows.len()),
+                    _ => full(&mut rows.clone().map(|y| line(label, x2 - 1 - c, y)), rows.len()),
+                })
+                .count() as f32
+        };
+        Some([0, 1, 2, 3].map(|k| match (drawn[k], at_image_edge[k]) {
+            (false, _) => 0.0,
+            (true, true) => thickness(k),
+            (true, false) => 2.0,
+        }))
     };
-    let (label, _) = comps
+    let (label, inset) = comps
         .iter()
         .enumerate()
-        .map(|(i, c)| (i as u32 + 1, c))
-        .filter(|(label, c)| is_outline(*label, &c.bbox))
-        .max_by_key(|(_, c)| c.pixels)?;
-    Some(GrayImage::from_fn(w, h, |x, y| if labels[y * w + x] == label { 1.0 } else { 0.0 }))
+        .filter_map(|(i, c)| outline(i as u32 + 1, &c.bbox).map(|d| (i as u32 + 1, d, c.pixels)))
+        .max_by_key(|&(_, _, pixels)| pixels)
+        .map(|(label, inset, _)| (label, inset))?;
+    Some(MarkOutline { mask: GrayImage::from_fn(w, h, |x, y| if line(label, x, y) { 1.0 } else { 0.0 }), inset })
+}
+
+/// Whether (`x`, `y`) lies under a solid red square one px thicker than a mark's line.
+fn under_solid_square(red: &GrayImage, x: usize, y: usize) -> bool {
+    let s = MARK_LINE_PX + 1;
+    let solid = |x0: usize, y0: usize| {
+        x0 + s <= red.width && y0 + s <= red.height && (y0..y0 + s).all(|yy| (x0..x0 + s).all(|xx| red.get(xx, yy) > 0.5))
+    };
+    (y.saturating_sub(s - 1)..=y).any(|y0| (x.saturating_sub(s - 1)..=x).any(|x0| solid(x0, y0)))
 }
 
 /// Draws a 2-px pure red rectangle just outside `b` (MedSG's marking).
@@ -312,7 +341,13 @@ mod tests {
         // A colour picture with a filled red disc and a wavy red line (as a fundus photograph's
         // vessels can be), and a red box drawn around 20..50 × 24..44.
         let mut picture = image::RgbImage::from_fn(96, 80, |x, _| image::Rgb([150 + (x % 5) as u8, 140, 110]));
-        let in_disc = |x: u32, y: u32| (x as i64 - 75).pow(2) + (y as i64 - 60).pow(2) < 100;
+        // …and small red shapes: a ring and a filled 7-px square, as overlay text or markers are.
+        let in_disc = |x: u32, y: u32| {
+            let ring = ((x as f32 - 10.0).powi(2) + (y as f32 - 60.0).powi(2)).sqrt();
+            (x as i64 - 75).pow(2) + (y as i64 - 60).pow(2) < 100
+                || (4.0..5.5).contains(&ring)
+                || ((30..37).contains(&x) && (60..67).contains(&y))
+        };
         let on_line = |x: u32, y: u32| (y as f32 - (10.0 + 6.0 * (x as f32 / 9.0).sin())).abs() <= 1.0;
         for (x, y, p) in picture.enumerate_pixels_mut() {
             if in_disc(x, y) || on_line(x, y) {
@@ -340,7 +375,29 @@ mod tests {
         assert_eq!(read_marked.red_box, Some(b));
         assert!((read_marked.image.get(75, 60) - red_grey).abs() < 1e-3);
         assert!((read_marked.image.get(line_pixel.0, line_pixel.1) - red_grey).abs() < 1e-3);
-        assert!((read_marked.image.get(19, 30) - red_grey).abs() > 0.05, "the mark is painted out");
+        // The mark's pixels take the picture's grey around them again.
+        assert!((read_marked.image.get(19, 30) - plain.image.get(19, 30)).abs() < 0.02, "the mark is painted out");
+    }
+
+    #[test]
+    fn a_mark_drawn_against_red_content_is_still_found() {
+        // A red lesion filling the lower left of the box, touching the mark from inside.
+        let mut rgb = image::RgbImage::from_pixel(80, 80, image::Rgb([150, 140, 110]));
+        let b = BBox::new(20.0, 20.0, 60.0, 50.0);
+        for (x, y, p) in rgb.enumerate_pixels_mut() {
+            if (20..30).contains(&x) && (40..50).contains(&y) {
+                *p = image::Rgb([230, 30, 20]);
+            }
+        }
+        draw_red_box(&mut rgb, &b);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.png");
+        image::DynamicImage::ImageRgb8(rgb).save(&p).unwrap();
+        let read = read_image(&p).unwrap();
+        assert_eq!(read.red_box, Some(b));
+        // The lesion is not painted out.
+        let red_grey = (0.299 * 230.0 + 0.587 * 30.0 + 0.114 * 20.0) / 255.0;
+        assert!((read.image.get(25, 45) - red_grey).abs() < 1e-3);
     }
 
     #[test]
@@ -357,8 +414,18 @@ mod tests {
         // Marks are painted out: no pixel is far from its neighbours' range.
         let (lo, hi) = read.image.min_max();
         assert!(lo >= 0.0 && hi <= 1.0);
-        // A box against the image's edge or in its corner: the marks there fell outside it.
-        for b in [BBox::new(0.0, 0.0, 30.0, 20.0), BBox::new(20.0, 30.0, 64.0, 50.0), BBox::new(5.0, 40.0, 25.0, 64.0)] {
+        // A box against the image's edge or in its corner, its marks there drawn partly or wholly
+        // outside the image.
+        for b in [
+            BBox::new(0.0, 0.0, 30.0, 20.0),
+            BBox::new(20.0, 30.0, 64.0, 50.0),
+            BBox::new(5.0, 40.0, 25.0, 64.0),
+            BBox::new(1.0, 10.0, 30.0, 40.0),
+            BBox::new(2.0, 10.0, 30.0, 40.0),
+            BBox::new(30.0, 10.0, 62.0, 40.0),
+            BBox::new(30.0, 10.0, 63.0, 40.0),
+            BBox::new(1.0, 1.0, 63.0, 63.0),
+        ] {
             let mut rgb = image::DynamicImage::ImageLuma8(gray_png(&g)).to_rgb8();
             draw_red_box(&mut rgb, &b);
             image::DynamicImage::ImageRgb8(rgb).save(&p).unwrap();
