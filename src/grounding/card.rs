@@ -206,10 +206,12 @@ images with a separate seed.
   enhancement or wash-out, a structure removed and filled with the texture around it) over
   nuisance differences that are not the answer (noise, blur, gamma, gain, sub-pixel
   misregistration, clipping); the answer box spans every pixel the current image shows visibly
-  changed (the acquisition differences replayed on the unchanged scene, so a window or noise that
-  hides part of a change hides it from the answer too). The change head is trained on those
-  visible pixels with the gaps between them (up to 7 px) filled: scattered pixels, as a warp of
-  texture leaves them, had taught it to box only a change's solid core.
+  changed (the acquisition differences replayed on the unchanged scene with the same draws, so a
+  window that clips part of a change hides it from the answer too; noise hides a faint rim only
+  where it saturates, quantizes or scales it, and a rim fainter than additive noise still counts).
+  The change head is trained on those visible pixels with the gaps between them (up to 7 px)
+  filled: scattered pixels, as a warp of texture leaves them, had taught it to box only a
+  change's solid core.
 - Measured and not kept: a sixth, training-only family, texture (`synth::regrain`, drawn with
   `tandem train --with-texture`): the texture around a point moved by a smooth displacement field
   whose direction wanders (not growth's radial warp, and untinted), or its fine detail blurred away

@@ -17,7 +17,7 @@ use crate::study::gray::GrayImage;
 /// training images (`tandem synth --split train --seed 78 --per-task 80`, both renderings):
 /// 2 to 3 did equally well, 1 let look-alikes win, 4 kept too many misread geometries.
 // Measured again with mirrored match maps (seed 601 second rendering, 602–605 both, `--per-task
-// 100`; 900 items): 1 / 1.5 / 2 / 2.5 / 3 gave 722 / 745 / 770 / 773 / 776, still flat from 2 to 3.
+// 100`; 900 items): 1 / 1.5 / 2 / 2.5 / 3 gave 722 / 745 / 770 / 773 / 776 of 900: still flat from 2 to 3.
 const GEOMETRY_ESCAPE_LOGIT: f32 = 2.5;
 
 /// Overlap above which a tracked box's two matches (from the previous frame, from the first)
@@ -513,9 +513,10 @@ pub fn boxes_from_logits(full: &GrayImage, extent_logit: f32, calibrate: &dyn Fn
 // pairs smoother than those the network learnt on, so training keeps unsmoothed pairs.
 // With the weights of 593400c (seed 601 second rendering, 602–605 both; 1800 items) σ 0.7 / 1 /
 // 1.4 / 2 gave 768 / 769 / 765 / 755 of 800 in the training rendering and 801 / 806 / 814 / 808
-// of 1000 in the second. The best σ per item would add about 8 items a set, but a noise estimate
-// of the pair (median absolute second difference) did not tell which σ that is: per quartile of
-// it, no σ won consistently.
+// of 1000 in the second (σ 1.4: 1579 of 1800 against 1575, −4 in one rendering for +8 in the
+// other; kept at 1). The best σ per item would add about 8 items a set, but a noise estimate of
+// the pair (median absolute second difference) did not tell which σ that is: per quartile of it,
+// no σ won consistently.
 const COMMON_RESOLUTION_SIGMA: f32 = 1.0;
 
 // Chosen on difference items from the training images (`tandem synth --split train --seed 78
@@ -524,17 +525,17 @@ const COMMON_RESOLUTION_SIGMA: f32 = 1.0;
 /// A change covers well under a quarter of the image, so this quantile of its change logits is
 /// unchanged background…
 const BACKGROUND_QUANTILE: f32 = 0.75;
-// Most misses in the training rendering are boxes too small (28 of 31 on seeds 602–605, `--per-task
-// 100`: warps whose visibly changed pixels lie scattered), but cutting lower trades them for the
-// second rendering's: the extent at logit -1 instead of the calibrated 0 gave 769 -> 775 of 800
-// there and 806 -> 790 of 1000 in the second (seeds 601–605); with this margin at 3.5 / 4, 792 /
-// 794. Joining the top box with nearby weaker components (within 4–32 px, scored 0.05–0.5) gained
-// at most 3 of 400 in the training rendering (seeds 602, 603) and lost up to 50 of 800 in the
-// second (601–604).
 /// …and a change's extent must stand this far above it (logits)…
 const EXTENT_ABOVE_BACKGROUND: f32 = 3.0;
 /// …but never closer than this to the strongest response, which would cut its region to a point.
 const EXTENT_BELOW_PEAK: f32 = 1.0;
+// Most misses in the training rendering are boxes too small (28 of 31 on seeds 602–605, `--per-task
+// 100`: warps whose visibly changed pixels lie scattered), but cutting lower trades them for the
+// second rendering's: the extent at logit -1 instead of the calibrated 0 gave 769 -> 775 of 800
+// in the training rendering and 806 -> 790 of 1000 in the second (seeds 601–605); at -1 with
+// `EXTENT_ABOVE_BACKGROUND` 3.5 / 4, 775 / 775 of 800 and 792 / 794 of 1000. Joining the top box
+// with nearby weaker components (within 4–32 px, scored 0.05–0.5) gained at most 3 of 400 in the
+// training rendering (seeds 602, 603) and lost up to 50 of 800 in the second (601–604).
 
 /// Where change regions are cut: at `extent_logit`, unless the map's background stands so high
 /// that this would join the change to it. Images acquired or rendered unlike the training ones

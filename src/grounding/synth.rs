@@ -738,7 +738,9 @@ fn square_filter(mask: &GrayImage, radius: usize, init: f32, fold: fn(f32, f32) 
 
 /// The pixels near a change (`near`) that the current's rendering shows visibly changed from
 /// the same rendering of the unchanged scene; `None` when the rendering leaves the change too
-/// faint to notice (a window that clips it, noise that drowns it).
+/// faint to notice (a window that clips it, a contrast curve that flattens it). The current and
+/// the unchanged scene share their noise draws, so additive noise hides nothing here, not even a
+/// rim fainter than it.
 fn visible_in_rendering(unchanged: &GrayImage, current: &GrayImage, near: &GrayImage) -> Option<GrayImage> {
     let (mut count_strong, mut strong_sum) = (0usize, 0.0f32);
     let mask = GrayImage::from_fn(current.width, current.height, |x, y| {
