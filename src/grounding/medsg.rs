@@ -89,12 +89,12 @@ pub fn read_image(path: &Path) -> Result<BenchImage, MedsgError> {
     }
     let rgb = img.to_rgb8();
     let raw = rgb.as_raw();
-    let red: Vec<bool> = raw.chunks_exact(3).map(is_mark_red).collect();
+    let pixel = |x: usize, y: usize| &raw[(y * w + x) * 3..(y * w + x) * 3 + 3];
     let mut gray = GrayImage::from_fn(w, h, |x, y| {
-        let p = &raw[(y * w + x) * 3..(y * w + x) * 3 + 3];
+        let p = pixel(x, y);
         (0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32) / 255.0
     });
-    let red_mask = GrayImage::from_fn(w, h, |x, y| if red[y * w + x] { 1.0 } else { 0.0 });
+    let red_mask = GrayImage::from_fn(w, h, |x, y| if is_mark_red(pixel(x, y)) { 1.0 } else { 0.0 });
     let Some(MarkOutline { mut mask, inset }) = mark_outline(&red_mask) else {
         // Red in the picture itself (a fundus photograph, colour Doppler) is no mark: it stays.
         return Ok(BenchImage { image: gray, red_box: None });
@@ -187,17 +187,22 @@ fn mark_outline(red: &GrayImage) -> Option<MarkOutline> {
         }
         // The box lies 2 px inside a side drawn whole; a side against the image's edge may have
         // been clipped, so there it lies as far inside as the line is thick.
-        let full = |cells: &mut dyn Iterator<Item = bool>, n: usize| cells.filter(|&v| v).count() * 5 >= n * 4;
-        let (rows, cols) = (y1 + t..y2 - t, x1 + t..x2 - t);
+        // Pixel `i` along side `k`, `c` px in from the bounding box's edge.
+        let at = |k: usize, c: usize, i: usize| match k {
+            0 => (i, y1 + c),
+            1 => (i, y2 - 1 - c),
+            2 => (x1 + c, i),
+            _ => (x2 - 1 - c, i),
+        };
         let thickness = |k: usize| {
-            (0..t)
-                .take_while(|&c| match k {
-                    0 => full(&mut cols.clone().map(|x| line(label, x, y1 + c)), cols.len()),
-                    1 => full(&mut cols.clone().map(|x| line(label, x, y2 - 1 - c)), cols.len()),
-                    2 => full(&mut rows.clone().map(|y| line(label, x1 + c, y)), rows.len()),
-                    _ => full(&mut rows.clone().map(|y| line(label, x2 - 1 - c, y)), rows.len()),
-                })
-                .count() as f32
+            // Along the side's inner stretch, clear of the crossing lines at its ends.
+            let span = if k < 2 { x1 + t..x2 - t } else { y1 + t..y2 - t };
+            let on_line = |c: usize, i: usize| {
+                let (x, y) = at(k, c, i);
+                line(label, x, y)
+            };
+            let drawn_at = |c: usize| span.clone().filter(|&i| on_line(c, i)).count() * 5 >= span.len() * 4;
+            (0..t).take_while(|&c| drawn_at(c)).count() as f32
         };
         Some([0, 1, 2, 3].map(|k| match (drawn[k], at_image_edge[k]) {
             (false, _) => 0.0,
