@@ -530,12 +530,15 @@ const EXTENT_ABOVE_BACKGROUND: f32 = 3.0;
 /// …but never closer than this to the strongest response, which would cut its region to a point.
 const EXTENT_BELOW_PEAK: f32 = 1.0;
 // Most misses in the training rendering are boxes too small (28 of 31 on seeds 602–605, `--per-task
-// 100`: warps whose visibly changed pixels lie scattered), but cutting lower trades them for the
-// second rendering's: the extent at logit -1 instead of the calibrated 0 gave 769 -> 775 of 800
+// 100`: warps whose visibly changed pixels lie scattered), but before the intensity map's band
+// (`subtract::IntensityMap`) cutting lower traded them for the second rendering's: the extent at
+// logit -1 instead of the then calibrated 0 gave 769 -> 775 of 800
 // in the training rendering and 806 -> 790 of 1000 in the second (seeds 601–605); at -1 with
 // `EXTENT_ABOVE_BACKGROUND` 3.5 / 4, 775 / 775 of 800 and 792 / 794 of 1000. Joining the top box
 // with nearby weaker components (within 4–32 px, scored 0.05–0.5) gained at most 3 of 400 in the
-// training rendering (seeds 602, 603) and lost up to 50 of 800 in the second (601–604).
+// training rendering (seeds 602, 603) and lost up to 50 of 800 in the second (601–604). With the
+// band, -1 gave 774 / 818 against 769 / 819 at 0 (-0.5: 773 / 823), and the growth family
+// (`--family growth`, seeds 603 and 604, training rendering) 365 against 350 of 400.
 
 /// Where change regions are cut: at `extent_logit`, unless the map's background stands so high
 /// that this would join the change to it. Images acquired or rendered unlike the training ones

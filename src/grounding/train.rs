@@ -547,7 +547,7 @@ fn finish(
     runner.meta.match_calibration = Calibration::default();
     runner.meta.change_extent_logit = 0.0;
     let engine = crate::grounding::Engine::from_runner(runner, "the training device");
-    let (change_cal, match_cal, extent) = calibrate(&engine, pool, opts.seed ^ 0xCA11B, report.left_out());
+    let (change_cal, match_cal, extent) = calibrate(&engine, pool, opts.seed ^ 0xCA11B, report.left_out(), progress);
     let mut runner = engine.into_runner().ok_or_else(|| anyhow::anyhow!("the trained network went missing"))?;
     runner.meta.change_calibration = change_cal;
     runner.meta.match_calibration = match_cal;
@@ -611,13 +611,15 @@ pub fn machine_description() -> String {
 
 /// Fits Platt scaling of the peak logits on items from the training images (a fresh seed),
 /// run through the same `Engine` paths as evaluation with an identity calibration.
-/// Also picks the logit level where change boxes are cut (the one giving the best mean IoU).
+/// Also picks the logit level where change boxes are cut: the one with the most boxes at
+/// IoU ≥ 0.5 (what the benchmark counts), the best mean IoU among equals.
 /// A family left out of training stays out here too, or its items would tune the box extent.
 fn calibrate(
     engine: &crate::grounding::Engine,
     pool: &SourcePool,
     seed: u64,
     left_out: Option<ChangeKind>,
+    progress: &dyn Fn(&str),
 ) -> (Calibration, Calibration, f32) {
     use crate::grounding::Method;
     let mut synth = Synth::new(pool.clone(), 336);
@@ -626,12 +628,19 @@ fn calibrate(
     let logit = |p: f32| (p.clamp(1e-6, 1.0 - 1e-6) / (1.0 - p.clamp(1e-6, 1.0 - 1e-6))).ln();
     // Mean IoU is fairly flat across the extent logit: on 160 items the choice flipped with
     // small changes to inference, so it is made on 480.
+    // Until stop 39 the cut was the best mean IoU, which favours tight boxes over boxes that
+    // reach a change's faint rim. Since the prior's merged intensities are no evidence of change
+    // (`subtract::IntensityMap`'s band), the second rendering tolerates a lower cut; on these
+    // 480 items mean IoU / Acc@0.5 read 0.852 / 463, 0.851 / 464, 0.846 / 466, 0.836 / 464 at
+    // 0 / -0.5 / -1 / -1.5. Counting hits picked -1, which on training-split items (seeds 661
+    // and 662, `--per-task 100`, shipped weights) took difference items 706 -> 709 of 800 and the
+    // growth family 357 -> 367 of 400, as a rule written before asked (see the model card).
     let diff_items: Vec<SynthItem> =
         (0..480u64).map(|k| synth.item([Task::RegisteredDiff, Task::NonRegisteredDiff][k as usize % 2], &mut root.fork(k))).collect();
-    let mut best_extent = (0.0f32, f64::NEG_INFINITY);
+    let mut best_extent = (0.0f32, 0usize, f64::NEG_INFINITY);
     for extent in [0.0f32, -0.5, -1.0, -1.5, -2.0, -3.0] {
         engine.set_change_extent(extent);
-        let mean_iou = diff_items
+        let ious: Vec<f64> = diff_items
             .iter()
             .map(|it| {
                 engine
@@ -640,10 +649,12 @@ fn calibrate(
                     .first()
                     .map_or(0.0, |p| p.target_box.iou(&it.answer) as f64)
             })
-            .sum::<f64>()
-            / diff_items.len() as f64;
-        if mean_iou > best_extent.1 {
-            best_extent = (extent, mean_iou);
+            .collect();
+        let hits = ious.iter().filter(|&&v| v >= 0.5).count();
+        let mean_iou = ious.iter().sum::<f64>() / ious.len() as f64;
+        progress(&format!("  change boxes cut at logit {extent}: {hits} of {} at IoU ≥ 0.5, mean IoU {mean_iou:.4}", ious.len()));
+        if (hits, mean_iou) > (best_extent.1, best_extent.2) {
+            best_extent = (extent, hits, mean_iou);
         }
     }
     engine.set_change_extent(best_extent.0);
