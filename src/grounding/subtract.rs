@@ -50,7 +50,8 @@ const BAND_TYPICAL_HALVES: f32 = 1.0;
 /// only says "at least what the top of the map reaches", so those ends map to half-open intervals.
 /// Likewise a bin of `from` whose pixels spread over a wide band of `to` (a window, a clip or a
 /// steep contrast curve in `from` that merged intensities `to` still tells apart) only bounds
-/// `to` to that band.
+/// `to` to that band, in `estimate` (the network's input); `distance`, the pixel subtraction's,
+/// ignores the band.
 struct IntensityMap {
     table: Vec<f32>,
     /// Per level: how far `to` may lie below and above the map and still agree with `from`
@@ -153,7 +154,8 @@ impl IntensityMap {
         let i = (t as usize).min(LEVELS - 2);
         let mapped = self.table[i] + (self.table[i + 1] - self.table[i]) * (t - i as f32);
         let (below, above) = self.band[(t.round() as usize).min(LEVELS - 1)];
-        to_value.clamp(mapped - below, mapped + above)
+        // Not `clamp`, which panics on a NaN bound (a float volume may carry NaN pixels).
+        to_value.max(mapped - below).min(mapped + above)
     }
 
     /// How far `to_value` lies from what `from_value` maps to.
@@ -400,6 +402,9 @@ mod tests {
         assert!(map.estimate(0.055, 0.9) < 0.35);
         assert!((map.estimate(0.7, 0.9) - 0.7).abs() < 0.01);
         assert!((map.estimate(0.7, 0.5) - 0.7).abs() < 0.01);
+        // A NaN pixel (float volumes carry them) gives no panic and no NaN bound.
+        assert_eq!(map.estimate(f32::NAN, 0.3), 0.3);
+        assert!(!map.estimate(0.055, f32::NAN).is_nan());
     }
 
     #[test]
