@@ -4,8 +4,9 @@
 //! own, so the two lines agree only up to a scale (of either sign: an axis may run the other
 //! way in one view) and an offset along them and a monotone intensity map: they are compared by
 //! normalized correlation over their overlap, for every scale and offset in a plausible range,
-//! coarse to fine. Finding that pair says which axis the planes share, where each lies in the
-//! other, and how positions along the shared axis map.
+//! coarse to fine, each map also charged for carrying the body's outline along the shared axis
+//! off the other view's. Finding that pair says which axis the planes share, where each lies in
+//! the other, and how positions along the shared axis map.
 
 use crate::grounding::geometry::BBox;
 use crate::study::gray::GrayImage;
@@ -81,7 +82,8 @@ pub struct Intersection {
     pub ncc: f32,
     pub runner_up_ncc: f32,
     /// The search's score of this line pair (correlation over the line and near the box, less
-    /// a discount for short overlaps): comparable between hypotheses of one image pair.
+    /// a discount for short overlaps and `EXTENT_WEIGHT` × the body-extent mismatch):
+    /// comparable between hypotheses of one image pair.
     pub score: f32,
     /// 0..1: how clearly the line pair stands out (its correlation, and its margin over the best
     /// pair under another hypothesis); callers fall back to a softer prior when it is low.
@@ -492,7 +494,8 @@ mod tests {
         assert_eq!(body_extent(&GrayImage::filled(96, 96, 0.0), 0), (0.0, 1.0));
         // The same body at half the scale, a quarter in: the map that says so costs nothing…
         assert!(extent_mismatch((0.25, 0.75), (0.375, 0.625), 0.5, 0.25).abs() < 1e-6);
-        // …reversed too, and one off by a tenth of the image costs that per unit of the extent.
+        // …reversed too; one shifted by a tenth of the image misses by 0.1 at both ends, 0.2 over
+        // the target's extent of 0.25.
         assert!(extent_mismatch((0.25, 0.75), (0.375, 0.625), -0.5, 0.75).abs() < 1e-6);
         assert!((extent_mismatch((0.25, 0.75), (0.375, 0.625), 0.5, 0.35) - 0.8).abs() < 1e-5);
     }
