@@ -440,8 +440,9 @@ format and tasks, so they say how Tandem does on these tasks, not how it would r
 - Multi-view assumes both planes pass through the boxed structure, that the line they share is
   visible in both and that both show the body's outline along it (an end at an image's border
   counts as the body's end, so a view cropped inside the body biases the map); under very
-  different windows or nearest-neighbour resampling the search can miss it. Cross-modal registration assumes one rigid map between the images (no breathing or
-  bowel motion between acquisitions).
+  different windows or nearest-neighbour resampling the search can miss it. Cross-modal
+  registration assumes one rigid map between the images (no breathing or bowel motion between
+  acquisitions).
 - Not a medical device.
 "#,
         extent = extent,

@@ -28,6 +28,9 @@ const MIN_OVERLAP: f32 = 0.4;
 /// 0.15 / 0.2: 773 / 774 / 779 / 780 / 768 hits) and confirmed on seeds 671/672 by a rule written
 /// before (see the model card).
 const EXTENT_WEIGHT: f32 = 0.15;
+/// Levels of a 0..1 view at or below this are background (the darkest levels), for both the
+/// equalization and the body's extent.
+const BACKGROUND: f32 = 0.06;
 /// Candidates kept per hypothesis after the coarse level, and after the middle one.
 const KEEP: [usize; 2] = [48, 12];
 
@@ -251,8 +254,10 @@ impl Level {
         let (r, t) = (self.reference.get(i)?.as_ref()?, self.target.get(j)?.as_ref()?);
         // Both views cut the same body: its extent along the shared axis maps through the line
         // pair's scale and offset too, give or take what each cut adds or leaves out.
-        let penalty = EXTENT_WEIGHT * extent_mismatch(self.extents.0, self.extents.1, a, b);
-        overlap_ncc(r, t, a, b, self.window).map(|(score, ncc)| Candidate { i, j, a, b, score: score - penalty, ncc })
+        overlap_ncc(r, t, a, b, self.window).map(|(score, ncc)| {
+            let penalty = EXTENT_WEIGHT * extent_mismatch(self.extents.0, self.extents.1, a, b);
+            Candidate { i, j, a, b, score: score - penalty, ncc }
+        })
     }
 }
 
@@ -351,7 +356,6 @@ pub fn intersect_near(reference: &GrayImage, target: &GrayImage, reference_box: 
 /// views show alike mixtures of tissue, whatever share of each view is background.
 pub fn equalized(img: &GrayImage) -> GrayImage {
     const BINS: usize = 256;
-    const BACKGROUND: f32 = 0.06;
     let bin = |v: f32| ((v.clamp(0.0, 1.0) * (BINS - 1) as f32).round() as usize).min(BINS - 1);
     let mut hist = [0.0f32; BINS];
     for &v in img.data.iter().filter(|&&v| v > BACKGROUND) {
@@ -371,7 +375,6 @@ pub fn equalized(img: &GrayImage) -> GrayImage {
 /// first and last line across it with more than 2 % of its pixels above the background level
 /// (0 and 1 for a blank image).
 fn body_extent(img: &GrayImage, axis: usize) -> (f32, f32) {
-    const BACKGROUND: f32 = 0.06;
     let (along, across) = if axis == 0 { (img.width, img.height) } else { (img.height, img.width) };
     let filled = |k: usize| {
         let count = (0..across).filter(|&t| if axis == 0 { img.get(k, t) } else { img.get(t, k) } > BACKGROUND).count();
