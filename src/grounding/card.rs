@@ -383,8 +383,9 @@ format and tasks, so they say how Tandem does on these tasks, not how it would r
   no set down more than 1, mean IoU up in both renderings). Out of distribution T3 went from 110 /
   120 / 116 to 108 / 124 / 118 items (mean IoU 0.624 / 0.658 / 0.614 → 0.608 / 0.662 / 0.618), every
   other row identical; the committed validation set's T3 from 26 to 28 of its 40 items. Each view
-  is brought to 0..1 by its own intensity range: an item's views are images exported and windowed one by one, and mapping both
-  through the target's range, as before, cost both columns on training-image items (`--seed 502
+  is brought to 0..1 by its own intensity range: an item's views are images exported and windowed
+  one by one, and mapping both through the target's range, as before, cost both columns on
+  training-image items (`--seed 502
   --per-task 100` and `--seed 503 --per-task 200`, 300 multi-view items: the model 80.3 % against
   78.0 % before, the baseline 58.3 against 53.0). Searching reversed scales too took multi-view
   items from the training images (`--seed 502 --per-task 100`, `--seed 503` and `--seed 504
