@@ -326,6 +326,16 @@ pub fn synth(args: &SynthArgs) -> Result<(), CliError> {
         name.push('_');
         name.push_str(family.name());
     }
+    if !args.second_without.is_empty() {
+        if rendering != Rendering::Second {
+            return Err(CliError("--second-without applies to --rendering second only".into()));
+        }
+        name.push_str("_without");
+        for f in &args.second_without {
+            name.push('-');
+            name.push_str(f.name());
+        }
+    }
     check_synth_output(args, &name)?;
     let images = (args.images.as_os_str() != "none").then_some(args.images.as_path());
     let sources = splits::read(split, &args.data, images).map_err(|e| CliError(format!("{e:#}")))?;
@@ -334,6 +344,7 @@ pub fn synth(args: &SynthArgs) -> Result<(), CliError> {
     }
     eprintln!("{} source images, {} volumes", sources.pool.images.len(), sources.volumes.len());
     let mut synth = splits::synth(&sources, 336, rendering);
+    synth.second_without = args.second_without.clone();
     let tasks: Vec<Task> = match args.family {
         Some(family) => {
             synth.families = vec![family];

@@ -19,7 +19,7 @@ pub mod track;
 
 use std::path::PathBuf;
 
-use crate::grounding::synth::ChangeKind;
+use crate::grounding::synth::{ChangeKind, SecondFactor};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::grounding::{DevicePreference, Engine, Method, WeightsSource};
@@ -296,6 +296,12 @@ pub struct SynthArgs {
     /// Difference items of this change family only.
     #[arg(long, value_parser = parse_family)]
     pub family: Option<ChangeKind>,
+    /// With --rendering second: leave these of its acquisition differences out of difference
+    /// pairs (gain, contrast, noise, quantization, filter; comma-separated), every draw made as
+    /// before, so that the items pair with the full rendering's seed for seed and the two sets
+    /// measure what those differences cost.
+    #[arg(long, value_delimiter = ',', value_parser = parse_second_factor)]
+    pub second_without: Vec<SecondFactor>,
     #[arg(long, default_value_t = 9001)]
     pub seed: u64,
     #[arg(long, default_value_t = 40)]
@@ -329,6 +335,11 @@ impl From<RenderingArg> for crate::grounding::synth::Rendering {
 
 fn parse_family(s: &str) -> Result<ChangeKind, String> {
     ChangeKind::parse(s).ok_or_else(|| format!("unknown change family {s:?}; one of {}", ChangeKind::ALL.map(|k| k.name()).join(", ")))
+}
+
+fn parse_second_factor(s: &str) -> Result<SecondFactor, String> {
+    SecondFactor::parse(s)
+        .ok_or_else(|| format!("unknown acquisition difference {s:?}; one of {}", SecondFactor::ALL.map(|f| f.name()).join(", ")))
 }
 
 /// A failure to report as `error: …` with exit code 2.

@@ -71,6 +71,44 @@ pub struct Synth {
     /// Training only: difference pairs also differ by reconstruction kernel, noise and tone
     /// curve (`reconstruction`), so that evaluation items keep the plain training rendering.
     pub augment: bool,
+    /// `Second` rendering only: acquisition differences of difference pairs left out (their
+    /// draws still made, so that items stay paired with the full rendering's).
+    pub second_without: Vec<SecondFactor>,
+}
+
+/// One of the second rendering's acquisition differences (`photometric_second`): leaving one
+/// out of a set of items, seed for seed, measures what it costs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecondFactor {
+    /// Gain and offset.
+    Gain,
+    /// The sigmoid contrast curve.
+    Contrast,
+    /// Speckle or Rician noise.
+    Noise,
+    /// Coarse quantization.
+    Quantization,
+    /// Box blur or sharpening.
+    Filter,
+}
+
+impl SecondFactor {
+    pub const ALL: [SecondFactor; 5] =
+        [SecondFactor::Gain, SecondFactor::Contrast, SecondFactor::Noise, SecondFactor::Quantization, SecondFactor::Filter];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SecondFactor::Gain => "gain",
+            SecondFactor::Contrast => "contrast",
+            SecondFactor::Noise => "noise",
+            SecondFactor::Quantization => "quantization",
+            SecondFactor::Filter => "filter",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SecondFactor> {
+        SecondFactor::ALL.into_iter().find(|f| f.name() == s)
+    }
 }
 
 /// The image pipeline items are rendered with. Training uses `Train` only; `Second` is a
@@ -110,6 +148,7 @@ impl Synth {
             rendering: Rendering::Train,
             families: ChangeKind::ALL.to_vec(),
             augment: false,
+            second_without: Vec::new(),
         }
     }
 
@@ -167,7 +206,7 @@ impl Synth {
                 reconstruction(rng, &plain)
             }
             Rendering::Train => photometric(rng, img, strength),
-            Rendering::Second => photometric_second(rng, img, strength),
+            Rendering::Second => photometric_second(rng, img, strength, &self.second_without),
         }
     }
 
@@ -399,8 +438,9 @@ fn cubic(img: &GrayImage, x: f32, y: f32) -> f32 {
 }
 
 /// The second pipeline's acquisition differences: speckle (multiplicative) or Rician noise,
-/// box blur or sharpening, a sigmoid contrast curve, coarse quantization.
-pub fn photometric_second(rng: &mut Rng, img: &GrayImage, strength: f32) -> GrayImage {
+/// box blur or sharpening, a sigmoid contrast curve, coarse quantization, less those `without`
+/// (drawn all the same).
+pub fn photometric_second(rng: &mut Rng, img: &GrayImage, strength: f32, without: &[SecondFactor]) -> GrayImage {
     let gain = 1.0 + rng.normal() * 0.1 * strength;
     let offset = rng.normal() * 0.05 * strength;
     let contrast = rng.range(0.0, 4.0) * strength;
@@ -416,6 +456,12 @@ pub fn photometric_second(rng: &mut Rng, img: &GrayImage, strength: f32) -> Gray
         }
     };
     let mut nrng = rng.fork(0x2d2d);
+    let off = |f: SecondFactor| without.contains(&f);
+    let (gain, offset) = if off(SecondFactor::Gain) { (1.0, 0.0) } else { (gain, offset) };
+    let contrast = if off(SecondFactor::Contrast) { 0.0 } else { contrast };
+    let sigma = if off(SecondFactor::Noise) { 0.0 } else { sigma };
+    let levels = if off(SecondFactor::Quantization) { 0.0 } else { levels };
+    let filtered = if off(SecondFactor::Filter) { img.clone() } else { filtered };
     filtered.map(|v| {
         let v = v * gain + offset;
         let v = if contrast > 0.05 {
@@ -989,6 +1035,30 @@ mod tests {
 
     fn synth() -> Synth {
         Synth::new(SourcePool::default(), 128)
+    }
+
+    #[test]
+    fn second_rendering_factors_left_out_keep_the_draws() {
+        let img = GrayImage::from_fn(64, 64, |x, y| 0.1 + 0.8 * ((x * 7 + y * 13) % 29) as f32 / 28.0);
+        // Every acquisition difference left out: the image as it was.
+        for seed in 0..8 {
+            let out = photometric_second(&mut Rng::new(seed), &img, 1.0, &SecondFactor::ALL);
+            assert!(out.data.iter().zip(&img.data).all(|(a, b)| (a - b).abs() < 1e-6), "seed {seed}");
+        }
+        // One left out: the random stream moves on as with none left out, so that the next
+        // draws (the rest of the item) are the same and the two sets pair item for item; and
+        // over a few seeds the image differs from the full rendering's.
+        let mut differs = 0;
+        for seed in 0..8 {
+            let (mut full, mut less) = (Rng::new(seed), Rng::new(seed));
+            let a = photometric_second(&mut full, &img, 1.0, &[]);
+            let b = photometric_second(&mut less, &img, 1.0, &[SecondFactor::Contrast]);
+            assert_eq!(full.next_u64(), less.next_u64(), "seed {seed}");
+            differs += (a.data != b.data) as usize;
+        }
+        assert!(differs >= 6, "{differs}");
+        assert_eq!(SecondFactor::parse("quantization"), Some(SecondFactor::Quantization));
+        assert_eq!(SecondFactor::parse("blur"), None);
     }
 
     #[test]
