@@ -315,8 +315,18 @@ fn existing_outputs_are_replaced_only_with_force() {
     assert!(err.contains("exists; pass --force to replace it"), "{err}");
     assert_eq!(std::fs::read(synth_dir.join("images/T1_0000_0.png")).unwrap(), b"png");
     // Leaving acquisition differences out means the second rendering's.
-    let err =
-        one_error_line(&tandem(&["synth", "--split", "train", "--second-without", "contrast", "--out", path_str(&synth_dir), "--force"]));
+    let err = one_error_line(&tandem(&[
+        "synth",
+        "--split",
+        "train",
+        "--second-without",
+        "contrast",
+        "--out",
+        path_str(&synth_dir),
+        "--data",
+        path_str(dir.path()),
+        "--force",
+    ]));
     assert!(err.contains("--rendering second only"), "{err}");
     assert_eq!(std::fs::read(synth_dir.join("images/T1_0000_0.png")).unwrap(), b"png");
     let weights = dir.path().join("grounder.bpk");

@@ -10,7 +10,7 @@ use crate::fsutil::{check_distinct_outputs, check_output};
 use crate::grounding::eval::{self, EvalReport};
 use crate::grounding::rng::Rng;
 use crate::grounding::splits;
-use crate::grounding::synth::Rendering;
+use crate::grounding::synth::{Rendering, SecondFactor};
 use crate::grounding::task::Task;
 use crate::grounding::train::{self, TrainOptions};
 use crate::grounding::{BBox, Engine, LocateHint, Method, Proposal, hints, medsg};
@@ -331,7 +331,7 @@ pub fn synth(args: &SynthArgs) -> Result<(), CliError> {
             return Err(CliError("--second-without applies to --rendering second only".into()));
         }
         name.push_str("_without");
-        for f in &args.second_without {
+        for f in SecondFactor::ALL.iter().filter(|f| args.second_without.contains(f)) {
             name.push('-');
             name.push_str(f.name());
         }
@@ -344,7 +344,7 @@ pub fn synth(args: &SynthArgs) -> Result<(), CliError> {
     }
     eprintln!("{} source images, {} volumes", sources.pool.images.len(), sources.volumes.len());
     let mut synth = splits::synth(&sources, 336, rendering);
-    synth.second_without = args.second_without.clone();
+    synth.second_without = SecondFactor::ALL.into_iter().filter(|f| args.second_without.contains(f)).collect();
     let tasks: Vec<Task> = match args.family {
         Some(family) => {
             synth.families = vec![family];
