@@ -326,12 +326,14 @@ pub fn synth(args: &SynthArgs) -> Result<(), CliError> {
         name.push('_');
         name.push_str(family.name());
     }
-    if !args.second_without.is_empty() {
+    // In one order, without repeats: the file name and the items do not depend on how they were listed.
+    let second_without: Vec<SecondFactor> = SecondFactor::ALL.into_iter().filter(|f| args.second_without.contains(f)).collect();
+    if !second_without.is_empty() {
         if rendering != Rendering::Second {
             return Err(CliError("--second-without applies to --rendering second only".into()));
         }
         name.push_str("_without");
-        for f in SecondFactor::ALL.iter().filter(|f| args.second_without.contains(f)) {
+        for f in &second_without {
             name.push('-');
             name.push_str(f.name());
         }
@@ -344,7 +346,7 @@ pub fn synth(args: &SynthArgs) -> Result<(), CliError> {
     }
     eprintln!("{} source images, {} volumes", sources.pool.images.len(), sources.volumes.len());
     let mut synth = splits::synth(&sources, 336, rendering);
-    synth.second_without = SecondFactor::ALL.into_iter().filter(|f| args.second_without.contains(f)).collect();
+    synth.second_without = second_without;
     let tasks: Vec<Task> = match args.family {
         Some(family) => {
             synth.families = vec![family];

@@ -463,6 +463,7 @@ pub fn photometric_second(rng: &mut Rng, img: &GrayImage, strength: f32, without
     let contrast = if off(SecondFactor::Contrast) { 0.0 } else { contrast };
     let levels = if off(SecondFactor::Quantization) { 0.0 } else { levels };
     let filtered = if off(SecondFactor::Filter) { img.clone() } else { filtered };
+    let noise_off = off(SecondFactor::Noise);
     filtered.map(|v| {
         let v = v * gain + offset;
         let v = if contrast > 0.05 {
@@ -472,7 +473,7 @@ pub fn photometric_second(rng: &mut Rng, img: &GrayImage, strength: f32, without
             v
         };
         // Noise left out leaves the value as it is (Rician noise of σ 0 would fold negatives up).
-        let v = if off(SecondFactor::Noise) {
+        let v = if noise_off {
             v
         } else if speckle {
             v * (1.0 + 1.5 * sigma * nrng.normal())
