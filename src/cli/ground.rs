@@ -269,6 +269,7 @@ pub fn train(cli: &Cli, args: &TrainArgs) -> Result<(), CliError> {
         images_dir: (args.images.as_os_str() != "none").then(|| args.images.clone()),
         without_family: args.without_family,
         with_texture: args.with_texture,
+        with_window: args.with_window,
         ..TrainOptions::default()
     };
     let run = if args.calibrate_only { train::recalibrate } else { train::train };

@@ -255,6 +255,10 @@ pub struct TrainArgs {
     /// trained without it, see the model card).
     #[arg(long)]
     pub with_texture: bool,
+    /// Also give some difference-pair images a narrower display window (a measurement; the
+    /// shipped weights were trained without it, see the model card).
+    #[arg(long)]
+    pub with_window: bool,
     /// Train on a GPU through wgpu.
     #[arg(long)]
     pub gpu: bool,

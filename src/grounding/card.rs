@@ -167,7 +167,11 @@ fn lofo_section(ood: Option<&Path>) -> String {
             t["seed"],
             t["steps"],
             t["batch"],
-            if t["with_texture"].as_bool() == Some(true) { " --with-texture" } else { "" },
+            [("with_texture", " --with-texture"), ("with_window", " --with-window")]
+                .iter()
+                .filter(|(key, _)| t[*key].as_bool() == Some(true))
+                .map(|(_, flag)| *flag)
+                .collect::<String>(),
             lofo_provenance(t),
             items_per_task(rows.as_array().map_or(&[], |v| v.as_slice()))
         ));
@@ -276,6 +280,20 @@ images with a separate seed.
   the held-out source's second-rendering T1 by 5 items (133 → 128) and the validation images'
   second-rendering T3 by 3; on the validation set T2 and T3 lost one item each. The extra steps
   raised multi-view on the held-out source only.
+- Measured and not kept: a narrower display window on some images of a difference pair
+  (`synth::display_window`, drawn with `tandem train --with-window`: three images in ten, linear
+  from a drawn low value to a high one 0.35–1 of the range above it, clipped outside), since the
+  second rendering's per-image contrast curve is what costs its difference rows most (*What the
+  second rendering costs*). The full run with it (seed 20261206, 3500 steps) failed the rule
+  written before it (`tandem eval compare`, no T1–T4 row down more than 3 of 160 items, the T1/T2
+  total not down, and the four second-rendering T1/T2 rows up by at least 12 items together):
+  those four rows went from 517 to 512 items (129 / 133 / 135 / 120 → 129 / 128 / 132 / 123), the
+  T1/T2 total from 2328 to 2314, intensity change −4 / −4 and cut-and-paste T2 −4; tracking rose
+  on all three rows (+5 / +4 / +3), within the run-to-run variation seen before. On the 400
+  training-image difference items of seeds 601 and 602 it took the full second rendering from 326
+  to 330 and the same items with gain and contrast left out from 377 to 373: the 51 items those two
+  factors cost became 43. Most of its misses there are boxes of the wrong extent, not in the wrong
+  place (seed 601: of 35 misses, 14 boxes 1.5–23× the answer's area, 18 under two thirds of it).
 - Half the images of a difference pair also get a reconstruction of their own (a softer or sharper
   kernel, a tone curve, signal-dependent noise: `synth::reconstruction`), so that two acquisitions
   of one patient may differ by more than a global curve; evaluation items never get it. Against
@@ -502,7 +520,8 @@ format and tasks, so they say how Tandem does on these tasks, not how it would r
         params = train.parameters,
         seed = train.seed,
         family_flags = train.without_family.as_ref().map_or(String::new(), |f| format!(" --without-family {f}"))
-            + if train.with_texture { " --with-texture" } else { "" },
+            + if train.with_texture { " --with-texture" } else { "" }
+            + if train.with_window { " --with-window" } else { "" },
         commit = train.source_commit.as_ref().map_or(String::new(), |c| format!(", run with the code of commit `{c}`")),
         steps = train.steps,
         batch = train.batch,

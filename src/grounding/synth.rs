@@ -71,6 +71,9 @@ pub struct Synth {
     /// Training only: difference pairs also differ by reconstruction kernel, noise and tone
     /// curve (`reconstruction`), so that evaluation items keep the plain training rendering.
     pub augment: bool,
+    /// Training only, with `augment`: some images of a pair also get a narrower display window
+    /// (`display_window`; measured and not kept, `tandem train --with-window`).
+    pub display_window: bool,
     /// `Second` rendering only: acquisition differences of difference pairs left out (their
     /// draws still made, so that items stay paired with the full rendering's).
     pub second_without: Vec<SecondFactor>,
@@ -150,6 +153,7 @@ impl Synth {
             rendering: Rendering::Train,
             families: ChangeKind::ALL.to_vec(),
             augment: false,
+            display_window: false,
             second_without: Vec::new(),
         }
     }
@@ -205,7 +209,8 @@ impl Synth {
         match self.rendering {
             Rendering::Train if self.augment => {
                 let plain = photometric(rng, img, strength);
-                reconstruction(rng, &plain)
+                let rebuilt = reconstruction(rng, &plain);
+                if self.display_window { display_window(rng, &rebuilt) } else { rebuilt }
             }
             Rendering::Train => photometric(rng, img, strength),
             Rendering::Second => photometric_second(rng, img, strength, &self.second_without),
@@ -552,6 +557,19 @@ fn reconstruction(rng: &mut Rng, img: &GrayImage) -> GrayImage {
         let v = tone(v);
         (v + sigma * v.max(0.0).sqrt() * nrng.normal()).clamp(0.0, 1.0)
     })
+}
+
+/// A narrower display window on some images (prior and current exported at other window
+/// settings): linear between a drawn low and high value, clipped outside, so whole intensity
+/// ranges flatten in one image of a pair and not in the other. Seven in ten keep theirs.
+fn display_window(rng: &mut Rng, img: &GrayImage) -> GrayImage {
+    if !rng.chance(0.3) {
+        return img.clone();
+    }
+    let width = rng.log_range(0.35, 1.0);
+    let centre = rng.range(0.35, 0.65);
+    let low = centre - width / 2.0;
+    img.map(|v| ((v - low) / width).clamp(0.0, 1.0))
 }
 
 /// Global acquisition differences: gain/offset, gamma, blur and noise, scaled by `strength`.
@@ -1147,6 +1165,45 @@ mod tests {
         }
         assert!((20..=40).contains(&kept), "kept {kept} of 60");
         assert!(softer >= 3 && sharper >= 3, "softer {softer}, sharper {sharper}");
+    }
+
+    #[test]
+    fn display_window_keeps_most_and_flattens_ranges_in_some() {
+        let img = GrayImage::from_fn(64, 1, |x, _| x as f32 / 63.0);
+        let (mut kept, mut flattened) = (0, 0);
+        for seed in 0..100 {
+            let out = display_window(&mut Rng::new(seed), &img);
+            if out.data == img.data {
+                kept += 1;
+                continue;
+            }
+            let clipped = out.data.iter().filter(|&&v| v == 0.0 || v == 1.0).count();
+            assert!(out.data.windows(2).all(|w| w[1] >= w[0]), "monotone");
+            if clipped >= 16 {
+                flattened += 1;
+            }
+        }
+        assert!((55..=85).contains(&kept), "kept {kept} of 100");
+        assert!(flattened >= 10, "flattened a quarter of the range in {flattened}");
+    }
+
+    #[test]
+    fn training_windows_only_when_asked() {
+        let img = phantom_view(&mut Rng::new(4), 64);
+        let mut s = synth();
+        s.augment = true;
+        let mut windowed = 0;
+        for seed in 0..20 {
+            // Off, the shipped recipe's draws: photometric differences, then a reconstruction.
+            let mut rng = Rng::new(seed);
+            let plain = photometric(&mut rng, &img, 1.0);
+            let recipe = reconstruction(&mut rng, &plain);
+            assert_eq!(s.degrade(&mut Rng::new(seed), &img, 1.0), recipe, "seed {seed}");
+            s.display_window = true;
+            windowed += usize::from(s.degrade(&mut Rng::new(seed), &img, 1.0) != recipe);
+            s.display_window = false;
+        }
+        assert!(windowed >= 2, "windowed {windowed} of 20");
     }
 
     #[test]

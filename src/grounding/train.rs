@@ -90,6 +90,9 @@ pub struct TrainOptions {
     pub without_family: Option<ChangeKind>,
     /// Also draw the training-only `texture` family (measured, not in the shipped recipe).
     pub with_texture: bool,
+    /// Also narrow the display window of some difference-pair images (measured, not in the
+    /// shipped recipe).
+    pub with_window: bool,
 }
 
 impl Default for TrainOptions {
@@ -107,6 +110,7 @@ impl Default for TrainOptions {
             images_dir: Some(PathBuf::from("../shared/data/train-images")),
             without_family: None,
             with_texture: false,
+            with_window: false,
         }
     }
 }
@@ -376,6 +380,9 @@ pub struct TrainReport {
     /// Whether the training-only texture family was drawn (`--with-texture`).
     #[serde(default)]
     pub with_texture: bool,
+    /// Whether some difference-pair images got a narrower display window (`--with-window`).
+    #[serde(default)]
+    pub with_window: bool,
 }
 
 impl TrainReport {
@@ -415,6 +422,10 @@ pub fn train(opts: &TrainOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Tra
     if opts.with_texture {
         synth.families.push(ChangeKind::Texture);
         progress("training-only change family added: texture");
+    }
+    if opts.with_window {
+        synth.display_window = true;
+        progress("training-only augmentation added: narrower display windows");
     }
     if let Some(left_out) = opts.without_family {
         synth.families.retain(|&k| k != left_out);
@@ -486,6 +497,7 @@ pub fn train(opts: &TrainOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Tra
         source_commit: source_commit(),
         without_family: opts.without_family.map(|k| k.name().to_string()),
         with_texture: opts.with_texture,
+        with_window: opts.with_window,
     };
     if let Some(dir) = opts.out.parent() {
         std::fs::create_dir_all(dir)?;
@@ -573,6 +585,7 @@ pub fn recalibrate(opts: &TrainOptions, progress: &dyn Fn(&str)) -> anyhow::Resu
     report.recalibrated = true;
     // Weights trained before the record kept the flag: the caller says whether texture was drawn.
     report.with_texture |= opts.with_texture;
+    report.with_window |= opts.with_window;
     if let Some(family) = opts.without_family {
         // Weights trained before the record kept it: the caller says which family was left out.
         report.without_family = Some(family.name().to_string());
