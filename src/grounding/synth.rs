@@ -1198,7 +1198,9 @@ mod tests {
             let mut rng = Rng::new(seed);
             let plain = photometric(&mut rng, &img, 1.0);
             let recipe = reconstruction(&mut rng, &plain);
-            assert_eq!(s.degrade(&mut Rng::new(seed), &img, 1.0), recipe, "seed {seed}");
+            let mut drawn = Rng::new(seed);
+            assert_eq!(s.degrade(&mut drawn, &img, 1.0), recipe, "seed {seed}");
+            assert_eq!(drawn.next_u64(), rng.next_u64(), "seed {seed}: the stream goes on as the recipe's");
             s.display_window = true;
             windowed += usize::from(s.degrade(&mut Rng::new(seed), &img, 1.0) != recipe);
             s.display_window = false;
