@@ -130,6 +130,12 @@ fn ood_row(r: &serde_json::Value, note: &str) -> String {
     )
 }
 
+/// The `tandem train` flags of the measured, unshipped training additions a run used.
+fn training_only_flags(with_texture: bool, with_window: bool) -> String {
+    let flag = |on: bool, name: &str| if on { format!(" {name}") } else { String::new() };
+    flag(with_texture, "--with-texture") + &flag(with_window, "--with-window")
+}
+
 /// Which code trained a leave-one-family-out run, and whether its calibration was redone since:
 /// it may be older than the shipped weights' recipe.
 fn lofo_provenance(training: &serde_json::Value) -> String {
@@ -167,11 +173,7 @@ fn lofo_section(ood: Option<&Path>) -> String {
             t["seed"],
             t["steps"],
             t["batch"],
-            [("with_texture", " --with-texture"), ("with_window", " --with-window")]
-                .iter()
-                .filter(|(key, _)| t[*key].as_bool() == Some(true))
-                .map(|(_, flag)| *flag)
-                .collect::<String>(),
+            training_only_flags(t["with_texture"].as_bool() == Some(true), t["with_window"].as_bool() == Some(true)),
             lofo_provenance(t),
             items_per_task(rows.as_array().map_or(&[], |v| v.as_slice()))
         ));
@@ -521,8 +523,7 @@ format and tasks, so they say how Tandem does on these tasks, not how it would r
         params = train.parameters,
         seed = train.seed,
         family_flags = train.without_family.as_ref().map_or(String::new(), |f| format!(" --without-family {f}"))
-            + if train.with_texture { " --with-texture" } else { "" }
-            + if train.with_window { " --with-window" } else { "" },
+            + &training_only_flags(train.with_texture, train.with_window),
         commit = train.source_commit.as_ref().map_or(String::new(), |c| format!(", run with the code of commit `{c}`")),
         steps = train.steps,
         batch = train.batch,
