@@ -13,15 +13,15 @@ use crate::registration::planes::{Intersection, SharedAxes};
 use crate::study::gray::GrayImage;
 
 /// How much stronger (match logit) an appearance match outside the multi-view geometry's bands
-/// must be than the best inside them to overrule it; chosen on multi-view items from the
-/// training images (`tandem synth --split train --seed 78 --per-task 80`, both renderings):
-/// 2 to 3 did equally well, 1 let look-alikes win, 4 kept too many misread geometries.
-// Measured again with mirrored match maps (seed 601 second rendering, 602–605 both, `--per-task
-// 100`; 900 items): 1 / 1.5 / 2 / 2.5 / 3 gave 722 / 745 / 770 / 773 / 776 of 900: still flat from 2 to 3.
-// Raised to 3.5 together with `UNSURE_PLANES_CONFIDENCE` and `ACROSS_LINE_SPREAD`, which keep
-// more of the right answers inside the bands: on training-split multi-view items (seeds 601–605,
-// both renderings; 1000 from phantoms, 1000 from the training images) those two with 2.5 / 3.5 /
-// 4.5 gave 732 + 891 / 747 + 896 / 749 + 892 hits, the shipped search 713 + 892 (model card).
+/// must be than the best inside them to overrule it. Chosen on multi-view items of the training
+/// split together with `UNSURE_PLANES_CONFIDENCE` and `ACROSS_LINE_SPREAD`, which keep more of the
+/// right answers inside the bands (see the model card).
+// History: on `tandem synth --split train --seed 78 --per-task 80` 2 to 3 did equally well, 1 let
+// look-alikes win, 4 kept too many misread geometries; with mirrored match maps (seed 601 second
+// rendering, 602–605 both, 900 items) 1 / 1.5 / 2 / 2.5 / 3 gave 722 / 745 / 770 / 773 / 776, and
+// 2.5 was kept. With the other two constants, on seeds 601–605, both renderings (1000 items from
+// phantoms, 1000 from the training images), 2.5 / 3.5 / 4.5 gave 732 + 891 / 747 + 896 / 749 + 892
+// hits, the search before all three 713 + 892.
 const GEOMETRY_ESCAPE_LOGIT: f32 = 3.5;
 
 /// Overlap above which a tracked box's two matches (from the previous frame, from the first)
@@ -185,16 +185,17 @@ struct Band {
 
 /// Log-weight per unit of the planes search's score below the best hypothesis: only a near tie
 /// stays open for the match map to decide (softer weights, down to 20, lost items on
-/// training-volume items: the match map is less reliable than the line)…
+/// training-volume items: the match map is less reliable than the line).
 const PLANE_SCORE_WEIGHT: f32 = 1000.0;
-/// …unless the best line pair is itself unsure (`Intersection::confidence` below
-/// `UNSURE_PLANES_CONFIDENCE`): then the other hypotheses stay open, and the match map decides
-/// between lines whose scores differ by less than about 0.1. Phantom volumes, whose bodies are
-/// near-symmetric ellipsoids, often leave the best line pair unsure and wrong (on 1000
-/// training-split phantom items, another hypothesis held the answer in 102 of 287 misses, mostly
-/// below that confidence). Chosen with `ACROSS_LINE_SPREAD` on multi-view items of the training
-/// split (see the model card).
+/// Below this `Intersection::confidence` of the best line pair, the hypotheses are weighted by
+/// `UNSURE_PLANE_SCORE_WEIGHT` instead. Phantom volumes, whose bodies are near-symmetric
+/// ellipsoids, often leave the best line pair unsure and wrong: of 287 misses on 1000
+/// training-split phantom items, 102 had the answer under a hypothesis other than the best, 88 of
+/// them with the best pair's confidence below 0.6. Chosen with `ACROSS_LINE_SPREAD` and
+/// `GEOMETRY_ESCAPE_LOGIT` on multi-view items of the training split (see the model card).
 const UNSURE_PLANES_CONFIDENCE: f32 = 0.6;
+/// Log-weight per unit of score below the best hypothesis when the best line pair is unsure:
+/// lines whose scores differ by less than about 0.1 stay open, and the match map decides.
 const UNSURE_PLANE_SCORE_WEIGHT: f32 = 30.0;
 /// Spread of the prior across the band around the planes' common line, as a fraction of the
 /// band's extent (plus 3 px): near-central cuts meet near the section's middle.
