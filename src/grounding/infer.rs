@@ -214,12 +214,12 @@ impl Band {
         let Some(best) = planes.first() else {
             return SharedAxes::ALL.iter().map(|&s| band(s, None)).collect();
         };
+        let weight = if best.confidence < UNSURE_PLANES_CONFIDENCE { UNSURE_PLANE_SCORE_WEIGHT } else { PLANE_SCORE_WEIGHT };
         planes
             .iter()
             .map(|p| {
                 let mut b = band(p.shared, p.crosses(reference.to_array()).then_some(p.line_in_target));
                 (b.centre, b.extent) = (p.to_target(b.centre), b.extent * p.scale.abs());
-                let weight = if best.confidence < UNSURE_PLANES_CONFIDENCE { UNSURE_PLANE_SCORE_WEIGHT } else { PLANE_SCORE_WEIGHT };
                 b.log_weight = -weight * (best.score - p.score);
                 b
             })
