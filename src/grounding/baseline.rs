@@ -43,7 +43,13 @@ pub fn diff(prior: &GrayImage, current: &GrayImage) -> (Vec<Scored>, Transform) 
     // align gives current_from_prior; we need prior_from_current to resample the prior.
     let prior_from_current = align.fixed_from_moving.inverse().unwrap_or(Transform::IDENTITY);
     let (warped, covered) = prior_on_current_covering(prior, current, &prior_from_current);
-    let matched = MatchedDifference::new(&warped, current, &covered, &[]);
+    (regions_of_change(&warped, current, &covered), prior_from_current)
+}
+
+/// The pixel subtraction's change regions of an aligned pair (`covered`: where the prior covers
+/// the current), each grown through its rim, strongest first.
+pub fn regions_of_change(warped: &GrayImage, current: &GrayImage, covered: &[bool]) -> Vec<Scored> {
+    let matched = MatchedDifference::new(warped, current, covered, &[]);
     let (difference, threshold) = (&matched.difference, matched.threshold);
     let (_, mut comps) = components(difference, threshold, difference);
     if comps.is_empty() {
@@ -65,7 +71,7 @@ pub fn diff(prior: &GrayImage, current: &GrayImage) -> (Vec<Scored>, Transform) 
         })
         .collect();
     out.sort_by(|a, b| b.score.total_cmp(&a.score));
-    (out, prior_from_current)
+    out
 }
 
 /// Sums over windows via an integral image (f64 for precision on large images).

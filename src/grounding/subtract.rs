@@ -303,6 +303,54 @@ const EDGE_SNAP_MAX_LEVEL: f32 = 0.03;
 /// The noise is measured on the ring this far outside the box (px), clear of its rim.
 const EDGE_SNAP_RING: (isize, isize) = (6, 16);
 
+/// |current − prior| at (`x`, `y`); `None` outside the images.
+fn absolute_difference(prior: &GrayImage, current: &GrayImage, x: isize, y: isize) -> Option<f32> {
+    let inside = x >= 0 && y >= 0 && (x as usize) < current.width && (y as usize) < current.height;
+    inside.then(|| (current.get(x as usize, y as usize) - prior.get(x as usize, y as usize)).abs())
+}
+
+/// A box's edges on the pixel grid: x1, y1, x2, y2 (the last two one past the box).
+fn pixel_edges(b: &BBox) -> (isize, isize, isize, isize) {
+    (b.x1.round() as isize, b.y1.round() as isize, b.x2.round() as isize, b.y2.round() as isize)
+}
+
+/// The pixels (within the images) whose distance outside `b`, the larger of the horizontal and
+/// the vertical one, lies in `from..to` (1 for the line just outside the box).
+fn ring_around(b: &BBox, from: isize, to: isize, width: usize, height: usize) -> impl Iterator<Item = (isize, isize)> {
+    let (x1, y1, x2, y2) = pixel_edges(b);
+    let (w, h) = (width as isize, height as isize);
+    ((y1 - to + 1).max(0)..(y2 + to - 1).min(h))
+        .flat_map(move |y| ((x1 - to + 1).max(0)..(x2 + to - 1).min(w)).map(move |x| (x, y)))
+        .filter(move |&(x, y)| {
+            let outside = (x1 - x).max(x - x2 + 1).max((y1 - y).max(y - y2 + 1));
+            outside >= from && outside < to
+        })
+}
+
+/// σ of the pair's difference on the ring `EDGE_SNAP_RING` around `b`, clear of its rim; `None`
+/// where no such ring lies in the image.
+fn noise_around(prior: &GrayImage, current: &GrayImage, b: &BBox) -> Option<f32> {
+    let (near, far) = EDGE_SNAP_RING;
+    let ring: Vec<f32> = ring_around(b, near + 1, far + 1, current.width, current.height)
+        .filter_map(|(x, y)| absolute_difference(prior, current, x, y))
+        .collect();
+    (!ring.is_empty()).then(|| robust_sigma(&ring))
+}
+
+/// The share of the pixels just outside `b` (1–3 px beyond its edges) where the pair visibly
+/// differs, beyond `EDGE_SNAP_SIGMAS` σ of the noise around it and at least `RIM_FLOOR`: a box
+/// drawn around part of a change leaves the rest of it there.
+pub fn changed_just_outside(prior: &GrayImage, current: &GrayImage, b: &BBox) -> f32 {
+    let Some(noise) = noise_around(prior, current, b) else { return 0.0 };
+    let level = RIM_FLOOR.max(EDGE_SNAP_SIGMAS * noise);
+    let ring: Vec<f32> =
+        ring_around(b, 1, 4, current.width, current.height).filter_map(|(x, y)| absolute_difference(prior, current, x, y)).collect();
+    if ring.is_empty() {
+        return 0.0;
+    }
+    ring.iter().filter(|&&v| v > level).count() as f32 / ring.len() as f32
+}
+
 /// σ of zero-centred normal noise from absolute deviations, robust to a minority of outliers
 /// (a change among the samples): their median is 0.674 σ.
 fn robust_sigma(absolute_deviations: &[f32]) -> f32 {
@@ -315,25 +363,9 @@ fn robust_sigma(absolute_deviations: &[f32]) -> f32 {
 /// to within a cell. `b` as it is where the pair is too noisy to see the rim, where no ring
 /// around it lies in the image, or where snapping would leave it under 4 px.
 pub fn snap_edges_to_visible(prior: &GrayImage, current: &GrayImage, b: BBox) -> BBox {
-    let (w, h) = (current.width as isize, current.height as isize);
-    let d = |x: isize, y: isize| -> f32 {
-        if x < 0 || y < 0 || x >= w || y >= h {
-            0.0
-        } else {
-            (current.get(x as usize, y as usize) - prior.get(x as usize, y as usize)).abs()
-        }
-    };
-    let (x1, y1, x2, y2) = (b.x1.round() as isize, b.y1.round() as isize, b.x2.round() as isize, b.y2.round() as isize);
-    let (near, far) = EDGE_SNAP_RING;
-    let ring: Vec<f32> = ((y1 - far).max(0)..(y2 + far).min(h))
-        .flat_map(|y| ((x1 - far).max(0)..(x2 + far).min(w)).map(move |x| (x, y)))
-        .filter(|&(x, y)| x < x1 - near || x >= x2 + near || y < y1 - near || y >= y2 + near)
-        .map(|(x, y)| d(x, y))
-        .collect();
-    if ring.is_empty() {
-        return b;
-    }
-    let noise = robust_sigma(&ring);
+    let d = |x: isize, y: isize| absolute_difference(prior, current, x, y).unwrap_or(0.0);
+    let (x1, y1, x2, y2) = pixel_edges(&b);
+    let Some(noise) = noise_around(prior, current, &b) else { return b };
     if EDGE_SNAP_SIGMAS * noise > EDGE_SNAP_MAX_LEVEL {
         return b;
     }
@@ -354,6 +386,24 @@ pub fn snap_edges_to_visible(prior: &GrayImage, current: &GrayImage, b: BBox) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_box_around_part_of_a_change_leaves_changed_pixels_just_outside() {
+        // A hard-edged change over x 30..70, y 40..80 on a textured scene.
+        let prior = GrayImage::from_fn(128, 128, |x, y| 0.3 + 0.1 * (((x * 5 + y * 11) % 17) as f32 / 16.0));
+        let changed = |x: usize, y: usize| (30..70).contains(&x) && (40..80).contains(&y);
+        let current = GrayImage::from_fn(128, 128, |x, y| prior.get(x, y) + if changed(x, y) { 0.15 } else { 0.0 });
+        let whole = BBox::new(30.0, 40.0, 70.0, 80.0);
+        assert_eq!(changed_just_outside(&prior, &current, &whole), 0.0);
+        // Its core: every pixel of the ring around it changed.
+        let core = BBox::new(40.0, 50.0, 60.0, 70.0);
+        assert_eq!(changed_just_outside(&prior, &current, &core), 1.0);
+        // Its left half: of the ring's 396 pixels, the 3 × 40 beside the change's other half.
+        let half = BBox::new(30.0, 40.0, 50.0, 80.0);
+        assert_eq!(changed_just_outside(&prior, &current, &half), 120.0 / 396.0);
+        // The same pair without the change: nothing outside any box.
+        assert_eq!(changed_just_outside(&prior, &prior, &core), 0.0);
+    }
 
     #[test]
     fn change_box_edges_snap_to_the_visible_rim_only_within_reach_and_where_noise_allows() {
