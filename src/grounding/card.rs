@@ -401,7 +401,7 @@ format and tasks, so they say how Tandem does on these tasks, not how it would r
   704 by a rule written before (1083 → 1082 of 1200, no set of 200 down more than 2;
   leave-growth-out growth 188 → 235 of 400). Out of distribution the sixteen T1/T2 rows kept their
   2328 items (second rendering −2 / −1 / −1 / −1, the held-out source's training-rendering T1 +2,
-  intensity T1 +2, growth T2, removal T1 +1, cut-and-paste T2 −1), and the leave-growth-out weights'
+  intensity T1 +2, growth T2 and removal T1 +1, cut-and-paste T2 −1), and the leave-growth-out weights'
   growth rows rose from 40.0 / 38.8 % to 55.6 / 50.6 (the baseline: 70.6 / 61.9).
   The baseline registers the same way and subtracts the mapped prior from the current
   (`grounding::subtract`), boxes the strongest connected difference anywhere and grows it through
